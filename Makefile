@@ -1,0 +1,36 @@
+# Two entry points for a fresh clone: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check lint types unit bench kb-eval clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Set everything up and run the bot with ./config.yaml.
+run: $(STAMP)
+	$(BIN)/supportbot run
+
+## Set everything up, then format check, lint, types and the whole test suite.
+test: $(STAMP) lint types unit
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -q
+
+kb-eval: $(STAMP)
+	$(BIN)/supportbot kb eval
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

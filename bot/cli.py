@@ -1,0 +1,220 @@
+"""The ``supportbot`` command: run, check, kb, kpi, digest.
+
+Every command takes ``--config PATH`` (default ./config.yaml). Exit codes: 0 done,
+1 failed while running, 2 bad configuration or knowledge base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from bot.config import Secrets, Settings, load_settings
+from bot.errors import ConfigError, KnowledgeBaseError, SupportbotError
+from bot.logs import setup_logging
+
+DEFAULT_CONFIG = Path("config.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="path of config.yaml (default: ./config.yaml)",
+    )
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING…")
+    parser = argparse.ArgumentParser(
+        prog="supportbot",
+        description="Self-hosted customer-support bot for Telegram and Slack.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="start the bot with the configured channels")
+    sub.add_parser("check", parents=[common], help="validate config and knowledge base")
+    kb = sub.add_parser("kb", parents=[common], help="knowledge-base tools")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True, metavar="KB_COMMAND")
+    ask = kb_sub.add_parser("ask", parents=[common], help="show the entry a question matches")
+    ask.add_argument("question", nargs="?", help="the question (default: one per line on stdin)")
+    ask.add_argument("--json", action="store_true", help="one JSON object per question")
+    ask.add_argument("--lang", choices=["fr", "en"], help="customer language")
+    ev = kb_sub.add_parser("eval", parents=[common], help="accuracy on the labeled set")
+    ev.add_argument("--dataset", type=Path, help="labeled set (default tests/data/kb_eval.yaml)")
+    kpi = sub.add_parser("kpi", parents=[common], help="KPI report for a period")
+    kpi.add_argument("--from", dest="date_from", type=date.fromisoformat, help="YYYY-MM-DD")
+    kpi.add_argument("--to", dest="date_to", type=date.fromisoformat, help="YYYY-MM-DD, exclusive")
+    kpi.add_argument("--by", choices=["channel", "agent", "topic"])
+    kpi.add_argument("--format", dest="fmt", choices=["table", "json", "csv"], default="table")
+    digest = sub.add_parser("digest", parents=[common], help="post or preview the KPI digest")
+    mode = digest.add_mutually_exclusive_group()
+    mode.add_argument("--now", action="store_true", help="post the digest immediately")
+    mode.add_argument("--dry-run", action="store_true", help="print it; write the chart")
+    digest.add_argument("--out", type=Path, help="chart file for --dry-run (digest.png)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config: Path = getattr(args, "config", DEFAULT_CONFIG)
+    secrets = Secrets.from_env()
+    setup_logging(secrets.values(), getattr(args, "log_level", None))
+    try:
+        settings = load_settings(config)
+        return _dispatch(args, settings, secrets)
+    except (ConfigError, KnowledgeBaseError) as exc:
+        print(f"supportbot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except SupportbotError as exc:
+        print(f"supportbot: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets) -> int:
+    if args.command == "run":
+        return _run(settings, secrets)
+    if args.command == "check":
+        return _check(settings, secrets)
+    if args.command == "kb":
+        if args.kb_command == "ask":
+            return _kb_ask(settings, args.question, as_json=args.json, lang=args.lang)
+        return _kb_eval(settings, args.dataset)
+    if args.command == "kpi":
+        from bot.report import kpi_command
+
+        out = asyncio.run(
+            kpi_command(settings, date_from=args.date_from, date_to=args.date_to, by=args.by,
+                        fmt=args.fmt)  # fmt: skip
+        )
+        print(out)
+        return 0
+    if args.command == "digest":
+        return _digest(settings, secrets, now=args.now, dry_run=args.dry_run, out=args.out)
+    return 2  # pragma: no cover - argparse requires a command
+
+
+def _run(settings: Settings, secrets: Secrets) -> int:
+    from bot.app import SupportApp, plan_channels
+
+    plan = plan_channels(settings, secrets)
+    if not plan.any:
+        print(
+            "supportbot: no channel can start. Set, in the environment:\n  - "
+            + "\n  - ".join(plan.problems[:2])
+            + "\nThen run again (see README, 'Connect Telegram / Slack').",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(SupportApp(settings, secrets).serve_forever())
+    return 0
+
+
+def _check(settings: Settings, secrets: Secrets) -> int:
+    from bot.app import plan_channels
+    from bot.knowledge import KnowledgeBase
+
+    kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
+    plan = plan_channels(settings, secrets)
+    hours = settings.business_hours
+    print("config: ok")
+    print(f"language: {settings.language}   timezone: {settings.timezone}")
+    if hours is None:
+        print("business hours: always open")
+    else:
+        week = ", ".join(f"{d} {getattr(hours, d) or 'closed'}" for d in hours.week())
+        print(f"business hours: {week}; {len(hours.holidays)} holiday(s)")
+    topics = len({e.topic for e in kb.entries})
+    print(
+        f"knowledge base: {settings.knowledge.path} — {len(kb.entries)} entries, "
+        f"{topics} topics, threshold {kb.threshold:.2f}"
+    )
+    print(f"database: {settings.storage.path}")
+    print(f"telegram: {'enabled' if plan.telegram else 'off'}")
+    print(f"slack: {'enabled' if plan.slack else 'off'}")
+    print(f"desk: {settings.desk}")
+    digest = settings.digest
+    targets = ", ".join(digest.targets) or "no targets"
+    print(f"digest: {'on' if digest.enabled else 'off'} — '{digest.schedule}' → {targets}")
+    for problem in plan.problems:
+        print(f"warning: {problem}")
+    return 0
+
+
+def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: str | None) -> int:
+    from bot.knowledge import KnowledgeBase
+
+    kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
+    language = lang or settings.language
+    questions = [question] if question is not None else [line.rstrip("\n") for line in sys.stdin]
+    for text in questions:
+        match = kb.match(text, language)
+        if as_json:
+            record = {
+                "id": match.id,
+                "topic": match.topic,
+                "score": round(match.score, 4),
+                "answered": match.answered,
+            }
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        elif match.entry is None:
+            print(f"✗ no entry matches {text!r}")
+        else:
+            mark = "✓" if match.answered else "✗ below threshold"
+            print(f"{mark} {match.id} (topic {match.topic}) score {match.score:.3f} "
+                  f"/ threshold {kb.threshold:.2f}")  # fmt: skip
+            if match.answered:
+                print(f"  {match.entry.answer(language)}")
+    return 0
+
+
+def _kb_eval(settings: Settings, dataset: Path | None) -> int:
+    from bot.kb_eval import DEFAULT_DATASET, evaluate, format_report
+    from bot.knowledge import KnowledgeBase
+
+    kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
+    report = evaluate(kb, dataset or DEFAULT_DATASET)
+    print(format_report(report))
+    return 0
+
+
+def _digest(
+    settings: Settings, secrets: Secrets, *, now: bool, dry_run: bool, out: Path | None
+) -> int:
+    from bot.digest import digest_command
+
+    if dry_run:
+        print(asyncio.run(digest_command(settings, now=False, dry_run=True, out=out)))
+        return 0
+    print(asyncio.run(_post_digest(settings, secrets, out)))
+    return 0
+
+
+async def _post_digest(settings: Settings, secrets: Secrets, out: Path | None) -> str:
+    """Start the configured platforms just long enough to post the digest."""
+    from bot.app import SupportApp
+    from bot.digest import digest_command
+
+    app = SupportApp(settings, secrets)
+    transports = app.build_transports()
+    publishers = {t.platform: t for t in transports if hasattr(t, "platform")}
+    for transport in transports:
+        await transport.start()
+    try:
+        result: str = await digest_command(
+            settings, now=True, dry_run=False, out=out, publishers=publishers
+        )
+        return result
+    finally:
+        for transport in transports:
+            await transport.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,306 @@
+"""config.yaml → typed, validated settings; secrets come only from the environment.
+
+Every mistake is reported as ``ConfigError`` naming the key path ("survey.cooldown")
+and what is wrong, before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from bot.calendar import WEEKDAYS, BusinessCalendar, Shift, parse_shifts
+from bot.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> timedelta:
+    """ "30s", "15m", "24h", "7d" (or a number of seconds) → timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 15m, 24h or 7d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration like 30s, 15m, 24h or 7d")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Language = Literal["fr", "en"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BusinessHoursSettings(_Section):
+    mon: str = ""
+    tue: str = ""
+    wed: str = ""
+    thu: str = ""
+    fri: str = ""
+    sat: str = ""
+    sun: str = ""
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("mon", "tue", "wed", "thu", "fri", "sat", "sun", mode="before")
+    @classmethod
+    def _shifts(cls, value: object) -> str:
+        text = "" if value is None or value is False else str(value)
+        parse_shifts(text)  # raises ValueError with the reason
+        return text
+
+    def week(self) -> dict[str, tuple[Shift, ...]]:
+        return {day: parse_shifts(getattr(self, day)) for day in WEEKDAYS}
+
+
+class StorageSettings(_Section):
+    path: Path = Path("supportbot.db")
+    busy_timeout: Duration = timedelta(seconds=10)
+
+
+class KnowledgeSettings(_Section):
+    path: Path = Path("knowledge.yaml")
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class ConversationSettings(_Section):
+    abandon_after: Duration = timedelta(minutes=15)
+    remind_after: Duration = timedelta(minutes=5)
+    close_idle_after: Duration = timedelta(hours=2)
+    misses_before_handoff: int = Field(default=2, ge=1, le=10)
+    sweep_every: Duration = timedelta(seconds=5)
+
+
+class SurveySettings(_Section):
+    enabled: bool = True
+    expires_after: Duration = timedelta(hours=24)
+    cooldown: Duration = timedelta(days=7)
+
+
+class TelegramSettings(_Section):
+    enabled: bool | Literal["auto"] = "auto"
+    api_url: str = "https://api.telegram.org"
+    agents_chat_id: int | None = None
+    agent_ids: list[int] = Field(default_factory=list)
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(default=8443, ge=1, le=65535)
+    webhook_path: str = "/telegram"
+    poll_timeout: int = Field(default=30, ge=0, le=50)
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class SlackSettings(_Section):
+    enabled: bool | Literal["auto"] = "auto"
+    api_url: str = "https://slack.com/api/"
+    agents_channel: str | None = None
+    agent_ids: list[str] = Field(default_factory=list)
+    support_channels: list[str] = Field(default_factory=list)
+    mode: Literal["socket", "http"] = "socket"
+    http_listen: str = "127.0.0.1"
+    http_port: int = Field(default=3000, ge=1, le=65535)
+    http_path: str = "/slack/events"
+    kpi_command: str = "/support-kpi"
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value if value.endswith("/") else value + "/"
+
+
+_TARGET = re.compile(r"^(slack|telegram):\S+$")
+
+
+class DigestSettings(_Section):
+    enabled: bool = True
+    schedule: str = "0 9 * * mon"
+    targets: list[str] = Field(default_factory=list)
+    period: Duration = timedelta(days=7)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a 5-field cron expression like '0 9 * * mon'")
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for target in value:
+            if not _TARGET.match(target):
+                raise ValueError(f"{target!r} must look like slack:C0123ABC or telegram:-1001234")
+        return value
+
+
+class Settings(_Section):
+    """The whole of config.yaml, validated."""
+
+    language: Language = "fr"
+    timezone: str = "Europe/Paris"
+    business_hours: BusinessHoursSettings | None = None
+    storage: StorageSettings = StorageSettings()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
+    conversation: ConversationSettings = ConversationSettings()
+    survey: SurveySettings = SurveySettings()
+    telegram: TelegramSettings = TelegramSettings()
+    slack: SlackSettings = SlackSettings()
+    desk: Literal["telegram", "slack"] = "telegram"
+    digest: DigestSettings = DigestSettings()
+    messages: dict[Language, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known time zone (e.g. Europe/Paris)") from None
+        return value
+
+    @field_validator("messages")
+    @classmethod
+    def _messages_known(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        from bot.texts import CATALOG
+
+        for lang, overrides in value.items():
+            unknown = sorted(set(overrides) - set(CATALOG["fr"]))
+            if unknown:
+                raise ValueError(f"{lang}: unknown message key(s) {', '.join(unknown)}")
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def calendar(self) -> BusinessCalendar:
+        if self.business_hours is None:
+            return BusinessCalendar(self.tz)
+        return BusinessCalendar(self.tz, self.business_hours.week(), self.business_hours.holidays)
+
+    def resolve(self, base: Path) -> Settings:
+        """Make relative file paths relative to the config file's folder."""
+        storage = self.storage.model_copy(update={"path": _under(base, self.storage.path)})
+        knowledge = self.knowledge.model_copy(update={"path": _under(base, self.knowledge.path)})
+        return self.model_copy(update={"storage": storage, "knowledge": knowledge})
+
+
+def _under(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() or str(path) == ":memory:" else base / path
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """Tokens, read from the environment only. ``repr`` never shows them."""
+
+    telegram_bot_token: str | None = None
+    telegram_webhook_secret: str | None = None
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Secrets:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        return cls(
+            telegram_bot_token=get("TELEGRAM_BOT_TOKEN"),
+            telegram_webhook_secret=get("TELEGRAM_WEBHOOK_SECRET"),
+            slack_bot_token=get("SLACK_BOT_TOKEN"),
+            slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+            slack_app_token=get("SLACK_APP_TOKEN"),
+        )
+
+    def __repr__(self) -> str:
+        present = [name for name in self.__slots__ if getattr(self, name)]
+        return f"Secrets(set={present})"
+
+    def values(self) -> list[str]:
+        """Every secret that is set, for log redaction."""
+        return [v for v in (getattr(self, n) for n in self.__slots__) if v]
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]" if parts else f"[{item}]"]
+        elif item not in ("function-after", "function-before") and not item.startswith(
+            ("literal[", "function-")
+        ):
+            parts.append(item)
+    return ".".join(parts)
+
+
+def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(dict(data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = _key_path(tuple(first["loc"]))
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see config.yaml for the known keys)"
+        extra = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise ConfigError(key or "(top level)", msg + extra) from None
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate config.yaml; relative paths are taken from its folder."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found (pass --config PATH)") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(where, f"invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "must be a mapping of keys (language:, timezone:, …)")
+    return settings_from_mapping(data).resolve(path.resolve().parent)

@@ -1,0 +1,250 @@
+"""Delivers outbox items through the channels, in order per lane, retrying until done.
+
+A lane is one conversation's customer side or desk side: items in a lane go out one
+after another (a thread must exist before posts into it), lanes run in parallel.
+Transient failures (platform down, 429) wait and retry — the wait is stored, so a
+restart resumes it; permanent ones are recorded as failed and never block the lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from bot import payloads as P
+from bot.clock import Clock, to_ms
+from bot.errors import (
+    PermanentDeliveryError,
+    RecipientGoneError,
+    StorageError,
+    TransientDeliveryError,
+)
+from bot.model import ThreadRef
+from bot.ports import AgentDesk, CustomerChannel
+from bot.store import Delivery, NewOutbox, OutboxItem, Store
+
+log = logging.getLogger(__name__)
+
+GoneCallback = Callable[[OutboxItem], Awaitable[None]]
+MAX_UNEXPECTED_ATTEMPTS = 5
+THREAD_CACHE = 10_000
+
+
+class Dispatcher:
+    """Runs one task per busy lane; ``drain`` waits until everything queued is delivered."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        customers: Mapping[str, CustomerChannel],
+        desk: AgentDesk | None,
+        on_gone: GoneCallback | None = None,
+        backoff_base: float = 1.0,
+        backoff_max: float = 600.0,
+        parallel: int = 64,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.customers = dict(customers)
+        self.desk = desk
+        self.on_gone = on_gone
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._lanes: dict[str, deque[OutboxItem]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._threads: OrderedDict[int, ThreadRef] = OrderedDict()  # small LRU
+        self._slots = asyncio.Semaphore(parallel)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+
+    async def start(self) -> int:
+        """Queue everything a previous run left undelivered."""
+        pending = await self.store.pending_outbox()
+        self.submit(pending)
+        if pending:
+            log.info("resuming %d undelivered outbox item(s)", len(pending))
+        return len(pending)
+
+    def submit(self, items: Sequence[OutboxItem]) -> None:
+        if self._closing:
+            return
+        for item in items:
+            queue = self._lanes.setdefault(item.lane, deque())
+            queue.append(item)
+            if item.lane not in self._tasks:
+                self._idle.clear()
+                self._tasks[item.lane] = asyncio.create_task(
+                    self._run(item.lane), name=f"outbox:{item.lane}"
+                )
+
+    async def drain(self) -> None:
+        """Wait until every lane is empty (wrap in ``asyncio.timeout`` to bound it)."""
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        self._closing = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def backlog(self) -> int:
+        return sum(len(q) for q in self._lanes.values())
+
+    async def _run(self, lane: str) -> None:
+        queue = self._lanes[lane]
+        try:
+            while queue:
+                async with self._slots:
+                    await self._deliver_until_done(queue[0])
+                queue.popleft()
+        finally:
+            self._lanes.pop(lane, None)
+            self._tasks.pop(lane, None)
+            if not self._tasks:
+                self._idle.set()
+
+    async def _wait_until(self, at_ms: int | None) -> None:
+        if at_ms is None:
+            return
+        delay = (at_ms - to_ms(self.clock.now())) / 1000
+        if delay > 0:
+            await asyncio.sleep(min(delay, self.backoff_max))
+
+    async def _deliver_until_done(self, item: OutboxItem) -> None:
+        await self._wait_until(item.next_attempt_at)
+        attempts = item.attempts
+        while True:
+            try:
+                effects = await self._deliver(item)
+            except TransientDeliveryError as exc:
+                attempts += 1
+                delay = self._backoff(attempts, exc.retry_after)
+                log.warning("%s #%d: %s; retry %d in %.1fs", item.op, item.id, exc, attempts, delay)
+                await self._record(self.store.outbox_retry(item, self._in(delay), str(exc)))
+                await asyncio.sleep(delay)
+                continue
+            except PermanentDeliveryError as exc:
+                log.warning("%s #%d failed for good: %s", item.op, item.id, exc)
+                await self._record(self.store.outbox_failed(item, self._in(0), str(exc)))
+                if isinstance(exc, RecipientGoneError) and self.on_gone is not None:
+                    await self.on_gone(item)
+                return
+            except Exception as exc:  # an adapter bug: retry a few times, then give up
+                attempts += 1
+                log.exception("%s #%d: unexpected error (attempt %d)", item.op, item.id, attempts)
+                if attempts >= MAX_UNEXPECTED_ATTEMPTS:
+                    await self._record(self.store.outbox_failed(item, self._in(0), repr(exc)))
+                    return
+                delay = self._backoff(attempts, None)
+                await self._record(self.store.outbox_retry(item, self._in(delay), repr(exc)))
+                await asyncio.sleep(delay)
+                continue
+            follow_up = await self._record(self.store.outbox_sent(item, self._in(0), effects))
+            if follow_up:
+                self.submit(follow_up)
+            return
+
+    async def _record(
+        self, step: Awaitable[tuple[OutboxItem, ...] | None]
+    ) -> tuple[OutboxItem, ...]:
+        """Write a delivery result, waiting out a busy database rather than losing it."""
+        while True:
+            try:
+                result = await step
+                return result or ()
+            except StorageError as exc:
+                log.warning("outbox: database busy (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+
+    def _in(self, seconds: float) -> int:
+        return to_ms(self.clock.now()) + int(seconds * 1000)
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.backoff_max)
+        base: float = self.backoff_base * 2.0 ** min(attempts - 1, 16)
+        return min(base * (0.5 + random.random() / 2), self.backoff_max)
+
+    # ------------------------------------------------------------------ one delivery
+
+    async def _deliver(self, item: OutboxItem) -> Delivery:
+        payload = item.payload
+        if item.op in P.CUSTOMER_OPS:
+            to = P.address_from(payload["to"])
+            channel = self.customers.get(to.channel)
+            if channel is None:
+                raise PermanentDeliveryError(f"the {to.channel} channel is not enabled")
+            if item.op == P.SEND:
+                choices = P.choices_from(payload.get("choices", []))
+                await channel.send(to, payload["text"], choices)
+            else:
+                media = P.media_from(payload["media"])
+                await channel.send_media(to, media, payload.get("caption", ""))
+            agent = payload.get("author") == "agent"
+            follow: tuple[NewOutbox, ...] = ()
+            relayed = payload.get("relayed")
+            if relayed and item.conversation_id is not None:
+                lane = P.desk_lane(item.conversation_id)
+                follow = (NewOutbox(lane, P.MARK_RELAYED, {"ref": relayed}),)
+            return Delivery(customer_response=True, agent_response=agent, follow_up=follow)
+        desk = self.desk
+        if desk is None:
+            raise PermanentDeliveryError("no agents' desk is configured")
+        if item.op == P.OPEN_THREAD:
+            header = P.header_from(payload["header"])
+            opened = await desk.open_thread(header, payload.get("previous"))
+            if item.conversation_id is not None:
+                self._remember(item.conversation_id, opened)
+            return Delivery(thread=opened.thread, header_message=opened.header_message)
+        ref = await self._thread(item)
+        if item.op == P.ALERT:
+            in_thread = ref.thread if ref is not None and payload.get("in_thread") else None
+            await desk.alert(payload["text"], in_thread)
+            return Delivery()
+        if ref is None:
+            raise PermanentDeliveryError(f"conversation #{item.conversation_id} has no thread")
+        if item.op == P.UPDATE_HEADER:
+            await desk.update_header(ref, P.header_from(payload["header"]))
+        elif item.op == P.POST:
+            await desk.post(ref.thread, payload["text"], payload["author"], payload.get("name", ""))
+        elif item.op == P.POST_MEDIA:
+            await desk.post_media(ref.thread, P.media_from(payload["media"]), payload["caption"])
+        elif item.op == P.MARK_RELAYED:
+            await desk.mark_relayed(ref.thread, payload["ref"])
+        elif item.op == P.CLOSE_THREAD:
+            await desk.close_thread(ref.thread)
+        elif item.op == P.REOPEN_THREAD:
+            await desk.reopen_thread(ref.thread)
+        else:
+            raise PermanentDeliveryError(f"unknown outbox operation {item.op!r}")
+        return Delivery()
+
+    async def _thread(self, item: OutboxItem) -> ThreadRef | None:
+        cid = item.conversation_id
+        if cid is None:
+            return None
+        ref = self._threads.get(cid)
+        if ref is None:
+            conv = await self.store.load(cid)
+            if conv is None or conv.desk_thread is None:
+                return None
+            ref = ThreadRef(conv.desk_thread, conv.desk_header or conv.desk_thread)
+            self._remember(cid, ref)
+        return ref
+
+    def _remember(self, conversation_id: int, ref: ThreadRef) -> None:
+        self._threads[conversation_id] = ref
+        self._threads.move_to_end(conversation_id)
+        while len(self._threads) > THREAD_CACHE:
+            self._threads.popitem(last=False)

@@ -1,0 +1,93 @@
+"""The two small interfaces a transport implements so the engine can act through it.
+
+A customer channel (Telegram private chats, Slack DMs and shared channels, the web
+widget) implements ``CustomerChannel``; the agents' desk (one Slack channel, one
+Telegram forum group) implements ``AgentDesk``. Adapters raise the ``DeliveryError``
+family from ``bot.errors`` so that the outbox knows whether to retry.
+Texts arrive plain: each adapter escapes them for its own markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from bot.model import Address, Choice, InboundEvent, Media, Outcome, Sent, ThreadHeader, ThreadRef
+
+EventSink = Callable[[InboundEvent], Awaitable[Outcome]]
+"""What a handler calls with each normalized event (``ConversationService.handle``)."""
+
+
+class CustomerChannel(Protocol):
+    """Sends to customers on one platform."""
+
+    @property
+    def channel(self) -> str:
+        """The platform name used in ``Address.channel`` ("telegram", "slack", "web")."""
+        ...
+
+    async def send(self, to: Address, text: str, choices: Sequence[Sequence[Choice]] = ()) -> Sent:
+        """Send a text, with rows of buttons when ``choices`` is given."""
+        ...
+
+    async def send_media(self, to: Address, media: Media, caption: str) -> Sent:
+        """Relay an agent's attachment (copy on the same platform, else a link/placeholder)."""
+        ...
+
+
+class AgentDesk(Protocol):
+    """Where agents work: one thread (Slack) or forum topic (Telegram) per conversation."""
+
+    @property
+    def desk(self) -> str:
+        """The platform name used in ``Agent.desk``."""
+        ...
+
+    async def open_thread(self, header: ThreadHeader, previous: str | None) -> ThreadRef:
+        """Create the conversation's thread with its header and buttons.
+
+        ``previous`` is this customer's last thread on this desk, which a desk that keeps
+        one topic per customer may reopen instead of creating a new one.
+        """
+        ...
+
+    async def update_header(self, ref: ThreadRef, header: ThreadHeader) -> None:
+        """Show the new state (taken by…, resolved) in the header message."""
+        ...
+
+    async def post(self, thread: str, text: str, author: str, name: str) -> Sent:
+        """Post into the thread. ``author`` is "customer", "bot" or "system"."""
+        ...
+
+    async def post_media(self, thread: str, media: Media, caption: str) -> Sent:
+        """Relay a customer's attachment into the thread."""
+        ...
+
+    async def mark_relayed(self, thread: str, message_ref: str) -> None:
+        """Mark an agent's message as delivered to the customer (reaction / tick)."""
+        ...
+
+    async def close_thread(self, thread: str) -> None: ...
+
+    async def reopen_thread(self, thread: str) -> None: ...
+
+    async def alert(self, text: str, thread: str | None = None) -> Sent:
+        """Post an alert to the whole desk (detractor follow-up, waiting reminders)."""
+        ...
+
+    async def is_agent(self, user_id: str) -> bool:
+        """Whether this desk user may act on conversations."""
+        ...
+
+
+class DigestPublisher(Protocol):
+    """Posts the KPI digest (text plus a chart image) to a chat of one platform."""
+
+    @property
+    def platform(self) -> str:
+        """ "slack" or "telegram": the prefix of digest targets it serves."""
+        ...
+
+    async def publish(self, chat: str, text: str, image: bytes | None, filename: str) -> Sent:
+        """Post ``text`` (plain, the adapter escapes it) and the PNG ``image`` to ``chat``."""
+        ...

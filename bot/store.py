@@ -1,0 +1,242 @@
+"""What the engine needs from storage, and the unit of work it hands over per step.
+
+The engine reads a ``ConversationRecord``, decides, and returns everything that step
+changes as one ``Unit``; storage applies a unit in a single transaction, together
+with the redelivery check, so a step is either wholly recorded or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.model import Address, Customer, State, TranscriptLine
+
+# Columns of `conversations` the engine may change (ConversationRecord attributes).
+CONVERSATION_FIELDS = (
+    "state",
+    "awaiting",
+    "misses",
+    "topic",
+    "kb_entry",
+    "language",
+    "first_response_at",
+    "handed_off_at",
+    "handoff_reason",
+    "agent_key",
+    "agent_name",
+    "first_agent_response_at",
+    "last_customer_at",
+    "pending_since",
+    "resolved_at",
+    "resolved_by",
+    "tag",
+    "abandoned_at",
+    "abandon_reason",
+    "closed_at",
+    "close_reason",
+    "desk",
+    "desk_thread",
+    "desk_header",
+)
+
+
+@dataclass(slots=True)
+class ConversationRecord:
+    """A conversation row joined with its customer; ``update`` tracks what changed."""
+
+    id: int
+    customer_id: int
+    customer_key: str
+    customer_name: str
+    customer_reachable: bool
+    last_surveyed_at: int | None
+    channel: str
+    address: Address
+    language: str
+    state: State
+    started_at: int
+    awaiting: str | None = None
+    misses: int = 0
+    topic: str | None = None
+    kb_entry: str | None = None
+    first_response_at: int | None = None
+    handed_off_at: int | None = None
+    handoff_reason: str | None = None
+    agent_key: str | None = None
+    agent_name: str | None = None
+    first_agent_response_at: int | None = None
+    last_customer_at: int | None = None
+    pending_since: int | None = None
+    resolved_at: int | None = None
+    resolved_by: str | None = None
+    tag: str | None = None
+    abandoned_at: int | None = None
+    abandon_reason: str | None = None
+    closed_at: int | None = None
+    close_reason: str | None = None
+    desk: str | None = None
+    desk_thread: str | None = None
+    desk_header: str | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    def update(self, **values: Any) -> None:
+        for name, value in values.items():
+            if name not in CONVERSATION_FIELDS:
+                raise AttributeError(f"{name} is not a conversation field")
+            setattr(self, name, value)
+            self.changes[name] = value
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    direction: str  # in | out
+    author: str  # customer | bot | agent | note | system
+    text: str
+    agent_key: str | None = None
+    media: str | None = None  # JSON
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    kind: str
+    actor: str | None = None
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewOutbox:
+    """An action to deliver. ``message`` indexes ``Unit.messages`` when it delivers one."""
+
+    lane: str
+    op: str
+    payload: dict[str, Any]
+    message: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    conversation_id: int | None
+    lane: str
+    op: str
+    payload: dict[str, Any]
+    message_id: int | None
+    attempts: int = 0
+    next_attempt_at: int | None = None
+
+
+@dataclass(slots=True)
+class SurveyRecord:
+    id: int
+    conversation_id: int
+    sent_at: int
+    nps: int | None
+    csat: int | None
+    comment: str | None
+    completed_at: int | None
+    expired_at: int | None
+
+
+@dataclass(slots=True)
+class Unit:
+    """Everything one engine step changes, applied atomically by ``Store.apply``."""
+
+    now: int
+    dedup_key: str | None = None
+    conversation: ConversationRecord | None = None
+    customer_id: int | None = None
+    messages: list[NewMessage] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+    outbox: list[NewOutbox] = field(default_factory=list)
+    timers_set: dict[str, int] = field(default_factory=dict)
+    timers_clear: set[str] = field(default_factory=set)
+    clear_all_timers: bool = False
+    survey_new: dict[str, Any] | None = None  # columns of a new surveys row
+    survey_update: dict[str, Any] = field(default_factory=dict)
+    customer_reachable: tuple[bool, str] | None = None  # (reachable, reason)
+    customer_surveyed: bool = False
+    customer_forget: bool = False
+
+    def event(self, kind: str, actor: str | None = None, **data: Any) -> None:
+        self.events.append(NewEvent(kind, actor, data or None))
+
+    def message(self, message: NewMessage) -> int:
+        self.messages.append(message)
+        return len(self.messages) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Result of ``Store.apply``: False when the dedup key was already seen."""
+
+    applied: bool
+    outbox: tuple[OutboxItem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a successful delivery changes besides the outbox row."""
+
+    customer_response: bool = False  # the customer received a message: first response time
+    agent_response: bool = False  # ... and it was an agent's: agent first response time
+    thread: str | None = None  # open_thread created this thread ...
+    header_message: str | None = None  # ... headed by this message
+    follow_up: tuple[NewOutbox, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    conversation_id: int
+    kind: str
+    due_at: int
+
+
+class Store(Protocol):
+    async def load_open(self, address_key: str) -> ConversationRecord | None: ...
+
+    async def load(self, conversation_id: int) -> ConversationRecord | None: ...
+
+    async def load_by_thread(self, desk: str, thread: str) -> ConversationRecord | None: ...
+
+    async def open_for_customer(self, customer_key: str) -> list[ConversationRecord]: ...
+
+    async def open_conversation(
+        self, customer: Customer, address: Address, language: str, now: int
+    ) -> ConversationRecord:
+        """Create the customer if new, and an open conversation in state ``bot``."""
+        ...
+
+    async def customer_record(self, key: str) -> tuple[int, bool] | None:
+        """(customer id, reachable) for a customer key, None if never seen."""
+        ...
+
+    async def seen(self, dedup_key: str) -> bool: ...
+
+    async def apply(self, unit: Unit) -> Applied: ...
+
+    async def transcript(self, conversation_id: int, limit: int) -> list[TranscriptLine]: ...
+
+    async def media_messages(self, conversation_id: int) -> list[str]:
+        """JSON media of the customer's stored attachments, oldest first."""
+        ...
+
+    async def previous_thread(self, customer_id: int, desk: str) -> str | None: ...
+
+    async def survey(self, conversation_id: int) -> SurveyRecord | None: ...
+
+    async def due_timers(self, now: int, limit: int) -> list[DueTimer]: ...
+
+    async def pending_outbox(self) -> list[OutboxItem]: ...
+
+    async def outbox_sent(
+        self, item: OutboxItem, now: int, effects: Delivery
+    ) -> tuple[OutboxItem, ...]:
+        """Record a delivery and its effects; returns the follow-up items it queued."""
+        ...
+
+    async def outbox_retry(self, item: OutboxItem, next_attempt_at: int, error: str) -> None: ...
+
+    async def outbox_failed(self, item: OutboxItem, now: int, error: str) -> None: ...
+
+    async def prune_inbound(self, before: int) -> int: ...

@@ -1,0 +1,439 @@
+"""SQLite implementation of ``bot.store.Store``: conversations, messages, events, outbox.
+
+Each engine step is one ``apply`` transaction, redelivery check included; the hot
+path (a customer message answered by the bot) costs one read and one write
+transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+
+from bot.model import Address, Customer, State, TranscriptLine
+from bot.store import (
+    Applied,
+    ConversationRecord,
+    Delivery,
+    DueTimer,
+    NewOutbox,
+    OutboxItem,
+    SurveyRecord,
+    Unit,
+)
+from storage.database import Database
+
+_SELECT = """
+SELECT c.*, cu.key AS customer_key, cu.name AS customer_name,
+       cu.reachable AS customer_reachable, cu.last_surveyed_at AS last_surveyed_at
+FROM conversations c JOIN customers cu ON cu.id = c.customer_id
+"""
+
+
+class _Duplicate(Exception):
+    """Raised inside a transaction to roll back a redelivered update."""
+
+
+def _record(row: sqlite3.Row) -> ConversationRecord:
+    return ConversationRecord(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        customer_key=row["customer_key"],
+        customer_name=row["customer_name"],
+        customer_reachable=bool(row["customer_reachable"]),
+        last_surveyed_at=row["last_surveyed_at"],
+        channel=row["channel"],
+        address=Address(row["channel"], row["chat_id"], row["thread_id"]),
+        language=row["language"],
+        state=State(row["state"]),
+        started_at=row["started_at"],
+        awaiting=row["awaiting"],
+        misses=row["misses"],
+        topic=row["topic"],
+        kb_entry=row["kb_entry"],
+        first_response_at=row["first_response_at"],
+        handed_off_at=row["handed_off_at"],
+        handoff_reason=row["handoff_reason"],
+        agent_key=row["agent_key"],
+        agent_name=row["agent_name"],
+        first_agent_response_at=row["first_agent_response_at"],
+        last_customer_at=row["last_customer_at"],
+        pending_since=row["pending_since"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+        tag=row["tag"],
+        abandoned_at=row["abandoned_at"],
+        abandon_reason=row["abandon_reason"],
+        closed_at=row["closed_at"],
+        close_reason=row["close_reason"],
+        desk=row["desk"],
+        desk_thread=row["desk_thread"],
+        desk_header=row["desk_header"],
+    )
+
+
+def _item(row: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        lane=row["lane"],
+        op=row["op"],
+        payload=json.loads(row["payload"]),
+        message_id=row["message_id"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+    )
+
+
+class SqliteStore:
+    """Conversation storage on one ``Database``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def load_open(self, address_key: str) -> ConversationRecord | None:
+        row = await self.db.fetchone(
+            _SELECT + "WHERE c.address_key = ? AND c.state <> 'closed'", (address_key,)
+        )
+        return _record(row) if row else None
+
+    async def load(self, conversation_id: int) -> ConversationRecord | None:
+        row = await self.db.fetchone(_SELECT + "WHERE c.id = ?", (conversation_id,))
+        return _record(row) if row else None
+
+    async def load_by_thread(self, desk: str, thread: str) -> ConversationRecord | None:
+        row = await self.db.fetchone(
+            _SELECT + "WHERE c.desk = ? AND c.desk_thread = ? ORDER BY c.id DESC LIMIT 1",
+            (desk, thread),
+        )
+        return _record(row) if row else None
+
+    async def open_for_customer(self, customer_key: str) -> list[ConversationRecord]:
+        rows = await self.db.fetchall(
+            _SELECT + "WHERE cu.key = ? AND c.state <> 'closed' ORDER BY c.id", (customer_key,)
+        )
+        return [_record(row) for row in rows]
+
+    async def open_conversation(
+        self, customer: Customer, address: Address, language: str, now: int
+    ) -> ConversationRecord:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                """INSERT INTO customers (key, channel, user_id, name, language, first_seen_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(key) DO UPDATE SET
+                     name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END,
+                     language = excluded.language
+                   RETURNING id, name, reachable, last_surveyed_at""",
+                (customer.key, customer.channel, customer.user_id, customer.name, language, now),
+            )
+            cust = await cur.fetchone()
+            await cur.close()
+            assert cust is not None
+            cur = await conn.execute(
+                """INSERT INTO conversations (customer_id, channel, address_key, chat_id,
+                     thread_id, language, state, started_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, 'bot', ?, ?) RETURNING id""",
+                (
+                    cust["id"],
+                    address.channel,
+                    address.key,
+                    address.chat_id,
+                    address.thread_id,
+                    language,
+                    now,
+                    now,
+                ),
+            )
+            conv = await cur.fetchone()
+            await cur.close()
+            assert conv is not None
+            await conn.execute(
+                "INSERT INTO events (conversation_id, customer_id, at, kind, actor) "
+                "VALUES (?, ?, ?, 'conversation_started', 'customer')",
+                (conv["id"], cust["id"], now),
+            )
+        return ConversationRecord(
+            id=conv["id"],
+            customer_id=cust["id"],
+            customer_key=customer.key,
+            customer_name=cust["name"],
+            customer_reachable=bool(cust["reachable"]),
+            last_surveyed_at=cust["last_surveyed_at"],
+            channel=address.channel,
+            address=address,
+            language=language,
+            state=State.BOT,
+            started_at=now,
+        )
+
+    async def customer_record(self, key: str) -> tuple[int, bool] | None:
+        row = await self.db.fetchone("SELECT id, reachable FROM customers WHERE key = ?", (key,))
+        return (int(row["id"]), bool(row["reachable"])) if row else None
+
+    async def seen(self, dedup_key: str) -> bool:
+        row = await self.db.fetchone("SELECT 1 FROM inbound WHERE dedup_key = ?", (dedup_key,))
+        return row is not None
+
+    async def apply(self, unit: Unit) -> Applied:
+        try:
+            async with self.db.transaction() as conn:
+                items = await self._apply(conn, unit)
+        except _Duplicate:
+            return Applied(applied=False)
+        return Applied(applied=True, outbox=items)
+
+    async def _apply(self, conn: aiosqlite.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
+        now = unit.now
+        if unit.dedup_key is not None:
+            cur = await conn.execute(
+                "INSERT OR IGNORE INTO inbound (dedup_key, at) VALUES (?, ?)",
+                (unit.dedup_key, now),
+            )
+            if cur.rowcount == 0:
+                raise _Duplicate
+        conv = unit.conversation
+        conversation_id = conv.id if conv else None
+        customer_id = conv.customer_id if conv else unit.customer_id
+        if conv is not None and conv.changes:
+            names = list(conv.changes)
+            sets = ", ".join(f"{name} = ?" for name in names)
+            await conn.execute(
+                f"UPDATE conversations SET {sets}, updated_at = ? WHERE id = ?",
+                [*(_db(conv.changes[n]) for n in names), now, conv.id],
+            )
+            conv.changes.clear()
+        message_ids: list[int] = []
+        for msg in unit.messages:
+            if conversation_id is None:
+                message_ids.append(0)
+                continue
+            cur = await conn.execute(
+                """INSERT INTO messages (conversation_id, direction, author, agent_key, text,
+                     media, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    conversation_id,
+                    msg.direction,
+                    msg.author,
+                    msg.agent_key,
+                    msg.text,
+                    msg.media,
+                    now,
+                ),
+            )
+            message_ids.append(int(cur.lastrowid or 0))
+        if unit.events:
+            await conn.executemany(
+                "INSERT INTO events (conversation_id, customer_id, at, kind, actor, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        conversation_id,
+                        customer_id,
+                        now,
+                        e.kind,
+                        e.actor,
+                        json.dumps(e.data, ensure_ascii=False) if e.data else None,
+                    )
+                    for e in unit.events
+                ],
+            )
+        if conversation_id is not None:
+            if unit.clear_all_timers:
+                await conn.execute(
+                    "DELETE FROM timers WHERE conversation_id = ?", (conversation_id,)
+                )
+            elif unit.timers_clear:
+                kinds = sorted(unit.timers_clear)
+                await conn.execute(
+                    f"DELETE FROM timers WHERE conversation_id = ? AND kind IN "
+                    f"({','.join('?' * len(kinds))})",
+                    (conversation_id, *kinds),
+                )
+            if unit.timers_set:
+                await conn.executemany(
+                    "INSERT OR REPLACE INTO timers (conversation_id, kind, due_at) "
+                    "VALUES (?, ?, ?)",
+                    [(conversation_id, kind, due) for kind, due in unit.timers_set.items()],
+                )
+            if unit.survey_new is not None:
+                cols = {"conversation_id": conversation_id, **unit.survey_new}
+                await conn.execute(
+                    f"INSERT INTO surveys ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                    list(cols.values()),
+                )
+            if unit.survey_update:
+                names = list(unit.survey_update)
+                await conn.execute(
+                    f"UPDATE surveys SET {', '.join(f'{n} = ?' for n in names)} "
+                    "WHERE conversation_id = ?",
+                    [*(unit.survey_update[n] for n in names), conversation_id],
+                )
+        if customer_id is not None:
+            await self._customer_changes(conn, unit, customer_id)
+        return await self._enqueue(conn, unit.outbox, conversation_id, message_ids, now)
+
+    async def _customer_changes(self, conn: aiosqlite.Connection, unit: Unit, cid: int) -> None:
+        if unit.customer_reachable is not None:
+            reachable, reason = unit.customer_reachable
+            await conn.execute(
+                "UPDATE customers SET reachable = ? WHERE id = ?", (int(reachable), cid)
+            )
+            await conn.execute(
+                "INSERT INTO customer_reachability (customer_id, at, reachable, reason) "
+                "VALUES (?, ?, ?, ?)",
+                (cid, unit.now, int(reachable), reason),
+            )
+        if unit.customer_surveyed:
+            await conn.execute(
+                "UPDATE customers SET last_surveyed_at = ? WHERE id = ?", (unit.now, cid)
+            )
+        if unit.customer_forget:
+            await conn.execute("UPDATE customers SET name = '' WHERE id = ?", (cid,))
+
+    async def _enqueue(
+        self,
+        conn: aiosqlite.Connection,
+        outbox: Sequence[NewOutbox],
+        conversation_id: int | None,
+        message_ids: Sequence[int],
+        now: int,
+    ) -> tuple[OutboxItem, ...]:
+        items: list[OutboxItem] = []
+        for out in outbox:
+            message_id = message_ids[out.message] if out.message is not None else None
+            payload = json.dumps(out.payload, ensure_ascii=False)
+            cur = await conn.execute(
+                "INSERT INTO outbox (conversation_id, lane, op, payload, message_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, out.lane, out.op, payload, message_id or None, now),
+            )
+            items.append(
+                OutboxItem(
+                    id=int(cur.lastrowid or 0),
+                    conversation_id=conversation_id,
+                    lane=out.lane,
+                    op=out.op,
+                    payload=out.payload,
+                    message_id=message_id or None,
+                )
+            )
+        return tuple(items)
+
+    async def transcript(self, conversation_id: int, limit: int) -> list[TranscriptLine]:
+        rows = await self.db.fetchall(
+            """SELECT m.author, m.text, m.media, m.agent_key, cu.name AS customer
+               FROM messages m JOIN conversations c ON c.id = m.conversation_id
+               JOIN customers cu ON cu.id = c.customer_id
+               WHERE m.conversation_id = ? ORDER BY m.id DESC LIMIT ?""",
+            (conversation_id, limit),
+        )
+        lines = []
+        for row in reversed(rows):
+            text = row["text"]
+            if row["media"]:
+                kind = json.loads(row["media"]).get("kind", "file")
+                text = f"[{kind}] {text}".strip()
+            name = row["customer"] if row["author"] == "customer" else (row["agent_key"] or "")
+            lines.append(TranscriptLine(author=row["author"], name=name, text=text))
+        return lines
+
+    async def media_messages(self, conversation_id: int) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT media FROM messages WHERE conversation_id = ? AND author = 'customer' "
+            "AND media IS NOT NULL ORDER BY id",
+            (conversation_id,),
+        )
+        return [str(row["media"]) for row in rows]
+
+    async def previous_thread(self, customer_id: int, desk: str) -> str | None:
+        row = await self.db.fetchone(
+            "SELECT desk_thread FROM conversations WHERE customer_id = ? AND desk = ? "
+            "AND desk_thread IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (customer_id, desk),
+        )
+        return str(row["desk_thread"]) if row else None
+
+    async def survey(self, conversation_id: int) -> SurveyRecord | None:
+        row = await self.db.fetchone(
+            "SELECT id, conversation_id, sent_at, nps, csat, comment, completed_at, expired_at "
+            "FROM surveys WHERE conversation_id = ?",
+            (conversation_id,),
+        )
+        return SurveyRecord(*row) if row else None
+
+    async def due_timers(self, now: int, limit: int) -> list[DueTimer]:
+        rows = await self.db.fetchall(
+            "SELECT conversation_id, kind, due_at FROM timers WHERE due_at <= ? "
+            "ORDER BY due_at LIMIT ?",
+            (now, limit),
+        )
+        return [DueTimer(r["conversation_id"], r["kind"], r["due_at"]) for r in rows]
+
+    async def pending_outbox(self) -> list[OutboxItem]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id"
+        )
+        return [_item(r) for r in rows]
+
+    async def outbox_sent(
+        self, item: OutboxItem, now: int, effects: Delivery
+    ) -> tuple[OutboxItem, ...]:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (now, item.id),
+            )
+            if item.message_id is not None:
+                await conn.execute(
+                    "UPDATE messages SET delivered_at = ? WHERE id = ?", (now, item.message_id)
+                )
+            if item.conversation_id is not None:
+                if effects.customer_response:
+                    agent = (
+                        ", first_agent_response_at = COALESCE(first_agent_response_at, ?)"
+                        if effects.agent_response
+                        else ""
+                    )
+                    await conn.execute(
+                        "UPDATE conversations SET first_response_at = "
+                        f"COALESCE(first_response_at, ?){agent} WHERE id = ?",
+                        (now, now, item.conversation_id)
+                        if effects.agent_response
+                        else (now, item.conversation_id),
+                    )
+                if effects.thread is not None:
+                    await conn.execute(
+                        "UPDATE conversations SET desk_thread = ?, desk_header = ? WHERE id = ?",
+                        (effects.thread, effects.header_message, item.conversation_id),
+                    )
+            return await self._enqueue(conn, effects.follow_up, item.conversation_id, [], now)
+
+    async def outbox_retry(self, item: OutboxItem, next_attempt_at: int, error: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, error = ? "
+                "WHERE id = ?",
+                (next_attempt_at, error[:500], item.id),
+            )
+
+    async def outbox_failed(self, item: OutboxItem, now: int, error: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, failed_at = ?, error = ? WHERE id = ?",
+                (now, error[:500], item.id),
+            )
+
+    async def prune_inbound(self, before: int) -> int:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("DELETE FROM inbound WHERE at < ?", (before,))
+            return int(cur.rowcount)
+
+
+def _db(value: Any) -> Any:
+    """Enum members are stored as their value."""
+    return value.value if isinstance(value, State) else value

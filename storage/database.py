@@ -1,0 +1,154 @@
+"""One SQLite database through aiosqlite: pragmas, versioned migrations, write transactions.
+
+All writes go through ``transaction()``, which serializes them on one connection
+(SQLite has a single writer anyway) so that concurrent conversations never share
+an open transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.errors import DatabaseLockedError, SchemaError, StorageError
+
+log = logging.getLogger(__name__)
+
+Row = sqlite3.Row
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every file in storage/migrations, in order."""
+    found = []
+    for entry in resources.files("storage.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    for expected, (version, name, _) in enumerate(found, start=1):
+        if version != expected:
+            raise SchemaError(f"migration {name} is out of sequence (expected {expected:04d}_…)")
+    return found
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class Database:
+    """An open supportbot database."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+        self.conn = conn
+        self.path = path
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls, path: Path | str, busy_timeout: timedelta = timedelta(seconds=10)
+    ) -> Database:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        target = str(path)
+        if target != ":memory:":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await aiosqlite.connect(target, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {target}: {exc}") from None
+        conn.row_factory = sqlite3.Row
+        db = cls(conn, target)
+        try:
+            ms = int(busy_timeout.total_seconds() * 1000)
+            await conn.execute(f"PRAGMA busy_timeout = {ms}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await db._migrate()
+        except sqlite3.OperationalError as exc:
+            await conn.close()
+            if _is_locked(exc):
+                raise DatabaseLockedError(
+                    f"database {target} stayed locked by another process for "
+                    f"{busy_timeout.total_seconds():g}s"
+                ) from None
+            raise StorageError(f"cannot use database {target}: {exc}") from None
+        except BaseException:
+            await conn.close()
+            raise
+        return db
+
+    async def _migrate(self) -> None:
+        migrations = _migrations()
+        async with self.conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        if current > len(migrations):
+            raise SchemaError(
+                f"database {self.path} has schema version {current}, newer than this "
+                f"supportbot ({len(migrations)}): upgrade supportbot"
+            )
+        for version, name, sql in migrations[current:]:
+            log.info("migrating %s to schema version %d (%s)", self.path, version, name)
+            script = f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
+            try:
+                await self.conn.executescript(script)
+            except sqlite3.Error:
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
+                raise
+
+    async def schema_version(self) -> int:
+        row = await self.fetchone("PRAGMA user_version")
+        return int(row[0]) if row else 0
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Run the block as one write transaction (BEGIN IMMEDIATE … COMMIT)."""
+        async with self._write_lock:
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _is_locked(exc):
+                    raise DatabaseLockedError(
+                        f"database {self.path} is locked by another process"
+                    ) from None
+                raise
+            try:
+                yield self.conn
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            try:
+                await self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                await self.conn.execute("ROLLBACK")
+                if _is_locked(exc):
+                    raise DatabaseLockedError(f"database {self.path} is locked") from None
+                raise
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self.conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        async with self.conn.execute(sql, params) as cur:
+            row: Row | None = await cur.fetchone()
+            return row
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run a statement for many rows inside its own transaction."""
+        async with self.transaction() as conn:
+            await conn.executemany(sql, rows)

@@ -1,0 +1,105 @@
+"""The supportbot command line: names, exit codes, and the JSON scripts rely on."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKENS = ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped config and knowledge base in a scratch folder, no tokens."""
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    shutil.copy(ROOT / "knowledge.yaml", tmp_path / "knowledge.yaml")
+    for name in TOKENS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_check_reports_what_is_enabled(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "config: ok" in out
+    assert "knowledge base:" in out and "entries" in out
+    assert "telegram: off" in out and "slack: off" in out
+    assert "TELEGRAM_BOT_TOKEN" in out
+
+
+def test_bad_config_names_key_and_exits_2(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = project / "bad.yaml"
+    bad.write_text("survey:\n  cooldown: sometimes\n", encoding="utf-8")
+    assert main(["check", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "survey.cooldown" in err and "not a duration" in err
+
+
+def test_run_without_any_token_says_what_to_set(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "TELEGRAM_BOT_TOKEN" in err and "SLACK_BOT_TOKEN" in err
+
+
+def test_run_with_enabled_channel_but_no_token_names_the_key(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = project / "on.yaml"
+    config.write_text("telegram:\n  enabled: true\n", encoding="utf-8")
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "telegram.enabled" in err and "TELEGRAM_BOT_TOKEN" in err
+
+
+def test_kb_ask_json(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kb", "ask", "--json", "Quel est le délai de livraison ?"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert set(record) == {"id", "topic", "score", "answered"}
+    assert record["answered"] is True and isinstance(record["score"], float)
+
+
+def test_kb_ask_reads_questions_from_stdin(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    questions = "Comment suivre ma commande ?\nblorp zonk flibber\nHow do I reset my password?\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(questions))
+    assert main(["kb", "ask", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3
+    assert lines[0]["answered"] and lines[2]["answered"]
+    assert lines[1]["answered"] is False
+
+
+def test_kb_ask_human_output(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kb", "ask", "Où est ma facture ?"]) == 0
+    assert "score" in capsys.readouterr().out
+
+
+def test_console_script_is_installed(project: Path) -> None:
+    exe = Path(sys.executable).parent / "supportbot"
+    env = {k: v for k, v in os.environ.items() if k not in TOKENS}
+    done = subprocess.run(
+        [str(exe), "--config", str(project / "config.yaml"), "kb", "ask", "--json", "facture"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["id"]

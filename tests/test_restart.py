@@ -1,0 +1,80 @@
+"""A restart loses nothing: conversations, timers, surveys and undelivered actions resume."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.errors import TransientDeliveryError
+from bot.model import AgentActionKind, CustomerMessage
+from tests.harness import Harness
+
+
+async def state(h: Harness, cid: int = 1) -> str:
+    row = await h.row("SELECT state FROM conversations WHERE id = ?", cid)
+    return str(row["state"])
+
+
+async def test_queued_conversation_and_its_timer_survive_a_restart(harness: Harness) -> None:
+    await harness.say("", command="agent")
+    thread, _ = harness.desk.only_thread()
+    await harness.restart()
+    assert await state(harness) == "queued"
+    await harness.say("toujours là ?")
+    assert ("customer", "toujours là ?") in harness.desk.threads[thread].posts
+    await harness.restart()
+    await harness.tick(timedelta(minutes=16))
+    row = await harness.row("SELECT state, abandon_reason FROM conversations")
+    assert tuple(row) == ("closed", "timeout")
+
+
+async def test_survey_continues_after_a_restart(harness: Harness) -> None:
+    await harness.say("", command="agent")
+    await harness.agent_does(AgentActionKind.TAKE)
+    await harness.agent_says("Voilà qui est réglé.")
+    await harness.agent_does(AgentActionKind.RESOLVE, tag="facture")
+    nps_buttons = harness.channel.last_tokens()
+    await harness.restart()
+    assert await state(harness) == "surveying"
+    outcome = await harness.press("10", token=nps_buttons["10"])
+    assert outcome.ok
+    await harness.restart()
+    await harness.press("😍")
+    await harness.restart()
+    await harness.press("Passer")
+    survey = await harness.row("SELECT nps, csat, completed_at FROM surveys")
+    assert survey["nps"] == 10 and survey["csat"] == 5 and survey["completed_at"] is not None
+    conv = await harness.row(
+        "SELECT state, resolved_by, tag, first_agent_response_at - handed_off_at AS wait "
+        "FROM conversations"
+    )
+    assert conv["state"] == "closed" and conv["resolved_by"] == "agent" and conv["tag"] == "facture"
+    assert conv["wait"] == 0  # the fake clock did not move: the agent answered "at once"
+
+
+async def test_survey_expiry_timer_survives_a_restart(harness: Harness) -> None:
+    await harness.say("Où trouver ma facture ?")
+    await harness.press("Oui, merci")
+    await harness.restart()
+    await harness.tick(timedelta(hours=25))
+    row = await harness.row("SELECT expired_at FROM surveys")
+    assert row["expired_at"] is not None
+    assert await state(harness) == "closed"
+
+
+async def test_undelivered_message_is_sent_after_restart(harness: Harness) -> None:
+    # The platform is down for longer than this process lives.
+    harness.channel.fail_next(*[TransientDeliveryError("down", retry_after=30)])
+    assert harness.engine is not None
+    await harness.engine.handle(
+        CustomerMessage(harness.customer(), harness.address(), "Où trouver ma facture ?", "tg:1")
+    )
+    pending = await harness.row("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL")
+    assert pending["n"] == 1
+    await harness.stop()  # killed while waiting to retry
+    harness.clock.advance(timedelta(seconds=31))
+    await harness.start()
+    assert len(harness.channel.texts()) == 1
+    row = await harness.row("SELECT sent_at FROM outbox")
+    assert row["sent_at"] is not None
+    conv = await harness.row("SELECT first_response_at FROM conversations")
+    assert conv["first_response_at"] is not None

@@ -1,0 +1,110 @@
+"""Storage against real SQLite files: pragmas, migrations, locking, idempotent ingestion."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from bot.errors import DatabaseLockedError, SchemaError
+from bot.model import Address, Customer
+from bot.store import NewMessage, NewOutbox, Unit
+from storage.conversations import SqliteStore
+from storage.database import Database, _migrations
+
+
+async def test_pragmas_and_schema_version(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "s.db")
+    try:
+        assert (await db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
+        assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
+        assert (await db.fetchone("PRAGMA busy_timeout"))[0] == 10_000  # type: ignore[index]
+        assert await db.schema_version() == len(_migrations())
+    finally:
+        await db.close()
+
+
+async def test_older_schema_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    first = resources.files("storage.migrations").joinpath("0001_initial.sql").read_text()
+    with sqlite3.connect(path) as conn:
+        conn.executescript(first + "\nPRAGMA user_version = 1;")
+        conn.execute(
+            "INSERT INTO customers (key, channel, user_id, language, first_seen_at) "
+            "VALUES ('telegram:1', 'telegram', '1', 'fr', 0)"
+        )
+    db = await Database.open(path)
+    try:
+        assert await db.schema_version() == len(_migrations())
+        row = await db.fetchone("SELECT key FROM customers")
+        assert row is not None and row["key"] == "telegram:1"  # data kept
+    finally:
+        await db.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(SchemaError, match="newer than this supportbot"):
+        await Database.open(path)
+
+
+async def test_locked_database_waits_then_fails_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    (await Database.open(path)).conn  # noqa: B018 - create the schema
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    db = await Database.open(path, busy_timeout=timedelta(milliseconds=200))
+    try:
+        with pytest.raises(DatabaseLockedError, match="locked"):
+            async with db.transaction() as conn:
+                await conn.execute("INSERT INTO inbound VALUES ('x', 1)")
+        holder.execute("COMMIT")
+        async with db.transaction() as conn:  # once released, writes go through
+            await conn.execute("INSERT INTO inbound VALUES ('x', 1)")
+        assert await db.fetchone("SELECT 1 FROM inbound WHERE dedup_key = 'x'") is not None
+    finally:
+        holder.close()
+        await db.close()
+
+
+async def test_apply_is_idempotent_per_dedup_key(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "d.db")
+    store = SqliteStore(db)
+    try:
+        conv = await store.open_conversation(
+            Customer("telegram", "1", "Ana"), Address("telegram", "1"), "fr", 1000
+        )
+        for _ in range(3):
+            unit = Unit(2000, "telegram:update:5", conversation=conv)
+            unit.message(NewMessage("in", "customer", "bonjour"))
+            unit.outbox.append(NewOutbox("c:telegram:1", "send", {"text": "hi"}))
+            conv.update(last_customer_at=2000)
+            applied = await store.apply(unit)
+        counts = await db.fetchone(
+            "SELECT (SELECT COUNT(*) FROM messages) AS m, (SELECT COUNT(*) FROM outbox) AS o"
+        )
+        assert counts is not None and (counts["m"], counts["o"]) == (1, 1)
+        assert not applied.applied
+        assert await store.seen("telegram:update:5")
+    finally:
+        await db.close()
+
+
+async def test_one_open_conversation_per_address(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "u.db")
+    store = SqliteStore(db)
+    try:
+        customer, address = Customer("slack", "U1"), Address("slack", "D1")
+        await store.open_conversation(customer, address, "fr", 1)
+        with pytest.raises(sqlite3.IntegrityError):
+            await store.open_conversation(customer, address, "fr", 2)
+        # a shared-channel thread is its own conversation
+        await store.open_conversation(customer, Address("slack", "C1", "171.1"), "fr", 3)
+        assert len(await store.open_for_customer("slack:U1")) == 2
+    finally:
+        await db.close()
