@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +26,9 @@ from bot.ports import AgentDesk, CustomerChannel, DigestPublisher
 from bot.store import OutboxItem
 
 log = logging.getLogger(__name__)
+
+DEDUP_WINDOW_S = 7 * 86400  # platforms redeliver within minutes (Slack) or a day (Telegram)
+PRUNE_EVERY_S = 3600
 
 
 class Transport(Protocol):
@@ -114,11 +117,13 @@ class SupportApp:
         *,
         clock: Clock | None = None,
         transports: Sequence[Any] | None = None,
+        transport_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.secrets = secrets
         self.clock = clock or SystemClock()
         self._given_transports = transports
+        self._options = {k: dict(v) for k, v in (transport_options or {}).items()}
         self.transports: list[Any] = []
         self.components: Components | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -195,6 +200,7 @@ class SupportApp:
                     self._on_event,
                     language=lang,
                     webhook_secret=self.secrets.telegram_webhook_secret,
+                    **self._options.get("telegram", {}),
                 )
             )
         if plan.slack:
@@ -209,6 +215,7 @@ class SupportApp:
                     on_event=self._on_event,
                     language=lang,
                     kpi_summary=self._kpi_summary,
+                    **self._options.get("slack", {}),
                 )
             )
         return built
@@ -236,9 +243,16 @@ class SupportApp:
     async def _sweeper(self) -> None:
         """Fire due timers every few seconds; derived from stored state, so restart-safe."""
         interval = self.settings.conversation.sweep_every.total_seconds()
+        last_prune = 0.0
         while True:
             try:
                 await self.engine.sweep()
+                now = self.clock.now().timestamp()
+                if now - last_prune > PRUNE_EVERY_S:
+                    cutoff = int((now - DEDUP_WINDOW_S) * 1000)
+                    pruned = await self.engine.store.prune_inbound(cutoff)
+                    log.debug("pruned %d processed-update keys", pruned)
+                    last_prune = now
             except Exception:
                 log.exception("timer sweep failed; retrying in %.0fs", interval)
             await asyncio.sleep(interval)

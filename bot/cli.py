@@ -90,8 +90,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets) ->
         from bot.report import kpi_command
 
         out = asyncio.run(
-            kpi_command(settings, date_from=args.date_from, date_to=args.date_to, by=args.by,
-                        fmt=args.fmt)  # fmt: skip
+            kpi_command(
+                settings, date_from=args.date_from, date_to=args.date_to, by=args.by, fmt=args.fmt
+            )  # fmt: skip
         )
         print(out)
         return 0

@@ -111,7 +111,7 @@ class TelegramSettings(_Section):
     mode: Literal["polling", "webhook"] = "polling"
     webhook_url: str | None = None
     webhook_listen: str = "127.0.0.1"
-    webhook_port: int = Field(default=8443, ge=1, le=65535)
+    webhook_port: int = Field(default=8443, ge=0, le=65535)  # 0: any free port
     webhook_path: str = "/telegram"
     poll_timeout: int = Field(default=30, ge=0, le=50)
 
@@ -131,7 +131,7 @@ class SlackSettings(_Section):
     support_channels: list[str] = Field(default_factory=list)
     mode: Literal["socket", "http"] = "socket"
     http_listen: str = "127.0.0.1"
-    http_port: int = Field(default=3000, ge=1, le=65535)
+    http_port: int = Field(default=3000, ge=0, le=65535)  # 0: any free port
     http_path: str = "/slack/events"
     kpi_command: str = "/support-kpi"
 

@@ -99,7 +99,7 @@ class ConversationService:
         self.outbox = outbox
         self.desk = desk
         self.authority = authority
-        self.texts = texts or Texts(settings.language, settings.messages)
+        self.texts = texts or Texts(settings.language, dict(settings.messages.items()))
         self.calendar: BusinessCalendar = settings.calendar()
         self.locks = KeyedLocks()
         self._conv = settings.conversation
@@ -142,8 +142,8 @@ class ConversationService:
 
     def _move(self, conv: ConversationRecord, unit: Unit, target: State, **data: object) -> None:
         check_transition(conv.id, conv.state, target)
-        unit.event("state", data.pop("actor", None) or "bot", source=conv.state.value,
-                   target=target.value, **data)  # fmt: skip
+        actor = str(data.pop("actor", None) or "bot")
+        unit.event("state", actor, source=conv.state.value, target=target.value, **data)
         conv.update(state=target)
 
     def _say(
@@ -310,6 +310,10 @@ class ConversationService:
             return
         if intent == Intent.THANKS:
             self._say(conv, unit, conv.address, self._t(lang, "glad_to_help"))
+            return
+        if intent in (Intent.YES, Intent.NO):
+            # "oui" / "non" with no question pending: not a question the KB can miss.
+            self._say(conv, unit, conv.address, self._t(lang, "ask_question"))
             return
         match = self.kb.match(text, lang)
         if match.answered:
@@ -736,6 +740,8 @@ class ConversationService:
             return Outcome(ok=False, notice=self._desk_t("unknown_conversation"))
         if not await self._authorized(ev.agent):
             return self._refused()
+        if ev.target is not None and not (ev.target.user_id and await self._authorized(ev.target)):
+            return Outcome(ok=False, notice=self._desk_t("not_an_agent", target=ev.target.name))
         async with self.locks.hold(conv.address.key):
             conv = await self.store.load(conv.id)
             assert conv is not None

@@ -29,6 +29,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "not_sure": "Je ne suis pas sûr d'avoir compris. Pouvez-vous reformuler votre question ? "
         "Vous pouvez aussi parler à un conseiller.",
         "glad_to_help": "Ravi d'avoir pu vous aider !",
+        "ask_question": "Très bien. Quelle est votre question ?",
         "handoff_open": "Je vous mets en relation avec un conseiller, il vous répond dans "
         "quelques instants.",
         "handoff_closed": "Je transmets votre demande à un conseiller. Notre équipe est "
@@ -77,6 +78,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "resolved_by": "Résolu par {agent}{tag}.",
         "transferred": "{agent} remet la conversation dans la file.",
         "transferred_to": "{agent} transfère la conversation à {target}.",
+        "not_an_agent": "{target} n'est pas un agent : transfert impossible.",
         "not_open": "Cette conversation est close ; rien n'a été envoyé au client.",
         "customer_unreachable": "Le client n'est plus joignable ; le message n'a pas été transmis.",
         "customer_left": "Le client est parti ({reason}).",
@@ -105,6 +107,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "not_sure": "I'm not sure I understood. Could you rephrase your question? You can "
         "also talk to a person.",
         "glad_to_help": "Glad I could help!",
+        "ask_question": "All right. What is your question?",
         "handoff_open": "I'm putting you through to a member of our team; they will answer "
         "shortly.",
         "handoff_closed": "I'm passing your request to our team. We're closed right now: we "
@@ -149,6 +152,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "resolved_by": "Resolved by {agent}{tag}.",
         "transferred": "{agent} put the conversation back in the queue.",
         "transferred_to": "{agent} transferred the conversation to {target}.",
+        "not_an_agent": "{target} is not an agent: cannot transfer.",
         "not_open": "This conversation is closed; nothing was sent to the customer.",
         "customer_unreachable": "The customer can no longer be reached; the message was not "
         "delivered.",
@@ -172,7 +176,7 @@ class Texts:
     """Looks sentences up in the catalog, with config overrides, and formats them."""
 
     def __init__(
-        self, default_language: str, overrides: Mapping[str, Mapping[str, str]] | None = None
+        self, default_language: str, overrides: Mapping[Any, Mapping[str, str]] | None = None
     ) -> None:
         self.default_language = default_language
         self._catalog = {

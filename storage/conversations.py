@@ -122,7 +122,7 @@ class SqliteStore:
         self, customer: Customer, address: Address, language: str, now: int
     ) -> ConversationRecord:
         async with self.db.transaction() as conn:
-            cur = await conn.execute(
+            cust_rows = await conn.execute_fetchall(
                 """INSERT INTO customers (key, channel, user_id, name, language, first_seen_at)
                    VALUES (?, ?, ?, ?, ?, ?)
                    ON CONFLICT(key) DO UPDATE SET
@@ -131,10 +131,8 @@ class SqliteStore:
                    RETURNING id, name, reachable, last_surveyed_at""",
                 (customer.key, customer.channel, customer.user_id, customer.name, language, now),
             )
-            cust = await cur.fetchone()
-            await cur.close()
-            assert cust is not None
-            cur = await conn.execute(
+            cust = next(iter(cust_rows))
+            conv_rows = await conn.execute_fetchall(
                 """INSERT INTO conversations (customer_id, channel, address_key, chat_id,
                      thread_id, language, state, started_at, updated_at)
                    VALUES (?, ?, ?, ?, ?, ?, 'bot', ?, ?) RETURNING id""",
@@ -149,9 +147,7 @@ class SqliteStore:
                     now,
                 ),
             )
-            conv = await cur.fetchone()
-            await cur.close()
-            assert conv is not None
+            conv = next(iter(conv_rows))
             await conn.execute(
                 "INSERT INTO events (conversation_id, customer_id, at, kind, actor) "
                 "VALUES (?, ?, ?, 'conversation_started', 'customer')",
@@ -190,11 +186,11 @@ class SqliteStore:
     async def _apply(self, conn: aiosqlite.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
         now = unit.now
         if unit.dedup_key is not None:
-            cur = await conn.execute(
-                "INSERT OR IGNORE INTO inbound (dedup_key, at) VALUES (?, ?)",
+            fresh = await conn.execute_fetchall(
+                "INSERT OR IGNORE INTO inbound (dedup_key, at) VALUES (?, ?) RETURNING 1",
                 (unit.dedup_key, now),
             )
-            if cur.rowcount == 0:
+            if not list(fresh):
                 raise _Duplicate
         conv = unit.conversation
         conversation_id = conv.id if conv else None
@@ -207,25 +203,17 @@ class SqliteStore:
                 [*(_db(conv.changes[n]) for n in names), now, conv.id],
             )
             conv.changes.clear()
-        message_ids: list[int] = []
-        for msg in unit.messages:
-            if conversation_id is None:
-                message_ids.append(0)
-                continue
-            cur = await conn.execute(
-                """INSERT INTO messages (conversation_id, direction, author, agent_key, text,
-                     media, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    conversation_id,
-                    msg.direction,
-                    msg.author,
-                    msg.agent_key,
-                    msg.text,
-                    msg.media,
-                    now,
-                ),
+        message_ids: list[int] = [0] * len(unit.messages)
+        if conversation_id is not None and unit.messages:
+            rows = [
+                (conversation_id, m.direction, m.author, m.agent_key, m.text, m.media, now)
+                for m in unit.messages
+            ]
+            message_ids = await _insert_many(
+                conn,
+                "messages (conversation_id, direction, author, agent_key, text, media, created_at)",
+                rows,
             )
-            message_ids.append(int(cur.lastrowid or 0))
         if unit.events:
             await conn.executemany(
                 "INSERT INTO events (conversation_id, customer_id, at, kind, actor, data) "
@@ -303,26 +291,27 @@ class SqliteStore:
         message_ids: Sequence[int],
         now: int,
     ) -> tuple[OutboxItem, ...]:
-        items: list[OutboxItem] = []
-        for out in outbox:
-            message_id = message_ids[out.message] if out.message is not None else None
-            payload = json.dumps(out.payload, ensure_ascii=False)
-            cur = await conn.execute(
-                "INSERT INTO outbox (conversation_id, lane, op, payload, message_id, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation_id, out.lane, out.op, payload, message_id or None, now),
-            )
-            items.append(
-                OutboxItem(
-                    id=int(cur.lastrowid or 0),
-                    conversation_id=conversation_id,
-                    lane=out.lane,
-                    op=out.op,
-                    payload=out.payload,
-                    message_id=message_id or None,
-                )
-            )
-        return tuple(items)
+        if not outbox:
+            return ()
+        links = [message_ids[o.message] or None if o.message is not None else None for o in outbox]
+        rows = [
+            (conversation_id, o.lane, o.op, json.dumps(o.payload, ensure_ascii=False), link, now)
+            for o, link in zip(outbox, links, strict=True)
+        ]
+        ids = await _insert_many(
+            conn, "outbox (conversation_id, lane, op, payload, message_id, created_at)", rows
+        )
+        return tuple(
+            OutboxItem(
+                id=i,
+                conversation_id=conversation_id,
+                lane=o.lane,
+                op=o.op,
+                payload=o.payload,
+                message_id=link,
+            )  # fmt: skip
+            for i, o, link in zip(ids, outbox, links, strict=True)
+        )
 
     async def transcript(self, conversation_id: int, limit: int) -> list[TranscriptLine]:
         rows = await self.db.fetchall(
@@ -432,6 +421,21 @@ class SqliteStore:
         async with self.db.transaction() as conn:
             cur = await conn.execute("DELETE FROM inbound WHERE at < ?", (before,))
             return int(cur.rowcount)
+
+
+async def _insert_many(
+    conn: aiosqlite.Connection, table: str, rows: Sequence[tuple[Any, ...]]
+) -> list[int]:
+    """Insert rows in one statement (one hop); return their ids in insertion order.
+
+    Rowids of one statement are assigned in processing order within our single-writer
+    transaction, so sorting the RETURNING ids restores the order of ``rows``.
+    """
+    width = len(rows[0])
+    marks = ",".join(["(" + ",".join("?" * width) + ")"] * len(rows))
+    params = [value for row in rows for value in row]
+    result = await conn.execute_fetchall(f"INSERT INTO {table} VALUES {marks} RETURNING id", params)
+    return sorted(int(row[0]) for row in result)
 
 
 def _db(value: Any) -> Any:

@@ -140,13 +140,14 @@ class Database:
                 raise
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        """Run a query and fetch its rows in one hop to the database thread."""
+        return list(await self.conn.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        async with self.conn.execute(sql, params) as cur:
-            row: Row | None = await cur.fetchone()
+        rows = await self.conn.execute_fetchall(sql, params)
+        for row in rows:
             return row
+        return None
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run a statement for many rows inside its own transaction."""

@@ -33,8 +33,10 @@ def test_check_reports_what_is_enabled(project: Path, capsys: pytest.CaptureFixt
     assert main(["check"]) == 0
     out = capsys.readouterr().out
     assert "config: ok" in out
-    assert "knowledge base:" in out and "entries" in out
-    assert "telegram: off" in out and "slack: off" in out
+    assert "knowledge base:" in out
+    assert "entries" in out
+    assert "telegram: off" in out
+    assert "slack: off" in out
     assert "TELEGRAM_BOT_TOKEN" in out
 
 
@@ -45,7 +47,8 @@ def test_bad_config_names_key_and_exits_2(
     bad.write_text("survey:\n  cooldown: sometimes\n", encoding="utf-8")
     assert main(["check", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "survey.cooldown" in err and "not a duration" in err
+    assert "survey.cooldown" in err
+    assert "not a duration" in err
 
 
 def test_run_without_any_token_says_what_to_set(
@@ -53,7 +56,8 @@ def test_run_without_any_token_says_what_to_set(
 ) -> None:
     assert main(["run"]) == 2
     err = capsys.readouterr().err
-    assert "TELEGRAM_BOT_TOKEN" in err and "SLACK_BOT_TOKEN" in err
+    assert "TELEGRAM_BOT_TOKEN" in err
+    assert "SLACK_BOT_TOKEN" in err
 
 
 def test_run_with_enabled_channel_but_no_token_names_the_key(
@@ -63,14 +67,16 @@ def test_run_with_enabled_channel_but_no_token_names_the_key(
     config.write_text("telegram:\n  enabled: true\n", encoding="utf-8")
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "telegram.enabled" in err and "TELEGRAM_BOT_TOKEN" in err
+    assert "telegram.enabled" in err
+    assert "TELEGRAM_BOT_TOKEN" in err
 
 
 def test_kb_ask_json(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["kb", "ask", "--json", "Quel est le délai de livraison ?"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert set(record) == {"id", "topic", "score", "answered"}
-    assert record["answered"] is True and isinstance(record["score"], float)
+    assert record["answered"] is True
+    assert isinstance(record["score"], float)
 
 
 def test_kb_ask_reads_questions_from_stdin(
@@ -81,7 +87,8 @@ def test_kb_ask_reads_questions_from_stdin(
     assert main(["kb", "ask", "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 3
-    assert lines[0]["answered"] and lines[2]["answered"]
+    assert lines[0]["answered"]
+    assert lines[2]["answered"]
     assert lines[1]["answered"] is False
 
 

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_shipped_config_loads_with_paths_beside_it() -> None:
     settings = load_settings(ROOT / "config.yaml")
-    assert settings.language == "fr" and settings.timezone == "Europe/Paris"
+    assert settings.language == "fr"
+    assert settings.timezone == "Europe/Paris"
     assert settings.storage.path == ROOT / "supportbot.db"
     assert settings.knowledge.path == ROOT / "knowledge.yaml"
     assert settings.conversation.abandon_after == timedelta(minutes=15)
@@ -97,4 +98,5 @@ def test_message_overrides_apply() -> None:
     texts = Texts(settings.language, settings.messages)
     assert texts.get("fr", "greeting", name="") == "Salut !"
     assert texts.get("en", "greeting", name="").startswith("Hello")
-    assert texts.language_of("en-GB") == "en" and texts.language_of("de") == "fr"
+    assert texts.language_of("en-GB") == "en"
+    assert texts.language_of("de") == "fr"

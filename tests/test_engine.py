@@ -37,7 +37,8 @@ async def test_full_lifecycle_answer_handoff_relay_resolve_survey(harness: Harne
     assert set(h.channel.last_tokens()) == {"Oui, merci", "Non", "Parler à un conseiller"}
 
     outcome = await h.press("Non")
-    assert outcome.ok and outcome.chosen == "Non"
+    assert outcome.ok
+    assert outcome.chosen == "Non"
     thread, t = h.desk.only_thread()
     assert t.header.status == "En attente"
     assert [b.label for b in t.header.buttons] == ["Prendre", "Résoudre"]
@@ -180,7 +181,8 @@ async def test_survey_expires_unanswered(harness: Harness) -> None:
     conv = await conversation(harness)
     assert conv["state"] == "closed"
     survey = await harness.row("SELECT nps, expired_at FROM surveys")
-    assert survey["nps"] is None and survey["expired_at"] is not None
+    assert survey["nps"] is None
+    assert survey["expired_at"] is not None
 
 
 async def test_survey_cooldown(harness: Harness) -> None:
@@ -233,7 +235,8 @@ async def test_stale_and_foreign_buttons_are_refused(harness: Harness) -> None:
     old_nps = harness.channel.last_tokens()["7"]
     await harness.press("7")
     again = await harness.press("7", token=old_nps)
-    assert not again.ok and again.notice == "Cette question est close."
+    assert not again.ok
+    assert again.notice == "Cette question est close."
     assert (await harness.row("SELECT nps FROM surveys"))["nps"] == 7
     await harness.say("Quel est le délai de livraison ?", user="99")
     other = harness.channel.last_tokens(harness.address("99"))["Oui, merci"]
@@ -247,7 +250,8 @@ async def test_stale_and_foreign_buttons_are_refused(harness: Harness) -> None:
 async def test_stranger_cannot_take_or_relay(harness: Harness) -> None:
     thread = await handed_off(harness)
     refused = await harness.agent_does(TAKE, agent="U_STRANGER")
-    assert not refused.ok and refused.notice == "Réservé aux agents du service client."
+    assert not refused.ok
+    assert refused.notice == "Réservé aux agents du service client."
     refused = await harness.agent_says("hello", agent="U_STRANGER", thread=thread)
     assert not refused.ok
     assert "hello" not in harness.channel.texts()
@@ -258,7 +262,8 @@ async def test_second_agent_cannot_take_a_taken_conversation(harness: Harness) -
     await handed_off(harness)
     assert (await harness.agent_does(TAKE)).ok
     second = await harness.agent_does(TAKE, agent="U_AGENT2")
-    assert not second.ok and "U_Agent" in (second.notice or "")
+    assert not second.ok
+    assert "U_Agent" in (second.notice or "")
 
 
 async def test_transfer_back_to_queue(harness: Harness) -> None:
@@ -266,7 +271,8 @@ async def test_transfer_back_to_queue(harness: Harness) -> None:
     await harness.agent_does(TAKE)
     assert (await harness.agent_does(TRANSFER)).ok
     conv = await conversation(harness)
-    assert conv["state"] == "queued" and conv["agent_key"] is None
+    assert conv["state"] == "queued"
+    assert conv["agent_key"] is None
     assert (await harness.agent_does(TAKE, agent="U_AGENT2")).ok
     assert (await conversation(harness))["agent_key"] == "slack:U_AGENT2"
 
@@ -274,7 +280,8 @@ async def test_transfer_back_to_queue(harness: Harness) -> None:
 async def test_redelivered_message_is_processed_once(harness: Harness) -> None:
     first = await harness.say("Où trouver ma facture ?", dedup_key="telegram:update:7")
     again = await harness.say("Où trouver ma facture ?", dedup_key="telegram:update:7")
-    assert not first.duplicate and again.duplicate
+    assert not first.duplicate
+    assert again.duplicate
     assert len(harness.channel.texts()) == 1
     messages = await harness.row("SELECT COUNT(*) AS n FROM messages WHERE direction = 'in'")
     assert messages["n"] == 1
@@ -350,7 +357,8 @@ async def test_delivery_retried_after_transient_failure(harness: Harness) -> Non
     await harness.say("Où trouver ma facture ?")
     assert len(harness.channel.texts()) == 1
     row = await harness.row("SELECT attempts, sent_at FROM outbox")
-    assert row["attempts"] == 2 and row["sent_at"] is not None
+    assert row["attempts"] == 2
+    assert row["sent_at"] is not None
 
 
 def test_impossible_transition_raises() -> None:
@@ -359,3 +367,25 @@ def test_impossible_transition_raises() -> None:
     with pytest.raises(InvalidTransitionError):
         check_transition(5, State.BOT, State.ASSIGNED)
     check_transition(5, State.QUEUED, State.ASSIGNED)
+
+
+async def test_short_yes_without_a_pending_question_is_not_a_miss(harness: Harness) -> None:
+    await harness.say("oui")
+    await harness.say("non")
+    conv = await conversation(harness)
+    assert conv["state"] == "bot"
+    assert conv["misses"] == 0
+    assert harness.channel.last()["text"] == "Très bien. Quelle est votre question ?"
+
+
+async def test_transfer_to_a_non_agent_is_refused(harness: Harness) -> None:
+    from bot.model import Agent
+
+    await handed_off(harness)
+    await harness.agent_does(TAKE)
+    refused = await harness.agent_does(TRANSFER, target=Agent("slack", "U_STRANGER", "Bob"))
+    assert not refused.ok
+    assert refused.notice == "Bob n'est pas un agent : transfert impossible."
+    moved = await harness.agent_does(TRANSFER, target=Agent("slack", "U_AGENT2", "Zoé"))
+    assert moved.ok
+    assert (await conversation(harness))["agent_key"] == "slack:U_AGENT2"

@@ -42,12 +42,16 @@ async def test_survey_continues_after_a_restart(harness: Harness) -> None:
     await harness.restart()
     await harness.press("Passer")
     survey = await harness.row("SELECT nps, csat, completed_at FROM surveys")
-    assert survey["nps"] == 10 and survey["csat"] == 5 and survey["completed_at"] is not None
+    assert survey["nps"] == 10
+    assert survey["csat"] == 5
+    assert survey["completed_at"] is not None
     conv = await harness.row(
         "SELECT state, resolved_by, tag, first_agent_response_at - handed_off_at AS wait "
         "FROM conversations"
     )
-    assert conv["state"] == "closed" and conv["resolved_by"] == "agent" and conv["tag"] == "facture"
+    assert conv["state"] == "closed"
+    assert conv["resolved_by"] == "agent"
+    assert conv["tag"] == "facture"
     assert conv["wait"] == 0  # the fake clock did not move: the agent answered "at once"
 
 

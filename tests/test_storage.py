@@ -40,7 +40,8 @@ async def test_older_schema_is_migrated(tmp_path: Path) -> None:
     try:
         assert await db.schema_version() == len(_migrations())
         row = await db.fetchone("SELECT key FROM customers")
-        assert row is not None and row["key"] == "telegram:1"  # data kept
+        assert row is not None
+        assert row["key"] == "telegram:1"
     finally:
         await db.close()
 
@@ -55,7 +56,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 async def test_locked_database_waits_then_fails_clearly(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
-    (await Database.open(path)).conn  # noqa: B018 - create the schema
+    await (await Database.open(path)).close()  # create the schema
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     db = await Database.open(path, busy_timeout=timedelta(milliseconds=200))
@@ -88,7 +89,8 @@ async def test_apply_is_idempotent_per_dedup_key(tmp_path: Path) -> None:
         counts = await db.fetchone(
             "SELECT (SELECT COUNT(*) FROM messages) AS m, (SELECT COUNT(*) FROM outbox) AS o"
         )
-        assert counts is not None and (counts["m"], counts["o"]) == (1, 1)
+        assert counts is not None
+        assert (counts["m"], counts["o"]) == (1, 1)
         assert not applied.applied
         assert await store.seen("telegram:update:5")
     finally:

@@ -80,7 +80,9 @@ class Thread:
 class RecordingDesk(_Failing):
     """An agents' desk that keeps threads, posts, alerts, and knows who the agents are."""
 
-    def __init__(self, desk: str = "slack", agents: Sequence[str] = ("U_AGENT", "U_AGENT2")) -> None:
+    def __init__(
+        self, desk: str = "slack", agents: Sequence[str] = ("U_AGENT", "U_AGENT2")
+    ) -> None:
         super().__init__()
         self._desk = desk
         self.agents = set(agents)

@@ -1,0 +1,297 @@
+"""``supportbot kpi``: one period's KPIs as a table, JSON or CSV; and the weekly summary.
+
+Dates are local days of the configured time zone; ``--to`` is exclusive. Without
+dates the report covers the last 7 full days, ending today at 00:00 local time.
+The JSON and CSV field names are a public interface (see ``bot.kpi.KpiReport.to_json``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from bot.config import Settings
+from bot.errors import StorageError, SupportbotError
+from bot.kpi import NONE_KEY, Durations, Figures, KpiReport, Period, flatten
+from bot.kpi_texts import KpiTexts
+
+if TYPE_CHECKING:
+    from storage.database import Database
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("table", "json", "csv")
+DEFAULT_DAYS = 7
+
+
+def report_period(
+    settings: Settings, date_from: date | None, date_to: date | None, today: date | None = None
+) -> Period:
+    """The local days [date_from, date_to); by default the 7 full days before today."""
+    tz = settings.tz
+    end = date_to or today or datetime.now(tz).date()
+    start = date_from or end - timedelta(days=DEFAULT_DAYS)
+    if start >= end:
+        raise SupportbotError(
+            f"--from {start.isoformat()} must be before --to {end.isoformat()} (--to is exclusive)"
+        )
+    return Period.of_days(start, end, tz)
+
+
+async def kpi_command(
+    settings: Settings,
+    *,
+    date_from: date | None,
+    date_to: date | None,
+    by: str | None,
+    fmt: str,
+    db_path: Path | None = None,
+    today: date | None = None,
+) -> str:
+    """The text ``supportbot kpi`` prints."""
+    from storage.database import Database
+    from storage.kpi_queries import KpiQueries
+
+    if fmt not in FORMATS:
+        raise SupportbotError(f"unknown format {fmt!r} (expected table, json or csv)")
+    period = report_period(settings, date_from, date_to, today)
+    path = db_path or settings.storage.path
+    if not await asyncio.to_thread(_exists, Path(path)):
+        raise StorageError(f"no database at {path} (start the bot once, or pass --config)")
+    db = await Database.open(path, settings.storage.busy_timeout)
+    try:
+        report = await KpiQueries(db).report(period, calendar=settings.calendar(), by=by)
+    finally:
+        await db.close()
+    return render(report, fmt, settings.language)
+
+
+def _exists(path: Path) -> bool:
+    return str(path) == ":memory:" or path.exists()
+
+
+def render(report: KpiReport, fmt: str, language: str = "en") -> str:
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "csv":
+        return render_csv(report)
+    return render_table(report, language)
+
+
+def render_json(report: KpiReport) -> str:
+    return json.dumps(report.to_json(), ensure_ascii=False, indent=2)
+
+
+def render_csv(report: KpiReport) -> str:
+    """One header line, then one row per group (with --by) or one row for everything."""
+    data = report.to_json()
+    base = {"period.start": data["period"]["start"], "period.end": data["period"]["end"]}
+    if report.by is None:
+        figures = {k: v for k, v in data.items() if k not in ("period", "by", "groups")}
+        rows = [{**base, **flatten(figures)}]
+    else:
+        rows = [
+            {
+                **base,
+                "by": report.by,
+                "key": g["key"],
+                "label": g.get("label", ""),
+                **flatten({k: v for k, v in g.items() if k not in ("key", "label")}),
+            }
+            for g in data["groups"]
+        ]
+        if not rows:  # still one header line, so that scripts can rely on the columns
+            empty = Figures().to_json()
+            header = [*base, "by", "key", "label", *flatten(empty)]
+            return ",".join(header) + "\n"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return out.getvalue()
+
+
+def _console(width: int = 80) -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=width,
+        no_color=True,
+        highlight=False,
+        force_terminal=False,
+        color_system=None,
+        emoji=False,
+    )
+    return console, buffer
+
+
+def _times(t: KpiTexts, d: Durations) -> str:
+    if not d.count:
+        return t.dash
+    return t(
+        "row_frt_value",
+        median=t.duration(d.median),
+        mean=t.duration(d.mean),
+        p90=t.duration(d.p90),
+        count=t.integer(d.count),
+    )
+
+
+def _rate(t: KpiTexts, pct: float | None, num: int, den: int) -> str:
+    if pct is None:
+        return t.dash
+    return t("row_rate_value", pct=t.pct(pct), num=t.integer(num), den=t.integer(den))
+
+
+def figure_rows(t: KpiTexts, f: Figures) -> list[tuple[str, str]]:
+    """(label, value) lines describing one set of figures, for people."""
+    c, n, s, r = f.conversations, f.nps, f.csat, f.retention
+    rows = [
+        (
+            t("row_conversations"),
+            t(
+                "row_conversations_value",
+                started=t.integer(c.started),
+                resolved=t.integer(c.resolved),
+                by_bot=t.integer(c.resolved_by_bot),
+                handed_off=t.integer(c.handed_off),
+                abandoned=t.integer(c.abandoned),
+            ),
+        ),
+        (
+            t("row_nps"),
+            t.dash
+            if n.score is None
+            else t(
+                "row_nps_value",
+                score=t.score(n.score),
+                promoters=t.integer(n.promoters),
+                passives=t.integer(n.passives),
+                detractors=t.integer(n.detractors),
+            ),
+        ),
+        (
+            t("row_csat"),
+            t.dash
+            if s.score_pct is None
+            else t(
+                "row_csat_value",
+                pct=t.pct(s.score_pct),
+                average=t.number(s.average, 2),
+                responses=t.integer(s.responses),
+            ),
+        ),
+        (t("row_frt"), _times(t, f.times.first)),
+        (t("row_frt_business"), _times(t, f.times.first_business)),
+        (t("row_agent_frt"), _times(t, f.times.agent_first)),
+        (t("row_agent_frt_business"), _times(t, f.times.agent_first_business)),
+        (t("row_car"), _rate(t, f.abandonment_rate_pct, c.abandoned, c.started)),
+    ]
+    if r is not None:
+        rows.append(
+            (
+                t("row_crr"),
+                t.dash
+                if r.rate_pct is None
+                else t(
+                    "row_crr_value",
+                    pct=t.pct(r.rate_pct),
+                    start=t.integer(r.start_customers),
+                    end=t.integer(r.end_customers),
+                    new=t.integer(r.new_customers),
+                ),
+            )
+        )
+    rows += [
+        (t("row_bot"), _rate(t, f.bot_resolution_rate_pct, c.resolved_by_bot, c.resolved)),
+        (
+            t("row_survey"),
+            _rate(t, f.survey_response_rate_pct, f.surveys.answered, f.surveys.sent),
+        ),
+    ]
+    return rows
+
+
+def render_table(report: KpiReport, language: str = "en", width: int = 80) -> str:
+    """Human-readable tables that fit an 80-column terminal."""
+    t = KpiTexts(language)
+    console, buffer = _console(width)
+    title = t(
+        "report_title",
+        period=t.period(report.period.start, report.period.end),
+        tz=report.period.start.tzinfo,
+    )
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_lines=False, title_justify="left")
+    table.add_column(t("col_kpi"), no_wrap=True)
+    table.add_column(t("col_value"), overflow="fold")
+    for label, value in figure_rows(t, report.figures):
+        table.add_row(label, value)
+    console.print(table)
+    if report.by is not None:
+        groups = Table(box=box.SIMPLE_HEAD, title_justify="left")
+        groups.add_column(t(f"group_{report.by}"), overflow="fold", max_width=18)
+        for key in (
+            "col_started",
+            "col_nps",
+            "col_csat",
+            "col_frt",
+            "col_agent_frt",
+            "col_car",
+            "col_bot",
+        ):
+            groups.add_column(t(key), justify="right", no_wrap=True)
+        for g in report.groups:
+            f = g.figures
+            name = t("none_topic") if g.key == NONE_KEY and report.by == "topic" else g.name
+            groups.add_row(
+                name,
+                t.integer(f.conversations.started),
+                t.score(f.nps.score),
+                t.pct(f.csat.score_pct, 0),
+                t.duration(f.times.first.median),
+                t.duration(f.times.agent_first.median),
+                t.pct(f.abandonment_rate_pct, 0),
+                t.pct(f.bot_resolution_rate_pct, 0),
+            )
+        console.print(groups)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines()) + "\n"
+
+
+async def week_summary(settings: Settings, db: Database, *, now: datetime | None = None) -> str:
+    """A few lines on the current week (Monday 00:00 local → now), for /support-kpi."""
+    from storage.kpi_queries import KpiQueries
+
+    tz = settings.tz
+    moment = (now or datetime.now(tz)).astimezone(tz)
+    monday = datetime.combine(moment.date() - timedelta(days=moment.weekday()), time(0), tz)
+    if moment <= monday:  # the very first instant of the week: nothing yet
+        moment = monday + timedelta(milliseconds=1)
+    period = Period(monday, moment)
+    report = await KpiQueries(db).report(period, calendar=settings.calendar())
+    t = KpiTexts(settings.language)
+    f = report.figures
+    return "\n".join(
+        [
+            t("week_title", since=t.day(monday)),
+            t(
+                "week_line",
+                started=t.integer(f.conversations.started),
+                nps=t.score(f.nps.score),
+                csat=t.pct(f.csat.score_pct),
+                frt=t.duration(f.times.first.median),
+                car=t.pct(f.abandonment_rate_pct),
+                bot=t.pct(f.bot_resolution_rate_pct),
+            ),
+        ]
+    )

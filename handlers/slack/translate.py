@@ -1,0 +1,249 @@
+"""Slack payloads → our normalized events: one pure function per event kind.
+
+The transport looks up what needs the network (who the person is, whether they belong to
+the business) and passes it in as a ``Person``; nothing here does I/O or decides anything
+about conversations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.model import (
+    Address,
+    Agent,
+    AgentAction,
+    AgentMessage,
+    Customer,
+    CustomerChoice,
+    CustomerLeft,
+    CustomerMessage,
+    CustomerReturned,
+    LeaveReason,
+    Media,
+)
+
+CHANNEL = "slack"
+
+# message subtypes a person's new message can have; edits, deletions, joins… are ignored
+PERSON_SUBTYPES = frozenset({"file_share", "thread_broadcast", "me_message"})
+
+Payload = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """What ``users.info`` told us about someone (or only their id if it failed)."""
+
+    user_id: str
+    name: str = ""
+    locale: str | None = None
+    team_id: str | None = None
+    is_bot: bool = False
+
+    def as_customer(self) -> Customer:
+        return Customer(CHANNEL, self.user_id, self.name, self.locale)
+
+    def as_agent(self) -> Agent:
+        return Agent(CHANNEL, self.user_id, self.name)
+
+
+def person_from_user(user: Payload, hint_team: str | None = None) -> Person:
+    """``users.info``'s ``user`` object → Person (display name first, as Slack shows it)."""
+    profile = user.get("profile") or {}
+    name = (
+        profile.get("display_name")
+        or profile.get("real_name")
+        or user.get("real_name")
+        or user.get("name")
+        or ""
+    )
+    return Person(
+        user_id=str(user.get("id", "")),
+        name=str(name),
+        locale=user.get("locale") or None,
+        team_id=user.get("team_id") or hint_team,
+        is_bot=bool(user.get("is_bot")),
+    )
+
+
+# ---------------------------------------------------------------------- messages
+
+
+def is_person_message(event: Payload, bot_user_id: str | None) -> bool:
+    """A new message written by a person (not a bot, not this app, not an edit/deletion)."""
+    if event.get("subtype") not in PERSON_SUBTYPES and event.get("subtype") is not None:
+        return False
+    if event.get("bot_id") or event.get("bot_profile") or not event.get("user"):
+        return False
+    return event.get("user") != bot_user_id
+
+
+def thread_of(event: Payload) -> str | None:
+    """The thread a message replies in; None for a top-level message (or a thread's parent)."""
+    thread_ts = event.get("thread_ts")
+    if thread_ts and thread_ts != event.get("ts"):
+        return str(thread_ts)
+    return None
+
+
+def is_dm(event: Payload) -> bool:
+    return event.get("channel_type") == "im" or str(event.get("channel", "")).startswith("D")
+
+
+_LINK = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+
+
+def slack_to_plain(text: str) -> str:
+    """Slack's wire format → what the person typed: links, mentions and entities undone."""
+
+    def repl(m: re.Match[str]) -> str:
+        target, label = m.group(1), m.group(2)
+        if target.startswith("@"):
+            return f"@{label or target[1:]}"
+        if target.startswith("#"):
+            return f"#{label or target[1:]}"
+        if target.startswith("!"):
+            word = target[1:].split("^")[0]
+            return label or f"@{word}"
+        if target.startswith("mailto:"):
+            return label or target[7:]
+        return f"{label} ({target})" if label and label != target else target
+
+    return _LINK.sub(repl, text).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def media_of(event: Payload) -> Media | None:
+    """The first shared file of a message, kept as a reference (never downloaded)."""
+    files = event.get("files") or []
+    if not files:
+        return None
+    f = files[0]
+    mimetype = str(f.get("mimetype") or "")
+    kind = next(
+        (
+            k
+            for p, k in (("image/", "photo"), ("video/", "video"), ("audio/", "audio"))
+            if mimetype.startswith(p)
+        ),
+        "document",
+    )
+    return Media(
+        kind=kind,
+        channel=CHANNEL,
+        chat_id=str(event.get("channel", "")),
+        message_id=str(event.get("ts", "")),
+        file_id=f.get("id"),
+        name=f.get("name") or f.get("title"),
+        url=f.get("permalink") or f.get("url_private"),
+    )
+
+
+def _text_with_extra_files(event: Payload) -> str:
+    text = slack_to_plain(str(event.get("text") or ""))
+    extra = [
+        f"📎 {f.get('name') or f.get('title') or 'file'} {f.get('permalink') or ''}".rstrip()
+        for f in (event.get("files") or [])[1:]
+    ]
+    return "\n".join([text, *extra]).strip() if extra else text
+
+
+def customer_message(
+    event: Payload, person: Person, dedup_key: str, *, shared_channel: bool
+) -> CustomerMessage:
+    """A customer's message. In a shared support channel each top-level message is its own
+    conversation, answered in its thread: the thread (or the message itself) is the address.
+    """
+    channel = str(event["channel"])
+    thread_id = (thread_of(event) or str(event["ts"])) if shared_channel else None
+    return CustomerMessage(
+        customer=person.as_customer(),
+        address=Address(CHANNEL, channel, thread_id),
+        text=_text_with_extra_files(event),
+        dedup_key=dedup_key,
+        media=media_of(event),
+        message_ref=str(event["ts"]),
+    )
+
+
+def agent_message(event: Payload, person: Person, dedup_key: str) -> AgentMessage | None:
+    """An agent's reply in a conversation thread of the agents' channel (notes included)."""
+    thread = thread_of(event)
+    if thread is None:
+        return None
+    return AgentMessage(
+        agent=person.as_agent(),
+        thread=thread,
+        text=_text_with_extra_files(event),
+        dedup_key=dedup_key,
+        message_ref=str(event["ts"]),
+        media=media_of(event),
+    )
+
+
+def membership(
+    event: Payload, person: Person, dedup_key: str
+) -> CustomerLeft | CustomerReturned | None:
+    """A customer left (or came back to) a shared support channel."""
+    if event.get("type") == "member_left_channel":
+        return CustomerLeft(person.as_customer(), LeaveReason.LEFT_CHANNEL, dedup_key)
+    if event.get("type") == "member_joined_channel":
+        return CustomerReturned(person.as_customer(), dedup_key)
+    return None
+
+
+# ---------------------------------------------------------------------- buttons
+
+
+def action_dedup_key(body: Payload, action: Payload) -> str:
+    """One key per press: Slack never redelivers interactions, but a user may double-click."""
+    return f"slack:action:{action.get('action_ts') or body.get('trigger_id')}"
+
+
+def action_channel(body: Payload) -> str:
+    return str(
+        (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
+    )
+
+
+def action_thread(body: Payload) -> str | None:
+    """The thread the pressed message sits in, if any."""
+    container = body.get("container") or {}
+    message = body.get("message") or {}
+    thread = container.get("thread_ts") or message.get("thread_ts")
+    if thread and thread != (container.get("message_ts") or message.get("ts")):
+        return str(thread)
+    return None
+
+
+def action_message_ts(body: Payload) -> str:
+    return str(
+        (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts", "")
+    )
+
+
+def customer_choice(
+    body: Payload, action: Payload, person: Person, *, shared_channel: bool
+) -> CustomerChoice:
+    """A customer pressed one of the buttons the engine offered (the token comes back)."""
+    channel = action_channel(body)
+    thread = (action_thread(body) or action_message_ts(body)) if shared_channel else None
+    return CustomerChoice(
+        customer=person.as_customer(),
+        address=Address(CHANNEL, channel, thread),
+        token=str(action.get("value") or ""),
+        dedup_key=action_dedup_key(body, action),
+    )
+
+
+def agent_action(body: Payload, action: Payload, person: Person) -> AgentAction:
+    """An agent pressed a header button: the thread is the header message itself."""
+    return AgentAction(
+        agent=person.as_agent(),
+        dedup_key=action_dedup_key(body, action),
+        token=str(action.get("value") or ""),
+        thread=action_thread(body) or action_message_ts(body),
+    )

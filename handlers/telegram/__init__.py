@@ -1,0 +1,11 @@
+"""Telegram: customers in private chats, agents in a forum group, the digest in any chat.
+
+``TelegramTransport`` (transport.py) owns the PTB application and implements the ports;
+``translate.py`` turns updates into events, ``render.py`` our texts into Telegram's,
+``failures.py`` PTB errors into ours, ``limits.py`` paces sends and orders updates.
+"""
+
+from handlers.telegram.limits import RateLimits
+from handlers.telegram.transport import TelegramTransport
+
+__all__ = ["RateLimits", "TelegramTransport"]
