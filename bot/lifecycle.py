@@ -6,7 +6,9 @@
 
 ``resolved`` and ``abandoned`` are passed through in the same step that reaches them
 (a resolved conversation is surveyed or closed at once; an abandoned one is closed),
-but each is still a real state with its own event in the log.
+but each is still a real state with its own event in the log. A customer who leaves
+(blocks the bot, asks to be forgotten) is abandoned only if they were waiting;
+otherwise their conversation is simply closed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ TRANSITIONS: MappingProxyType[State, frozenset[State]] = MappingProxyType(
         # taken; resolved straight from the queue; customer left / timed out
         State.QUEUED: frozenset({State.ASSIGNED, State.RESOLVED, State.ABANDONED}),
         # transferred back to the queue or to another agent; resolved; customer left waiting
-        State.ASSIGNED: frozenset({State.QUEUED, State.ASSIGNED, State.RESOLVED, State.ABANDONED}),
+        # (abandoned) or left while nothing of theirs was unanswered (closed)
+        State.ASSIGNED: frozenset(
+            {State.QUEUED, State.ASSIGNED, State.RESOLVED, State.ABANDONED, State.CLOSED}
+        ),
         # survey sent, or not (cool-down, surveys off): closed
         State.RESOLVED: frozenset({State.SURVEYING, State.CLOSED}),
         State.SURVEYING: frozenset({State.CLOSED}),

@@ -108,3 +108,26 @@ def test_plan_channels_from_environment() -> None:
     assert plan.slack
     assert not plan.telegram
     assert not plan_channels(base, Secrets()).any
+
+
+async def test_blocked_customer_found_at_send_is_marked_gone(tmp_path: Path) -> None:
+    from bot.errors import RecipientGoneError
+
+    settings = settings_for(tmp_path)
+    channel, desk = TelegramLike("telegram"), SlackDeskLike("slack")
+    app = SupportApp(settings, Secrets(), clock=FakeClock(), transports=[channel, desk])
+    await app.start()
+    try:
+        await app.engine.handle(message("", "u1", command="agent"))
+        await eventually(lambda: len(desk.threads) == 1)
+        thread = next(iter(desk.threads))
+        channel.fail_next(RecipientGoneError("Forbidden: bot was blocked by the user"))
+        agent = Agent("slack", "U_AGENT", "Paul")
+        await app.engine.handle(AgentMessage(agent, thread, "Bonjour ?", "a1", message_ref="m1"))
+        await eventually(lambda: any("plus joignable" in t or "parti" in t
+                                     for _, t in desk.threads[thread].posts))  # fmt: skip
+        row = await app.engine.store.customer_record("telegram:1")  # type: ignore[attr-defined]
+        assert row is not None
+        assert row[1] is False
+    finally:
+        await app.stop()

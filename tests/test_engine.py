@@ -389,3 +389,30 @@ async def test_transfer_to_a_non_agent_is_refused(harness: Harness) -> None:
     moved = await harness.agent_does(TRANSFER, target=Agent("slack", "U_AGENT2", "Zoé"))
     assert moved.ok
     assert (await conversation(harness))["agent_key"] == "slack:U_AGENT2"
+
+
+async def test_failed_thread_never_blocks_the_customer_side(harness: Harness) -> None:
+    from bot.errors import PermanentDeliveryError
+
+    harness.desk.fail_next(PermanentDeliveryError("channel_not_found"))
+    await harness.say("", command="agent")
+    assert "conseiller" in harness.channel.last()["text"]
+    failed = await harness.row("SELECT COUNT(*) AS n FROM outbox WHERE failed_at IS NOT NULL")
+    assert failed["n"] >= 1
+    await harness.say("Il y a quelqu'un ?")  # the lane moved on: nothing is stuck
+    pending = await harness.row(
+        "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+    )
+    assert pending["n"] == 0
+
+
+async def test_leaving_while_served_closes_without_abandonment(harness: Harness) -> None:
+    await handed_off(harness)
+    await harness.agent_does(TAKE)
+    await harness.agent_says("C'est réglé de mon côté.")
+    await harness.leaves(LeaveReason.BLOCKED)
+    conv = await conversation(harness)
+    assert conv["state"] == "closed"
+    assert conv["close_reason"] == "customer_left"
+    assert conv["abandoned_at"] is None
+    assert harness.desk.only_thread()[1].closed
