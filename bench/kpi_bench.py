@@ -183,14 +183,19 @@ def generate(path: Path, conversations: int) -> None:
             SELECT c.id, c.customer_id, c.channel, c.agent_key,
                    COALESCE(c.tag, c.topic) AS topic, c.resolved_at + 1000 AS sent,
                    abs(random()) % 1000 < 450 AS answered,
-                   min(10, abs(random()) % 8 + abs(random()) % 5) AS nps,
-                   1 + min(4, abs(random()) % 3 + abs(random()) % 3) AS csat,
+                   abs(random()) % 100 AS x, abs(random()) % 100 AS y,
                    abs(random()) % 1000 AS v, abs(random()) % 1000 AS w
             FROM conversations c
             WHERE c.resolved_at IS NOT NULL AND abs(random()) % 100 < 60)
         SELECT id, customer_id, channel, agent_key, topic, sent,
-               CASE WHEN answered THEN nps END, CASE WHEN answered THEN sent + 60000 END,
-               CASE WHEN answered AND v < 900 THEN csat END,
+               CASE WHEN answered THEN
+                   -- about 45 % promoters, 30 % passives, 25 % detractors
+                   CASE WHEN x < 45 THEN 9 + x % 2 WHEN x < 75 THEN 7 + x % 2 ELSE x % 7 END
+               END, CASE WHEN answered THEN sent + 60000 END,
+               CASE WHEN answered AND v < 900 THEN
+                   CASE WHEN y < 50 THEN 5 WHEN y < 78 THEN 4 WHEN y < 88 THEN 3
+                        WHEN y < 95 THEN 2 ELSE 1 END
+               END,
                CASE WHEN answered AND v < 900 THEN sent + 90000 END,
                CASE WHEN answered AND w < 250 THEN 'comment about ' || topic END,
                CASE WHEN answered AND w < 250 THEN sent + 120000 END,
@@ -255,6 +260,19 @@ async def bench(path: Path, runs: int) -> dict[str, list[float]]:
             runs,
             lambda: queries.report(week, calendar=calendar, by="topic"),
         )
+
+        async def cold() -> None:
+            async with db.transaction() as conn:
+                await conn.execute("DELETE FROM kpi_cohort_days")
+            await queries.report(history, calendar=calendar)
+
+        results["full history, cold"] = await _time("full-history, day cache rebuilt", 1, cold)
+        live = KpiQueries(db, cache_days=10**9)
+        results["full history, live"] = await _time(
+            "full-history, no day cache",
+            max(1, runs // 2),
+            lambda: live.report(history, calendar=calendar),
+        )
         results["full history"] = await _time(
             "full-history report", runs, lambda: queries.report(history, calendar=calendar)
         )
@@ -287,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(bench(args.db, args.runs))
     week_ok = statistics.median(results["7 days"]) < 100
     full_ok = statistics.median(results["full history"]) < 2000
+    print(
+        "The first long report after the database changed rebuilds the changed days of its "
+        "cache (all of them: the 'rebuilt' line); later ones read it."
+    )
     print(
         f"targets: 7 days < 100 ms {'ok' if week_ok else 'MISSED'}; "
         f"full history < 2 s {'ok' if full_ok else 'MISSED'}"

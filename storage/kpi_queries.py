@@ -359,6 +359,8 @@ class KpiQueries:
         """Each agent's name on their latest conversation of the period."""
         names = {}
         for agent in agents:
+            if agent == NONE_KEY:
+                continue
             rows = await self._tuples(
                 f"""SELECT agent_name {_COHORT} AND agent_key = ?
                     AND agent_name IS NOT NULL AND agent_name <> ''

@@ -16,6 +16,7 @@ from bot.model import (
     Address,
     Agent,
     AgentAction,
+    AgentActionKind,
     AgentMessage,
     Customer,
     CustomerChoice,
@@ -169,11 +170,45 @@ def customer_message(
     )
 
 
-def agent_message(event: Payload, person: Person, dedup_key: str) -> AgentMessage | None:
-    """An agent's reply in a conversation thread of the agents' channel (notes included)."""
+_AGENT_COMMAND = re.compile(r"^!(take|resolve|transfer|note)\b\s*(.*)$", re.DOTALL | re.I)
+_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|([^>]*))?>")
+
+
+def agent_command(raw: str, thread: str, person: Person, dedup_key: str) -> AgentAction | None:
+    """``!take``, ``!resolve [tag]``, ``!transfer [@someone]``, ``!note text`` typed in a thread.
+
+    Slack's composer keeps ``/…`` for slash commands, so thread commands start with ``!``.
+    """
+    match = _AGENT_COMMAND.match(raw.strip())
+    if match is None:
+        return None
+    kind = AgentActionKind(match.group(1).lower())
+    rest = match.group(2).strip()
+    target = None
+    if kind == AgentActionKind.TRANSFER and (mention := _MENTION.search(rest)):
+        target = Agent(CHANNEL, mention.group(1), mention.group(2) or mention.group(1))
+    return AgentAction(
+        agent=person.as_agent(),
+        dedup_key=dedup_key,
+        kind=kind,
+        thread=thread,
+        tag=slack_to_plain(rest) or None if kind == AgentActionKind.RESOLVE else None,
+        text=slack_to_plain(rest) if kind == AgentActionKind.NOTE else None,
+        target=target,
+    )
+
+
+def agent_message(
+    event: Payload, person: Person, dedup_key: str
+) -> AgentMessage | AgentAction | None:
+    """An agent's reply in a conversation thread of the agents' channel (notes included),
+    or a thread command (``!resolve livraison``)."""
     thread = thread_of(event)
     if thread is None:
         return None
+    command = agent_command(str(event.get("text") or ""), thread, person, dedup_key)
+    if command is not None:
+        return command
     return AgentMessage(
         agent=person.as_agent(),
         thread=thread,

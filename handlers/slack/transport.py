@@ -386,10 +386,12 @@ class SlackTransport:
             if inbound is None:
                 return
             outcome = await self._on_event(inbound)
-            if isinstance(inbound, AgentMessage) and not outcome.ok and outcome.notice:
-                await self._ephemeral(
-                    str(event["channel"]), inbound.agent.user_id, outcome.notice, inbound.thread
-                )
+            if isinstance(inbound, AgentMessage | AgentAction) and outcome.notice:
+                if isinstance(inbound, AgentMessage) and outcome.ok:
+                    return  # a relayed message needs no notice
+                thread = inbound.thread
+                await self._ephemeral(str(event["channel"]), inbound.agent.user_id,
+                                      outcome.notice, thread)  # fmt: skip
 
     async def _translate_event(
         self, body: Mapping[str, Any], event: Mapping[str, Any]
@@ -447,7 +449,7 @@ class SlackTransport:
     # ------------------------------------------------------------------ inbound: buttons
 
     async def _on_block_action(
-        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         """A button of ours was pressed: ack at once, then translate and show the Outcome."""
         await ack()
@@ -456,7 +458,7 @@ class SlackTransport:
             if inbound is None:
                 return
             outcome = await self._on_event(inbound)
-            await self._show_outcome(body, inbound, outcome)
+            await self._show_outcome(body, inbound, outcome, respond)
 
     async def _translate_action(
         self, body: Mapping[str, Any], action: Mapping[str, Any]
@@ -474,7 +476,11 @@ class SlackTransport:
         return None
 
     async def _show_outcome(
-        self, body: Mapping[str, Any], inbound: InboundEvent, outcome: Outcome
+        self,
+        body: Mapping[str, Any],
+        inbound: InboundEvent,
+        outcome: Outcome,
+        respond: AsyncRespond | None = None,
     ) -> None:
         """Edit the answered question (buttons → the choice), or tell the presser why not.
 
@@ -504,9 +510,18 @@ class SlackTransport:
             except DeliveryError as exc:
                 log.warning("slack: could not show the choice made (%s)", exc)
         elif outcome.notice:
-            await self._ephemeral(channel, user, outcome.notice, thread)
+            shown = await self._ephemeral(channel, user, outcome.notice, thread)
+            if not shown and respond is not None:  # not a member: the response_url still works
+                try:
+                    await respond(
+                        text=render.escape(outcome.notice),
+                        response_type="ephemeral",
+                        replace_original=False,
+                    )
+                except Exception as exc:
+                    log.warning("slack: could not show a notice to %s (%s)", user, exc)
 
-    async def _ephemeral(self, channel: str, user: str, text: str, thread: str | None) -> None:
+    async def _ephemeral(self, channel: str, user: str, text: str, thread: str | None) -> bool:
         """A note only ``user`` sees (refusals, confirmations)."""
         kwargs: dict[str, Any] = {"channel": channel, "user": user, "text": render.escape(text)}
         if thread:
@@ -515,6 +530,8 @@ class SlackTransport:
             await self._api(lambda: self.client.chat_postEphemeral(**kwargs), what="ephemeral")
         except DeliveryError as exc:
             log.warning("slack: could not show a notice to %s (%s)", user, exc)
+            return False
+        return True
 
     # ------------------------------------------------------------------ inbound: /support-kpi
 

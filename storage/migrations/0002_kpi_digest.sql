@@ -40,7 +40,7 @@ CREATE TRIGGER kpi_cohort_inserted AFTER INSERT ON conversations BEGIN
 END;
 CREATE TRIGGER kpi_cohort_changed AFTER UPDATE OF
     started_at, first_response_at, handed_off_at, first_agent_response_at, resolved_at,
-    abandoned_at, channel, agent_key, topic ON conversations BEGIN
+    abandoned_at, channel, agent_key, tag, topic ON conversations BEGIN
     DELETE FROM kpi_cohort_days
     WHERE day IN (OLD.started_at / 86400000, NEW.started_at / 86400000);
 END;
