@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEDUP_WINDOW_S = 7 * 86400  # platforms redeliver within minutes (Slack) or a day (Telegram)
 PRUNE_EVERY_S = 3600
+STOP_DRAIN_S = 5.0  # how long a stop waits for pending deliveries (the rest resume at start)
 
 
 class Transport(Protocol):
@@ -281,15 +282,17 @@ class SupportApp:
         self._tasks.clear()
         if self._digest is not None:
             await self._digest.stop()
+        if self.components is not None:
+            # Deliver what was already decided while the platforms are still connected.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_DRAIN_S):
+                    await self.components.dispatcher.drain()
         for transport in reversed(self.transports):
             try:
                 await transport.stop()
             except Exception:
                 log.exception("error while stopping %s", type(transport).__name__)
         if self.components is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self.components.dispatcher.drain()
             await self.components.dispatcher.stop()
         if self._db is not None:
             await self._db.close()

@@ -14,10 +14,11 @@ that fails permanently (bad chat id, bot removed) is recorded as failed, not ret
 A platform that accepted a message just before a crash may get it again: delivery is
 at-least-once per target, exactly-once per period claim.
 
-Catch-up: at start-up the latest slot that has passed is sent if its period was
-never claimed and the database holds conversations from before its end (a fresh
-install does not post an empty digest for last week). Older missed slots are not
-replayed.
+Catch-up: at start-up, and then every minute, the latest slot that has passed is
+sent if its period was never claimed and the database holds conversations from before
+its end (a fresh install does not post an empty digest for last week). So a digest
+missed while the bot was down (or asleep past APScheduler's grace time) goes out once
+it is back. Older missed slots are not replayed.
 """
 
 from __future__ import annotations
@@ -323,7 +324,8 @@ class DigestService:
         lease: timedelta = timedelta(minutes=2),
         retry_after: timedelta = timedelta(minutes=5),
         max_attempts: int = 6,
-        resume_every: timedelta = timedelta(minutes=1),
+        check_every: timedelta = timedelta(minutes=1),
+        stop_grace: timedelta = timedelta(seconds=5),
         chart: bool = True,
     ) -> None:
         from apscheduler.triggers.cron import CronTrigger
@@ -338,7 +340,8 @@ class DigestService:
         self.lease = lease
         self.retry_after = retry_after
         self.max_attempts = max_attempts
-        self.resume_every = resume_every
+        self.check_every = check_every
+        self.stop_grace = stop_grace
         self.chart = chart
         self.runs = DigestRuns(db)
         try:
@@ -353,7 +356,7 @@ class DigestService:
     # -- schedule --
 
     async def start(self) -> None:
-        """Schedule the digest and the resume check; catch up a missed digest in the background."""
+        """Schedule the digest and a check every minute; catch up at once, in the background."""
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 
@@ -369,9 +372,9 @@ class DigestService:
             misfire_grace_time=3600,
         )
         scheduler.add_job(
-            self._on_resume,
-            IntervalTrigger(seconds=self.resume_every.total_seconds()),
-            id=f"{JOB_ID}-resume",
+            self._on_check,
+            IntervalTrigger(seconds=self.check_every.total_seconds()),
+            id=f"{JOB_ID}-check",
             coalesce=True,
             max_instances=1,
         )
@@ -391,7 +394,9 @@ class DigestService:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.scheduler = None
-        pending = [t for t in (self.catch_up_task, *self._jobs) if t is not None and not t.done()]
+        pending = {t for t in (self.catch_up_task, *self._jobs) if t is not None and not t.done()}
+        if pending:  # let a digest being posted finish; a cancelled one is resumed later
+            await asyncio.wait(pending, timeout=self.stop_grace.total_seconds())
         for task in pending:
             task.cancel()
         for task in pending:
@@ -413,14 +418,19 @@ class DigestService:
                 self._jobs.discard(task)
 
     async def _on_schedule(self) -> None:
-        await self._guarded("scheduled run", self.run_due(self.clock.now()))
+        # A second of slack: a job woken a hair before its slot still finds that slot.
+        await self._guarded("scheduled run", self.run_due(self.clock.now() + timedelta(seconds=1)))
 
-    async def _on_resume(self) -> None:
-        await self._guarded("resume", self.resume(self.clock.now()))
+    async def _on_check(self) -> None:
+        await self._check()
 
     async def _startup(self) -> None:
+        await self._check()
+
+    async def _check(self) -> None:
+        """Finish interrupted runs, and send a slot's digest that was missed (down, asleep)."""
         now = self.clock.now()
-        await self._guarded("resume at start-up", self.resume(now))
+        await self._guarded("resume", self.resume(now))
         await self._guarded("catch-up", self.catch_up(now))
 
     def latest_slot(self, now: datetime) -> datetime | None:

@@ -225,7 +225,8 @@ class ConversationService:
             unit.customer_reachable = (True, "returned")
             conv.customer_reachable = True
         media = P.media_json(ev.media) if ev.media else None
-        unit.message(NewMessage("in", "customer", ev.text, media=media))
+        shown = ev.text if command is None else f"/{command} {ev.text}".strip()
+        unit.message(NewMessage("in", "customer", shown, media=media))
         unit.event("message_in", "customer", **({"command": command} if command else {}))
         conv.update(last_customer_at=now)
         if command == "forget":

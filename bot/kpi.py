@@ -35,14 +35,15 @@ time zone and compared as UTC epoch milliseconds:
 - Breakdowns: ``channel`` groups by the conversation's / survey's / customer's channel;
   ``agent`` by the agent holding the conversation last (``conversations.agent_key``,
   ``surveys.agent_key``); ``topic`` by ``COALESCE(tag, topic)`` (surveys store it
-  already coalesced). A missing key is the group ``"(none)"``. Retention is split by
-  channel only: agent and topic groups report it as null.
+  already coalesced). A missing key is the group ``"(none)"``. The groups are the keys
+  with a conversation started, or a survey sent or answered, in the period. Retention
+  is split by channel only: agent and topic groups report it as null.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -73,7 +74,7 @@ class Period:
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError("period bounds must be timezone-aware")
-        if self.end <= self.start:
+        if self.end.timestamp() <= self.start.timestamp():  # not wall-clock: DST folds
             raise ValueError(f"period ends ({self.end}) before it starts ({self.start})")
 
     @classmethod
@@ -561,16 +562,3 @@ class Cohort:
             summarize(self._first[2]),
             summarize(self._agent[2]),
         )
-
-
-def sum_figures(parts: Iterable[Figures]) -> tuple[Volumes, Nps, Csat, SurveyCounts]:
-    """Add up the additive counts of several groups."""
-    volumes, nps, csat, surveys = Volumes(), Nps(), Csat(), SurveyCounts()
-    for f in parts:
-        volumes, nps, csat, surveys = (
-            volumes + f.conversations,
-            nps + f.nps,
-            csat + f.csat,
-            surveys + f.surveys,
-        )
-    return volumes, nps, csat, surveys

@@ -79,7 +79,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "transferred": "{agent} remet la conversation dans la file.",
         "transferred_to": "{agent} transfère la conversation à {target}.",
         "not_an_agent": "{target} n'est pas un agent : transfert impossible.",
-        "not_open": "Cette conversation est close ; rien n'a été envoyé au client.",
+        "not_open": "Cette conversation n'est plus en cours de traitement.",
         "customer_unreachable": "Le client n'est plus joignable ; le message n'a pas été transmis.",
         "customer_left": "Le client est parti ({reason}).",
         "abandoned_desk": "Conversation #{id} abandonnée ({reason}) : recontactez le client.",
@@ -153,7 +153,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "transferred": "{agent} put the conversation back in the queue.",
         "transferred_to": "{agent} transferred the conversation to {target}.",
         "not_an_agent": "{target} is not an agent: cannot transfer.",
-        "not_open": "This conversation is closed; nothing was sent to the customer.",
+        "not_open": "This conversation is no longer being handled.",
         "customer_unreachable": "The customer can no longer be reached; the message was not "
         "delivered.",
         "customer_left": "The customer left ({reason}).",

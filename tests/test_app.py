@@ -121,6 +121,7 @@ async def test_blocked_customer_found_at_send_is_marked_gone(tmp_path: Path) -> 
         await app.engine.handle(message("", "u1", command="agent"))
         await eventually(lambda: len(desk.threads) == 1)
         thread = next(iter(desk.threads))
+        await eventually(lambda: len(channel.texts()) == 1)  # the handoff notice went out
         channel.fail_next(RecipientGoneError("Forbidden: bot was blocked by the user"))
         agent = Agent("slack", "U_AGENT", "Paul")
         await app.engine.handle(AgentMessage(agent, thread, "Bonjour ?", "a1", message_ref="m1"))

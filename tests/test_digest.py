@@ -246,6 +246,26 @@ async def test_scheduled_job_posts_once(db: Database) -> None:
         await digest.stop()
 
 
+async def test_the_minute_check_sends_a_slot_the_scheduler_missed(db: Database) -> None:
+    await seed_week(db, previous=False)
+    clock = FakeClock(paris(2026, 11, 23, 8, 0))
+    pubs = publishers()
+    digest = service(digest_settings(db), db, pubs, clock)
+    await digest.start()
+    try:
+        assert digest.catch_up_task is not None
+        await asyncio.wait_for(digest.catch_up_task, 10)
+        check = digest.scheduler.get_job(f"{JOB_ID}-check")
+        await check.func()
+        assert posted(pubs) == []  # 09:00 has not come yet
+        clock.set(paris(2026, 11, 23, 10, 30))  # asleep at 09:00: the cron job never ran
+        await check.func()
+        await check.func()
+        assert posted(pubs) == ["slack:C0DIGEST", "telegram:-100123"]
+    finally:
+        await digest.stop()
+
+
 async def test_restart_after_a_missed_slot_posts_once(db: Database, tmp_path: Path) -> None:
     await seed_week(db)
     clock = FakeClock(paris(2026, 11, 23, 11, 0))  # the bot was down at 09:00

@@ -595,7 +595,7 @@ async def test_the_same_update_twice_is_processed_once(world: World, app: Suppor
     assert len([t for t in texts if DID_IT_HELP in t]) == 1
     assert len(texts) == 3
     stored = world.rows("SELECT text FROM messages WHERE direction = 'in' ORDER BY id")
-    assert [r["text"] for r in stored] == [QUESTION, ""]  # the question once, then /help
+    assert [r["text"] for r in stored] == [QUESTION, "/help"]  # the question once, then /help
     assert world.row("SELECT COUNT(*) AS n FROM conversations")["n"] == 1
     keys = {r["dedup_key"] for r in world.rows("SELECT dedup_key FROM inbound")}
     assert f"telegram:update:{question['update_id']}" in keys

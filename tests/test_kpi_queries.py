@@ -504,7 +504,7 @@ async def run_report(
 BREAKDOWN = st.sampled_from([None, "channel", "agent", "topic"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=45, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=datasets(), period=periods(), by=BREAKDOWN, cached=st.booleans())
 def test_sql_kpis_equal_the_reference(
     data: Data, period: Period, by: str | None, cached: bool
@@ -519,7 +519,7 @@ def test_sql_kpis_equal_the_reference(
             )
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=datasets())
 def test_a_period_without_activity_has_counts_of_zero_and_no_scores(data: Data) -> None:
     period = Period.of_days(date(2025, 1, 6), date(2025, 1, 13), PARIS)  # before any data
