@@ -59,7 +59,7 @@ class BusinessCalendar:
         self._week = [tuple(week.get(d, ())) if week else () for d in WEEKDAYS]
         self._holidays = frozenset(holidays)
 
-    def _intervals(self, day: date) -> Iterator[tuple[datetime, datetime]]:
+    def intervals(self, day: date) -> Iterator[tuple[datetime, datetime]]:
         """Working intervals of one local day, as aware UTC datetimes."""
         if self.always_open:
             start = datetime.combine(day, time(0), self.tz)
@@ -80,7 +80,7 @@ class BusinessCalendar:
 
     def is_open(self, at: datetime) -> bool:
         local = at.astimezone(self.tz)
-        return any(a <= at < b for a, b in self._intervals(local.date()))
+        return any(a <= at < b for a, b in self.intervals(local.date()))
 
     def next_open(self, at: datetime) -> datetime | None:
         """The first instant at or after ``at`` when the team is at work (None if never)."""
@@ -88,7 +88,7 @@ class BusinessCalendar:
             return None
         day = at.astimezone(self.tz).date()
         for offset in range(0, 400):
-            for a, b in self._intervals(day + timedelta(days=offset)):
+            for a, b in self.intervals(day + timedelta(days=offset)):
                 if b > at:
                     return max(a, at)
         return None
@@ -103,7 +103,7 @@ class BusinessCalendar:
         day = start.astimezone(self.tz).date() - timedelta(days=1)
         last = end.astimezone(self.tz).date()
         while day <= last:
-            for a, b in self._intervals(day):
+            for a, b in self.intervals(day):
                 lo, hi = max(a, start), min(b, end)
                 if hi > lo:
                     total += (hi - lo).total_seconds()
@@ -117,7 +117,7 @@ class BusinessCalendar:
         remaining = delta
         day = start.astimezone(self.tz).date() - timedelta(days=1)
         for _ in range(800):
-            for a, b in self._intervals(day):
+            for a, b in self.intervals(day):
                 lo = max(a, start)
                 if b <= lo:
                     continue

@@ -449,7 +449,7 @@ class BusinessTime:
         day = first
         while day <= last:
             # The calendar's own per-day intervals, so holidays and DST agree exactly.
-            for a, b in self.calendar._intervals(day):
+            for a, b in self.calendar.intervals(day):
                 starts.append(round(a.timestamp() * 1000))
                 ends.append(round(b.timestamp() * 1000))
             day += timedelta(days=1)

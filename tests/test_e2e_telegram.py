@@ -799,7 +799,7 @@ async def test_stopping_delivers_what_was_already_decided(world: World, app: Sup
     sent = world.row("SELECT sent_at, attempts FROM outbox WHERE op = 'send'")
     assert sent["sent_at"] is not None
     assert sent["attempts"] == 2
-    assert stopping < 3.0
+    assert stopping < 4.5  # well under the 5 s drain limit: it did not time out
 
 
 async def test_an_english_speaking_customer_is_served_in_english(
