@@ -177,11 +177,8 @@ class SupportApp:
     async def _start_digest(self, publishers: dict[str, DigestPublisher]) -> None:
         if not (self.settings.digest.enabled and self.settings.digest.targets):
             return
-        try:
-            from bot.digest import DigestService
-        except ImportError:  # pragma: no cover - digest module is optional at this stage
-            log.warning("digest module unavailable; no scheduled digest")
-            return
+        from bot.digest import DigestService
+
         self._digest = DigestService(self.settings, self._db, publishers, self.clock)
         await self._digest.start()
 

@@ -272,7 +272,7 @@ class ConversationService:
     ) -> None:
         lang = conv.language
         command = ev.command
-        unit.timers_set["idle"] = unit.now + int(self._conv.close_idle_after.total_seconds() * 1000)
+        unit.set_timer("idle", unit.now + int(self._conv.close_idle_after.total_seconds() * 1000))
         if command == "agent":
             await self._handoff(conv, unit, "requested")
             return
@@ -364,7 +364,7 @@ class ConversationService:
         if conv.pending_since is None:
             conv.update(pending_since=unit.now)
             deadline = self._business_deadline(unit.now, self._conv.abandon_after)
-            unit.timers_set["abandon"] = deadline
+            unit.set_timer("abandon", deadline)
 
     # ------------------------------------------------------------------ handoff
 
@@ -375,9 +375,9 @@ class ConversationService:
         pending = conv.pending_since or now
         conv.update(handed_off_at=now, handoff_reason=reason, awaiting=None,
                     desk=self.desk, pending_since=pending)  # fmt: skip
-        unit.timers_clear.add("idle")
-        unit.timers_set["abandon"] = self._business_deadline(pending, self._conv.abandon_after)
-        unit.timers_set["remind"] = self._business_deadline(now, self._conv.remind_after)
+        unit.clear_timer("idle")
+        unit.set_timer("abandon", self._business_deadline(pending, self._conv.abandon_after))
+        unit.set_timer("remind", self._business_deadline(now, self._conv.remind_after))
         at = from_ms(now)
         if self.calendar.is_open(at):
             key = "handoff_complaint" if reason == "complaint" else "handoff_open"
@@ -491,9 +491,9 @@ class ConversationService:
             return
         self._move(conv, unit, State.SURVEYING)
         conv.update(awaiting="nps")
-        unit.clear_all_timers = True
+        unit.clear_timers()
         expiry = unit.now + int(survey.expires_after.total_seconds() * 1000)
-        unit.timers_set["survey_expiry"] = expiry
+        unit.set_timer("survey_expiry", expiry)
         unit.survey_new = {
             "customer_id": conv.customer_id,
             "channel": conv.channel,
@@ -576,7 +576,7 @@ class ConversationService:
     def _close(self, conv: ConversationRecord, unit: Unit, reason: str) -> None:
         self._move(conv, unit, State.CLOSED, reason=reason)
         conv.update(closed_at=unit.now, close_reason=reason, awaiting=None, pending_since=None)
-        unit.clear_all_timers = True
+        unit.clear_timers()
 
     def _abandon(self, conv: ConversationRecord, unit: Unit, reason: str) -> None:
         self._move(conv, unit, State.ABANDONED, reason=reason)
@@ -710,12 +710,12 @@ class ConversationService:
                       relayed=relayed)  # fmt: skip
         if conv.pending_since is not None:
             conv.update(pending_since=None)
-            unit.timers_clear.add("abandon")
+            unit.clear_timer("abandon")
 
     def _take(self, conv: ConversationRecord, unit: Unit, agent: Agent, *, announce: bool) -> None:
         self._move(conv, unit, State.ASSIGNED, actor=agent.key)
         conv.update(agent_key=agent.key, agent_name=agent.name or agent.key)
-        unit.timers_clear.add("remind")
+        unit.clear_timer("remind")
         if announce:
             name = agent.name or agent.key
             self._say(conv, unit, conv.address, self._t(conv.language, "agent_joined", agent=name))
@@ -782,7 +782,7 @@ class ConversationService:
         else:
             self._move(conv, unit, State.QUEUED, actor=agent.key, reason="transfer")
             conv.update(agent_key=None, agent_name=None)
-            unit.timers_set["remind"] = self._business_deadline(unit.now, self._conv.remind_after)
+            unit.set_timer("remind", self._business_deadline(unit.now, self._conv.remind_after))
             text = self._desk_t("transferred", agent=name)
         self._desk(conv, unit, P.POST, text=text, author="system", name="")
         self._refresh_header(conv, unit)
@@ -885,7 +885,7 @@ class ConversationService:
                 if fresh is None:
                     continue
                 unit = Unit(now, conversation=fresh)
-                unit.timers_clear.add(timer.kind)
+                unit.clear_timer(timer.kind)
                 self._fire(fresh, unit, timer.kind)
                 await self._commit(unit)
                 fired += 1
@@ -906,7 +906,7 @@ class ConversationService:
             remind_ms = int(self._conv.remind_after.total_seconds() * 1000)
             if now - (conv.handed_off_at or now) < remind_ms * MAX_REMINDERS:
                 due = self._business_deadline(now, self._conv.remind_after)
-                unit.timers_set["remind"] = due
+                unit.set_timer("remind", due)
         elif kind == "survey_expiry" and conv.state == State.SURVEYING:
             unit.survey_update["expired_at"] = now
             unit.event("survey_expired", "bot")

@@ -158,6 +158,20 @@ class Unit:
     customer_surveyed: bool = False
     customer_forget: bool = False
 
+    def set_timer(self, kind: str, due: int) -> None:
+        self.timers_set[kind] = due
+        self.timers_clear.discard(kind)
+
+    def clear_timer(self, kind: str) -> None:
+        self.timers_set.pop(kind, None)
+        self.timers_clear.add(kind)
+
+    def clear_timers(self) -> None:
+        """Drop every timer of the conversation, including ones set earlier in this step."""
+        self.timers_set.clear()
+        self.timers_clear.clear()
+        self.clear_all_timers = True
+
     def event(self, kind: str, actor: str | None = None, **data: Any) -> None:
         self.events.append(NewEvent(kind, actor, data or None))
 

@@ -416,3 +416,23 @@ async def test_leaving_while_served_closes_without_abandonment(harness: Harness)
     assert conv["close_reason"] == "customer_left"
     assert conv["abandoned_at"] is None
     assert harness.desk.only_thread()[1].closed
+
+
+async def test_timers_follow_the_state(harness: Harness) -> None:
+    async def kinds() -> set[str]:
+        assert harness.db is not None
+        return {r["kind"] for r in await harness.db.fetchall("SELECT kind FROM timers")}
+
+    await harness.say("Où trouver ma facture ?")
+    assert await kinds() == {"idle"}
+    await harness.press("Parler à un conseiller")
+    assert await kinds() == {"abandon", "remind"}
+    await harness.agent_does(TAKE)
+    await harness.agent_says("Bonjour")
+    assert await kinds() == set()
+    await harness.agent_does(RESOLVE)
+    assert await kinds() == {"survey_expiry"}
+    await harness.press("8")
+    await harness.press("🙂")
+    await harness.press("Passer")
+    assert await kinds() == set()
