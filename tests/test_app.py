@@ -132,3 +132,28 @@ async def test_blocked_customer_found_at_send_is_marked_gone(tmp_path: Path) -> 
         assert row[1] is False
     finally:
         await app.stop()
+
+
+async def test_kpi_summary_for_the_slash_command_reads_the_live_database(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    clock = FakeClock()
+    channel, desk = TelegramLike("telegram"), SlackDeskLike("slack")
+    app = SupportApp(settings, Secrets(), clock=clock, transports=[channel, desk])
+    await app.start()
+    try:
+        await app.engine.handle(message("Comment suivre ma commande ?", "u1"))
+        await eventually(lambda: len(channel.texts()) == 1)
+        token = channel.last_tokens()["Oui, merci"]
+        from bot.model import CustomerChoice
+
+        customer = Customer("telegram", "1", "Léa", "fr")
+        await app.engine.handle(CustomerChoice(customer, Address("telegram", "1"), token, "u2"))
+        await eventually(lambda: len(channel.texts()) == 3)  # glad + NPS question
+        nps = channel.last_tokens()["10"]
+        await app.engine.handle(CustomerChoice(customer, Address("telegram", "1"), nps, "u3"))
+        await eventually(lambda: len(channel.texts()) == 4)
+        summary = await app._kpi_summary()
+        assert "NPS" in summary
+        assert "100" in summary  # one promoter, no detractor
+    finally:
+        await app.stop()
