@@ -90,11 +90,17 @@ def plan_channels(settings: Settings, secrets: Secrets) -> ChannelPlan:
             )
         else:
             problems.append(f"Slack ({sl.mode} mode): set {' and '.join(needed)}")
-    if settings.desk == "telegram" and telegram and settings.telegram.agents_chat_id is None:
-        problems.append("desk is telegram but telegram.agents_chat_id is not set: no handoffs")
-    if settings.desk == "slack" and slack and not settings.slack.agents_channel:
-        problems.append("desk is slack but slack.agents_channel is not set: no handoffs")
+    if not desk_configured(settings):
+        where = "telegram.agents_chat_id" if settings.desk == "telegram" else "slack.agents_channel"
+        problems.append(f"desk is {settings.desk} but {where} is not set: handoffs reach no agent")
     return ChannelPlan(telegram=telegram, slack=slack, problems=tuple(problems))
+
+
+def desk_configured(settings: Settings) -> bool:
+    """Whether the chosen desk names the group/channel where agents work."""
+    if settings.desk == "telegram":
+        return settings.telegram.agents_chat_id is not None
+    return bool(settings.slack.agents_channel)
 
 
 @dataclass
@@ -148,6 +154,8 @@ class SupportApp:
         self.transports = list(self._given_transports or self.build_transports())
         customers = {t.channel: t for t in self.transports if hasattr(t, "channel")}
         desk = next((t for t in self.transports if getattr(t, "desk", None) == settings.desk), None)
+        if self._given_transports is None and not desk_configured(settings):
+            desk = None  # no agents' group/channel: handoffs are queued without a thread
         publishers = {t.platform: t for t in self.transports if hasattr(t, "platform")}
         dispatcher = Dispatcher(
             store, self.clock, customers=customers, desk=desk, on_gone=self._customer_gone
@@ -162,9 +170,10 @@ class SupportApp:
             authority=desk,
         )
         self.components = Components(engine, dispatcher, customers, desk, publishers)
-        await dispatcher.start()
+        await dispatcher.start(hold=True)
         for transport in self.transports:
             await transport.start()
+        dispatcher.release()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
         await self._start_digest(publishers)
         log.info(

@@ -63,9 +63,15 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._held = False
 
-    async def start(self) -> int:
-        """Queue everything a previous run left undelivered."""
+    async def start(self, *, hold: bool = False) -> int:
+        """Queue everything a previous run left undelivered.
+
+        With ``hold``, nothing is sent until ``release()`` (the channels are not up yet);
+        items submitted meanwhile queue behind the old ones, so lane order is kept.
+        """
+        self._held = hold
         pending = await self.store.pending_outbox()
         self.submit(pending)
         if pending:
@@ -78,11 +84,19 @@ class Dispatcher:
         for item in items:
             queue = self._lanes.setdefault(item.lane, deque())
             queue.append(item)
-            if item.lane not in self._tasks:
+            self._idle.clear()
+            if not self._held and item.lane not in self._tasks:
                 self._idle.clear()
                 self._tasks[item.lane] = asyncio.create_task(
                     self._run(item.lane), name=f"outbox:{item.lane}"
                 )
+
+    def release(self) -> None:
+        """Start delivering what ``start(hold=True)`` queued."""
+        self._held = False
+        for lane in list(self._lanes):
+            if lane not in self._tasks:
+                self._tasks[lane] = asyncio.create_task(self._run(lane), name=f"outbox:{lane}")
 
     async def drain(self) -> None:
         """Wait until every lane is empty (wrap in ``asyncio.timeout`` to bound it)."""
@@ -111,7 +125,7 @@ class Dispatcher:
         finally:
             self._lanes.pop(lane, None)
             self._tasks.pop(lane, None)
-            if not self._tasks:
+            if not self._tasks and not self._lanes:
                 self._idle.set()
 
     async def _wait_until(self, at_ms: int | None) -> None:

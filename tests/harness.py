@@ -81,6 +81,13 @@ class Harness:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def start(self) -> None:
+        await self.start_held()
+        assert self.dispatcher is not None
+        self.dispatcher.release()
+        await self.drain()
+
+    async def start_held(self) -> None:
+        """Start with the outbox held, as the app does until its channels are up."""
         self.db = await Database.open(self.settings.storage.path)
         store = SqliteStore(self.db)
         self.dispatcher = Dispatcher(
@@ -100,8 +107,7 @@ class Harness:
             desk="slack",
             authority=self.desk,
         )
-        await self.dispatcher.start()
-        await self.drain()
+        await self.dispatcher.start(hold=True)
 
     async def stop(self) -> None:
         if self.dispatcher is not None:

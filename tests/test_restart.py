@@ -82,3 +82,25 @@ async def test_undelivered_message_is_sent_after_restart(harness: Harness) -> No
     assert row["sent_at"] is not None
     conv = await harness.row("SELECT first_response_at FROM conversations")
     assert conv["first_response_at"] is not None
+
+
+async def test_resumed_items_wait_for_the_channels_and_keep_lane_order(harness: Harness) -> None:
+    assert harness.engine is not None
+    await harness.say("Où trouver ma facture ?")
+    harness.channel.fail_next(TransientDeliveryError("down", retry_after=30))
+    await harness.engine.handle(
+        CustomerMessage(harness.customer(), harness.address(), "oui merci", "k2")
+    )
+    await harness.stop()  # "Ravi d'avoir pu vous aider" and the NPS question are pending
+    harness.clock.advance(timedelta(seconds=31))
+    await harness.start_held()
+    assert harness.engine is not None
+    assert harness.dispatcher is not None
+    await harness.engine.handle(CustomerMessage(harness.customer(), harness.address(), "7", "k3"))
+    assert len(harness.channel.texts()) == 1  # nothing sent while the channels are not up
+    harness.dispatcher.release()
+    await harness.drain()
+    later = harness.channel.texts()[1:]
+    assert later[0].startswith("Ravi d'avoir pu vous aider")  # resumed items first, in order
+    assert later[1].startswith("Sur une échelle de 0 à 10")
+    assert later[2] == "Comment évaluez-vous l'aide que vous avez reçue ?"
