@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot import payloads as P
-from bot.buttons import agent_choice, customer_choice, parse_agent_token, parse_customer_token
+from bot.buttons import customer_choice, parse_agent_token, parse_customer_token
 from bot.calendar import BusinessCalendar
 from bot.clock import Clock, from_ms, to_ms
 from bot.config import Settings
+from bot.desk_view import thread_header, transcript_line
 from bot.intents import Intent, detect_intent, parse_csat, parse_nps
 from bot.lifecycle import WITH_AGENTS, check_transition
 from bot.locks import KeyedLocks
@@ -37,8 +38,6 @@ from bot.model import (
     LeaveReason,
     Outcome,
     State,
-    ThreadHeader,
-    TranscriptLine,
 )
 from bot.store import ConversationRecord, NewMessage, NewOutbox, OutboxItem, Store, Unit
 from bot.texts import CSAT_FACES, Texts
@@ -390,9 +389,9 @@ class ConversationService:
             log.warning("conversation #%d handed off but no agents' desk is configured", conv.id)
             return
         transcript = await self.store.transcript(conv.id, TRANSCRIPT_LINES)
-        transcript += [self._line(conv, m) for m in unit.messages]
+        transcript += [transcript_line(conv, m) for m in unit.messages]
         previous = await self.store.previous_thread(conv.customer_id, self.desk)
-        header = self._header(conv, transcript[-TRANSCRIPT_LINES:])
+        header = thread_header(conv, self._desk_t, transcript[-TRANSCRIPT_LINES:])
         self._desk(conv, unit, P.OPEN_THREAD, header=P.header_json(header), previous=previous)
         for media in await self.store.media_messages(conv.id):
             self._desk(conv, unit, P.POST_MEDIA, media=media, caption="")
@@ -400,54 +399,11 @@ class ConversationService:
             if message.media and message.author == "customer":
                 self._desk(conv, unit, P.POST_MEDIA, media=message.media, caption=message.text)
 
-    def _line(self, conv: ConversationRecord, message: NewMessage) -> TranscriptLine:
-        name = conv.customer_name if message.author == "customer" else (message.agent_key or "")
-        text = message.text
-        if message.media:
-            text = f"[{P.media_from(message.media).kind}] {text}".strip()
-        return TranscriptLine(message.author, name, text)
-
-    def _header(
-        self, conv: ConversationRecord, transcript: Sequence[TranscriptLine] = ()
-    ) -> ThreadHeader:
-        t = self._desk_t
-        status = {
-            State.QUEUED: t("status_waiting"),
-            State.ASSIGNED: t("status_taken", agent=conv.agent_name or conv.agent_key or "?"),
-            State.RESOLVED: t("status_resolved"),
-            State.SURVEYING: t("status_resolved"),
-            State.ABANDONED: t("status_abandoned"),
-        }.get(conv.state, t("status_closed"))
-        if conv.state == State.CLOSED and conv.resolved_at is not None:
-            status = t("status_resolved")
-        elif conv.state == State.CLOSED and conv.abandoned_at is not None:
-            status = t("status_abandoned")
-        buttons: list[Choice] = []
-        if conv.state == State.QUEUED:
-            buttons.append(agent_choice(t("button_take"), conv.id, AgentActionKind.TAKE))
-        if conv.state in WITH_AGENTS:
-            buttons.append(agent_choice(t("button_resolve"), conv.id, AgentActionKind.RESOLVE))
-        topic = conv.tag or conv.topic
-        customer = conv.customer_name or conv.customer_key
-        reason = conv.handoff_reason or "requested"
-        return ThreadHeader(
-            conversation_id=conv.id,
-            title=t("title", id=conv.id, customer=customer, topic=f" · {topic}" if topic else "")[
-                :128
-            ],
-            customer_name=customer,
-            channel=conv.channel,
-            language=conv.language,
-            topic=topic,
-            status=status,
-            reason=t(f"reason_{reason}"),
-            transcript=tuple(transcript),
-            buttons=tuple(buttons),
-        )
-
     def _refresh_header(self, conv: ConversationRecord, unit: Unit) -> None:
         if conv.desk is not None:
-            self._desk(conv, unit, P.UPDATE_HEADER, header=P.header_json(self._header(conv)))
+            self._desk(
+                conv, unit, P.UPDATE_HEADER, header=P.header_json(thread_header(conv, self._desk_t))
+            )
 
     # ------------------------------------------------------------------ resolution and surveys
 

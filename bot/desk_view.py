@@ -1,0 +1,68 @@
+"""What agents see of a conversation: the thread header and transcript lines.
+
+Pure functions of the stored record and the desk's texts, so every desk shows the same
+status, reason and buttons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from bot import payloads as P
+from bot.buttons import agent_choice
+from bot.lifecycle import WITH_AGENTS
+from bot.model import AgentActionKind, Choice, State, ThreadHeader, TranscriptLine
+from bot.store import ConversationRecord, NewMessage
+
+DeskText = Callable[..., str]
+"""``texts.get`` bound to the desk's language: key and values → sentence."""
+
+
+def transcript_line(conv: ConversationRecord, message: NewMessage) -> TranscriptLine:
+    name = conv.customer_name if message.author == "customer" else (message.agent_key or "")
+    text = message.text
+    if message.media:
+        text = f"[{P.media_from(message.media).kind}] {text}".strip()
+    return TranscriptLine(message.author, name, text)
+
+
+def _status(conv: ConversationRecord, t: DeskText) -> str:
+    if conv.state == State.CLOSED:
+        if conv.resolved_at is not None:
+            return t("status_resolved")
+        if conv.abandoned_at is not None:
+            return t("status_abandoned")
+        return t("status_closed")
+    return {
+        State.QUEUED: t("status_waiting"),
+        State.ASSIGNED: t("status_taken", agent=conv.agent_name or conv.agent_key or "?"),
+        State.RESOLVED: t("status_resolved"),
+        State.SURVEYING: t("status_resolved"),
+        State.ABANDONED: t("status_abandoned"),
+    }.get(conv.state, t("status_closed"))
+
+
+def thread_header(
+    conv: ConversationRecord, t: DeskText, transcript: Sequence[TranscriptLine] = ()
+) -> ThreadHeader:
+    """The header of the conversation's thread, with the buttons its state allows."""
+    buttons: list[Choice] = []
+    if conv.state == State.QUEUED:
+        buttons.append(agent_choice(t("button_take"), conv.id, AgentActionKind.TAKE))
+    if conv.state in WITH_AGENTS:
+        buttons.append(agent_choice(t("button_resolve"), conv.id, AgentActionKind.RESOLVE))
+    topic = conv.tag or conv.topic
+    customer = conv.customer_name or conv.customer_key
+    title = t("title", id=conv.id, customer=customer, topic=f" · {topic}" if topic else "")
+    return ThreadHeader(
+        conversation_id=conv.id,
+        title=title[:128],
+        customer_name=customer,
+        channel=conv.channel,
+        language=conv.language,
+        topic=topic,
+        status=_status(conv, t),
+        reason=t(f"reason_{conv.handoff_reason or 'requested'}"),
+        transcript=tuple(transcript),
+        buttons=tuple(buttons),
+    )
