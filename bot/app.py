@@ -139,6 +139,11 @@ class SupportApp:
         self._stopped = asyncio.Event()
 
     @property
+    def digest(self) -> Any:
+        """The scheduled digest service, when a digest is configured (else None)."""
+        return self._digest
+
+    @property
     def engine(self) -> ConversationService:
         assert self.components is not None, "start() first"
         return self.components.engine

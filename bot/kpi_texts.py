@@ -21,10 +21,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "period_day": "le {first}",
         "period_span": "du {start} au {end}",
         "nps": "NPS",
-        "nps_line": "NPS : {score}{change} — {promoters} promoteurs, {passives} passifs, "
-        "{detractors} détracteurs",
+        "nps_line": "NPS : {score}{change} — promoteurs {promoters}, passifs {passives}, "
+        "détracteurs {detractors}",
         "csat_line": "CSAT : {pct} satisfaits{change}, note moyenne {average}/5 "
-        "({responses} notes)",
+        "(notes : {responses})",
         "frt_line": "Première réponse : médiane {median}{change}, p90 {p90}",
         "frt_business_line": "   en heures ouvrées : médiane {median}, p90 {p90}",
         "agent_frt_line": "Première réponse d'un conseiller : médiane {median}{change}, p90 {p90}",
@@ -32,10 +32,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "crr_line": "Rétention (CRR) : {pct}{change}",
         "bot_line": "Résolu par le bot : {pct}{change}",
         "survey_line": "Taux de réponse aux enquêtes : {pct}{change}",
-        "volumes_line": "Volumes : {started} conversations{change} · {resolved} résolues "
-        "({by_bot} par le bot) · {handed_off} transmises · {abandoned} abandonnées",
+        "volumes_line": "Conversations : {started}{change} · résolues {resolved} "
+        "(par le bot {by_bot}) · transmises {handed_off} · abandonnées {abandoned}",
         "agents_title": "Par conseiller :",
-        "agent_line": "• {name} — {handled} conversations · {resolved} résolues · NPS {nps} · "
+        "agent_line": "• {name} — conversations {handled} · résolues {resolved} · NPS {nps} · "
         "CSAT {csat} · 1re réponse {frt}",
         "topics_title": "Thèmes les moins bien notés :",
         "topic_line": "• {topic} — NPS {nps} (n = {responses}) · CSAT {csat}",
@@ -56,13 +56,13 @@ CATALOG: dict[str, dict[str, str]] = {
         "col_kpi": "Indicateur",
         "col_value": "Valeur",
         "row_conversations": "Conversations",
-        "row_conversations_value": "{started} démarrées · {resolved} résolues ({by_bot} par le "
-        "bot) · {handed_off} transmises · {abandoned} abandonnées",
+        "row_conversations_value": "démarrées {started} · résolues {resolved} (par le bot "
+        "{by_bot}) · transmises {handed_off} · abandonnées {abandoned}",
         "row_nps": "NPS",
-        "row_nps_value": "{score} ({promoters} promoteurs · {passives} passifs · "
-        "{detractors} détracteurs)",
+        "row_nps_value": "{score} (promoteurs {promoters} · passifs {passives} · "
+        "détracteurs {detractors})",
         "row_csat": "CSAT",
-        "row_csat_value": "{pct} satisfaits · moyenne {average}/5 ({responses} notes)",
+        "row_csat_value": "{pct} satisfaits · moyenne {average}/5 (notes : {responses})",
         "row_frt": "Première réponse",
         "row_frt_business": "  en heures ouvrées",
         "row_agent_frt": "1re réponse conseiller",
@@ -94,9 +94,9 @@ CATALOG: dict[str, dict[str, str]] = {
         "period_day": "{first}",
         "period_span": "{start} to {end}",
         "nps": "NPS",
-        "nps_line": "NPS: {score}{change} — {promoters} promoters, {passives} passives, "
-        "{detractors} detractors",
-        "csat_line": "CSAT: {pct} satisfied{change}, average {average}/5 ({responses} ratings)",
+        "nps_line": "NPS: {score}{change} — promoters {promoters}, passives {passives}, "
+        "detractors {detractors}",
+        "csat_line": "CSAT: {pct} satisfied{change}, average {average}/5 (ratings: {responses})",
         "frt_line": "First response: median {median}{change}, p90 {p90}",
         "frt_business_line": "   in business hours: median {median}, p90 {p90}",
         "agent_frt_line": "Agent first response: median {median}{change}, p90 {p90}",
@@ -104,10 +104,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "crr_line": "Retention (CRR): {pct}{change}",
         "bot_line": "Resolved by the bot: {pct}{change}",
         "survey_line": "Survey response rate: {pct}{change}",
-        "volumes_line": "Volumes: {started} conversations{change} · {resolved} resolved "
-        "({by_bot} by the bot) · {handed_off} handed off · {abandoned} abandoned",
+        "volumes_line": "Conversations: {started}{change} · resolved {resolved} "
+        "(by the bot {by_bot}) · handed off {handed_off} · abandoned {abandoned}",
         "agents_title": "Per agent:",
-        "agent_line": "• {name} — {handled} conversations · {resolved} resolved · NPS {nps} · "
+        "agent_line": "• {name} — conversations {handled} · resolved {resolved} · NPS {nps} · "
         "CSAT {csat} · first reply {frt}",
         "topics_title": "Lowest-scoring topics:",
         "topic_line": "• {topic} — NPS {nps} (n = {responses}) · CSAT {csat}",
@@ -127,13 +127,13 @@ CATALOG: dict[str, dict[str, str]] = {
         "col_kpi": "KPI",
         "col_value": "Value",
         "row_conversations": "Conversations",
-        "row_conversations_value": "{started} started · {resolved} resolved ({by_bot} by the "
-        "bot) · {handed_off} handed off · {abandoned} abandoned",
+        "row_conversations_value": "started {started} · resolved {resolved} (by the bot "
+        "{by_bot}) · handed off {handed_off} · abandoned {abandoned}",
         "row_nps": "NPS",
-        "row_nps_value": "{score} ({promoters} promoters · {passives} passives · "
-        "{detractors} detractors)",
+        "row_nps_value": "{score} (promoters {promoters} · passives {passives} · "
+        "detractors {detractors})",
         "row_csat": "CSAT",
-        "row_csat_value": "{pct} satisfied · average {average}/5 ({responses} ratings)",
+        "row_csat_value": "{pct} satisfied · average {average}/5 (ratings: {responses})",
         "row_frt": "First response",
         "row_frt_business": "  in business hours",
         "row_agent_frt": "Agent first response",

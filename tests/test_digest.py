@@ -161,7 +161,7 @@ async def test_content_in_french(db: Database) -> None:
     content = await compose(digest_settings(db, "fr"), db, WEEK, chart=False)
     text = content.text
     assert text.startswith("📊 Indicateurs du support — du 16 nov. 2026 au 22 nov. 2026")
-    assert "NPS : +30 (▼ 20 pts) — 10 promoteurs, 6 passifs, 4 détracteurs" in text
+    assert "NPS : +30 (▼ 20 pts) — promoteurs 10, passifs 6, détracteurs 4" in text
     assert "Par conseiller :" in text
     assert "• Alice — " in text
     assert "• Bruno — " in text
@@ -174,7 +174,7 @@ async def test_content_in_french(db: Database) -> None:
         "• « Personne ne répond » — NPS 4 · livraison",
         "• « Colis jamais arrivé » — NPS 3 · livraison",
     ]
-    assert "Volumes : 21 conversations" in text
+    assert "Conversations : 21" in text
     assert content.chart is None
 
 
@@ -182,18 +182,18 @@ async def test_content_in_english(db: Database) -> None:
     await seed_week(db)
     text = (await compose(digest_settings(db, "en"), db, WEEK, chart=False)).text
     assert text.startswith("📊 Support KPIs — 16 Nov 2026 to 22 Nov 2026")
-    assert "NPS: +30 (▼ 20 pts) — 10 promoters, 6 passives, 4 detractors" in text
+    assert "NPS: +30 (▼ 20 pts) — promoters 10, passives 6, detractors 4" in text
     assert "Agent first response: median 0.3 s" in text
     assert "Per agent:" in text
     assert "Lowest-scoring topics:" in text
     assert "• “Très déçu” — NPS 5 · livraison" in text
-    assert "Volumes: 21 conversations" in text
+    assert "Conversations: 21" in text
 
 
 async def test_content_of_an_empty_period(db: Database) -> None:
     text = (await compose(digest_settings(db, "en"), db, WEEK, chart=False)).text
     assert "No conversation or survey answer in this period." in text
-    assert "NPS: — — 0 promoters" in text
+    assert "NPS: — — promoters 0" in text
     assert "Per agent:" not in text
 
 

@@ -213,12 +213,12 @@ async def test_table_fits_80_columns_in_each_language(
     assert max(len(line) for line in text.splitlines()) <= 80
     if language == "fr":
         assert "du 16 nov. 2026 au 22 nov. 2026" in text
-        assert "+30 (5 promoteurs" in text
+        assert "+30 (promoteurs 5" in text
         assert "50\u00a0% satisfaits" in text  # Babel: a no-break space before %
         assert "(sans thème)" in text
     else:
         assert "16 Nov 2026 to 22 Nov 2026" in text
-        assert "+30 (5 promoters" in text
+        assert "+30 (promoters 5" in text
         assert "livraison" in text
         assert "2 min" in text  # the agent's first response, 120 s
 
