@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from bot import payloads as P
@@ -869,9 +869,3 @@ class ConversationService:
             self._close(conv, unit, "survey_expired")
         elif kind == "idle" and conv.state == State.BOT:
             self._close(conv, unit, "idle")
-
-    def next_sweep_in(self) -> float:
-        return self._conv.sweep_every.total_seconds()
-
-    def now(self) -> datetime:
-        return self.clock.now()

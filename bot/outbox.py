@@ -111,10 +111,6 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    @property
-    def backlog(self) -> int:
-        return sum(len(q) for q in self._lanes.values())
-
     async def _run(self, lane: str) -> None:
         queue = self._lanes[lane]
         try:

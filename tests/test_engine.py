@@ -436,3 +436,13 @@ async def test_timers_follow_the_state(harness: Harness) -> None:
     await harness.press("🙂")
     await harness.press("Passer")
     assert await kinds() == set()
+
+
+async def test_conversation_locks_are_released_after_each_step(harness: Harness) -> None:
+    assert harness.engine is not None
+    await harness.say("Où trouver ma facture ?")
+    await harness.say("Quel est le délai de livraison ?", user="77")
+    await handed_off(harness)
+    await harness.agent_does(TAKE)
+    await harness.tick(timedelta(minutes=1))
+    assert len(harness.engine.locks) == 0  # idle conversations hold no lock object
