@@ -47,10 +47,11 @@ class ChannelPlan:
     telegram: bool
     slack: bool
     problems: tuple[str, ...] = ()
+    web: bool = False
 
     @property
     def any(self) -> bool:
-        return self.telegram or self.slack
+        return self.telegram or self.slack or self.web
 
 
 def plan_channels(settings: Settings, secrets: Secrets) -> ChannelPlan:
@@ -90,14 +91,18 @@ def plan_channels(settings: Settings, secrets: Secrets) -> ChannelPlan:
             )
         else:
             problems.append(f"Slack ({sl.mode} mode): set {' and '.join(needed)}")
+    web = settings.web.enabled is not False
     if not desk_configured(settings):
         where = "telegram.agents_chat_id" if settings.desk == "telegram" else "slack.agents_channel"
-        problems.append(f"desk is {settings.desk} but {where} is not set: handoffs reach no agent")
-    return ChannelPlan(telegram=telegram, slack=slack, problems=tuple(problems))
+        reach = "only the web console" if web else "no agent"
+        problems.append(f"desk is {settings.desk} but {where} is not set: handoffs reach {reach}")
+    return ChannelPlan(telegram=telegram, slack=slack, problems=tuple(problems), web=web)
 
 
 def desk_configured(settings: Settings) -> bool:
     """Whether the chosen desk names the group/channel where agents work."""
+    if settings.desk == "web":
+        return True  # the console needs no external group/channel
     if settings.desk == "telegram":
         return settings.telegram.agents_chat_id is not None
     return bool(settings.slack.agents_channel)
@@ -161,6 +166,8 @@ class SupportApp:
         desk = next((t for t in self.transports if getattr(t, "desk", None) == settings.desk), None)
         if self._given_transports is None and not desk_configured(settings):
             desk = None  # no agents' group/channel: handoffs are queued without a thread
+        if settings.desk == "web":
+            desk = None  # console only: conversations are worked from SQLite, no thread
         publishers = {t.platform: t for t in self.transports if hasattr(t, "platform")}
         dispatcher = Dispatcher(
             store, self.clock, customers=customers, desk=desk, on_gone=self._customer_gone
@@ -175,6 +182,9 @@ class SupportApp:
             authority=desk,
         )
         self.components = Components(engine, dispatcher, customers, desk, publishers)
+        for transport in self.transports:
+            if hasattr(transport, "attach"):
+                await transport.attach(self._db, engine)
         await dispatcher.start(hold=True)
         for transport in self.transports:
             await transport.start()
@@ -202,6 +212,18 @@ class SupportApp:
             log.warning("%s", problem)
         built: list[Any] = []
         lang = self.settings.language
+        if plan.web:
+            from handlers.web import WebTransport
+
+            built.append(
+                WebTransport(
+                    self.settings,
+                    self.secrets,
+                    self._on_event,
+                    self.clock,
+                    **self._options.get("web", {}),
+                )
+            )
         if plan.telegram:
             from handlers.telegram import TelegramTransport
 

@@ -107,7 +107,8 @@ def _run(settings: Settings, secrets: Secrets) -> int:
     plan = plan_channels(settings, secrets)
     if not plan.any:
         print(
-            "supportbot: no channel can start. Set, in the environment:\n  - "
+            "supportbot: no channel can start (web.enabled is false). Set, in the environment:"
+            "\n  - "
             + "\n  - ".join(plan.problems[:2])
             + "\nThen run again (see README, 'Connect Telegram / Slack').",
             file=sys.stderr,
@@ -139,6 +140,8 @@ def _check(settings: Settings, secrets: Secrets) -> int:
     print(f"database: {settings.storage.path}")
     print(f"telegram: {'enabled' if plan.telegram else 'off'}")
     print(f"slack: {'enabled' if plan.slack else 'off'}")
+    web = settings.web
+    print(f"web: {f'enabled on http://{web.host}:{web.port}' if plan.web else 'off'}")
     print(f"desk: {settings.desk}")
     digest = settings.digest
     targets = ", ".join(digest.targets) or "no targets"

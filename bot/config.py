@@ -143,6 +143,39 @@ class SlackSettings(_Section):
         return value if value.endswith("/") else value + "/"
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\S+)\s*$")
+
+
+def parse_rate(value: object) -> tuple[int, float]:
+    """ "20/10s" → (20 messages, per 10.0 seconds)."""
+    if isinstance(value, tuple):
+        return value
+    match = _RATE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a rate like 20/10s (messages per duration)")
+    count, period = int(match.group(1)), parse_duration(match.group(2)).total_seconds()
+    if count < 1 or period <= 0:
+        raise ValueError(f"{value!r}: the count and the duration must be positive")
+    return count, period
+
+
+class WebSettings(_Section):
+    enabled: bool | Literal["auto"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port
+    allowed_origins: list[str] = Field(default_factory=list)
+    rate_limit: Annotated[tuple[int, float], BeforeValidator(parse_rate)] = (20, 10.0)
+    max_message_length: int = Field(default=4000, ge=1, le=100_000)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not re.match(r"^https?://[^/\s]+$", origin):
+                raise ValueError(f"{origin!r} must look like https://shop.example.com (no path)")
+        return [origin.lower() for origin in value]
+
+
 _TARGET = re.compile(r"^(slack|telegram):\S+$")
 
 
@@ -180,7 +213,8 @@ class Settings(_Section):
     survey: SurveySettings = SurveySettings()
     telegram: TelegramSettings = TelegramSettings()
     slack: SlackSettings = SlackSettings()
-    desk: Literal["telegram", "slack"] = "telegram"
+    web: WebSettings = WebSettings()
+    desk: Literal["telegram", "slack", "web"] = "telegram"
     digest: DigestSettings = DigestSettings()
     messages: dict[Language, dict[str, str]] = Field(default_factory=dict)
 
@@ -233,6 +267,8 @@ class Secrets:
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
+    web_agent_keys: str | None = None  # "name:key,name2:key2"
+    web_secret: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Secrets:
@@ -248,6 +284,8 @@ class Secrets:
             slack_bot_token=get("SLACK_BOT_TOKEN"),
             slack_signing_secret=get("SLACK_SIGNING_SECRET"),
             slack_app_token=get("SLACK_APP_TOKEN"),
+            web_agent_keys=get("WEB_AGENT_KEYS"),
+            web_secret=get("WEB_SECRET"),
         )
 
     def __repr__(self) -> str:

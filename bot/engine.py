@@ -9,7 +9,7 @@ crash never loses a decided action and a restart resumes everything.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Protocol
 
@@ -48,6 +48,7 @@ NOTE_PREFIXES = ("//", "note:")
 KNOWN_COMMANDS = frozenset({"start", "help", "agent", "cancel", "forget"})
 TRANSCRIPT_LINES = 30
 MAX_REMINDERS = 3
+CONSOLE_DESK = "web"  # agents of the web console, authenticated by their key upstream
 
 
 class KbMatchLike(Protocol):
@@ -102,6 +103,11 @@ class ConversationService:
         self.calendar: BusinessCalendar = settings.calendar()
         self.locks = KeyedLocks()
         self._conv = settings.conversation
+        self._observers: list[Callable[[int], None]] = []
+
+    def add_observer(self, observer: Callable[[int], None]) -> None:
+        """Call ``observer(conversation_id)`` after each committed step (must not block)."""
+        self._observers.append(observer)
 
     # ------------------------------------------------------------------ entry point
 
@@ -137,6 +143,12 @@ class ConversationService:
         applied = await self.store.apply(unit)
         if applied.outbox:
             self.outbox.submit(applied.outbox)
+        if applied.applied and unit.conversation is not None:
+            for observer in self._observers:
+                try:
+                    observer(unit.conversation.id)
+                except Exception:
+                    log.exception("conversation observer failed")
         return applied.applied
 
     def _move(self, conv: ConversationRecord, unit: Unit, target: State, **data: object) -> None:
@@ -171,7 +183,7 @@ class ConversationService:
 
     def _desk(self, conv: ConversationRecord, unit: Unit, op: str, **payload: object) -> None:
         """Queue an action on the conversation's thread at the agents' desk."""
-        if self.desk is None:
+        if self.desk is None or conv.desk is None:
             return
         unit.outbox.append(NewOutbox(P.desk_lane(conv.id), op, dict(payload)))
 
@@ -609,6 +621,8 @@ class ConversationService:
     # ------------------------------------------------------------------ agents
 
     async def _authorized(self, agent: Agent) -> bool:
+        if agent.desk == CONSOLE_DESK:
+            return True  # only the web console builds such agents, after checking their key
         if self.authority is None or agent.desk != self.desk:
             return False
         return await self.authority.is_agent(agent.user_id)
@@ -617,7 +631,12 @@ class ConversationService:
         return Outcome(ok=False, notice=self._desk_t("agents_only"))
 
     async def _agent_message(self, ev: AgentMessage) -> Outcome:
-        conv = await self.store.load_by_thread(ev.agent.desk, ev.thread)
+        if ev.conversation_id is not None:
+            conv = await self.store.load(ev.conversation_id)
+        elif ev.thread is not None:
+            conv = await self.store.load_by_thread(ev.agent.desk, ev.thread)
+        else:
+            conv = None
         if conv is None:
             return Outcome(ok=False, notice=self._desk_t("unknown_conversation"))
         if not await self._authorized(ev.agent):
@@ -638,6 +657,8 @@ class ConversationService:
     def _note(self, conv: ConversationRecord, unit: Unit, agent: Agent, text: str) -> None:
         unit.message(NewMessage("in", "note", text, agent.key))
         unit.event("note", agent.key)
+        if agent.desk != conv.desk:
+            self._desk(conv, unit, P.POST, text=text, author="note", name=agent.name or agent.key)
 
     def _relay_to_customer(self, conv: ConversationRecord, unit: Unit, ev: AgentMessage) -> None:
         agent = ev.agent
@@ -664,6 +685,9 @@ class ConversationService:
         else:
             self._say(conv, unit, conv.address, ev.text, author="agent", agent_key=agent.key,
                       relayed=relayed)  # fmt: skip
+            if agent.desk != conv.desk:  # a console reply: desk agents see it in the thread
+                self._desk(conv, unit, P.POST, text=ev.text, author="agent",
+                           name=agent.name or agent.key)  # fmt: skip
         if conv.pending_since is not None:
             conv.update(pending_since=None)
             unit.clear_timer("abandon")

@@ -143,11 +143,12 @@ class AgentMessage:
     """An agent wrote in a conversation's thread/topic on the desk."""
 
     agent: Agent
-    thread: str  # desk thread reference (Slack thread ts, Telegram topic id)
+    thread: str | None  # desk thread reference (Slack thread ts, Telegram topic id)
     text: str
     dedup_key: str
     message_ref: str | None = None  # desk message id, marked once relayed
     media: Media | None = None
+    conversation_id: int | None = None  # the web console names the conversation, not a thread
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,7 +107,13 @@ def test_plan_channels_from_environment() -> None:
     plan = plan_channels(http, Secrets(slack_bot_token="xoxb-1", slack_signing_secret="s"))
     assert plan.slack
     assert not plan.telegram
-    assert not plan_channels(base, Secrets()).any
+    web_only = plan_channels(base, Secrets())
+    assert web_only.any
+    assert web_only.web
+    assert not (web_only.telegram)
+    assert not (web_only.slack)
+    off = settings_from_mapping({"web": {"enabled": False}})
+    assert not plan_channels(off, Secrets()).any
 
 
 async def test_blocked_customer_found_at_send_is_marked_gone(tmp_path: Path) -> None:

@@ -15,7 +15,14 @@ import pytest
 from bot.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKENS = ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+TOKENS = (
+    "TELEGRAM_BOT_TOKEN",
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "WEB_AGENT_KEYS",
+    "WEB_SECRET",
+)
 
 
 @pytest.fixture
@@ -37,6 +44,7 @@ def test_check_reports_what_is_enabled(project: Path, capsys: pytest.CaptureFixt
     assert "entries" in out
     assert "telegram: off" in out
     assert "slack: off" in out
+    assert "web: enabled on http://127.0.0.1:8080" in out  # runs with no token at all
     assert "TELEGRAM_BOT_TOKEN" in out
 
 
@@ -51,10 +59,12 @@ def test_bad_config_names_key_and_exits_2(
     assert "not a duration" in err
 
 
-def test_run_without_any_token_says_what_to_set(
+def test_run_with_web_off_and_no_token_says_what_to_set(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["run"]) == 2
+    config = project / "off.yaml"
+    config.write_text("web:\n  enabled: false\n", encoding="utf-8")
+    assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "TELEGRAM_BOT_TOKEN" in err
     assert "SLACK_BOT_TOKEN" in err

@@ -137,6 +137,7 @@ class World:
                 "timezone": "Europe/Paris",
                 "storage": {"path": str(self.db_path)},
                 "knowledge": {"path": str(KNOWLEDGE)},
+                "web": {"enabled": False},  # this test is about the other channels
                 "desk": "telegram",
                 "telegram": {
                     "enabled": True,

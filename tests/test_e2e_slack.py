@@ -93,6 +93,7 @@ def make_settings(
         {
             "storage": {"path": str(tmp_path / "e2e.db")},
             "knowledge": {"path": str(KNOWLEDGE)},
+            "web": {"enabled": False},  # this test is about the other channels
             "slack": {
                 "enabled": True,
                 "api_url": slack.api_url,

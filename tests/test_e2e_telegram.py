@@ -87,6 +87,7 @@ class World:
                 "language": "fr",
                 "storage": {"path": str(self.tmp / "supportbot.db")},
                 "knowledge": {"path": str(KNOWLEDGE)},
+                "web": {"enabled": False},  # this test is about the other channels
                 "desk": "telegram",
                 "telegram": section,
                 "slack": {"enabled": False},

@@ -1,0 +1,138 @@
+"""The web channel's own tables: each visitor's transcript, and its persisted secret.
+
+A website visitor has no platform server keeping their messages (as Telegram does),
+so the transcript stored here is what a reload or a reconnect replays.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from storage.database import Database, Row
+
+SECRET_KEY = "token_secret"
+CONSOLE_STATES = ("queued", "assigned", "resolved", "surveying")
+
+
+@dataclass(frozen=True, slots=True)
+class WebLine:
+    """One message the visitor sees in the widget."""
+
+    seq: int
+    at: int
+    author: str  # customer | bot | agent
+    text: str
+    choices: list[list[dict[str, str]]]
+    chosen: str | None
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "type": "line",
+            "seq": self.seq,
+            "at": self.at,
+            "author": self.author,
+            "text": self.text,
+            "choices": self.choices,
+            "chosen": self.chosen,
+        }
+
+
+def _line(row: Row) -> WebLine:
+    return WebLine(
+        seq=int(row["seq"]),
+        at=int(row["at"]),
+        author=str(row["author"]),
+        text=str(row["text"]),
+        choices=json.loads(row["choices"]),
+        chosen=row["chosen"],
+    )
+
+
+class WebStore:
+    """Reads and writes ``web_messages`` / ``web_settings`` and the console's queries."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def secret(self) -> str:
+        """The token-signing secret, generated once and kept so tokens survive restarts."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT OR IGNORE INTO web_settings(key, value) VALUES (?, ?)",
+                (SECRET_KEY, secrets.token_hex(32)),
+            )
+        row = await self.db.fetchone("SELECT value FROM web_settings WHERE key = ?", (SECRET_KEY,))
+        assert row is not None
+        return str(row["value"])
+
+    async def append(
+        self,
+        visitor: str,
+        at: int,
+        author: str,
+        text: str,
+        choices: list[list[dict[str, str]]] | None = None,
+        client_id: str | None = None,
+    ) -> WebLine | None:
+        """Add a line with the visitor's next seq; None if ``client_id`` was already stored."""
+        async with self.db.transaction() as conn:
+            if client_id is not None:
+                cursor = await conn.execute(
+                    "SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?",
+                    (visitor, client_id),
+                )
+                if await cursor.fetchone() is not None:
+                    return None
+            cursor = await conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM web_messages WHERE visitor = ?", (visitor,)
+            )
+            row = await cursor.fetchone()
+            seq = int(row[0]) if row else 1
+            shown = json.dumps(choices or [], ensure_ascii=False)
+            await conn.execute(
+                "INSERT INTO web_messages(visitor, seq, at, author, text, choices, client_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (visitor, seq, at, author, text, shown, client_id),
+            )
+        return WebLine(seq, at, author, text, choices or [], None)
+
+    async def since(self, visitor: str, seq: int, limit: int = 500) -> list[WebLine]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM web_messages WHERE visitor = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (visitor, seq, limit),
+        )
+        return [_line(row) for row in rows]
+
+    async def offered(self, visitor: str, seq: int, token: str) -> bool:
+        """Whether line ``seq`` of this visitor offers the button ``token``, still unanswered."""
+        row = await self.db.fetchone(
+            "SELECT choices, chosen FROM web_messages WHERE visitor = ? AND seq = ?",
+            (visitor, seq),
+        )
+        if row is None or row["chosen"] is not None:
+            return False
+        return any(c.get("token") == token for r in json.loads(row["choices"]) for c in r)
+
+    async def mark_chosen(self, visitor: str, seq: int, label: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE web_messages SET chosen = ? WHERE visitor = ? AND seq = ?",
+                (label, visitor, seq),
+            )
+
+    async def console_conversations(self, resolved_since: int) -> list[dict[str, Any]]:
+        """Conversations agents care about: waiting, taken, and recently resolved."""
+        rows = await self.db.fetchall(
+            """SELECT c.id, c.channel, c.state, c.language, c.topic, c.tag, c.handed_off_at,
+                      c.handoff_reason, c.agent_key, c.agent_name, c.desk, c.resolved_at,
+                      c.pending_since, c.updated_at, cu.name AS customer
+               FROM conversations c JOIN customers cu ON cu.id = c.customer_id
+               WHERE c.handed_off_at IS NOT NULL AND (c.state IN ('queued', 'assigned')
+                     OR (c.resolved_at IS NOT NULL AND c.resolved_at >= ?))
+               ORDER BY c.handed_off_at""",
+            (resolved_since,),
+        )
+        return [dict(row) for row in rows]

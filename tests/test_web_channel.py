@@ -1,0 +1,377 @@
+"""The web channel over real HTTP and WebSockets: a SupportApp on port 0, aiohttp clients.
+
+Covers the visitor token (forged, other visitor), origin and rate checks, history replay,
+duplicate client ids, buttons, the agents' key on every console route, and a console agent
+working a conversation whose thread lives on the Slack desk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.app import SupportApp
+from bot.config import Secrets
+from bot.model import InboundEvent, Outcome
+from handlers.web import WebTransport
+from handlers.web.auth import AgentKeys, Signer, key_file_for
+from handlers.web.limits import RateLimiter
+from tests.fakes.clock import FakeClock
+from tests.test_app import SlackDeskLike, settings_for
+from tests.waiting import eventually
+
+KEYS = "alice:alice-key-123,bob:bob-key-4567"
+_ids = itertools.count(1)
+
+
+@dataclass
+class Served:
+    app: SupportApp
+    web: WebTransport
+    http: aiohttp.ClientSession
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.web.port}"
+
+    async def token(self) -> str:
+        async with self.http.post(f"{self.base}/api/web/session") as resp:
+            assert resp.status == 200
+            return str((await resp.json())["token"])
+
+    async def widget(self, token: str, since: int = 0, **kw: Any) -> Visitor:
+        url = f"{self.base}/ws/widget?token={token}&since={since}&lang=fr"
+        return Visitor(await self.http.ws_connect(url, **kw))
+
+    def auth(self, key: str = "alice-key-123") -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    async def act(self, cid: int, action: str, key: str = "alice-key-123", **body: Any) -> Any:
+        url = f"{self.base}/api/agent/conversations/{cid}/{action}"
+        body.setdefault("id", f"c{next(_ids)}")
+        async with self.http.post(url, json=body, headers=self.auth(key)) as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.json()
+
+    async def conversations(self) -> list[dict[str, Any]]:
+        url = f"{self.base}/api/agent/conversations"
+        async with self.http.get(url, headers=self.auth()) as resp:
+            assert resp.status == 200
+            return list((await resp.json())["conversations"])
+
+
+class Visitor:
+    """A widget's socket: sends frames, collects what the server pushes."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.frames.append(json.loads(msg.data))
+
+    async def say(self, text: str, client_id: str | None = None) -> str:
+        client_id = client_id or f"m{next(_ids)}"
+        await self.ws.send_json({"type": "message", "id": client_id, "text": text})
+        return client_id
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == "line"]
+
+    def texts(self) -> list[str]:
+        return [f["text"] for f in self.lines()]
+
+    def has(self, fragment: str) -> bool:
+        return any(fragment in t for t in self.texts())
+
+    def asked(self, buttons: int) -> bool:
+        """Whether a question with this many buttons came (11: NPS, 5: smileys)."""
+        return any(sum(map(len, line["choices"])) == buttons for line in self.lines())
+
+    def errors(self) -> list[str]:
+        return [f["code"] for f in self.frames if f["type"] == "error"]
+
+    async def press(self, label: str) -> None:
+        for line in reversed(self.lines()):
+            for row in line["choices"]:
+                for choice in row:
+                    if choice["label"] == label:
+                        frame = {"type": "choice", "id": f"b{next(_ids)}", "seq": line["seq"]}
+                        await self.ws.send_json({**frame, "token": choice["token"]})
+                        return
+        raise AssertionError(f"no button {label!r} in {self.texts()}")
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    settings = settings_for(tmp_path, web={"port": 0, "rate_limit": "8/10s"}, desk="web")
+    app = SupportApp(settings, Secrets(web_agent_keys=KEYS), clock=FakeClock())
+    await app.start()
+    web = next(t for t in app.transports if isinstance(t, WebTransport))
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        try:
+            yield Served(app, web, http)
+        finally:
+            await app.stop()
+
+
+async def queued_conversation(served: Served) -> tuple[Visitor, int]:
+    visitor = await served.widget(await served.token())
+    await visitor.say("je veux parler à un conseiller")
+    await eventually(lambda: visitor.has("conseiller") and len(visitor.lines()) >= 2)
+    conversations = await served.conversations()
+    assert [c["state"] for c in conversations] == ["queued"]
+    return visitor, int(conversations[0]["id"])
+
+
+# ---------------------------------------------------------------- visitors
+
+
+async def test_knowledge_answer_and_buttons_marked_answered(served: Served) -> None:
+    token = await served.token()
+    visitor = await served.widget(token)
+    await visitor.say("Quel est le délai de livraison ?")
+    await eventually(lambda: any(line["choices"] for line in visitor.lines()))
+    answer = visitor.lines()[-1]
+    assert answer["author"] == "support"
+    assert "livr" in answer["text"].lower()
+    await visitor.press("Oui, merci")
+    await eventually(lambda: any(f["type"] == "chosen" for f in visitor.frames))
+    await eventually(lambda: visitor.asked(11))
+    await visitor.close()
+    replay = await served.widget(token)  # a reload
+    await eventually(lambda: len(replay.lines()) == len(visitor.lines()))
+    assert [f["chosen"] for f in replay.lines() if f["seq"] == answer["seq"]] == ["Oui, merci"]
+    await replay.close()
+
+
+async def test_reconnect_replays_only_missed_lines(served: Served) -> None:
+    token = await served.token()
+    visitor = await served.widget(token)
+    await visitor.say("bonjour")
+    await eventually(lambda: len(visitor.lines()) == 2)
+    await visitor.close()
+    again = await served.widget(token, since=1)
+    await eventually(lambda: len(again.lines()) == 1)
+    assert again.lines()[0]["seq"] == 2
+    await again.close()
+
+
+async def test_duplicate_client_message_id_is_processed_once(served: Served) -> None:
+    token = await served.token()
+    visitor = await served.widget(token)
+    await visitor.say("bonjour", client_id="same")
+    await eventually(lambda: len(visitor.lines()) == 2)
+    await visitor.close()
+    again = await served.widget(token)
+    await again.say("bonjour", client_id="same")  # resent after a reconnect
+    await again.say("merci")
+    await eventually(lambda: again.has("merci") and len(again.lines()) == 4)
+    assert [line["author"] for line in again.lines()].count("customer") == 2
+
+
+async def test_forged_or_foreign_tokens_are_refused(served: Served) -> None:
+    token = await served.token()
+    visitor_id = served.web.signer.visitor_of(token)
+    assert visitor_id is not None
+    for bad in (f"v1:{visitor_id}.{'0' * 64}", "v1:other." + token.rsplit(".", 1)[1], "", "x"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await served.widget(bad)
+        assert refused.value.status == 401
+    mallory = Signer("another-secret").sign(f"v1:{visitor_id}")
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        await served.widget(mallory)
+
+
+async def test_visitor_sees_only_their_own_conversation(served: Served) -> None:
+    alice = await served.widget(await served.token())
+    await alice.say("Quel est le délai de livraison ?")
+    await eventually(lambda: len(alice.lines()) == 2)
+    bob = await served.widget(await served.token())
+    await bob.say("bonjour")
+    await eventually(lambda: len(bob.lines()) == 2)
+    assert not any("livraison" in t for t in bob.texts())
+    token = alice.lines()[-1]["choices"][0][0]["token"]
+    await bob.ws.send_json({"type": "choice", "id": "x1", "seq": 2, "token": token})
+    await eventually(lambda: "question_closed" in bob.errors())
+    assert not any(f["type"] == "chosen" for f in alice.frames + bob.frames)
+
+
+async def test_foreign_origin_refused_listed_origin_accepted(
+    served: Served, tmp_path: Path
+) -> None:
+    token = await served.token()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await served.widget(token, origin="https://evil.example")
+    assert refused.value.status == 403
+    own = await served.widget(token, origin=served.base)
+    await own.close()
+    served.web.config = served.web.config.model_copy(
+        update={"allowed_origins": ["https://shop.example"]}
+    )
+    listed = await served.widget(token, origin="https://shop.example")
+    await listed.close()
+
+
+async def test_rate_limit_says_slow_down_and_keeps_accepted(served: Served) -> None:
+    visitor = await served.widget(await served.token())
+    for n in range(10):
+        await visitor.say(f"message {n}")
+    await eventually(lambda: visitor.errors().count("rate_limited") >= 2)
+    await eventually(lambda: len([ln for ln in visitor.lines() if ln["author"] == "customer"]) == 8)
+
+
+async def test_too_long_message_refused(served: Served) -> None:
+    visitor = await served.widget(await served.token())
+    await visitor.say("x" * 4001)
+    await eventually(lambda: "too_long" in visitor.errors())
+    assert visitor.lines() == []
+
+
+# ---------------------------------------------------------------- agents
+
+
+async def test_agent_routes_need_the_key(served: Served) -> None:
+    base = served.base
+    for path in ("/api/agent/conversations", "/api/agent/me", "/dashboard", "/api/kpi"):
+        refused = 302 if path == "/dashboard" else 401  # the page sends to the login
+        async with served.http.get(base + path, allow_redirects=False) as resp:
+            assert resp.status == refused, path
+        wrong = served.auth("wrong-key-000")
+        async with served.http.get(base + path, headers=wrong, allow_redirects=False) as resp:
+            assert resp.status == refused, path
+    async with served.http.post(base + "/api/agent/conversations/1/take", json={"id": "1"}) as r:
+        assert r.status == 401
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await served.http.ws_connect(base + "/ws/agent")
+    assert refused.value.status == 401
+    async with served.http.post(base + "/agent/login", json={"key": "nope-nope"}) as resp:
+        assert resp.status == 401
+    async with served.http.post(base + "/agent/login", json={"key": "bob-key-4567"}) as resp:
+        assert resp.status == 200
+        assert "httponly" in resp.headers["Set-Cookie"].lower()
+        assert "samesite=strict" in resp.headers["Set-Cookie"].lower()
+    async with served.http.get(base + "/api/agent/me") as resp:  # the session cookie
+        assert (await resp.json())["agent"] == "bob"
+    async with served.http.get(base + "/agent") as resp:
+        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_console_take_reply_resolve_then_survey(served: Served) -> None:
+    visitor, cid = await queued_conversation(served)
+    async with served.http.ws_connect(f"{served.base}/ws/agent", headers=served.auth()) as console:
+        assert (await served.act(cid, "take"))["ok"]
+        pushed = await asyncio.wait_for(console.receive_json(), 5)
+        assert pushed == {"type": "changed", "id": cid}
+    assert (await served.act(cid, "take", key="bob-key-4567"))["ok"] is False
+    await served.act(cid, "reply", text="Bonjour, je regarde votre commande.")
+    await eventually(lambda: visitor.has("je regarde votre commande"))
+    await served.act(cid, "note", text="client fidèle")
+    await served.act(cid, "resolve", tag="livraison")
+    await eventually(lambda: visitor.asked(11))
+    await visitor.press("9")
+    await eventually(lambda: visitor.asked(5))
+    url = f"{served.base}/api/agent/conversations/{cid}"
+    async with served.http.get(url, headers=served.auth()) as resp:
+        body = await resp.json()
+    authors = [line["author"] for line in body["transcript"]]
+    assert "note" in authors
+    assert "agent" in authors
+    assert body["conversation"]["topic"] == "livraison"
+
+
+async def test_transfer_to_another_agent_and_back_to_queue(served: Served) -> None:
+    _visitor, cid = await queued_conversation(served)
+    await served.act(cid, "take")
+    url = f"{served.base}/api/agent/conversations/{cid}/transfer"
+    body = {"id": "t1", "to": "mallory"}
+    async with served.http.post(url, json=body, headers=served.auth()) as resp:
+        assert resp.status == 400
+    await served.act(cid, "transfer", to="bob")
+    [conv] = await served.conversations()
+    assert conv["agent"] == "bob"
+    assert not conv["mine"]
+    await served.act(cid, "transfer", key="bob-key-4567")
+    [conv] = await served.conversations()
+    assert conv["state"] == "queued"
+    assert conv["waiting_s"] is not None
+
+
+async def test_console_sees_and_serves_a_slack_desk_conversation(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, web={"port": 0}, slack={"agents_channel": "C1"})
+    desk = SlackDeskLike("slack")
+    secrets, clock = Secrets(web_agent_keys=KEYS), FakeClock()
+
+    async def on_event(event: InboundEvent) -> Outcome:
+        return await app.engine.handle(event)
+
+    web = WebTransport(settings, secrets, on_event, clock)
+    app = SupportApp(settings, secrets, clock=clock, transports=[web, desk])
+    await app.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            served = Served(app, web, http)
+            visitor, cid = await queued_conversation(served)
+            await eventually(lambda: len(desk.threads) == 1)
+            await served.act(cid, "take")
+            await served.act(cid, "reply", text="C'est noté !")
+            await eventually(lambda: visitor.has("C'est noté"))
+            _thread, posted = desk.only_thread()
+            await eventually(lambda: any(p.get("author") == "agent" for p in desk.ops("post")))
+            assert any(p["text"] == "C'est noté !" for p in desk.ops("post"))
+            assert posted is not None
+    finally:
+        await app.stop()
+
+
+# ---------------------------------------------------------------- units
+
+
+def test_rate_limiter_refills_over_time() -> None:
+    now = [0.0]
+    limiter = RateLimiter(2, 10.0, now=lambda: now[0])
+    assert limiter.allow("a")
+    assert limiter.allow("a")
+    assert not limiter.allow("a")
+    assert limiter.allow("b")
+    now[0] = 5.0
+    assert limiter.allow("a")
+    assert not limiter.allow("a")
+
+
+def test_agent_keys_from_env_or_generated_file(tmp_path: Path) -> None:
+    keys = AgentKeys.load("ann:0123456789", tmp_path / "x.agent-key")
+    assert keys.agent_for("0123456789") == "ann"
+    assert keys.agent_for("wrong") is None
+    path = key_file_for(tmp_path / "support.db")
+    assert path.name == "support.agent-key"
+    generated = AgentKeys.load(None, path)
+    key = path.read_text().strip()
+    assert generated.agent_for(key) == "agent"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert AgentKeys.load(None, path).agent_for(key) == "agent"  # kept across restarts
+
+
+def test_session_cookie_expires_and_resists_forgery() -> None:
+    signer = Signer("s3cret")
+    cookie = signer.session("alice", now=1000.0)
+    assert signer.session_agent(cookie, now=2000.0) == "alice"
+    assert signer.session_agent(cookie, now=1000.0 + 13 * 3600) is None
+    assert signer.session_agent(cookie.replace("alice", "bob"), now=2000.0) is None
+    assert Signer("other").session_agent(cookie, now=2000.0) is None
