@@ -11,7 +11,8 @@
     │   ├── TransientDeliveryError   try again later (optionally after retry_after seconds)
     │   └── PermanentDeliveryError   retrying cannot help (bad request, forbidden)
     │       └── RecipientGoneError   the customer blocked the bot or left the channel
-    └── AlreadyRunningError    another supportbot process owns this database
+    ├── AlreadyRunningError    another supportbot process owns this database
+    └── InvalidParameterError  a request parameter (dashboard ?from=…) is malformed
 
 Catch ``SupportbotError`` at the edges (CLI, channel error handlers); everything
 else is a bug and is logged with its traceback.
@@ -88,3 +89,12 @@ class RecipientGoneError(PermanentDeliveryError):
 
 class AlreadyRunningError(SupportbotError):
     """Another supportbot process already serves this database."""
+
+
+class InvalidParameterError(SupportbotError):
+    """A request parameter cannot be used; ``parameter`` names it for the client."""
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        self.parameter = parameter
+        self.reason = reason
+        super().__init__(f"{parameter}: {reason}")

@@ -84,6 +84,12 @@ _CACHE_CHUNK_DAYS = 31  # days rebuilt per write transaction: keeps the write lo
 # Buckets of the response-time distribution (upper bounds, seconds) for the digest chart.
 HISTOGRAM_EDGES = (10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 
+# Aggregates filling ``Nps`` and ``Csat`` (in field order) from survey rows.
+NPS_COUNTS = """count(CASE WHEN nps >= 9 THEN 1 END),
+               count(CASE WHEN nps BETWEEN 7 AND 8 THEN 1 END),
+               count(CASE WHEN nps <= 6 THEN 1 END)"""
+CSAT_COUNTS = "count(csat), count(CASE WHEN csat >= 4 THEN 1 END), ifnull(sum(csat), 0)"
+
 
 @dataclass(frozen=True, slots=True)
 class DetractorComment:
@@ -373,9 +379,7 @@ class KpiQueries:
 
     async def _nps(self, lo: int, hi: int, by: str | None) -> dict[str, Nps]:
         rows = await self._grouped(
-            """count(CASE WHEN nps >= 9 THEN 1 END),
-               count(CASE WHEN nps BETWEEN 7 AND 8 THEN 1 END),
-               count(CASE WHEN nps <= 6 THEN 1 END)""",
+            NPS_COUNTS,
             "FROM surveys INDEXED BY surveys_kpi_nps WHERE nps_at >= ? AND nps_at < ?",
             (lo, hi),
             _SURVEY_KEY[by] if by else None,
@@ -384,7 +388,7 @@ class KpiQueries:
 
     async def _csat(self, lo: int, hi: int, by: str | None) -> dict[str, Csat]:
         rows = await self._grouped(
-            "count(csat), count(CASE WHEN csat >= 4 THEN 1 END), ifnull(sum(csat), 0)",
+            CSAT_COUNTS,
             "FROM surveys INDEXED BY surveys_kpi_csat WHERE csat_at >= ? AND csat_at < ?",
             (lo, hi),
             _SURVEY_KEY[by] if by else None,
@@ -489,10 +493,12 @@ class KpiQueries:
             DetractorComment(int(r[0]), str(r[1]), r[2], str(r[3]), r[4], int(r[5])) for r in rows
         ]
 
-    async def response_histogram(self, period: Period) -> tuple[list[int], list[int]]:
-        """How many first / agent first responses fall in each ``HISTOGRAM_EDGES`` bucket."""
-        cases = " ".join(f"WHEN d < {e * 1000} THEN {i}" for i, e in enumerate(HISTOGRAM_EDGES))
-        buckets = len(HISTOGRAM_EDGES) + 1
+    async def response_histogram(
+        self, period: Period, edges: Sequence[int] = HISTOGRAM_EDGES
+    ) -> tuple[list[int], list[int]]:
+        """How many first / agent first responses fall in each bucket below ``edges`` (s)."""
+        cases = " ".join(f"WHEN d < {int(e) * 1000} THEN {i}" for i, e in enumerate(edges))
+        buckets = len(edges) + 1
         result = []
         for start, end in (
             ("started_at", "first_response_at"),

@@ -7,8 +7,10 @@ the issue's scenario; screenshots go to docs/screenshots for the README.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -108,6 +110,12 @@ async def test_visitor_and_agent_in_the_browser(browser: Browser, base: str) -> 
     await expect(visitor.get_by_role("button", name="Passer")).to_be_visible()
     await expect(visitor.get_by_role("button", name="9", exact=True)).to_be_disabled()
     assert alerts == []
+
+    today = FakeClock().now().date()  # the app's clock; the default period ends yesterday
+    period = f"from={today - timedelta(days=6)}&to={today + timedelta(days=1)}"
+    await agent.goto(f"{base}/dashboard?{period}")  # the console's session cookie opens it
+    await expect(agent.locator('[data-kpi="nps"]')).to_have_text(re.compile(r"^\+?100\b"))
+    await agent.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
 
 
 async def test_reload_resumes_the_conversation(browser: Browser, base: str) -> None:

@@ -130,13 +130,11 @@ class WebTransport:
         return app
 
     def _dashboard_routes(self) -> list[web.RouteDef]:
-        """The KPI dashboard's routes, when that module is installed (guarded by the console)."""
-        try:
-            module = __import__("handlers.web.dashboard", fromlist=["dashboard_routes"])
-        except ImportError:
-            return []
-        routes: list[web.RouteDef] = module.dashboard_routes(self._db, self.settings, self.clock)
-        return routes
+        """The KPI dashboard (no auth of its own: ``Console.guard`` covers its paths)."""
+        from handlers.web.dashboard import dashboard_routes
+
+        assert self._db is not None, "attach() first"
+        return dashboard_routes(self._db, self.settings, self.clock)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.build_app(), access_log=None)

@@ -42,7 +42,7 @@
   var CSS = [
     ":host{all:initial}",
     "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',sans-serif}",
-    ".launcher{position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;",
+    ".launcher{position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;display:flex;align-items:center;justify-content:center;",
     "border:0;background:#2457c5;color:#fff;font-size:28px;cursor:pointer;box-shadow:0 4px 14px #0004;z-index:2147483000}",
     ".launcher:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #ffb000;outline-offset:2px}",
     ".panel{position:fixed;right:20px;bottom:92px;width:360px;max-width:calc(100vw - 40px);height:520px;",
@@ -75,6 +75,20 @@
     if (text !== undefined) node.textContent = text;
     return node;
   }
+  function bubbleIcon() {
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "28");
+    svg.setAttribute("height", "28");
+    svg.setAttribute("aria-hidden", "true");
+    var path = document.createElementNS(ns, "path");
+    path.setAttribute("fill", "currentColor");
+    path.setAttribute("d", "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z");
+    svg.appendChild(path);
+    return svg;
+  }
+
   function newId() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
     return Date.now().toString(36) + Math.random().toString(36).slice(2);
@@ -87,7 +101,8 @@
   style.textContent = CSS;
   root.appendChild(style);
 
-  var launcher = el("button", "launcher", "💬");
+  var launcher = el("button", "launcher");
+  launcher.appendChild(bubbleIcon());
   launcher.type = "button";
   launcher.setAttribute("aria-label", T.open);
   launcher.setAttribute("aria-expanded", "false");
@@ -181,6 +196,12 @@
       });
       bubble.appendChild(box);
       if (count === 11) bubble.appendChild(el("div", "hint", T.nps_hint));
+    }
+    if (count) {
+      // Only the latest question is open: earlier unanswered buttons no longer apply.
+      Object.keys(lines).forEach(function (seq) {
+        lines[seq].buttons.forEach(function (b) { b.disabled = true; });
+      });
     }
     lines[line.seq] = { node: bubble, buttons: buttons };
     log.appendChild(bubble);

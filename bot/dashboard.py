@@ -1,0 +1,196 @@
+"""What the web KPI dashboard shows: the period asked for, and everything drawn for it.
+
+The figures are the ``supportbot kpi --format json`` report itself (same queries,
+same names), so the page and the scripts never disagree; the dashboard adds the
+three breakdowns, the chart series, the values already formatted for people
+("—" when there is no data) and its labels, all in the configured language.
+Dates follow the CLI: local days of the configured time zone, ``to`` exclusive.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from babel.dates import format_date
+
+from bot.config import Settings
+from bot.errors import InvalidParameterError
+from bot.kpi import BREAKDOWNS, NONE_KEY, Figures, Group, KpiReport, Period
+from bot.kpi_series import FRT_EDGES_S, Histogram, trend_buckets
+from bot.kpi_texts import CATALOG, KpiTexts
+from bot.report import DEFAULT_DAYS, render_csv
+
+if TYPE_CHECKING:
+    from storage.database import Database
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Catalog entries without placeholders that the page shows as they are.
+_PLAIN_LABELS = tuple(
+    key
+    for key, text in CATALOG["en"].items()
+    if "{" not in text
+    and key.startswith(("dash_", "row_", "col_", "group_", "chart_", "nps", "no_data"))
+)
+
+
+def _day(name: str, value: str | None) -> date | None:
+    if value is None or value == "":
+        return None
+    if not _DAY.fullmatch(value):
+        raise InvalidParameterError(name, f"expected a date as YYYY-MM-DD, got {value!r}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidParameterError(name, f"{value!r} is not a calendar date") from None
+
+
+def requested_period(settings: Settings, params: Mapping[str, str], today: date) -> Period:
+    """``from``/``to`` of a request as local days (``to`` exclusive), like ``supportbot kpi``.
+
+    Without them: the ``DEFAULT_DAYS`` full days before ``today``.
+    """
+    first = _day("from", params.get("from"))
+    given_end = _day("to", params.get("to"))
+    end = given_end or today
+    first = first or end - timedelta(days=DEFAULT_DAYS)
+    if first >= end:
+        if given_end is None:
+            raise InvalidParameterError(
+                "from", f"{first.isoformat()} must be before today {end.isoformat()}"
+            )
+        raise InvalidParameterError(
+            "to", f"{end.isoformat()} must be after from {first.isoformat()} (to is exclusive)"
+        )
+    return Period.of_days(first, end, settings.tz)
+
+
+def requested_breakdown(params: Mapping[str, str]) -> str | None:
+    by = params.get("by") or None
+    if by is not None and by not in BREAKDOWNS:
+        raise InvalidParameterError("by", f"expected one of {', '.join(BREAKDOWNS)}, got {by!r}")
+    return by
+
+
+# --- for people --------------------------------------------------------------------------
+
+
+def display(t: KpiTexts, f: Figures) -> dict[str, str]:
+    """Every value a card or a table cell shows, formatted; "—" where there is no data."""
+    c, n, s, times, r = f.conversations, f.nps, f.csat, f.times, f.retention
+    return {
+        "nps": t.score(n.score),
+        "promoters": t.integer(n.promoters),
+        "passives": t.integer(n.passives),
+        "detractors": t.integer(n.detractors),
+        "nps_responses": t.integer(n.responses),
+        "csat": t.pct(s.score_pct),
+        "csat_average": t.number(s.average, 2),
+        "csat_responses": t.integer(s.responses),
+        "frt_median": t.duration(times.first.median),
+        "frt_p90": t.duration(times.first.p90),
+        "agent_frt_median": t.duration(times.agent_first.median),
+        "agent_frt_p90": t.duration(times.agent_first.p90),
+        "abandonment": t.pct(f.abandonment_rate_pct),
+        "retention": t.pct(r.rate_pct if r else None),
+        "bot_resolution": t.pct(f.bot_resolution_rate_pct),
+        "survey_response": t.pct(f.survey_response_rate_pct),
+        "started": t.integer(c.started),
+        "resolved": t.integer(c.resolved),
+        "resolved_by_bot": t.integer(c.resolved_by_bot),
+        "handed_off": t.integer(c.handed_off),
+        "abandoned": t.integer(c.abandoned),
+    }
+
+
+def _group_name(t: KpiTexts, by: str, g: Group) -> str:
+    return t("none_topic") if by == "topic" and g.key == NONE_KEY else g.name
+
+
+def bucket_labels(t: KpiTexts, edges: tuple[int, ...]) -> list[str]:
+    """ "< 1 min", "1 min – 5 min", …, "> 4 h"."""
+    inner = [f"{t.duration(a)} – {t.duration(b)}" for a, b in zip(edges, edges[1:], strict=False)]
+    return [f"< {t.duration(edges[0])}", *inner, f"> {t.duration(edges[-1])}"]
+
+
+def labels(t: KpiTexts) -> dict[str, str]:
+    out = {key: t(key) for key in _PLAIN_LABELS}
+    out["none_topic"] = t("none_topic")
+    out.update({f"preset_{d}": t("dash_preset", days=d) for d in (7, 30, 90)})
+    return out
+
+
+def _breakdown(t: KpiTexts, report: KpiReport) -> dict[str, Any]:
+    by = report.by or ""
+    return {
+        "groups": report.to_json()["groups"],
+        "display": [
+            {"key": g.key, "name": _group_name(t, by, g), **display(t, g.figures)}
+            for g in report.groups
+        ],
+    }
+
+
+# --- the two answers ---------------------------------------------------------------------
+
+
+async def dashboard_data(
+    settings: Settings, db: Database, period: Period, today: date
+) -> dict[str, Any]:
+    """The ``/api/kpi`` document: the CLI's JSON report plus ``by``, ``series``, ``display``…
+
+    ``today`` (local) lets the page's presets end where the default period ends.
+    """
+    from storage.kpi_queries import KpiQueries
+    from storage.kpi_series import KpiSeries
+
+    queries = KpiQueries(db)
+    calendar = settings.calendar()
+    t = KpiTexts(settings.language)
+    report = await queries.report(period, calendar=calendar)
+    breakdowns = {
+        by: _breakdown(t, await queries.report(period, calendar=calendar, by=by))
+        for by in BREAKDOWNS
+    }
+    first = period.start.date()
+    end = period.end.astimezone(settings.tz).date()
+    granularity, buckets = trend_buckets(first, end, settings.tz)
+    points = await KpiSeries(db).trend(buckets)
+    first_counts, agent_counts = await queries.response_histogram(period, FRT_EDGES_S)
+    histogram = Histogram(FRT_EDGES_S, first_counts, agent_counts)
+    return {
+        **report.to_json(),
+        "by": {by: b["groups"] for by, b in breakdowns.items()},
+        "series": {
+            "granularity": granularity,
+            "trend": [
+                p.to_json(format_date(p.period.start.date(), "d MMM", locale=t.locale))
+                for p in points
+            ],
+            "frt_histogram": histogram.to_json(bucket_labels(t, FRT_EDGES_S)),
+        },
+        "dates": {"from": first.isoformat(), "to": end.isoformat(), "today": today.isoformat()},
+        "language": t.language,
+        "display": {
+            "period": t.period(period.start, period.end),
+            "figures": display(t, report.figures),
+            "by": {by: b["display"] for by, b in breakdowns.items()},
+        },
+        "labels": labels(t),
+    }
+
+
+async def dashboard_csv(settings: Settings, db: Database, period: Period, by: str | None) -> str:
+    """The same CSV as ``supportbot kpi --format csv [--by …]``."""
+    from storage.kpi_queries import KpiQueries
+
+    report = await KpiQueries(db).report(period, calendar=settings.calendar(), by=by)
+    return render_csv(report)
+
+
+def csv_filename(period: Period, by: str | None) -> str:
+    end = period.end.astimezone(period.start.tzinfo).date()
+    suffix = f"-by-{by}" if by else ""
+    return f"supportbot-kpi-{period.start.date().isoformat()}-{end.isoformat()}{suffix}.csv"
