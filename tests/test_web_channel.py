@@ -236,11 +236,14 @@ async def test_rate_limit_says_slow_down_and_keeps_accepted(served: Served) -> N
     await eventually(lambda: len([ln for ln in visitor.lines() if ln["author"] == "customer"]) == 8)
 
 
-async def test_too_long_message_refused(served: Served) -> None:
+async def test_too_long_message_refused_and_huge_frame_closes(served: Served) -> None:
     visitor = await served.widget(await served.token())
     await visitor.say("x" * 4001)
     await eventually(lambda: "too_long" in visitor.errors())
     assert visitor.lines() == []
+    await visitor.say("x" * 70_000)  # beyond the frame limit: the server closes the socket
+    await eventually(lambda: visitor.ws.closed)
+    assert visitor.ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
 
 
 # ---------------------------------------------------------------- agents
@@ -268,6 +271,9 @@ async def test_agent_routes_need_the_key(served: Served) -> None:
         assert "samesite=strict" in resp.headers["Set-Cookie"].lower()
     async with served.http.get(base + "/api/agent/me") as resp:  # the session cookie
         assert (await resp.json())["agent"] == "bob"
+    async with served.http.get(base + "/api/kpi", headers=served.auth()) as resp:
+        assert resp.status == 200  # the dashboard's API, mounted behind the key
+        assert "nps" in json.dumps(await resp.json())
     async with served.http.get(base + "/agent") as resp:
         assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
