@@ -24,7 +24,7 @@ from bot.errors import (
     TransientDeliveryError,
 )
 from bot.model import ThreadRef
-from bot.ports import AgentDesk, CustomerChannel
+from bot.ports import AgentDesk, AuthorAwareChannel, CustomerChannel
 from bot.store import Delivery, NewOutbox, OutboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,11 @@ class Dispatcher:
                 raise PermanentDeliveryError(f"the {to.channel} channel is not enabled")
             if item.op == P.SEND:
                 choices = P.choices_from(payload.get("choices", []))
-                await channel.send(to, payload["text"], choices)
+                author = str(payload.get("author", "bot"))
+                if isinstance(channel, AuthorAwareChannel):
+                    await channel.send_as(to, payload["text"], choices, author)
+                else:
+                    await channel.send(to, payload["text"], choices)
             else:
                 media = P.media_from(payload["media"])
                 await channel.send_media(to, media, payload.get("caption", ""))

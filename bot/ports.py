@@ -10,7 +10,7 @@ Texts arrive plain: each adapter escapes them for its own markup.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bot.model import Address, Choice, InboundEvent, Media, Outcome, Sent, ThreadHeader, ThreadRef
 
@@ -32,6 +32,17 @@ class CustomerChannel(Protocol):
 
     async def send_media(self, to: Address, media: Media, caption: str) -> Sent:
         """Relay an agent's attachment (copy on the same platform, else a link/placeholder)."""
+        ...
+
+
+@runtime_checkable
+class AuthorAwareChannel(Protocol):
+    """A channel that shows who speaks (the web widget): the bot or an agent."""
+
+    async def send_as(
+        self, to: Address, text: str, choices: Sequence[Sequence[Choice]], author: str
+    ) -> Sent:
+        """``send`` with the author of the text: "bot" or "agent"."""
         ...
 
 

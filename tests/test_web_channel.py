@@ -148,7 +148,7 @@ async def test_knowledge_answer_and_buttons_marked_answered(served: Served) -> N
     await visitor.say("Quel est le délai de livraison ?")
     await eventually(lambda: any(line["choices"] for line in visitor.lines()))
     answer = visitor.lines()[-1]
-    assert answer["author"] == "support"
+    assert answer["author"] == "bot"
     assert "livr" in answer["text"].lower()
     await visitor.press("Oui, merci")
     await eventually(lambda: any(f["type"] == "chosen" for f in visitor.frames))
@@ -288,6 +288,7 @@ async def test_console_take_reply_resolve_then_survey(served: Served) -> None:
     assert (await served.act(cid, "take", key="bob-key-4567"))["ok"] is False
     await served.act(cid, "reply", text="Bonjour, je regarde votre commande.")
     await eventually(lambda: visitor.has("je regarde votre commande"))
+    assert visitor.lines()[-1]["author"] == "agent"
     await served.act(cid, "note", text="client fidèle")
     await served.act(cid, "resolve", tag="livraison")
     await eventually(lambda: visitor.asked(11))

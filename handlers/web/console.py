@@ -72,7 +72,7 @@ class Console:
         self.sockets: set[web.WebSocketResponse] = set()
 
     def add_routes(self, app: web.Application, files: Path) -> None:
-        file = self.transport._file_handler
+        file = self.transport.file_handler
         app.router.add_get("/agent", file(files / "agent.html"))
         app.router.add_get("/agent/agent.js", file(files / "agent.js"))
         app.router.add_get("/agent/agent.css", file(files / "agent.css"))

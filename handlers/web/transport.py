@@ -121,8 +121,8 @@ class WebTransport:
             middlewares=[self._headers, self.console.guard], client_max_size=MAX_FRAME
         )
         files = static_dir()
-        app.router.add_get("/", self._file_handler(files / "index.html"))
-        app.router.add_get("/widget.js", self._file_handler(files / "widget.js"))
+        app.router.add_get("/", self.file_handler(files / "index.html"))
+        app.router.add_get("/widget.js", self.file_handler(files / "widget.js"))
         app.router.add_post("/api/web/session", self._session)
         app.router.add_get("/ws/widget", self._widget_socket)
         self.console.add_routes(app, files)
@@ -168,8 +168,14 @@ class WebTransport:
     # ------------------------------------------------------------------ CustomerChannel
 
     async def send(self, to: Address, text: str, choices: Sequence[Sequence[Choice]] = ()) -> Sent:
+        return await self.send_as(to, text, choices, "bot")
+
+    async def send_as(
+        self, to: Address, text: str, choices: Sequence[Sequence[Choice]], author: str
+    ) -> Sent:
+        """Store the line (the source of truth), then push it to the visitor's open sockets."""
         rows = [[{"label": c.label, "token": c.token} for c in row] for row in choices]
-        line = await self.store.append(to.chat_id, self._now(), "support", text, rows)
+        line = await self.store.append(to.chat_id, self._now(), author, text, rows)
         assert line is not None
         await self._push(to.chat_id, line.json())
         return Sent(message_id=str(line.seq))
@@ -178,7 +184,7 @@ class WebTransport:
         shown = f"[{media.kind}{': ' + media.name if media.name else ''}] {caption}".strip()
         if media.url:
             shown = f"{shown}\n{media.url}"
-        return await self.send(to, shown)
+        return await self.send_as(to, shown, (), "agent")  # only agents send attachments
 
     # ------------------------------------------------------------------ HTTP helpers
 
@@ -199,7 +205,7 @@ class WebTransport:
             response.headers.setdefault("X-Frame-Options", "DENY")
         return response
 
-    def _file_handler(self, path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def file_handler(self, path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
             response = web.FileResponse(path)
             response.headers["Cache-Control"] = "no-cache"

@@ -3,7 +3,7 @@ CREATE TABLE web_messages (
     visitor     TEXT NOT NULL,              -- visitor id (Address.chat_id of channel "web")
     seq         INTEGER NOT NULL,           -- 1, 2, 3… per visitor: the widget asks "since seq"
     at          INTEGER NOT NULL,           -- ms since epoch
-    author      TEXT NOT NULL,              -- customer | bot | agent
+    author      TEXT NOT NULL,              -- customer | bot | agent (who speaks)
     text        TEXT NOT NULL,
     choices     TEXT NOT NULL DEFAULT '[]', -- rows of {"label", "token"} as JSON
     chosen      TEXT,                       -- label of the button pressed, once answered

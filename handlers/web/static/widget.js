@@ -15,7 +15,7 @@
     fr: {
       open: "Discuter avec le support", close: "Fermer la discussion", title: "Support",
       placeholder: "Écrivez votre message…", send: "Envoyer", label: "Votre message",
-      you: "Vous", support: "Support", offline: "Connexion perdue, reconnexion…",
+      you: "Vous", support: "Assistant", agent: "Conseiller", offline: "Connexion perdue, reconnexion…",
       rate_limited: "Doucement ! Vous envoyez trop de messages, réessayez dans quelques secondes.",
       too_long: "Message trop long (maximum {n} caractères).",
       question_closed: "Cette question n'est plus ouverte.",
@@ -27,7 +27,7 @@
     en: {
       open: "Chat with support", close: "Close the chat", title: "Support",
       placeholder: "Type your message…", send: "Send", label: "Your message",
-      you: "You", support: "Support", offline: "Connection lost, reconnecting…",
+      you: "You", support: "Assistant", agent: "Support agent", offline: "Connection lost, reconnecting…",
       rate_limited: "Slow down! You are sending too many messages; try again in a few seconds.",
       too_long: "Message too long ({n} characters at most).",
       question_closed: "This question is no longer open.",
@@ -56,6 +56,8 @@
     ".msg{max-width:85%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word;font-size:14px;line-height:1.35}",
     ".msg.customer{align-self:flex-end;background:#2457c5;color:#fff;border-bottom-right-radius:3px}",
     ".msg.support{align-self:flex-start;background:#fff;border:1px solid #d9deea;border-bottom-left-radius:3px}",
+    ".msg.agent{border-color:#2457c5;background:#eef3ff}",
+    ".who{display:block;font-size:11px;font-weight:600;color:#2457c5;margin-bottom:2px}",
     ".notice{align-self:center;font-size:12px;color:#5a5f6b;text-align:center}",
     ".choices{display:flex;flex-wrap:wrap;gap:6px;margin-top:8px}",
     ".choices button{border:1px solid #2457c5;background:#fff;color:#2457c5;border-radius:16px;padding:5px 11px;font-size:14px;cursor:pointer;min-width:34px}",
@@ -170,10 +172,11 @@
 
   function addLine(line) {
     if (lines[line.seq]) return;
-    var bubble = el("div", "msg " + (line.author === "customer" ? "customer" : "support"));
+    var mine = line.author === "customer";
+    var bubble = el("div", "msg " + (mine ? "customer" : "support " + line.author));
     bubble.setAttribute("data-seq", String(line.seq));
-    var who = el("span", "sr", (line.author === "customer" ? T.you : T.support) + " : ");
-    bubble.appendChild(who);
+    if (line.author === "agent") bubble.appendChild(el("span", "who", T.agent));
+    else bubble.appendChild(el("span", "sr", (mine ? T.you : T.support) + " : "));
     bubble.appendChild(document.createTextNode(line.text));
     var buttons = [];
     var count = 0;
@@ -197,7 +200,7 @@
       bubble.appendChild(box);
       if (count === 11) bubble.appendChild(el("div", "hint", T.nps_hint));
     }
-    if (count) {
+    if (!mine) {
       // Only the latest question is open: earlier unanswered buttons no longer apply.
       Object.keys(lines).forEach(function (seq) {
         lines[seq].buttons.forEach(function (b) { b.disabled = true; });
