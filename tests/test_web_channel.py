@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 
 from bot.app import SupportApp
 from bot.config import Secrets
+from bot.errors import ConfigError
 from bot.model import InboundEvent, Outcome
 from handlers.web import WebTransport
 from handlers.web.auth import AgentKeys, Signer, key_file_for
@@ -345,6 +347,19 @@ async def test_console_sees_and_serves_a_slack_desk_conversation(tmp_path: Path)
             assert posted is not None
     finally:
         await app.stop()
+
+
+async def test_busy_port_is_a_clear_config_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        settings = settings_for(tmp_path, web={"port": busy.getsockname()[1]}, desk="web")
+        app = SupportApp(settings, Secrets(web_agent_keys=KEYS), clock=FakeClock())
+        try:
+            with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1:"):
+                await app.start()
+        finally:
+            await app.stop()
 
 
 # ---------------------------------------------------------------- units

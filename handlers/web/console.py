@@ -29,6 +29,7 @@ from handlers.web.auth import SESSION_TTL_S, AgentKeys, Signer
 from storage.web_store import WebStore
 
 if TYPE_CHECKING:
+    from bot.engine import ConversationService
     from handlers.web.transport import WebTransport
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class Console:
     def __init__(
         self,
         transport: WebTransport,
-        engine: Any,
+        engine: ConversationService,
         store: WebStore,
         signer: Signer,
         keys: AgentKeys,

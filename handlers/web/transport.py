@@ -18,13 +18,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from bot.clock import Clock, to_ms
 from bot.config import Secrets, Settings
-from bot.errors import StorageError
+from bot.errors import ConfigError, StorageError
 from bot.model import (
     Address,
     Choice,
@@ -39,6 +39,11 @@ from bot.model import (
 from handlers.web.auth import AgentKeys, Signer, key_file_for
 from handlers.web.limits import RateLimiter
 from storage.web_store import WebStore
+
+if TYPE_CHECKING:
+    from bot.engine import ConversationService
+    from handlers.web.console import Console
+    from storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +91,16 @@ class WebTransport:
         self._store: WebStore | None = None
         self._signer: Signer | None = None
         self._keys: AgentKeys | None = None
-        self._db: Any = None
-        self._engine: Any = None
-        self.console: Any = None
+        self._db: Database | None = None
+        self.console: Console | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def attach(self, db: Any, engine: Any) -> None:
+    async def attach(self, db: Database, engine: ConversationService) -> None:
         """Receive the database and the engine (called by SupportApp before ``start``)."""
         from handlers.web.console import Console
 
-        self._db, self._engine = db, engine
+        self._db = db
         self._store = WebStore(db)
         secret = self.secrets.web_secret or await self._store.secret()
         self._signer = Signer(secret)
@@ -117,6 +121,7 @@ class WebTransport:
         return self._signer
 
     def build_app(self) -> web.Application:
+        assert self.console is not None, "attach() first"
         app = web.Application(
             middlewares=[self._headers, self.console.guard], client_max_size=MAX_FRAME
         )
@@ -140,10 +145,14 @@ class WebTransport:
         self._runner = web.AppRunner(self.build_app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            where = f"{self.config.host}:{self.config.port}"
+            raise ConfigError("web.port", f"cannot listen on {where}: {exc.strerror}") from None
+        self.port = int(self._runner.addresses[0][1])
         log.info(
             "web channel on http://%s:%s (agent console at /agent)", self.config.host, self.port
         )
