@@ -37,7 +37,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench import slack_load, telegram_load  # noqa: E402
-from bench.loadkit import Child, Tally, free_port, script, supportbot, until  # noqa: E402
+from bench.loadkit import Child, Tally, files_size, free_port, script, supportbot, until  # noqa: E402
 from bot.knowledge import KnowledgeBase  # noqa: E402
 
 KNOWLEDGE = ROOT / "knowledge.yaml"
@@ -119,7 +119,7 @@ async def telegram_ours(plan: Plan, tmp: Path, questions: list[str]) -> dict[str
         finally:
             await bot.stop()
     conversations = count(db, "SELECT count(*) FROM conversations")
-    size = sum(p.stat().st_size for p in tmp.glob("telegram.db*"))
+    size = files_size(tmp, "telegram.db")
     return {
         "peak": peak,
         "half": half,
@@ -189,7 +189,9 @@ async def slack_run(plan: Plan, tmp: Path, questions: list[str], *, ours: bool) 
             await slack_load.run_customers(slack, users, questions, warm, 2.0, expect=expect)
             slack.forget_history()
             tally = Tally("slack ours" if ours else "slack bolt")
-            await slack_load.run_customers(slack, users, questions, tally, plan.seconds, expect=expect)
+            await slack_load.run_customers(
+                slack, users, questions, tally, plan.seconds, expect=expect
+            )
             app.check_alive()
         finally:
             await app.stop()
@@ -217,7 +219,7 @@ async def memory_per_conversation(plan: Plan, tmp: Path) -> dict[str, float]:
         "empty_rss": empty,
         "full_rss": full,
         "bytes_per_open": (full - empty) / plan.open_conversations,
-        "db_bytes": float(sum(p.stat().st_size for p in tmp.glob("memory.db*"))),  # noqa: ASYNC240
+        "db_bytes": float(files_size(tmp, "memory.db")),
     }
 
 
@@ -229,8 +231,13 @@ async def idle_rss(tmp: Path, db: Path) -> float:
         config = write_config(
             tmp / "memory.yaml",
             db,
-            telegram={"enabled": True, "api_url": server.url, "agents_chat_id": world.desk.id,
-                      "poll_timeout": 10, "pacing": False},  # fmt: skip
+            telegram={
+                "enabled": True,
+                "api_url": server.url,
+                "agents_chat_id": world.desk.id,
+                "poll_timeout": 10,
+                "pacing": False,
+            },  # fmt: skip
             slack={"enabled": False},
         )
         bot = supportbot(config, {"TELEGRAM_BOT_TOKEN": server.token}, tmp / "memory.log")

@@ -72,10 +72,9 @@ class Child:
         """SIGTERM (a clean stop, as an operator would), SIGKILL if it hangs."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self.proc.poll() is None:
+        try:
+            await asyncio.to_thread(self.proc.wait, STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
 
@@ -84,6 +83,11 @@ def supportbot(config: Path, env: Mapping[str, str], log: Path) -> Child:
     """The real product: ``supportbot run --config <config>``."""
     exe = Path(PYTHON).with_name("supportbot")
     return Child([str(exe), "run", "--config", str(config)], env, log)
+
+
+def files_size(folder: Path, prefix: str) -> int:
+    """A SQLite database's bytes on disk, its -wal and -shm files included."""
+    return sum(p.stat().st_size for p in folder.glob(prefix + "*"))
 
 
 def script(name: str, args: Sequence[str], env: Mapping[str, str], log: Path) -> Child:

@@ -100,7 +100,9 @@ class TelegramWorld:
         result: JSON = message
         return result
 
-    async def press(self, user: FakeUser, message: JSON, label: str, expect: str, tally: Tally) -> JSON:
+    async def press(
+        self, user: FakeUser, message: JSON, label: str, expect: str, tally: Tally
+    ) -> JSON:
         waiter = self.server.waiters.expect(user.id, has(expect))
         sent = time.perf_counter()
         await self.server.press_button(user, message, button(message, label))
@@ -142,9 +144,10 @@ async def run_customers(
     expect: str | None = FR["did_it_help"],
 ) -> None:
     """Each customer asks, waits for the answer, asks again (closed loop) until
-    ``duration`` is over (``expect=None``: the reply repeats the question, an echo). With ``rate`` (messages/s overall) each customer keeps to a
-    schedule instead, so the load stays at that rate whatever the latency. Every
-    ``handoff_every``-th turn of a customer is a whole handoff (agent, resolve, survey)."""
+    ``duration`` is over (``expect=None``: the reply repeats the question, an echo).
+    With ``rate`` (messages/s overall) each customer keeps to a schedule instead, so the
+    load stays at that rate whatever the latency. Every ``handoff_every``-th turn of a
+    customer is a whole handoff (agent, resolve, survey)."""
     start = time.perf_counter()
     deadline = start + duration
     interval = len(customers) / rate if rate else 0.0
