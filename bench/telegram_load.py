@@ -161,7 +161,7 @@ async def run_customers(
                 due += interval
             turn += 1
             try:
-                if handoff_every and turn % handoff_every == 0:
+                if handoff_every and (turn + i) % handoff_every == 0:
                     await world.handoff(user, tally)
                 else:
                     text = world.questions[(i + turn) % len(world.questions)]
