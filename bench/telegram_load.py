@@ -120,6 +120,11 @@ class TelegramWorld:
         await self.ask(user, "/agent", FR["handoff_open"][:40], tally)
         _, posted = await asyncio.wait_for(header, REPLY_TIMEOUT_S)
         thread = posted["message_thread_id"]
+        # The agent takes it first, as people do: a message written in the topic within
+        # milliseconds of its header can beat the bot's record of the topic (see README).
+        joined = self.server.waiters.expect(user.id, has("a rejoint la conversation"))
+        await self.server.press_button(self.agent, posted, button(posted, "Prendre"))
+        await asyncio.wait_for(joined, REPLY_TIMEOUT_S)
         relay = self.server.waiters.expect(user.id, has("Je regarde votre commande"))
         sent = time.perf_counter()
         await self.server.agent_writes(self.agent, thread, "Je regarde votre commande.")
