@@ -270,7 +270,7 @@ def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
             "INSERT OR IGNORE INTO inbound (dedup_key, at) VALUES (?, ?) RETURNING 1",
             (unit.dedup_key, now),
         )
-        if fresh.fetchone() is None:
+        if not fresh.fetchall():  # stepped to the end: the statement is done
             raise _Duplicate
     conv = unit.conversation
     conversation_id = conv.id if conv else None
