@@ -33,6 +33,11 @@ browser:
 unit: $(STAMP) browser
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -q
 
+## The load benchmark: the real bot against the local Telegram/Slack servers (about 3 min;
+## `make bench QUICK=1`: about 30 s).
+bench: $(STAMP)
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python bench/load_bench.py $(if $(QUICK),--quick)
+
 kb-eval: $(STAMP)
 	$(BIN)/supportbot kb eval
 

@@ -225,8 +225,11 @@ class SupportApp:
                 )
             )
         if plan.telegram:
-            from handlers.telegram import TelegramTransport
+            from handlers.telegram import RateLimits, TelegramTransport
 
+            options = self._options.get("telegram", {})
+            if not self.settings.telegram.pacing:
+                options = {"limits": RateLimits.unlimited(), **options}
             built.append(
                 TelegramTransport(
                     self.settings.telegram,
@@ -234,12 +237,15 @@ class SupportApp:
                     self._on_event,
                     language=lang,
                     webhook_secret=self.secrets.telegram_webhook_secret,
-                    **self._options.get("telegram", {}),
+                    **options,
                 )
             )
         if plan.slack:
             from handlers.slack import SlackTransport
 
+            options = self._options.get("slack", {})
+            if not self.settings.slack.pacing:
+                options = {"pace": 0.0, **options}
             built.append(
                 SlackTransport(
                     self.settings.slack,
@@ -249,7 +255,7 @@ class SupportApp:
                     on_event=self._on_event,
                     language=lang,
                     kpi_summary=self._kpi_summary,
-                    **self._options.get("slack", {}),
+                    **options,
                 )
             )
         return built

@@ -114,6 +114,7 @@ class TelegramSettings(_Section):
     webhook_port: int = Field(default=8443, ge=0, le=65535)  # 0: any free port
     webhook_path: str = "/telegram"
     poll_timeout: int = Field(default=30, ge=0, le=50)
+    pacing: bool = True  # Telegram's flood limits; off only against a local server (benchmarks)
 
     @field_validator("api_url")
     @classmethod
@@ -134,6 +135,7 @@ class SlackSettings(_Section):
     http_port: int = Field(default=3000, ge=0, le=65535)  # 0: any free port
     http_path: str = "/slack/events"
     kpi_command: str = "/support-kpi"
+    pacing: bool = True  # about one message a second per channel; off only for benchmarks
 
     @field_validator("api_url")
     @classmethod

@@ -12,8 +12,6 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
 from bot.model import Address, Customer, State, TranscriptLine
 from bot.store import (
     Applied,
@@ -177,141 +175,10 @@ class SqliteStore:
 
     async def apply(self, unit: Unit) -> Applied:
         try:
-            async with self.db.transaction() as conn:
-                items = await self._apply(conn, unit)
+            items = await self.db.write(lambda conn: _apply(conn, unit))
         except _Duplicate:
             return Applied(applied=False)
         return Applied(applied=True, outbox=items)
-
-    async def _apply(self, conn: aiosqlite.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
-        now = unit.now
-        if unit.dedup_key is not None:
-            fresh = await conn.execute_fetchall(
-                "INSERT OR IGNORE INTO inbound (dedup_key, at) VALUES (?, ?) RETURNING 1",
-                (unit.dedup_key, now),
-            )
-            if not list(fresh):
-                raise _Duplicate
-        conv = unit.conversation
-        conversation_id = conv.id if conv else None
-        customer_id = conv.customer_id if conv else unit.customer_id
-        if conv is not None and conv.changes:
-            names = list(conv.changes)
-            sets = ", ".join(f"{name} = ?" for name in names)
-            await conn.execute(
-                f"UPDATE conversations SET {sets}, updated_at = ? WHERE id = ?",
-                [*(_db(conv.changes[n]) for n in names), now, conv.id],
-            )
-            conv.changes.clear()
-        message_ids: list[int] = [0] * len(unit.messages)
-        if conversation_id is not None and unit.messages:
-            rows = [
-                (conversation_id, m.direction, m.author, m.agent_key, m.text, m.media, now)
-                for m in unit.messages
-            ]
-            message_ids = await _insert_many(
-                conn,
-                "messages (conversation_id, direction, author, agent_key, text, media, created_at)",
-                rows,
-            )
-        if unit.events:
-            await conn.executemany(
-                "INSERT INTO events (conversation_id, customer_id, at, kind, actor, data) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        conversation_id,
-                        customer_id,
-                        now,
-                        e.kind,
-                        e.actor,
-                        json.dumps(e.data, ensure_ascii=False) if e.data else None,
-                    )
-                    for e in unit.events
-                ],
-            )
-        if conversation_id is not None:
-            if unit.clear_all_timers:
-                await conn.execute(
-                    "DELETE FROM timers WHERE conversation_id = ?", (conversation_id,)
-                )
-            elif unit.timers_clear:
-                kinds = sorted(unit.timers_clear)
-                await conn.execute(
-                    f"DELETE FROM timers WHERE conversation_id = ? AND kind IN "
-                    f"({','.join('?' * len(kinds))})",
-                    (conversation_id, *kinds),
-                )
-            if unit.timers_set:
-                await conn.executemany(
-                    "INSERT OR REPLACE INTO timers (conversation_id, kind, due_at) "
-                    "VALUES (?, ?, ?)",
-                    [(conversation_id, kind, due) for kind, due in unit.timers_set.items()],
-                )
-            if unit.survey_new is not None:
-                cols = {"conversation_id": conversation_id, **unit.survey_new}
-                await conn.execute(
-                    f"INSERT INTO surveys ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-                    list(cols.values()),
-                )
-            if unit.survey_update:
-                names = list(unit.survey_update)
-                await conn.execute(
-                    f"UPDATE surveys SET {', '.join(f'{n} = ?' for n in names)} "
-                    "WHERE conversation_id = ?",
-                    [*(unit.survey_update[n] for n in names), conversation_id],
-                )
-        if customer_id is not None:
-            await self._customer_changes(conn, unit, customer_id)
-        return await self._enqueue(conn, unit.outbox, conversation_id, message_ids, now)
-
-    async def _customer_changes(self, conn: aiosqlite.Connection, unit: Unit, cid: int) -> None:
-        if unit.customer_reachable is not None:
-            reachable, reason = unit.customer_reachable
-            await conn.execute(
-                "UPDATE customers SET reachable = ? WHERE id = ?", (int(reachable), cid)
-            )
-            await conn.execute(
-                "INSERT INTO customer_reachability (customer_id, at, reachable, reason) "
-                "VALUES (?, ?, ?, ?)",
-                (cid, unit.now, int(reachable), reason),
-            )
-        if unit.customer_surveyed:
-            await conn.execute(
-                "UPDATE customers SET last_surveyed_at = ? WHERE id = ?", (unit.now, cid)
-            )
-        if unit.customer_forget:
-            await conn.execute("UPDATE customers SET name = '' WHERE id = ?", (cid,))
-
-    async def _enqueue(
-        self,
-        conn: aiosqlite.Connection,
-        outbox: Sequence[NewOutbox],
-        conversation_id: int | None,
-        message_ids: Sequence[int],
-        now: int,
-    ) -> tuple[OutboxItem, ...]:
-        if not outbox:
-            return ()
-        links = [message_ids[o.message] or None if o.message is not None else None for o in outbox]
-        rows = [
-            (conversation_id, o.lane, o.op, json.dumps(o.payload, ensure_ascii=False), link, now)
-            for o, link in zip(outbox, links, strict=True)
-        ]
-        ids = await _insert_many(
-            conn, "outbox (conversation_id, lane, op, payload, message_id, created_at)", rows
-        )
-        return tuple(
-            OutboxItem(
-                id=i,
-                conversation_id=conversation_id,
-                lane=o.lane,
-                op=o.op,
-                payload=o.payload,
-                message_id=link,
-            )  # fmt: skip
-            for i, o, link in zip(ids, outbox, links, strict=True)
-        )
 
     async def transcript(self, conversation_id: int, limit: int) -> list[TranscriptLine]:
         rows = await self.db.fetchall(
@@ -372,35 +239,7 @@ class SqliteStore:
     async def outbox_sent(
         self, item: OutboxItem, now: int, effects: Delivery
     ) -> tuple[OutboxItem, ...]:
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
-                (now, item.id),
-            )
-            if item.message_id is not None:
-                await conn.execute(
-                    "UPDATE messages SET delivered_at = ? WHERE id = ?", (now, item.message_id)
-                )
-            if item.conversation_id is not None:
-                if effects.customer_response:
-                    agent = (
-                        ", first_agent_response_at = COALESCE(first_agent_response_at, ?)"
-                        if effects.agent_response
-                        else ""
-                    )
-                    await conn.execute(
-                        "UPDATE conversations SET first_response_at = "
-                        f"COALESCE(first_response_at, ?){agent} WHERE id = ?",
-                        (now, now, item.conversation_id)
-                        if effects.agent_response
-                        else (now, item.conversation_id),
-                    )
-                if effects.thread is not None:
-                    await conn.execute(
-                        "UPDATE conversations SET desk_thread = ?, desk_header = ? WHERE id = ?",
-                        (effects.thread, effects.header_message, item.conversation_id),
-                    )
-            return await self._enqueue(conn, effects.follow_up, item.conversation_id, [], now)
+        return await self.db.write(lambda conn: _sent(conn, item, now, effects))
 
     async def outbox_retry(self, item: OutboxItem, next_attempt_at: int, error: str) -> None:
         async with self.db.transaction() as conn:
@@ -423,8 +262,166 @@ class SqliteStore:
             return int(cur.rowcount)
 
 
-async def _insert_many(
-    conn: aiosqlite.Connection, table: str, rows: Sequence[tuple[Any, ...]]
+def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
+    """One engine step's writes (on the database thread, inside ``Database.write``)."""
+    now = unit.now
+    if unit.dedup_key is not None:
+        fresh = conn.execute(
+            "INSERT OR IGNORE INTO inbound (dedup_key, at) VALUES (?, ?) RETURNING 1",
+            (unit.dedup_key, now),
+        )
+        if not fresh.fetchall():  # stepped to the end: the statement is done
+            raise _Duplicate
+    conv = unit.conversation
+    conversation_id = conv.id if conv else None
+    customer_id = conv.customer_id if conv else unit.customer_id
+    if conv is not None and conv.changes:
+        names = list(conv.changes)
+        sets = ", ".join(f"{name} = ?" for name in names)
+        conn.execute(
+            f"UPDATE conversations SET {sets}, updated_at = ? WHERE id = ?",
+            [*(_db(conv.changes[n]) for n in names), now, conv.id],
+        )
+        conv.changes.clear()
+    message_ids: list[int] = [0] * len(unit.messages)
+    if conversation_id is not None and unit.messages:
+        rows = [
+            (conversation_id, m.direction, m.author, m.agent_key, m.text, m.media, now)
+            for m in unit.messages
+        ]
+        message_ids = _insert_many(
+            conn,
+            "messages (conversation_id, direction, author, agent_key, text, media, created_at)",
+            rows,
+        )
+    if unit.events:
+        conn.executemany(
+            "INSERT INTO events (conversation_id, customer_id, at, kind, actor, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    conversation_id,
+                    customer_id,
+                    now,
+                    e.kind,
+                    e.actor,
+                    json.dumps(e.data, ensure_ascii=False) if e.data else None,
+                )
+                for e in unit.events
+            ],
+        )
+    if conversation_id is not None:
+        if unit.clear_all_timers:
+            conn.execute("DELETE FROM timers WHERE conversation_id = ?", (conversation_id,))
+        elif unit.timers_clear:
+            kinds = sorted(unit.timers_clear)
+            conn.execute(
+                f"DELETE FROM timers WHERE conversation_id = ? AND kind IN "
+                f"({','.join('?' * len(kinds))})",
+                (conversation_id, *kinds),
+            )
+        if unit.timers_set:
+            conn.executemany(
+                "INSERT OR REPLACE INTO timers (conversation_id, kind, due_at) VALUES (?, ?, ?)",
+                [(conversation_id, kind, due) for kind, due in unit.timers_set.items()],
+            )
+        if unit.survey_new is not None:
+            cols = {"conversation_id": conversation_id, **unit.survey_new}
+            conn.execute(
+                f"INSERT INTO surveys ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                list(cols.values()),
+            )
+        if unit.survey_update:
+            names = list(unit.survey_update)
+            conn.execute(
+                f"UPDATE surveys SET {', '.join(f'{n} = ?' for n in names)} "
+                "WHERE conversation_id = ?",
+                [*(unit.survey_update[n] for n in names), conversation_id],
+            )
+    if customer_id is not None:
+        _customer_changes(conn, unit, customer_id)
+    return _enqueue(conn, unit.outbox, conversation_id, message_ids, now)
+
+
+def _customer_changes(conn: sqlite3.Connection, unit: Unit, cid: int) -> None:
+    if unit.customer_reachable is not None:
+        reachable, reason = unit.customer_reachable
+        conn.execute("UPDATE customers SET reachable = ? WHERE id = ?", (int(reachable), cid))
+        conn.execute(
+            "INSERT INTO customer_reachability (customer_id, at, reachable, reason) "
+            "VALUES (?, ?, ?, ?)",
+            (cid, unit.now, int(reachable), reason),
+        )
+    if unit.customer_surveyed:
+        conn.execute("UPDATE customers SET last_surveyed_at = ? WHERE id = ?", (unit.now, cid))
+    if unit.customer_forget:
+        conn.execute("UPDATE customers SET name = '' WHERE id = ?", (cid,))
+
+
+def _enqueue(
+    conn: sqlite3.Connection,
+    outbox: Sequence[NewOutbox],
+    conversation_id: int | None,
+    message_ids: Sequence[int],
+    now: int,
+) -> tuple[OutboxItem, ...]:
+    if not outbox:
+        return ()
+    links = [message_ids[o.message] or None if o.message is not None else None for o in outbox]
+    rows = [
+        (conversation_id, o.lane, o.op, json.dumps(o.payload, ensure_ascii=False), link, now)
+        for o, link in zip(outbox, links, strict=True)
+    ]
+    ids = _insert_many(
+        conn, "outbox (conversation_id, lane, op, payload, message_id, created_at)", rows
+    )
+    return tuple(
+        OutboxItem(
+            id=i,
+            conversation_id=conversation_id,
+            lane=o.lane,
+            op=o.op,
+            payload=o.payload,
+            message_id=link,
+        )  # fmt: skip
+        for i, o, link in zip(ids, outbox, links, strict=True)
+    )
+
+
+def _sent(
+    conn: sqlite3.Connection, item: OutboxItem, now: int, effects: Delivery
+) -> tuple[OutboxItem, ...]:
+    """A delivery's record (on the database thread, inside ``Database.write``)."""
+    conn.execute(
+        "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+        (now, item.id),
+    )
+    if item.message_id is not None:
+        conn.execute("UPDATE messages SET delivered_at = ? WHERE id = ?", (now, item.message_id))
+    if item.conversation_id is not None:
+        if effects.customer_response:
+            agent = (
+                ", first_agent_response_at = COALESCE(first_agent_response_at, ?)"
+                if effects.agent_response
+                else ""
+            )
+            conn.execute(
+                "UPDATE conversations SET first_response_at = "
+                f"COALESCE(first_response_at, ?){agent} WHERE id = ?",
+                (now, now, item.conversation_id)
+                if effects.agent_response
+                else (now, item.conversation_id),
+            )
+        if effects.thread is not None:
+            conn.execute(
+                "UPDATE conversations SET desk_thread = ?, desk_header = ? WHERE id = ?",
+                (effects.thread, effects.header_message, item.conversation_id),
+            )
+    return _enqueue(conn, effects.follow_up, item.conversation_id, [], now)
+
+
+def _insert_many(
+    conn: sqlite3.Connection, table: str, rows: Sequence[tuple[Any, ...]]
 ) -> list[int]:
     """Insert rows in one statement (one hop); return their ids in insertion order.
 
@@ -434,7 +431,7 @@ async def _insert_many(
     width = len(rows[0])
     marks = ",".join(["(" + ",".join("?" * width) + ")"] * len(rows))
     params = [value for row in rows for value in row]
-    result = await conn.execute_fetchall(f"INSERT INTO {table} VALUES {marks} RETURNING id", params)
+    result = conn.execute(f"INSERT INTO {table} VALUES {marks} RETURNING id", params).fetchall()
     return sorted(int(row[0]) for row in result)
 
 

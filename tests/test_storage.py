@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import timedelta
 from importlib import resources
@@ -67,6 +68,57 @@ async def test_locked_database_waits_then_fails_clearly(tmp_path: Path) -> None:
         holder.execute("COMMIT")
         async with db.transaction() as conn:  # once released, writes go through
             await conn.execute("INSERT INTO inbound VALUES ('x', 1)")
+        assert await db.fetchone("SELECT 1 FROM inbound WHERE dedup_key = 'x'") is not None
+    finally:
+        holder.close()
+        await db.close()
+
+
+async def test_write_in_one_hop_is_all_or_nothing(tmp_path: Path) -> None:
+    """``Database.write`` (one hop to the database thread) rolls the whole step back when
+    any statement of it fails, and a failed step leaves the next ones unharmed."""
+    db = await Database.open(tmp_path / "w.db")
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO inbound VALUES ('first', 1)")
+        conn.execute("INSERT INTO inbound VALUES ('first', 2)")  # primary key: fails
+
+    def step(n: int) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO inbound VALUES (?, ?)", (f"k{n}", n))
+            conn.execute("INSERT INTO inbound VALUES (?, ?)", (f"k{n}b", n))
+            return n
+
+        return work
+
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.write(half_then_fail)
+        assert await db.fetchone("SELECT 1 FROM inbound WHERE dedup_key = 'first'") is None
+        assert not db.conn.in_transaction
+        done = await asyncio.gather(*(db.write(step(n)) for n in range(20)))
+        assert done == list(range(20))
+        rows = await db.fetchall("SELECT at FROM inbound ORDER BY at, dedup_key")
+        assert [r["at"] for r in rows] == [n for n in range(20) for _ in range(2)]
+    finally:
+        await db.close()
+
+
+async def test_write_reports_a_locked_database(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    await (await Database.open(path)).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    db = await Database.open(path, busy_timeout=timedelta(milliseconds=200))
+
+    def insert(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO inbound VALUES ('x', 1)")
+
+    try:
+        with pytest.raises(DatabaseLockedError, match="locked"):
+            await db.write(insert)
+        holder.execute("COMMIT")
+        await db.write(insert)
         assert await db.fetchone("SELECT 1 FROM inbound WHERE dedup_key = 'x'") is not None
     finally:
         holder.close()

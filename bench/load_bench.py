@@ -1,0 +1,412 @@
+"""Load benchmark: the real ``supportbot run`` process driven end to end (issue #6).
+
+Telegram: the local Bot API server (tests/fakes) serves the bot's long polling; simulated
+customers ask knowledge-base questions, some ask for a person, a simulated agent answers in
+the forum topic and resolves, the customers answer the NPS and CSAT buttons. Slack: signed
+Events API deliveries to the bot's HTTP endpoint, the local Web API takes its replies. The
+same load runs against a bare python-telegram-bot echo bot and a bare slack-bolt app, the
+ceiling our throughput is compared with. The bot runs with ``pacing: false`` (no flood-limit
+pacing: the local servers have no limits to respect).
+
+    .venv/bin/python bench/load_bench.py            # full run, about 3 minutes
+    .venv/bin/python bench/load_bench.py --quick    # about 30 seconds
+
+Throughput is closed loop: every customer asks, waits for the answer, asks again; the
+peak is what N customers reach that way. Latencies are then measured at half that rate,
+each customer keeping to a schedule, with the full mix (handoffs, agents, surveys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench import slack_load, telegram_load  # noqa: E402
+from bench.loadkit import Child, Tally, files_size, free_port, script, supportbot, until  # noqa: E402
+from bot.knowledge import KnowledgeBase  # noqa: E402
+
+KNOWLEDGE = ROOT / "knowledge.yaml"
+MB = 1024 * 1024
+START_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    customers: int
+    seconds: float  # per measured phase
+    open_conversations: int  # seeded for the memory measurement
+    handoff_every: int = 10  # every 10th turn of a customer is a whole handoff
+
+    def command(self, quick: bool) -> str:
+        if quick:
+            return ".venv/bin/python bench/load_bench.py --quick"
+        return (
+            f".venv/bin/python bench/load_bench.py --customers {self.customers} "
+            f"--seconds {self.seconds:g} --open-conversations {self.open_conversations}"
+        )
+
+
+def write_config(path: Path, db: Path, **sections: Any) -> Path:
+    config = {
+        "language": "fr",
+        "storage": {"path": str(db)},
+        "knowledge": {"path": str(KNOWLEDGE)},
+        "survey": {"cooldown": "0s"},  # every handoff of the bench gets its survey
+        "digest": {"enabled": False},
+        **sections,
+    }
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+# ---------------------------------------------------------------------------- Telegram
+
+
+async def telegram_ours(plan: Plan, tmp: Path, questions: list[str]) -> dict[str, Any]:
+    server = telegram_load.TimedTelegram()
+    async with server:
+        world = telegram_load.TelegramWorld(server, questions)
+        db = tmp / "telegram.db"
+        config = write_config(
+            tmp / "telegram.yaml",
+            db,
+            telegram={
+                "enabled": True,
+                "api_url": server.url,
+                "agents_chat_id": world.desk.id,
+                "agent_ids": [world.agent.id],
+                "poll_timeout": 10,
+                "pacing": False,
+            },
+            slack={"enabled": False},
+            desk="telegram",
+        )
+        bot = supportbot(config, {"TELEGRAM_BOT_TOKEN": server.token}, tmp / "telegram.log")
+        try:
+            await ready(bot, lambda: bool(server.calls_to("getUpdates")))
+            customers = [world.customer() for _ in range(plan.customers)]
+            await telegram_load.run_customers(world, customers, Tally("warm-up"), 2.0)
+            server.forget_history()
+            peak = Tally("telegram peak")
+            await telegram_load.run_customers(world, customers, peak, plan.seconds)
+            server.forget_history()
+            half = Tally("telegram half")
+            await telegram_load.run_customers(
+                world,
+                customers,
+                half,
+                plan.seconds,
+                rate=max(peak.rate / 2, 1.0),
+                handoff_every=plan.handoff_every,
+            )
+            bot.check_alive()
+            peak_rss = bot.peak_rss()
+        finally:
+            await bot.stop()
+    conversations = count(db, "SELECT count(*) FROM conversations")
+    size = files_size(tmp, "telegram.db")
+    return {
+        "peak": peak,
+        "half": half,
+        "peak_rss": peak_rss,
+        "conversations": conversations,
+        "messages": count(db, "SELECT count(*) FROM messages"),
+        "db_bytes": size,
+    }
+
+
+async def telegram_echo(plan: Plan, tmp: Path, questions: list[str]) -> Tally:
+    server = telegram_load.TimedTelegram()
+    async with server:
+        world = telegram_load.TelegramWorld(server, questions)
+        env = {"TELEGRAM_BOT_TOKEN": server.token}
+        echo = script("echo_telegram.py", ["--api-url", server.url], env, tmp / "echo.log")
+        try:
+            await ready(echo, lambda: bool(server.calls_to("getUpdates")))
+            customers = [world.customer() for _ in range(plan.customers)]
+            await telegram_load.run_customers(world, customers, Tally("warm-up"), 2.0, expect=None)
+            server.forget_history()
+            tally = Tally("telegram echo")
+            await telegram_load.run_customers(world, customers, tally, plan.seconds, expect=None)
+            echo.check_alive()
+        finally:
+            await echo.stop()
+    return tally
+
+
+# ---------------------------------------------------------------------------- Slack
+
+
+async def slack_run(plan: Plan, tmp: Path, questions: list[str], *, ours: bool) -> Tally:
+    slack = slack_load.TimedSlack()
+    async with slack:
+        port = free_port()
+        env = {"SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": slack.signing_secret}
+        if ours:
+            config = write_config(
+                tmp / "slack.yaml",
+                tmp / "slack.db",
+                slack={
+                    "enabled": True,
+                    "api_url": slack.api_url,
+                    "agents_channel": slack_load.AGENTS,
+                    "mode": "http",
+                    "http_listen": "127.0.0.1",
+                    "http_port": port,
+                    "pacing": False,
+                },
+                telegram={"enabled": False},
+                desk="slack",
+            )
+            app = supportbot(config, env, tmp / "slack.log")
+            expect: str | None = telegram_load.FR["did_it_help"]
+        else:
+            args = ["--api-url", slack.api_url, "--port", str(port)]
+            app = script("echo_slack.py", args, env, tmp / "bolt.log")
+            expect = None
+        slack.events_url = f"http://127.0.0.1:{port}/slack/events"
+        try:
+            await ready(app, lambda: listening(port))
+            users = [f"U{n:08d}" for n in range(plan.customers)]
+            for user in users:
+                slack.add_user(user, user.lower())
+            warm = Tally("warm-up")
+            await slack_load.run_customers(slack, users, questions, warm, 2.0, expect=expect)
+            slack.forget_history()
+            tally = Tally("slack ours" if ours else "slack bolt")
+            await slack_load.run_customers(
+                slack, users, questions, tally, plan.seconds, expect=expect
+            )
+            app.check_alive()
+        finally:
+            await app.stop()
+    return tally
+
+
+def listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+async def memory_per_conversation(plan: Plan, tmp: Path) -> dict[str, float]:
+    """RSS of an idle bot over an empty database, then over one holding
+    ``plan.open_conversations`` open conversations (seeded in its schema)."""
+    db = tmp / "memory.db"
+    empty = await idle_rss(tmp, db)
+    seed_open_conversations(db, plan.open_conversations)
+    full = await idle_rss(tmp, db)
+    return {
+        "empty_rss": empty,
+        "full_rss": full,
+        "bytes_per_open": (full - empty) / plan.open_conversations,
+        "db_bytes": float(files_size(tmp, "memory.db")),
+    }
+
+
+async def idle_rss(tmp: Path, db: Path) -> float:
+    """Start the bot, let one customer be answered, read its resident memory."""
+    server = telegram_load.TimedTelegram()
+    async with server:
+        world = telegram_load.TelegramWorld(server, [])
+        config = write_config(
+            tmp / "memory.yaml",
+            db,
+            telegram={
+                "enabled": True,
+                "api_url": server.url,
+                "agents_chat_id": world.desk.id,
+                "poll_timeout": 10,
+                "pacing": False,
+            },  # fmt: skip
+            slack={"enabled": False},
+        )
+        bot = supportbot(config, {"TELEGRAM_BOT_TOKEN": server.token}, tmp / "memory.log")
+        try:
+            await ready(bot, lambda: bool(server.calls_to("getUpdates")))
+            user = world.customer()
+            await world.ask(user, "Quel est le délai de livraison ?", "livr", Tally("memory"))
+            rss = float(bot.rss())
+        finally:
+            await bot.stop()
+    return rss
+
+
+def seed_open_conversations(db: Path, n: int) -> None:
+    """``n`` customers, each with one open conversation waiting on "did it help?", two
+    messages and an idle timer: what a busy day leaves open."""
+    now = int(time.time() * 1000)
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            first = 10_000_000
+            conn.executemany(
+                "INSERT INTO customers (id, key, channel, user_id, name, language, first_seen_at)"
+                " VALUES (?, ?, 'telegram', ?, ?, 'fr', ?)",
+                ((first + i, f"telegram:{first + i}", str(first + i), f"Client {i}", now)
+                 for i in range(n)),
+            )  # fmt: skip
+            conn.executemany(
+                "INSERT INTO conversations (id, customer_id, channel, address_key, chat_id,"
+                " language, state, awaiting, topic, kb_entry, started_at, updated_at,"
+                " first_response_at, last_customer_at) VALUES (?, ?, 'telegram', ?, ?, 'fr',"
+                " 'bot', 'help', 'livraison', 'delivery-time', ?, ?, ?, ?)",
+                ((first + i, first + i, f"telegram:{first + i}", str(first + i), now, now, now, now)
+                 for i in range(n)),
+            )  # fmt: skip
+            conn.executemany(
+                "INSERT INTO messages (conversation_id, direction, author, text, created_at,"
+                " delivered_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (row for i in range(n) for row in (
+                    (first + i, "in", "customer", "Quel est le délai de livraison ?", now, None),
+                    (first + i, "out", "bot", "Nous livrons en 2 à 4 jours ouvrés.", now, now),
+                )),
+            )  # fmt: skip
+            conn.executemany(
+                "INSERT INTO timers (conversation_id, kind, due_at) VALUES (?, 'idle', ?)",
+                ((first + i, now + 7_200_000) for i in range(n)),
+            )
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+async def ready(child: Child, check: Any) -> None:
+    def up() -> bool:
+        child.check_alive()
+        return bool(check())
+
+    await until(up, START_TIMEOUT_S, f"{child.log.stem} to start")
+
+
+def count(db: Path, sql: str) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        value: int = conn.execute(sql).fetchone()[0]
+        return value
+    finally:
+        conn.close()
+
+
+async def run(plan: Plan) -> dict[str, Any]:
+    questions = telegram_load.kb_questions(KnowledgeBase.load(KNOWLEDGE))
+    with tempfile.TemporaryDirectory(prefix="supportbot-bench-") as name:
+        tmp = Path(name)
+        tg = await telegram_ours(plan, tmp, questions)
+        echo = await telegram_echo(plan, tmp, questions)
+        slack = await slack_run(plan, tmp, questions, ours=True)
+        bolt = await slack_run(plan, tmp, questions, ours=False)
+        memory = await memory_per_conversation(plan, tmp)
+    peak, half = tg["peak"], tg["half"]
+    return {
+        "customers": plan.customers,
+        "seconds": plan.seconds,
+        "load_avg_1m": os.getloadavg()[0],
+        "tg_msgs_per_s": round(peak.rate, 1),
+        "tg_echo_msgs_per_s": round(echo.rate, 1),
+        "tg_ratio": round(peak.rate / echo.rate, 3) if echo.rate else None,
+        "tg_peak_p50_ms": round(peak.ms(50), 1),
+        "tg_peak_p99_ms": round(peak.ms(99), 1),
+        "tg_half_rate": round(half.rate, 1),
+        "tg_half_p50_ms": round(half.ms(50), 1),
+        "tg_half_p99_ms": round(half.ms(99), 1),
+        "tg_agent_relay_p50_ms": round(half.ms(50, other=True), 1),
+        "tg_errors": peak.errors + half.errors + echo.errors,
+        "peak_rss_mb": round(tg["peak_rss"] / MB, 1),
+        "db_kb_per_1000_conv": round(tg["db_bytes"] / max(tg["conversations"], 1) * 1000 / 1024),
+        "messages_per_conv": round(tg["messages"] / max(tg["conversations"], 1), 1),
+        "slack_msgs_per_s": round(slack.rate, 1),
+        "slack_bolt_msgs_per_s": round(bolt.rate, 1),
+        "slack_ratio": round(slack.rate / bolt.rate, 3) if bolt.rate else None,
+        "slack_ack_p50_ms": round(slack.ms(50, other=True), 1),
+        "slack_ack_p99_ms": round(slack.ms(99, other=True), 1),
+        "slack_reply_p99_ms": round(slack.ms(99), 1),
+        "slack_bolt_ack_p99_ms": round(bolt.ms(99, other=True), 1),
+        "slack_errors": slack.errors + bolt.errors,
+        "open_conversations": plan.open_conversations,
+        "rss_empty_mb": round(memory["empty_rss"] / MB, 1),
+        "rss_open_mb": round(memory["full_rss"] / MB, 1),
+        "bytes_per_open_conv": round(memory["bytes_per_open"]),
+    }
+
+
+def table(r: dict[str, Any]) -> Table:
+    t = Table(title=f"supportbot load benchmark ({r['customers']} customers, "
+                    f"{r['seconds']:g} s a phase, load avg {r['load_avg_1m']:.2f})")  # fmt: skip
+    t.add_column("what")
+    t.add_column("supportbot", justify="right")
+    t.add_column("bare bot", justify="right")
+    t.add_column("target")
+    rows = [
+        ("Telegram: customer messages/s (closed loop)", f"{r['tg_msgs_per_s']:.0f}",
+         f"{r['tg_echo_msgs_per_s']:.0f}", "≥ 1,000/s"),
+        ("Telegram: ratio to the PTB echo bot", f"{r['tg_ratio']:.0%}", "100 %", "≥ 60 %"),
+        ("Telegram: latency at peak p50 / p99", f"{r['tg_peak_p50_ms']:.0f} / "
+         f"{r['tg_peak_p99_ms']:.0f} ms", "", ""),
+        (f"Telegram: latency at half peak ({r['tg_half_rate']:.0f}/s, with handoffs and "
+         "surveys) p50 / p99", f"{r['tg_half_p50_ms']:.0f} / {r['tg_half_p99_ms']:.0f} ms", "",
+         "p99 ≤ 50 ms"),
+        ("Telegram: agent → customer relay p50", f"{r['tg_agent_relay_p50_ms']:.0f} ms", "", ""),
+        ("Slack: customer messages/s (closed loop)", f"{r['slack_msgs_per_s']:.0f}",
+         f"{r['slack_bolt_msgs_per_s']:.0f}", ""),
+        ("Slack: ratio to the bare slack-bolt app", f"{r['slack_ratio']:.0%}", "100 %", ""),
+        ("Slack: acknowledgement p50 / p99", f"{r['slack_ack_p50_ms']:.0f} / "
+         f"{r['slack_ack_p99_ms']:.0f} ms", f"p99 {r['slack_bolt_ack_p99_ms']:.0f} ms",
+         "p99 ≤ 300 ms"),
+        ("peak resident memory (Telegram run)", f"{r['peak_rss_mb']:.0f} MB", "", ""),
+        ("database per 1,000 conversations", f"{r['db_kb_per_1000_conv']:,} KB "
+         f"({r['messages_per_conv']:.0f} messages each)", "", ""),
+        (f"memory with {r['open_conversations']:,} open conversations",
+         f"{r['rss_open_mb']:.0f} MB (empty {r['rss_empty_mb']:.0f} MB): "
+         f"{r['bytes_per_open_conv']} B each", "", "≤ 2 KB each"),
+        ("errors (replies not seen within 30 s)", f"{r['tg_errors'] + r['slack_errors']}", "", "0"),
+    ]  # fmt: skip
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--open-conversations", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="about 30 s: smaller, shorter")
+    args = parser.parse_args()
+    if args.quick:
+        plan = Plan(customers=50, seconds=3.0, open_conversations=20_000)
+    else:
+        plan = Plan(args.customers, args.seconds, args.open_conversations)
+    result = asyncio.run(run(plan))
+    console = Console()
+    console.print(table(result))
+    console.print("pacing: off (telegram.pacing / slack.pacing false: local servers, no flood "
+                  "limits)")  # fmt: skip
+    console.print(f"rerun: {plan.command(args.quick)}")
+    print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
