@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -660,3 +661,37 @@ async def test_socket_mode_dm_is_answered_and_every_envelope_acked(
         assert all(e.redelivered_as is None for e in slack.envelopes)
         (conv,) = p.rows("SELECT state, resolved_by FROM conversations")
         assert tuple(conv) == ("surveying", "bot")
+
+
+# ---------------------------------------------------------------------- 11. secrets
+
+HTTP_LOGGERS = ("aiohttp", "slack_sdk", "slack_bolt", "handlers.slack")
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_secrets_never_reach_debug_logs_with_http_logging_on(
+    tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    levels = {name: logging.getLogger(name).level for name in HTTP_LOGGERS}
+    for name in HTTP_LOGGERS:  # an operator debugging the HTTP layer
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        async with running(make_settings(tmp_path, slack, mode=mode), slack) as p:
+            await p.event(slack.dm_message(CUSTOMER, DELIVERY_QUESTION))
+            await p.event(slack.dm_message(CUSTOMER, "Je voudrais parler à un conseiller"))
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+    records = caplog.records
+    assert any(r.name == "handlers.slack.sdk" for r in records)  # HTTP logging was on
+    assert any("chat.postMessage" in r.getMessage() for r in records)
+    secrets = [BOT_TOKEN, SIGNING_SECRET, APP_TOKEN]
+    leaks = [
+        f"{r.name}: {r.getMessage()[:200]}"
+        for r in records
+        if any(secret in logging.Formatter().format(r) for secret in secrets)
+    ]
+    assert leaks == []
+    assert not any(secret in caplog.text for secret in secrets)
