@@ -12,18 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import SupportApp
-from bot.config import Secrets, settings_from_mapping
-from handlers.telegram import RateLimits
 from tests.fakes.telegram_server import running_server
-from tests.reliability.bot_process import KNOWLEDGE, database_rows
+from tests.reliability.bot_process import database_rows
+from tests.reliability.inprocess import QUESTION, answers, telegram_app
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
 HOLD_S = 3.0
-QUESTION = "Quel est le délai de livraison ?"
-DID_IT_HELP = "Cette réponse a-t-elle résolu votre problème ?"
 
 
 class WriteLockHolder(threading.Thread):
@@ -54,23 +50,12 @@ async def test_bot_waits_out_a_write_lock_and_loses_nothing(
     db = tmp_path / "supportbot.db"
     async with running_server() as tg:
         customers = [tg.add_user(f"Client{i}") for i in range(5)]
-        settings = settings_from_mapping(
-            {
-                "storage": {"path": str(db), "busy_timeout": "500ms"},
-                "knowledge": {"path": str(KNOWLEDGE)},
-                "telegram": {"api_url": tg.url, "poll_timeout": 1},
-                "slack": {"enabled": False},
-                "conversation": {"sweep_every": "100ms"},
-                "digest": {"enabled": False},
-            }
-        )
-        app = SupportApp(
-            settings,
-            Secrets(telegram_bot_token=tg.token),
-            transport_options={"telegram": {"limits": RateLimits.unlimited()}},
-        )
-        await app.start()
-        try:
+        async with telegram_app(
+            tg,
+            db,
+            storage={"busy_timeout": "500ms"},
+            conversation={"sweep_every": "100ms"},
+        ) as app:
             holder = WriteLockHolder(db, HOLD_S)
             holder.start()
             assert await asyncio.to_thread(holder.holding.wait, 5)
@@ -85,30 +70,19 @@ async def test_bot_waits_out_a_write_lock_and_loses_nothing(
             assert database_rows(db, "SELECT COUNT(*) AS n FROM inbound")[0]["n"] == 0
             await asyncio.to_thread(holder.released.wait, HOLD_S + 5)
 
-            def answered() -> int:
-                return len(
-                    [
-                        c
-                        for c in tg.calls_to("sendMessage", ok=True)
-                        if DID_IT_HELP in c.params["text"]
-                    ]
-                )
-
-            await eventually(lambda: answered() == len(sent), within=20)
+            await eventually(lambda: len(answers(tg)) == len(sent), within=20)
             await eventually(lambda: tg.pending_updates() == 0)
             assert app.components is not None
             async with asyncio.timeout(5):
                 await app.components.dispatcher.drain()
             sweeper = next(t for t in app._tasks if t.get_name() == "sweeper")
             assert not sweeper.done()  # the timer sweeper survived the lock
-        finally:
-            await app.stop()
 
     stored = [
         r["text"] for r in database_rows(db, "SELECT text FROM messages WHERE direction = 'in'")
     ]
     assert sorted(stored) == sorted(sent)  # each exactly once
-    assert answered() == len(sent)  # each answered exactly once
+    assert len(answers(tg)) == len(sent)  # each answered exactly once
     assert "update None failed" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert database_rows(db, "PRAGMA integrity_check")[0][0] == "ok"
