@@ -298,8 +298,14 @@ class TelegramTransport:
         message = update.effective_message
         if isinstance(message, Message) and message.chat.id == self.settings.agents_chat_id:
             self._forum = bool(message.chat.is_forum)
-        event = self.translator.event(update)
         query = update.callback_query
+        try:
+            event = self.translator.event(update)
+        except (AttributeError, TypeError, ValueError) as exc:
+            # Telegram never sends these (a field it always fills is missing or mistyped):
+            # a forged or broken body. Refused with a line naming it, not a crash.
+            log.warning("telegram: update %s rejected: malformed (%s)", update.update_id, exc)
+            event = None
         if event is None:
             if query is not None:
                 await self._answer(query.id, None, alert=False)  # stop the spinner
