@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.app import SupportApp
 from bot.config import Secrets, settings_from_mapping
 from handlers.telegram import RateLimits
 from tests.fakes.telegram_server import TelegramServer
 from tests.reliability.bot_process import KNOWLEDGE
+
+T = TypeVar("T")
 
 QUESTION = "Quel est le délai de livraison ?"
 DID_IT_HELP = "Cette réponse a-t-elle résolu votre problème ?"
@@ -50,3 +56,56 @@ def answers(tg: TelegramServer, chat_id: int | None = None) -> list[str]:
         for c in tg.calls_to("sendMessage", ok=True)
         if DID_IT_HELP in c.params["text"] and chat_id in (None, c.params["chat_id"])
     ]
+
+
+class BackgroundLoop:
+    """An event loop in its own thread, so that sync code (hypothesis) can drive async code."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.stack = contextlib.AsyncExitStack()
+
+    def run(self, coro: Awaitable[T], within: float = 30.0) -> T:
+        async def wrapped() -> T:
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(within)
+
+    def close(self) -> None:
+        """Exit every context entered on ``stack``, then stop the loop and its thread."""
+        try:
+            self.run(self.stack.aclose())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+            self.loop.close()
+
+
+class Recorder(logging.Handler):
+    """Keeps every log record (of every thread) for the test to inspect."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Recorder]:
+        logging.getLogger().addHandler(self)
+        try:
+            yield self
+        finally:
+            logging.getLogger().removeHandler(self)
+
+    def errors(self, since: int = 0, prefixes: tuple[str, ...] = ("handlers", "bot")) -> list[str]:
+        """ERROR lines of our loggers since a position, with the exception they carry."""
+        return [
+            f"{r.name}: {r.getMessage()}"
+            + (f" ({r.exc_info[1]!r})" if r.exc_info and r.exc_info[1] else "")
+            for r in self.records[since:]
+            if r.levelno >= logging.ERROR and r.name.startswith(prefixes)
+        ]

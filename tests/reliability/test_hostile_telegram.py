@@ -10,13 +10,10 @@ loop of its own thread.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import threading
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,43 +22,36 @@ from telegram import Update
 
 from handlers.telegram import TelegramTransport
 from tests.fakes.telegram_server import FakeChat, TelegramServer
-from tests.reliability.inprocess import QUESTION, answers, telegram_app
+from tests.reliability.inprocess import (
+    QUESTION,
+    BackgroundLoop,
+    Recorder,
+    answers,
+    telegram_app,
+)
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
-T = TypeVar("T")
 
 ODD = ["\u202e", "\u200b", "\u200d", "\ufeff", "👍🏽", "🏳️‍🌈", "ﷺ", "é", "\x00", "<b>", "@all", "a"]
+CRASHES = ("handlers", "bot", "telegram")  # loggers whose ERROR lines mean a crash
 FORGED_DATA = ["c999:nps:11", "a1:take", "c1:nps:5", "c-1:csat:9", "c1:help:yes", "", ":", "a:"]
 
 
-class Product:
+class Product(BackgroundLoop):
     """Fake Telegram + SupportApp in a background event loop, driven from sync tests."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.stack = contextlib.AsyncExitStack()
-        self.tmp = tmp
-        self.records: list[logging.LogRecord] = []
-        self.tg: TelegramServer
-        self.desk: FakeChat
-        self.transport: TelegramTransport
+    tg: TelegramServer
+    desk: FakeChat
+    transport: TelegramTransport
 
-    def run(self, coro: Awaitable[T], within: float = 30.0) -> T:
-        async def wrapped() -> T:
-            return await coro
-
-        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(within)
-
-    async def start(self) -> None:
+    async def start(self, tmp: Path) -> None:
         self.tg = await self.stack.enter_async_context(TelegramServer())
         paul = self.tg.add_user("Paul", username="paul_agent")
         self.desk = self.tg.add_group("Service client", admins=[paul])
         telegram = {"agents_chat_id": self.desk.id, "agent_ids": [paul.id]}
         app = await self.stack.enter_async_context(
-            telegram_app(self.tg, self.tmp / "supportbot.db", telegram=telegram)
+            telegram_app(self.tg, tmp / "supportbot.db", telegram=telegram)
         )
         self.transport = app.transports[0]
 
@@ -72,42 +62,21 @@ class Product:
             return
         await self.transport.application.process_update(update)
 
-    def crashes(self, since: int = 0) -> list[str]:
-        return [
-            f"{r.name}: {r.getMessage()}"
-            + (
-                f" ({r.exc_info[0].__name__}: {r.exc_info[1]})"
-                if r.exc_info and r.exc_info[0]
-                else ""
-            )
-            for r in self.records[since:]
-            if r.levelno >= logging.ERROR and r.name.startswith(("handlers", "bot", "telegram"))
-        ]
 
-
-class Recorder(logging.Handler):
-    def __init__(self, into: list[logging.LogRecord]) -> None:
-        super().__init__(logging.DEBUG)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(record)
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[Recorder]:
+    with Recorder().installed() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
-def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
-    p = Product(tmp_path_factory.mktemp("hostile"))
-    recorder = Recorder(p.records)
-    logging.getLogger().addHandler(recorder)
+def product(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator[Product]:
+    p = Product()
     try:
-        p.run(p.start())
+        p.run(p.start(tmp_path_factory.mktemp("hostile")))
         yield p
-        p.run(p.stack.aclose())
     finally:
-        logging.getLogger().removeHandler(recorder)
-        p.loop.call_soon_threadsafe(p.loop.stop)
-        p.thread.join(5)
-        p.loop.close()
+        p.close()
 
 
 # ---------------------------------------------------------------------- strategies
@@ -210,25 +179,31 @@ def updates(draw: st.DrawFn, desk_id: int) -> dict[str, Any]:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(data=st.data())
-def test_hostile_updates_never_crash_the_handler(product: Product, data: st.DataObject) -> None:
+def test_hostile_updates_never_crash_the_handler(
+    product: Product, recorder: Recorder, data: st.DataObject
+) -> None:
     update = data.draw(updates(product.desk.id))
-    before = len(product.records)
+    before = len(recorder.records)
     product.run(product.feed(update))
-    assert product.crashes(since=before) == []
+    assert recorder.errors(since=before, prefixes=CRASHES) == []
 
 
-def test_a_genuine_customer_is_answered_after_the_fuzz(product: Product) -> None:
+def test_a_genuine_customer_is_answered_after_the_fuzz(
+    product: Product, recorder: Recorder
+) -> None:
     async def ask() -> None:
         ana = product.tg.add_user("Ana")
         await product.tg.customer_sends(ana, QUESTION)
         await eventually(lambda: len(answers(product.tg, ana.id)) == 1, within=10)
 
     product.run(ask())
-    assert product.crashes() == []
+    assert recorder.errors(prefixes=CRASHES) == []
 
 
-def test_a_malformed_update_is_refused_with_a_line_naming_it(product: Product) -> None:
-    before = len(product.records)
+def test_a_malformed_update_is_refused_with_a_line_naming_it(
+    product: Product, recorder: Recorder
+) -> None:
+    before = len(recorder.records)
     user = {"id": 7, "is_bot": False, "first_name": "X"}
     product.run(
         product.feed(
@@ -243,6 +218,6 @@ def test_a_malformed_update_is_refused_with_a_line_naming_it(product: Product) -
             }
         )
     )
-    lines = [r.getMessage() for r in product.records[before:] if r.levelno == logging.WARNING]
+    lines = [r.getMessage() for r in recorder.records[before:] if r.levelno == logging.WARNING]
     assert any(line.startswith("telegram: update 424242 rejected: malformed") for line in lines)
-    assert product.crashes(since=before) == []
+    assert recorder.errors(since=before, prefixes=CRASHES) == []
