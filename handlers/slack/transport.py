@@ -28,6 +28,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
@@ -57,6 +58,18 @@ log = logging.getLogger(__name__)
 RELAYED_REACTION = "white_check_mark"
 _ANY = re.compile(r".*")
 _OUR_BUTTONS = re.compile(r"^sb_")
+# What reading a payload with a missing or mistyped field raises (Slack never sends one).
+MALFORMED = (AttributeError, KeyError, IndexError, TypeError, ValueError)
+
+
+def _rejected(error: Exception, body: Mapping[str, Any] | None) -> None:
+    kind = body.get("type") if isinstance(body, Mapping) else None
+    log.warning(
+        "slack: %s request rejected: malformed payload (%s: %s)",
+        kind if isinstance(kind, str) else "a",
+        type(error).__name__,
+        error,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +135,7 @@ class SlackTransport:
         self.app.event(_ANY)(self._on_slack_event)
         self.app.action(_OUR_BUTTONS)(self._on_block_action)
         self.app.command(settings.kpi_command)(self._on_kpi_command)
-        self.app.error(self._on_bolt_error)
+        self.app.error(self._on_bolt_side_error)
 
         self._identity_value: Identity | None = None
         self._identity_lock = asyncio.Lock()
@@ -217,7 +230,11 @@ class SlackTransport:
 
     async def _http_endpoint(self, request: web.Request) -> web.Response:
         """Bolt checks the signature and the 5-minute timestamp window (401 otherwise)."""
-        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        try:
+            bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        except MALFORMED as exc:  # Bolt parsing a body Slack would never send
+            _rejected(exc, None)
+            return web.Response(status=400)
         return await to_aiohttp_response(bolt_response)
 
     async def stop(self) -> None:
@@ -571,6 +588,17 @@ class SlackTransport:
         person = await self.person(str(command.get("user_id", "")), command.get("team_id"))
         if not await self._is_staff(person):
             return self._texts.get(self.language, "agents_only")
+        return None
+
+    async def _on_bolt_side_error(
+        self, error: Exception, body: dict[str, Any]
+    ) -> BoltResponse | None:
+        """What Bolt itself hits while matching a request (our listeners report their own
+        failures through ``_listening``): a malformed payload is refused with a 400."""
+        if isinstance(error, MALFORMED):
+            _rejected(error, body)
+            return BoltResponse(status=400, body="")
+        await self._on_bolt_error(error, body)
         return None
 
     async def _on_bolt_error(self, error: Exception, body: dict[str, Any]) -> None:
