@@ -399,7 +399,7 @@ class SlackTransport:
     async def _on_slack_event(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         """Every Events API event (Bolt has already acked it)."""
         async with self._listening(body):
-            inbound = await self._translate_event(body, event)
+            inbound = await self._read(body, self._translate_event(body, event))
             if inbound is None:
                 return
             outcome = await self._on_event(inbound)
@@ -409,6 +409,17 @@ class SlackTransport:
                 thread = inbound.thread
                 await self._ephemeral(str(event["channel"]), inbound.agent.user_id,
                                       outcome.notice, thread)  # fmt: skip
+
+    async def _read(
+        self, body: Mapping[str, Any], translating: Awaitable[InboundEvent | None]
+    ) -> InboundEvent | None:
+        """Our event for a payload, or None (and a warning) when a field is missing or
+        mistyped: Slack never sends such a body, so it is refused rather than a crash."""
+        try:
+            return await translating
+        except MALFORMED as exc:
+            _rejected(exc, body)
+            return None
 
     async def _translate_event(
         self, body: Mapping[str, Any], event: Mapping[str, Any]
@@ -471,7 +482,7 @@ class SlackTransport:
         """A button of ours was pressed: ack at once, then translate and show the Outcome."""
         await ack()
         async with self._listening(body):
-            inbound = await self._translate_action(body, action)
+            inbound = await self._read(body, self._translate_action(body, action))
             if inbound is None:
                 return
             outcome = await self._on_event(inbound)
@@ -507,11 +518,11 @@ class SlackTransport:
         if outcome.duplicate:
             return
         channel = translate.action_channel(body)
-        user = str((body.get("user") or {}).get("id", ""))
+        user = str(translate.part(body, "user").get("id", ""))
         thread = translate.action_thread(body)
         is_header = isinstance(inbound, AgentAction) and thread is None
         if outcome.ok and outcome.chosen and not is_header:
-            message = body.get("message") or {}
+            message = translate.part(body, "message")
             chosen = outcome.chosen
             blocks = render.chosen_blocks(message.get("blocks") or [], chosen)
             try:

@@ -277,12 +277,29 @@ class TelegramTransport:
             return web.Response(status=403)
         try:
             data = await request.json()
-            update = Update.de_json(data, self.bot)
-        except Exception:  # malformed JSON or not an update: Telegram would not send it
-            log.warning("telegram: webhook body is not an update", exc_info=True)
+        except ValueError:
+            log.warning("telegram: webhook body is not JSON")
+            return web.Response(status=400)
+        update = self.parse_update(data)
+        if update is None:
             return web.Response(status=400)
         await self.application.update_queue.put(update)
         return web.Response(status=200)
+
+    def parse_update(self, data: object) -> Update | None:
+        """A webhook body as an update, or None (with a warning naming it) when it is not
+        one Telegram could send: PTB would otherwise choke on it outside our handler."""
+        try:
+            update = Update.de_json(data, self.bot)  # type: ignore[arg-type]
+            user, chat = update.effective_user, update.effective_chat
+            ids_ok = all(isinstance(x.id, int) for x in (user, chat) if x is not None)
+        except Exception as exc:  # any shape PTB cannot read
+            log.warning("telegram: webhook body rejected: not an update (%s)", exc)
+            return None
+        if not ids_ok:
+            log.warning("telegram: update %s rejected: malformed ids", update.update_id)
+            return None
+        return update
 
     # ------------------------------------------------------------------ inbound
 
@@ -296,10 +313,10 @@ class TelegramTransport:
 
     async def _handle_update(self, update: Update) -> None:
         message = update.effective_message
-        if isinstance(message, Message) and message.chat.id == self.settings.agents_chat_id:
-            self._forum = bool(message.chat.is_forum)
         query = update.callback_query
         try:
+            if isinstance(message, Message) and message.chat.id == self.settings.agents_chat_id:
+                self._forum = bool(message.chat.is_forum)
             event = self.translator.event(update)
         except (AttributeError, TypeError, ValueError) as exc:
             # Telegram never sends these (a field it always fills is missing or mistyped):

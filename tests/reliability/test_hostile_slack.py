@@ -21,7 +21,8 @@ from handlers.slack import SlackTransport
 from tests.fakes.slack_server import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, Delivery, FakeSlack
 from tests.reliability.bot_process import KNOWLEDGE
 from tests.reliability.inprocess import QUESTION, BackgroundLoop, Recorder
-from tests.reliability.test_hostile_telegram import FORGED_DATA, numbers, texts, wrong
+from tests.reliability.test_hostile_telegram import FORGED_DATA, numbers, wrong
+from tests.reliability.test_hostile_telegram import texts as telegram_texts
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +110,7 @@ def product(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Ite
 # ---------------------------------------------------------------------- strategies
 
 MISSING = object()
+texts = telegram_texts.map(lambda t: t[:40_000])  # Slack's own limit on a message's text
 people = st.sampled_from([CUSTOMER, AGENT, STRANGER, "U0NOBODY", "", "W" * 300])
 channels = st.sampled_from(["D0MARIE", AGENTS, SUPPORT, "C0NOWHERE", ""])
 timestamps = st.one_of(st.sampled_from(["1700000000.000100", "0", "-1", "x"]), wrong)
