@@ -40,6 +40,7 @@ from tests.fakes.slack_server import (
     Message,
 )
 from tests.fakes.telegram_server import FakeChat, TelegramServer, running_server
+from tests.logs import assert_no_secret_logged, loggers_at_debug
 
 KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge.yaml"
 WAIT = 5.0
@@ -673,25 +674,12 @@ async def test_secrets_never_reach_debug_logs_with_http_logging_on(
     tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    levels = {name: logging.getLogger(name).level for name in HTTP_LOGGERS}
-    for name in HTTP_LOGGERS:  # an operator debugging the HTTP layer
-        logging.getLogger(name).setLevel(logging.DEBUG)
-    try:
+    with loggers_at_debug(HTTP_LOGGERS):
         async with running(make_settings(tmp_path, slack, mode=mode), slack) as p:
             await p.event(slack.dm_message(CUSTOMER, DELIVERY_QUESTION))
             await p.event(slack.dm_message(CUSTOMER, "Je voudrais parler à un conseiller"))
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
 
     records = caplog.records
     assert any(r.name == "handlers.slack.sdk" for r in records)  # HTTP logging was on
     assert any("chat.postMessage" in r.getMessage() for r in records)
-    secrets = [BOT_TOKEN, SIGNING_SECRET, APP_TOKEN]
-    leaks = [
-        f"{r.name}: {r.getMessage()[:200]}"
-        for r in records
-        if any(secret in logging.Formatter().format(r) for secret in secrets)
-    ]
-    assert leaks == []
-    assert not any(secret in caplog.text for secret in secrets)
+    assert_no_secret_logged(caplog, [BOT_TOKEN, SIGNING_SECRET, APP_TOKEN])

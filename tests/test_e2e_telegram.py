@@ -29,6 +29,7 @@ from bot.knowledge import KnowledgeBase
 from handlers.telegram import RateLimits
 from tests.fakes.clock import FakeClock
 from tests.fakes.telegram_server import FakeChat, FakeUser, TelegramServer, running_server
+from tests.logs import assert_no_secret_logged, loggers_at_debug
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parent.parent
@@ -900,25 +901,12 @@ async def test_secrets_never_reach_the_logs(
     else:
         app = await world.start()
     # An operator debugging the HTTP layer turns its loggers up after the start.
-    levels = {name: logging.getLogger(name).level for name in HTTP_LOGGERS}
-    for name in HTTP_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG)
-    try:
+    with loggers_at_debug(HTTP_LOGGERS):
         await _talk_through_a_failure(world, app)
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
 
     records = caplog.records
     assert any("Set Bot API URL" in r.getMessage() for r in records)  # PTB logged its URL
     assert any("retry 1" in r.getMessage() for r in records)  # the outbox logged the 500
     assert any(r.name.startswith("httpcore") for r in records)  # HTTP logging was on
     assert any(r.name == "httpx" and "/bot" in r.getMessage() for r in records)
-    secrets = [tg.token, tg.token.split(":", 1)[1], WEBHOOK_SECRET]
-    leaks = [
-        f"{r.name}: {r.getMessage()}"
-        for r in records
-        if any(secret in logging.Formatter().format(r) for secret in secrets)
-    ]
-    assert leaks == []
-    assert not any(secret in caplog.text for secret in secrets)
+    assert_no_secret_logged(caplog, [tg.token, tg.token.split(":", 1)[1], WEBHOOK_SECRET])

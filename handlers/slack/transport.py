@@ -136,7 +136,7 @@ class SlackTransport:
             logger=logging.getLogger("handlers.slack.bolt"),
             # Bolt's own auth.test is called on the first request and, when Slack's API is
             # down then, drops that request with a 200 (Slack never retries it): authorize
-            # from our cached identity instead, which fails (500, Slack retries) meanwhile.
+            # from our cached identity instead, which answers 503 (Slack retries) meanwhile.
             authorize=self._authorizer(),
             # our translation ignores the app's own messages itself, so every event reaches
             # one listener (and is counted in ``handled``)

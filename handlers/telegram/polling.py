@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.5
 RETRY_LONGEST_S = 30.0
+# Longer than any legitimate wait (a locked database is waited out for up to 10 min): an
+# update whose handler never reported back must not stop polling for good.
+HANDLING_LIMIT_S = 900.0
 
 
 class ConfirmingPoller:
@@ -45,10 +48,6 @@ class ConfirmingPoller:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None
 
     async def start(self) -> None:
         # Polling and a webhook exclude each other; keep what is pending (not dropped).
@@ -79,8 +78,11 @@ class ConfirmingPoller:
                 updates = await self.application.bot.get_updates(
                     offset=offset, timeout=self.timeout, allowed_updates=self.allowed_updates
                 )
-            except TelegramError as exc:
-                self.on_error(exc)
+            except Exception as exc:
+                if isinstance(exc, TelegramError):
+                    self.on_error(exc)
+                else:  # a batch PTB cannot read: Telegram itself never sends one
+                    log.exception("telegram: getUpdates answer unreadable; retrying")
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RETRY_LONGEST_S)
                 continue
@@ -91,5 +93,12 @@ class ConfirmingPoller:
             self._idle.clear()
             for update in updates:
                 await self.application.update_queue.put(update)
-            await self._idle.wait()
+            try:
+                await asyncio.wait_for(self._idle.wait(), HANDLING_LIMIT_S)
+            except TimeoutError:
+                log.warning(
+                    "telegram: updates %s still not handled after %.0fs; confirming them",
+                    sorted(self._in_flight),
+                    HANDLING_LIMIT_S,
+                )
             offset = updates[-1].update_id + 1

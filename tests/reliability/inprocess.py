@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from bot.app import SupportApp
 from bot.config import Secrets, settings_from_mapping
@@ -72,6 +72,21 @@ class BackgroundLoop:
             return await coro
 
         return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(within)
+
+    async def start(self, tmp: Path) -> None:
+        """Start what the test drives (entering contexts on ``stack``)."""
+        raise NotImplementedError
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, tmp: Path) -> Iterator[Self]:
+        """Started in ``tmp``, closed on exit."""
+        product = cls()
+        try:
+            product.run(product.start(tmp))
+            yield product
+        finally:
+            product.close()
 
     def close(self) -> None:
         """Exit every context entered on ``stack``, then stop the loop and its thread."""

@@ -62,19 +62,9 @@ class Product(BackgroundLoop):
 
 
 @pytest.fixture(scope="module")
-def recorder() -> Iterator[Recorder]:
-    with Recorder().installed() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
 def product(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator[Product]:
-    p = Product()
-    try:
-        p.run(p.start(tmp_path_factory.mktemp("hostile")))
+    with Product.running(tmp_path_factory.mktemp("hostile")) as p:
         yield p
-    finally:
-        p.close()
 
 
 # ---------------------------------------------------------------------- strategies

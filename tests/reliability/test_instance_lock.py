@@ -54,7 +54,12 @@ async def test_second_instance_refuses_until_the_first_is_killed(
         assert "supportbot started" not in message
 
         # Read-only commands work alongside the running bot.
-        for command in (("check",), ("kpi", "--format", "json"), ("digest", "--dry-run")):
+        chart = str(tmp_path / "digest.png")
+        for command in (
+            ("check",),
+            ("kpi", "--format", "json"),
+            ("digest", "--dry-run", "--out", chart),
+        ):
             proc = await second.spawn(*command)
             assert await proc.wait() == 0, second.output()
 
