@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot.busy import patiently
 from bot.clock import Clock, SystemClock
 from bot.config import Secrets, Settings
 from bot.engine import ConversationService
-from bot.errors import ConfigError
+from bot.errors import ConfigError, DatabaseLockedError
 from bot.knowledge import KnowledgeBase
 from bot.model import Customer, CustomerLeft, LeaveReason
 from bot.outbox import Dispatcher
@@ -261,7 +262,8 @@ class SupportApp:
         return built
 
     async def _on_event(self, event: Any) -> Any:
-        return await self.engine.handle(event)
+        """One inbound event, waiting out a locked database rather than dropping it."""
+        return await patiently(lambda: self.engine.handle(event), type(event).__name__)
 
     async def _kpi_summary(self) -> str:
         from bot.report import week_summary
@@ -278,7 +280,7 @@ class SupportApp:
             return
         channel, _, user_id = conv.customer_key.partition(":")
         event = CustomerLeft(Customer(channel, user_id), LeaveReason.BLOCKED, f"gone:{item.id}")
-        await self.engine.handle(event)
+        await self._on_event(event)
 
     async def _sweeper(self) -> None:
         """Fire due timers every few seconds; derived from stored state, so restart-safe."""
@@ -293,6 +295,8 @@ class SupportApp:
                     pruned = await self.engine.store.prune_inbound(cutoff)
                     log.debug("pruned %d processed-update keys", pruned)
                     last_prune = now
+            except DatabaseLockedError as exc:
+                log.warning("timer sweep postponed: %s", exc)
             except Exception:
                 log.exception("timer sweep failed; retrying in %.0fs", interval)
             await asyncio.sleep(interval)

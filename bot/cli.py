@@ -1,7 +1,8 @@
 """The ``supportbot`` command: run, check, kb, kpi, digest.
 
 Every command takes ``--config PATH`` (default ./config.yaml). Exit codes: 0 done,
-1 failed while running, 2 bad configuration or knowledge base.
+1 failed while running, 2 bad configuration or knowledge base, 3 ``run`` refused because
+another supportbot already runs on the same database.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import date
 from pathlib import Path
 
 from bot.config import Secrets, Settings, load_settings
-from bot.errors import ConfigError, KnowledgeBaseError, SupportbotError
+from bot.errors import AlreadyRunningError, ConfigError, KnowledgeBaseError, SupportbotError
 from bot.logs import setup_logging
 
 DEFAULT_CONFIG = Path("config.yaml")
@@ -70,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, KnowledgeBaseError) as exc:
         print(f"supportbot: configuration error: {exc}", file=sys.stderr)
         return 2
+    except AlreadyRunningError as exc:
+        print(f"supportbot: {exc}", file=sys.stderr)
+        return 3
     except SupportbotError as exc:
         print(f"supportbot: {exc}", file=sys.stderr)
         return 1
@@ -114,7 +118,10 @@ def _run(settings: Settings, secrets: Secrets) -> int:
             file=sys.stderr,
         )
         return 2
-    asyncio.run(SupportApp(settings, secrets).serve_forever())
+    from bot.instance import InstanceLock
+
+    with InstanceLock(settings.storage.path):
+        asyncio.run(SupportApp(settings, secrets).serve_forever())
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -39,6 +40,7 @@ from tests.fakes.slack_server import (
     Message,
 )
 from tests.fakes.telegram_server import FakeChat, TelegramServer, running_server
+from tests.logs import assert_no_secret_logged, loggers_at_debug
 
 KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge.yaml"
 WAIT = 5.0
@@ -661,3 +663,24 @@ async def test_socket_mode_dm_is_answered_and_every_envelope_acked(
         assert all(e.redelivered_as is None for e in slack.envelopes)
         (conv,) = p.rows("SELECT state, resolved_by FROM conversations")
         assert tuple(conv) == ("surveying", "bot")
+
+
+# ---------------------------------------------------------------------- 11. secrets
+
+HTTP_LOGGERS = ("aiohttp", "slack_sdk", "slack_bolt", "handlers.slack")
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_secrets_never_reach_debug_logs_with_http_logging_on(
+    tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with loggers_at_debug(HTTP_LOGGERS):
+        async with running(make_settings(tmp_path, slack, mode=mode), slack) as p:
+            await p.event(slack.dm_message(CUSTOMER, DELIVERY_QUESTION))
+            await p.event(slack.dm_message(CUSTOMER, "Je voudrais parler à un conseiller"))
+
+    records = caplog.records
+    assert any(r.name == "handlers.slack.sdk" for r in records)  # HTTP logging was on
+    assert any("chat.postMessage" in r.getMessage() for r in records)
+    assert_no_secret_logged(caplog, [BOT_TOKEN, SIGNING_SECRET, APP_TOKEN])

@@ -238,16 +238,20 @@ def action_dedup_key(body: Payload, action: Payload) -> str:
     return f"slack:action:{action.get('action_ts') or body.get('trigger_id')}"
 
 
+def part(body: Payload, key: str) -> Payload:
+    """A nested object of a payload; {} when missing or (forged) not an object."""
+    value = body.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def action_channel(body: Payload) -> str:
-    return str(
-        (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
-    )
+    return str(part(body, "channel").get("id") or part(body, "container").get("channel_id", ""))
 
 
 def action_thread(body: Payload) -> str | None:
     """The thread the pressed message sits in, if any."""
-    container = body.get("container") or {}
-    message = body.get("message") or {}
+    container = part(body, "container")
+    message = part(body, "message")
     thread = container.get("thread_ts") or message.get("thread_ts")
     if thread and thread != (container.get("message_ts") or message.get("ts")):
         return str(thread)
@@ -255,9 +259,7 @@ def action_thread(body: Payload) -> str | None:
 
 
 def action_message_ts(body: Payload) -> str:
-    return str(
-        (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts", "")
-    )
+    return str(part(body, "container").get("message_ts") or part(body, "message").get("ts", ""))
 
 
 def customer_choice(

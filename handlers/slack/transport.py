@@ -26,14 +26,21 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import SlackSettings
-from bot.errors import ConfigError, DeliveryError, PermanentDeliveryError
+from bot.errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from bot.model import (
     Address,
     AgentAction,
@@ -57,6 +64,18 @@ log = logging.getLogger(__name__)
 RELAYED_REACTION = "white_check_mark"
 _ANY = re.compile(r".*")
 _OUR_BUTTONS = re.compile(r"^sb_")
+# What reading a payload with a missing or mistyped field raises (Slack never sends one).
+MALFORMED = (AttributeError, KeyError, IndexError, TypeError, ValueError)
+
+
+def _rejected(error: Exception, body: Mapping[str, Any] | None) -> None:
+    kind = body.get("type") if isinstance(body, Mapping) else None
+    log.warning(
+        "slack: %s request rejected: malformed payload (%s: %s)",
+        kind if isinstance(kind, str) else "a",
+        type(error).__name__,
+        error,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +134,10 @@ class SlackTransport:
             signing_secret=signing_secret or "",
             name="supportbot",
             logger=logging.getLogger("handlers.slack.bolt"),
+            # Bolt's own auth.test is called on the first request and, when Slack's API is
+            # down then, drops that request with a 200 (Slack never retries it): authorize
+            # from our cached identity instead, which answers 503 (Slack retries) meanwhile.
+            authorize=self._authorizer(),
             # our translation ignores the app's own messages itself, so every event reaches
             # one listener (and is counted in ``handled``)
             ignoring_self_events_enabled=False,
@@ -122,7 +145,7 @@ class SlackTransport:
         self.app.event(_ANY)(self._on_slack_event)
         self.app.action(_OUR_BUTTONS)(self._on_block_action)
         self.app.command(settings.kpi_command)(self._on_kpi_command)
-        self.app.error(self._on_bolt_error)
+        self.app.error(self._on_bolt_side_error)
 
         self._identity_value: Identity | None = None
         self._identity_lock = asyncio.Lock()
@@ -223,7 +246,11 @@ class SlackTransport:
 
     async def _http_endpoint(self, request: web.Request) -> web.Response:
         """Bolt checks the signature and the 5-minute timestamp window (401 otherwise)."""
-        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        try:
+            bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        except MALFORMED as exc:  # Bolt parsing a body Slack would never send
+            _rejected(exc, None)
+            return web.Response(status=400)
         return await to_aiohttp_response(bolt_response)
 
     async def stop(self) -> None:
@@ -331,6 +358,24 @@ class SlackTransport:
                     )
         return self._identity_value
 
+    def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
+        """Bolt's ``authorize``: a plain function, as Bolt passes arguments by name."""
+
+        async def authorize(
+            enterprise_id: str | None, team_id: str | None, user_id: str | None
+        ) -> AuthorizeResult:
+            ident = await self.identity()
+            return AuthorizeResult(
+                enterprise_id=enterprise_id,
+                team_id=team_id or ident.team_id,
+                bot_user_id=ident.user_id,
+                bot_id=ident.bot_id,
+                bot_token=self.client.token,
+                user_id=user_id,
+            )
+
+        return authorize
+
     async def person(self, user_id: str, hint_team: str | None = None) -> Person:
         """Name, locale and workspace of a user (``users.info``, cached); an id if it fails."""
         now = time.monotonic()
@@ -390,7 +435,7 @@ class SlackTransport:
     async def _on_slack_event(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         """Every Events API event (Bolt has already acked it)."""
         async with self._listening(body):
-            inbound = await self._translate_event(body, event)
+            inbound = await self._read(body, self._translate_event(body, event))
             if inbound is None:
                 return
             outcome = await self._on_event(inbound)
@@ -400,6 +445,17 @@ class SlackTransport:
                 thread = inbound.thread
                 await self._ephemeral(str(event["channel"]), inbound.agent.user_id,
                                       outcome.notice, thread)  # fmt: skip
+
+    async def _read(
+        self, body: Mapping[str, Any], translating: Awaitable[InboundEvent | None]
+    ) -> InboundEvent | None:
+        """Our event for a payload, or None (and a warning) when a field is missing or
+        mistyped: Slack never sends such a body, so it is refused rather than a crash."""
+        try:
+            return await translating
+        except MALFORMED as exc:
+            _rejected(exc, body)
+            return None
 
     async def _translate_event(
         self, body: Mapping[str, Any], event: Mapping[str, Any]
@@ -462,7 +518,7 @@ class SlackTransport:
         """A button of ours was pressed: ack at once, then translate and show the Outcome."""
         await ack()
         async with self._listening(body):
-            inbound = await self._translate_action(body, action)
+            inbound = await self._read(body, self._translate_action(body, action))
             if inbound is None:
                 return
             outcome = await self._on_event(inbound)
@@ -498,11 +554,11 @@ class SlackTransport:
         if outcome.duplicate:
             return
         channel = translate.action_channel(body)
-        user = str((body.get("user") or {}).get("id", ""))
+        user = str(translate.part(body, "user").get("id", ""))
         thread = translate.action_thread(body)
         is_header = isinstance(inbound, AgentAction) and thread is None
         if outcome.ok and outcome.chosen and not is_header:
-            message = body.get("message") or {}
+            message = translate.part(body, "message")
             chosen = outcome.chosen
             blocks = render.chosen_blocks(message.get("blocks") or [], chosen)
             try:
@@ -579,6 +635,20 @@ class SlackTransport:
         person = await self.person(str(command.get("user_id", "")), command.get("team_id"))
         if not await self._is_staff(person):
             return self._texts.get(self.language, "agents_only")
+        return None
+
+    async def _on_bolt_side_error(
+        self, error: Exception, body: dict[str, Any]
+    ) -> BoltResponse | None:
+        """What Bolt itself hits while matching a request (our listeners report their own
+        failures through ``_listening``): a malformed payload is refused with a 400."""
+        if isinstance(error, MALFORMED):
+            _rejected(error, body)
+            return BoltResponse(status=400, body="")
+        if isinstance(error, TransientDeliveryError):  # auth.test while Slack is down
+            log.warning("slack: request not handled yet (%s); Slack will send it again", error)
+            return BoltResponse(status=503, body="")
+        await self._on_bolt_error(error, body)
         return None
 
     async def _on_bolt_error(self, error: Exception, body: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ from bot.model import (
 from bot.ports import EventSink
 from handlers.telegram.failures import delivery_error, is_not_modified
 from handlers.telegram.limits import ChatPacer, PerChatUpdates, RateLimits
+from handlers.telegram.polling import ConfirmingPoller
 from handlers.telegram.render import (
     MAX_CALLBACK_ANSWER,
     MAX_CAPTION,
@@ -127,10 +128,15 @@ class TelegramTransport:
             .concurrent_updates(PerChatUpdates())
             .job_queue(None)
         )
-        if settings.mode == "webhook":
-            builder = builder.updater(None)
+        builder = builder.updater(None)  # polling is ConfirmingPoller's, webhook our route's
         self.application: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         self.application.add_handler(TypeHandler(Update, self._handle))
+        self._poller = ConfirmingPoller(
+            self.application,
+            timeout=settings.poll_timeout,
+            allowed_updates=ALLOWED_UPDATES,
+            on_error=self._polling_failed,
+        )
         self.application.add_error_handler(self._on_error)
 
     @property
@@ -176,19 +182,13 @@ class TelegramTransport:
         if webhook:
             await self._start_webhook()
         else:
-            assert self.application.updater is not None
-            await self.application.updater.start_polling(
-                timeout=settings.poll_timeout,
-                allowed_updates=list(ALLOWED_UPDATES),
-                error_callback=self._polling_failed,
-            )
+            await self._poller.start()
         log.info("telegram: connected as @%s (%s)", me.username, settings.mode)
 
     async def stop(self) -> None:
         app = self.application
         try:
-            if app.updater is not None and app.updater.running:
-                await app.updater.stop()
+            await self._poller.stop()
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
@@ -277,22 +277,52 @@ class TelegramTransport:
             return web.Response(status=403)
         try:
             data = await request.json()
-            update = Update.de_json(data, self.bot)
-        except Exception:  # malformed JSON or not an update: Telegram would not send it
-            log.warning("telegram: webhook body is not an update", exc_info=True)
+        except ValueError:
+            log.warning("telegram: webhook body is not JSON")
+            return web.Response(status=400)
+        update = self.parse_update(data)
+        if update is None:
             return web.Response(status=400)
         await self.application.update_queue.put(update)
         return web.Response(status=200)
 
+    def parse_update(self, data: object) -> Update | None:
+        """A webhook body as an update, or None (with a warning naming it) when it is not
+        one Telegram could send: PTB would otherwise choke on it outside our handler."""
+        try:
+            update = Update.de_json(data, self.bot)  # type: ignore[arg-type]
+            user, chat = update.effective_user, update.effective_chat
+            ids_ok = all(isinstance(x.id, int) for x in (user, chat) if x is not None)
+        except Exception as exc:  # any shape PTB cannot read
+            log.warning("telegram: webhook body rejected: not an update (%s)", exc)
+            return None
+        if not ids_ok:
+            log.warning("telegram: update %s rejected: malformed ids", update.update_id)
+            return None
+        return update
+
     # ------------------------------------------------------------------ inbound
 
     async def _handle(self, update: Update, context: Any) -> None:
-        """Every update: translate, hand to the engine, show the outcome."""
+        """Every update: translate, hand to the engine, show the outcome; then let the
+        poller confirm it to Telegram."""
+        try:
+            await self._handle_update(update)
+        finally:
+            self._poller.handled(update)
+
+    async def _handle_update(self, update: Update) -> None:
         message = update.effective_message
-        if isinstance(message, Message) and message.chat.id == self.settings.agents_chat_id:
-            self._forum = bool(message.chat.is_forum)
-        event = self.translator.event(update)
         query = update.callback_query
+        try:
+            if isinstance(message, Message) and message.chat.id == self.settings.agents_chat_id:
+                self._forum = bool(message.chat.is_forum)
+            event = self.translator.event(update)
+        except (AttributeError, TypeError, ValueError) as exc:
+            # Telegram never sends these (a field it always fills is missing or mistyped):
+            # a forged or broken body. Refused with a line naming it, not a crash.
+            log.warning("telegram: update %s rejected: malformed (%s)", update.update_id, exc)
+            event = None
         if event is None:
             if query is not None:
                 await self._answer(query.id, None, alert=False)  # stop the spinner
@@ -373,7 +403,7 @@ class TelegramTransport:
         log.error("telegram: update %s failed", update_id, exc_info=context.error)
 
     def _polling_failed(self, exc: TelegramError) -> None:
-        log.warning("telegram: getUpdates failed (%s); PTB retries", exc.message)
+        log.warning("telegram: getUpdates failed (%s); retrying", exc.message)
 
     # ------------------------------------------------------------------ calls
 

@@ -1,0 +1,211 @@
+"""Hostile Telegram updates (odd unicode, 100 KB texts, missing or mistyped fields,
+forged button data, huge numbers) fed to the running product's update handling.
+
+Each generated body goes the way a webhook body goes: ``parse_update`` (a body that is
+not an update is refused there, with a warning) and then PTB's ``process_update`` into our
+handler. Nothing may reach our central error handler (a crash), and afterwards a genuine
+customer is still answered. Hypothesis drives sync code: the product runs in an event
+loop of its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from handlers.telegram import TelegramTransport
+from tests.fakes.telegram_server import FakeChat, TelegramServer
+from tests.reliability.inprocess import (
+    QUESTION,
+    BackgroundLoop,
+    Recorder,
+    answers,
+    telegram_app,
+)
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.slow
+
+ODD = ["\u202e", "\u200b", "\u200d", "\ufeff", "👍🏽", "🏳️‍🌈", "ﷺ", "é", "\x00", "<b>", "@all", "a"]
+CRASHES = ("handlers", "bot", "telegram")  # loggers whose ERROR lines mean a crash
+FORGED_DATA = ["c999:nps:11", "a1:take", "c1:nps:5", "c-1:csat:9", "c1:help:yes", "", ":", "a:"]
+
+
+class Product(BackgroundLoop):
+    """Fake Telegram + SupportApp in a background event loop, driven from sync tests."""
+
+    tg: TelegramServer
+    desk: FakeChat
+    transport: TelegramTransport
+
+    async def start(self, tmp: Path) -> None:
+        self.tg = await self.stack.enter_async_context(TelegramServer())
+        paul = self.tg.add_user("Paul", username="paul_agent")
+        self.desk = self.tg.add_group("Service client", admins=[paul])
+        telegram = {"agents_chat_id": self.desk.id, "agent_ids": [paul.id]}
+        app = await self.stack.enter_async_context(
+            telegram_app(self.tg, tmp / "supportbot.db", telegram=telegram)
+        )
+        self.transport = app.transports[0]
+
+    async def feed(self, data: dict[str, Any]) -> None:
+        """What the webhook route does with a body, then what PTB does with the update."""
+        update = self.transport.parse_update(data)
+        if update is not None:
+            await self.transport.application.process_update(update)
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator[Product]:
+    with Product.running(tmp_path_factory.mktemp("hostile")) as p:
+        yield p
+
+
+# ---------------------------------------------------------------------- strategies
+
+texts = st.one_of(
+    st.lists(st.sampled_from(ODD), max_size=50).map("".join),
+    st.text(max_size=200).filter(lambda t: not any(0xD800 <= ord(c) <= 0xDFFF for c in t)),
+    st.builds(lambda piece, n: piece * n, st.sampled_from(ODD), st.integers(20_000, 100_000)),
+    st.sampled_from(["/start", "/agent", "/take", "/resolve x", "/note", "/forget", "//x"]),
+)
+numbers = st.one_of(
+    st.integers(-(2**31), 2**31), st.integers(-(2**63), 2**63), st.sampled_from([0, -1, 2**70])
+)
+wrong = st.one_of(
+    st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2)
+)
+
+
+def maybe(value: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """The field as generated, missing (a sentinel dropped below), or of the wrong type."""
+    return st.one_of(value, st.just(MISSING), wrong)
+
+
+MISSING = object()
+
+
+def clean(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: clean(v) for k, v in data.items() if v is not MISSING}
+    return data
+
+
+@st.composite
+def users(draw: st.DrawFn) -> dict[str, Any]:
+    return clean(
+        {
+            "id": draw(maybe(numbers)),
+            "is_bot": draw(maybe(st.booleans())),
+            "first_name": draw(maybe(texts)),
+            "username": draw(maybe(st.text(max_size=40))),
+            "language_code": draw(maybe(st.sampled_from(["fr", "en", "xx", ""]))),
+        }
+    )
+
+
+@st.composite
+def messages(draw: st.DrawFn, desk_id: int) -> dict[str, Any]:
+    chat_id = draw(st.one_of(numbers, st.just(desk_id)))
+    chat_type = "supergroup" if chat_id == desk_id else draw(st.sampled_from(["private", "group"]))
+    return clean(
+        {
+            "message_id": draw(maybe(numbers)),
+            "date": draw(maybe(st.integers(0, 2**33))),
+            "chat": draw(maybe(st.just({"id": chat_id, "type": chat_type, "is_forum": True}))),
+            "from": draw(maybe(users())),
+            "text": draw(maybe(texts)),
+            "message_thread_id": draw(maybe(numbers)),
+            "is_topic_message": draw(maybe(st.booleans())),
+        }
+    )
+
+
+@st.composite
+def updates(draw: st.DrawFn, desk_id: int) -> dict[str, Any]:
+    update_id = draw(st.integers(1, 2**62))
+    kind = draw(st.sampled_from(["message", "callback_query", "my_chat_member", "unknown"]))
+    if kind == "message":
+        body: Any = draw(maybe(messages(desk_id)))
+    elif kind == "callback_query":
+        body = clean(
+            {
+                "id": draw(maybe(st.text(min_size=1, max_size=10))),
+                "from": draw(maybe(users())),
+                "chat_instance": "x",
+                "data": draw(maybe(st.one_of(st.sampled_from(FORGED_DATA), texts))),
+                "message": draw(maybe(messages(desk_id))),
+            }
+        )
+    elif kind == "my_chat_member":
+        body = clean(
+            {
+                "chat": {"id": draw(numbers), "type": "private"},
+                "from": draw(maybe(users())),
+                "date": 0,
+                "old_chat_member": {"status": "member", "user": draw(users())},
+                "new_chat_member": {"status": draw(st.text(max_size=10)), "user": draw(users())},
+            }
+        )
+    else:
+        body = draw(wrong)
+    return {"update_id": update_id, kind: body}
+
+
+# ---------------------------------------------------------------------- the test
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_hostile_updates_never_crash_the_handler(
+    product: Product, recorder: Recorder, data: st.DataObject
+) -> None:
+    update = data.draw(updates(product.desk.id))
+    before = len(recorder.records)
+    product.run(product.feed(update))
+    assert recorder.errors(since=before, prefixes=CRASHES) == []
+
+
+def test_a_genuine_customer_is_answered_after_the_fuzz(
+    product: Product, recorder: Recorder
+) -> None:
+    async def ask() -> None:
+        ana = product.tg.add_user("Ana")
+        await product.tg.customer_sends(ana, QUESTION)
+        await eventually(lambda: len(answers(product.tg, ana.id)) == 1, within=10)
+
+    product.run(ask())
+    assert recorder.errors(prefixes=CRASHES) == []
+
+
+def test_a_malformed_update_is_refused_with_a_line_naming_it(
+    product: Product, recorder: Recorder
+) -> None:
+    before = len(recorder.records)
+    user = {"id": 7, "is_bot": False, "first_name": "X"}
+    product.run(
+        product.feed(
+            {
+                "update_id": 424242,
+                "my_chat_member": {  # "from" missing: Telegram always fills it
+                    "chat": {"id": 7, "type": "private"},
+                    "date": 0,
+                    "old_chat_member": {"status": "member", "user": user},
+                    "new_chat_member": {"status": "kicked", "user": user, "until_date": 0},
+                },
+            }
+        )
+    )
+    lines = [r.getMessage() for r in recorder.records[before:] if r.levelno == logging.WARNING]
+    assert any(line.startswith("telegram: update 424242 rejected: malformed") for line in lines)
+    assert recorder.errors(since=before, prefixes=CRASHES) == []
