@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint types unit browser bench kb-eval clean
+.PHONY: run test check lint types unit browser screenshots bench kb-eval clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ browser:
 
 unit: $(STAMP) browser
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -q
+
+## The README's screenshots (docs/screenshots/), from the browser test; `make unit` writes
+## them to out/screenshots/ instead, so a test run leaves the tree clean.
+screenshots: $(STAMP) browser
+	SUPPORTBOT_SCREENSHOTS=docs/screenshots NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -q tests/test_e2e_web_browser.py
 
 ## The load benchmark: the real bot against the local Telegram/Slack servers (about 3 min;
 ## `make bench QUICK=1`: about 30 s).

@@ -68,6 +68,7 @@ def write_config(path: Path, db: Path, **sections: Any) -> Path:
         "knowledge": {"path": str(KNOWLEDGE)},
         "survey": {"cooldown": "0s"},  # every handoff of the bench gets its survey
         "digest": {"enabled": False},
+        "web": {"enabled": False},  # the web channel is measured by its own bench
         **sections,
     }
     path.write_text(json.dumps(config))  # JSON is YAML

@@ -50,16 +50,18 @@ def _day(name: str, value: str | None) -> date | None:
 def requested_period(settings: Settings, params: Mapping[str, str], today: date) -> Period:
     """``from``/``to`` of a request as local days (``to`` exclusive), like ``supportbot kpi``.
 
-    Without them: the ``DEFAULT_DAYS`` full days before ``today``.
+    Without them: the last ``DEFAULT_DAYS`` days, today included. Unlike the CLI's report
+    (full days, for a digest-like summary) a dashboard is opened to see what just happened:
+    a survey answered a minute ago must show.
     """
     first = _day("from", params.get("from"))
     given_end = _day("to", params.get("to"))
-    end = given_end or today
+    end = given_end or today + timedelta(days=1)
     first = first or end - timedelta(days=DEFAULT_DAYS)
     if first >= end:
         if given_end is None:
             raise InvalidParameterError(
-                "from", f"{first.isoformat()} must be before today {end.isoformat()}"
+                "from", f"{first.isoformat()} must not be after today {today.isoformat()}"
             )
         raise InvalidParameterError(
             "to", f"{end.isoformat()} must be after from {first.isoformat()} (to is exclusive)"
@@ -141,7 +143,7 @@ async def dashboard_data(
 ) -> dict[str, Any]:
     """The ``/api/kpi`` document: the CLI's JSON report plus ``by``, ``series``, ``display``…
 
-    ``today`` (local) lets the page's presets end where the default period ends.
+    ``today`` (local) lets the page's presets end with today, as the default period does.
     """
     from storage.kpi_queries import KpiQueries
     from storage.kpi_series import KpiSeries

@@ -398,7 +398,8 @@ class ConversationService:
             when = self.texts.when(lang, opens.astimezone(self.settings.tz)) if opens else "?"
             self._say(conv, unit, conv.address, self._t(lang, "handoff_closed", when=when))
         if self.desk is None:
-            log.warning("conversation #%d handed off but no agents' desk is configured", conv.id)
+            if not self._observers:  # no console either: nobody will ever see it
+                log.warning("conversation #%d handed off but no agent can see it", conv.id)
             return
         transcript = await self.store.transcript(conv.id, TRANSCRIPT_LINES)
         transcript += [transcript_line(conv, m) for m in unit.messages]

@@ -702,6 +702,20 @@ async def test_private_chats_are_paced(world: World) -> None:
     assert to_bob - to_ana[-1] < 0.15  # another chat has its own bucket: not held back
 
 
+async def test_stop_ends_a_long_poll_in_flight_at_once(world: World) -> None:
+    """Stopping must not wait for the long poll (10 s here) to end."""
+    transport = await world.start()
+    world.transports.remove(transport)
+    in_flight = await world.tg.wait_until(
+        lambda: [c for c in world.tg.calls_to("getUpdates") if c.status is None],
+        what="a long poll in progress",
+    )
+    async with asyncio.timeout(5):
+        await transport.stop()
+    assert in_flight[0].status is None  # still held by the server: stop did not wait for it
+    assert transport._poller._task is None
+
+
 # ---------------------------------------------------------------------- webhook mode
 
 

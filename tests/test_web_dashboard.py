@@ -117,15 +117,17 @@ async def cli(db: Database, fmt: str, by: str | None = None, **dates: date) -> s
 # --- the figures are the CLI's ---------------------------------------------------------
 
 
-async def test_default_period_is_the_cli_report_of_the_last_seven_days(
+async def test_default_period_is_the_cli_report_of_the_last_seven_days_today_included(
     db: Database, client: TestClient[Any, Any]
 ) -> None:
     await seed_week(db)
     data = await get_json(client, "/api/kpi")
-    expected = json.loads(await cli(db, "json"))
+    expected = json.loads(
+        await cli(db, "json", date_from=date(2026, 11, 17), date_to=date(2026, 11, 24))
+    )
     assert expected["conversations"]["started"] == 13  # 3 + the 10 surveyed ones
     assert {k: data[k] for k in expected} == expected
-    assert data["dates"] == {"from": "2026-11-16", "to": "2026-11-23", "today": "2026-11-23"}
+    assert data["dates"] == {"from": "2026-11-17", "to": "2026-11-24", "today": "2026-11-23"}
     assert data["display"]["figures"]["nps"] == "+30"
 
 
@@ -164,8 +166,8 @@ async def test_default_period_uses_the_injected_clock_in_the_configured_zone(
 ) -> None:
     clock.set(datetime(2026, 11, 22, 23, 30, tzinfo=UTC))  # already the 23rd in Paris
     data = await get_json(client, "/api/kpi")
-    assert data["period"]["start"] == "2026-11-16T00:00:00+01:00"
-    assert data["period"]["end"] == "2026-11-23T00:00:00+01:00"
+    assert data["period"]["start"] == "2026-11-17T00:00:00+01:00"
+    assert data["period"]["end"] == "2026-11-24T00:00:00+01:00"
 
 
 # --- series ----------------------------------------------------------------------------
@@ -282,7 +284,7 @@ async def test_empty_period_is_null_and_dashes(db: Database, client: TestClient[
         ({"to": "20261123"}, "to"),
         ({"from": "2026-11-20", "to": "2026-11-18"}, "to"),
         ({"from": "2026-11-20", "to": "2026-11-20"}, "to"),
-        ({"from": "2026-11-23"}, "from"),  # only from, not before today
+        ({"from": "2026-11-24"}, "from"),  # only from, after today
     ],
 )
 async def test_bad_dates_are_400_naming_the_parameter(

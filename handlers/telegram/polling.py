@@ -48,6 +48,7 @@ class ConfirmingPoller:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         # Polling and a webhook exclude each other; keep what is pending (not dropped).
@@ -58,6 +59,7 @@ class ConfirmingPoller:
         """Stop asking; updates already queued are still handled by the application."""
         if self._task is None:
             return
+        self._stopping.set()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -70,14 +72,39 @@ class ConfirmingPoller:
         if not self._in_flight:
             self._idle.set()
 
+    async def _fetch(self, offset: int | None) -> tuple[Update, ...]:
+        """One getUpdates, abandoned as soon as ``stop`` is called.
+
+        Cancelling a long poll is not enough on its own: httpcore reads under an anyio
+        cancel scope that can swallow an outside cancellation, and the poll then runs on
+        to its read timeout (and the loop after it). Racing it against the stop event
+        makes stopping immediate whatever the HTTP stack does with the cancellation.
+        """
+        fetch: asyncio.Future[tuple[Update, ...]] = asyncio.ensure_future(
+            self.application.bot.get_updates(
+                offset=offset, timeout=self.timeout, allowed_updates=self.allowed_updates
+            )
+        )
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((fetch, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not fetch.done():
+                fetch.cancel()
+                fetch.add_done_callback(_retrieve)
+        if not fetch.done():
+            raise _Stopped
+        return fetch.result()
+
     async def _poll(self) -> None:
         offset: int | None = None
         wait = RETRY_FIRST_S
         while True:
             try:
-                updates = await self.application.bot.get_updates(
-                    offset=offset, timeout=self.timeout, allowed_updates=self.allowed_updates
-                )
+                updates = await self._fetch(offset)
+            except _Stopped:
+                return
             except Exception as exc:
                 if isinstance(exc, TelegramError):
                     self.on_error(exc)
@@ -102,3 +129,13 @@ class ConfirmingPoller:
                     HANDLING_LIMIT_S,
                 )
             offset = updates[-1].update_id + 1
+
+
+class _Stopped(Exception):
+    """The poller was asked to stop while a getUpdates was in flight."""
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """An abandoned getUpdates ends however it ends; nobody waits for its outcome."""
+    if not task.cancelled():
+        task.exception()

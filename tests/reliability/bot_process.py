@@ -32,6 +32,7 @@ def write_config(tmp: Path, overrides: dict[str, Any], name: str = "config.yaml"
         "knowledge": {"path": str(KNOWLEDGE)},
         "slack": {"enabled": False},
         "digest": {"enabled": False},
+        "web": {"enabled": False},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

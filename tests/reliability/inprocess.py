@@ -34,6 +34,7 @@ async def telegram_app(
         "telegram": {"api_url": tg.url, "poll_timeout": 1},
         "slack": {"enabled": False},
         "digest": {"enabled": False},
+        "web": {"enabled": False},
     }
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values}

@@ -60,6 +60,7 @@ class Product(BackgroundLoop):
             "telegram": {"enabled": False},
             "desk": "slack",
             "digest": {"enabled": False},
+            "web": {"enabled": False},
         }
         secrets = Secrets(
             slack_bot_token=BOT_TOKEN,

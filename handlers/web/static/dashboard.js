@@ -312,7 +312,7 @@
     });
     for (const button of $$("button[data-days]")) {
       button.addEventListener("click", () => {
-        const end = today || $("#to").value;
+        const end = today ? addDays(today, 1) : $("#to").value; // "to" is exclusive
         if (!end) return;
         go(addDays(end, -Number(button.getAttribute("data-days"))), end);
       });
