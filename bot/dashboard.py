@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from storage.database import Database
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Ten years: long reports fill the KPI day cache, one row per day, even for empty days.
+MAX_DAYS = 3660
 # Catalog entries without placeholders that the page shows as they are.
 _PLAIN_LABELS = tuple(
     key
@@ -63,6 +65,10 @@ def requested_period(settings: Settings, params: Mapping[str, str], today: date)
             )
         raise InvalidParameterError(
             "to", f"{end.isoformat()} must be after from {first.isoformat()} (to is exclusive)"
+        )
+    if (end - first).days > MAX_DAYS:
+        raise InvalidParameterError(
+            "from", f"the period is limited to {MAX_DAYS} days, got {(end - first).days}"
         )
     return Period.of_days(first, end, settings.tz)
 

@@ -52,23 +52,26 @@
   }
 
   // --- loading
+  let latest = 0;
+
   async function load(from, to) {
+    const request = ++latest; // a slower earlier answer must not overwrite a newer one
     const status = $("#status");
     status.textContent = label("dash_loading", "Loading…");
     status.classList.remove("error");
     let response;
-    let data;
     try {
       response = await fetch("/api/kpi?" + query(from, to), {
         headers: { Accept: "application/json" },
         credentials: "same-origin",
       });
-      data = await response.json();
     } catch (err) {
-      showError(String(err));
+      if (request === latest) showError(String(err));
       return;
     }
-    if (!response.ok) {
+    const data = await response.json().catch(() => null);
+    if (request !== latest) return;
+    if (!response.ok || !data) {
       showError(data && data.error ? data.error : "HTTP " + response.status);
       return;
     }
