@@ -131,7 +131,7 @@ def _group_name(t: KpiTexts, by: str, g: Group) -> str:
 
 
 def bucket_labels(t: KpiTexts, edges: tuple[int, ...]) -> list[str]:
-    """ "< 1 min", "1 min – 5 min", …, "> 4 h"."""
+    """Bucket names from the edges: "< 1 min", "1 min – 5 min", …, "> 4 h"."""
     inner = [f"{t.duration(a)} – {t.duration(b)}" for a, b in zip(edges, edges[1:], strict=False)]
     return [f"< {t.duration(edges[0])}", *inner, f"> {t.duration(edges[-1])}"]
 
