@@ -10,7 +10,7 @@ Dates follow the CLI: local days of the configured time zone, ``to`` exclusive.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from storage.database import Database
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Ten years: long reports fill the KPI day cache, one row per day, even for empty days.
+MAX_DAYS = 3660
 # Catalog entries without placeholders that the page shows as they are.
 _PLAIN_LABELS = tuple(
     key
@@ -66,6 +68,10 @@ def requested_period(settings: Settings, params: Mapping[str, str], today: date)
         raise InvalidParameterError(
             "to", f"{end.isoformat()} must be after from {first.isoformat()} (to is exclusive)"
         )
+    if (end - first).days > MAX_DAYS:
+        raise InvalidParameterError(
+            "from", f"the period is limited to {MAX_DAYS} days, got {(end - first).days}"
+        )
     return Period.of_days(first, end, settings.tz)
 
 
@@ -79,32 +85,47 @@ def requested_breakdown(params: Mapping[str, str]) -> str | None:
 # --- for people --------------------------------------------------------------------------
 
 
-def display(t: KpiTexts, f: Figures) -> dict[str, str]:
-    """Every value a card or a table cell shows, formatted; "—" where there is no data."""
-    c, n, s, times, r = f.conversations, f.nps, f.csat, f.times, f.retention
-    return {
-        "nps": t.score(n.score),
-        "promoters": t.integer(n.promoters),
-        "passives": t.integer(n.passives),
-        "detractors": t.integer(n.detractors),
-        "nps_responses": t.integer(n.responses),
-        "csat": t.pct(s.score_pct),
-        "csat_average": t.number(s.average, 2),
-        "csat_responses": t.integer(s.responses),
-        "frt_median": t.duration(times.first.median),
-        "frt_p90": t.duration(times.first.p90),
-        "agent_frt_median": t.duration(times.agent_first.median),
-        "agent_frt_p90": t.duration(times.agent_first.p90),
-        "abandonment": t.pct(f.abandonment_rate_pct),
-        "retention": t.pct(r.rate_pct if r else None),
-        "bot_resolution": t.pct(f.bot_resolution_rate_pct),
-        "survey_response": t.pct(f.survey_response_rate_pct),
-        "started": t.integer(c.started),
-        "resolved": t.integer(c.resolved),
-        "resolved_by_bot": t.integer(c.resolved_by_bot),
-        "handed_off": t.integer(c.handed_off),
-        "abandoned": t.integer(c.abandoned),
-    }
+Format = Callable[[KpiTexts, Figures], str]
+
+# Every value a card or a table cell shows, formatted for people; "—" means no data.
+_FORMATS: dict[str, Format] = {
+    "nps": lambda t, f: t.score(f.nps.score),
+    "promoters": lambda t, f: t.integer(f.nps.promoters),
+    "passives": lambda t, f: t.integer(f.nps.passives),
+    "detractors": lambda t, f: t.integer(f.nps.detractors),
+    "nps_responses": lambda t, f: t.integer(f.nps.responses),
+    "csat": lambda t, f: t.pct(f.csat.score_pct),
+    "csat_average": lambda t, f: t.number(f.csat.average, 2),
+    "csat_responses": lambda t, f: t.integer(f.csat.responses),
+    "frt_median": lambda t, f: t.duration(f.times.first.median),
+    "frt_p90": lambda t, f: t.duration(f.times.first.p90),
+    "agent_frt_median": lambda t, f: t.duration(f.times.agent_first.median),
+    "agent_frt_p90": lambda t, f: t.duration(f.times.agent_first.p90),
+    "abandonment": lambda t, f: t.pct(f.abandonment_rate_pct),
+    "retention": lambda t, f: t.pct(f.retention.rate_pct if f.retention else None),
+    "bot_resolution": lambda t, f: t.pct(f.bot_resolution_rate_pct),
+    "survey_response": lambda t, f: t.pct(f.survey_response_rate_pct),
+    "started": lambda t, f: t.integer(f.conversations.started),
+    "resolved": lambda t, f: t.integer(f.conversations.resolved),
+    "resolved_by_bot": lambda t, f: t.integer(f.conversations.resolved_by_bot),
+    "handed_off": lambda t, f: t.integer(f.conversations.handed_off),
+    "abandoned": lambda t, f: t.integer(f.conversations.abandoned),
+}
+# The columns of the breakdown tables (value, header label), as `supportbot kpi --by` shows.
+# Only these are formatted per group: Babel formatting dominates a long breakdown.
+COLUMNS = (
+    ("started", "col_started"),
+    ("nps", "col_nps"),
+    ("csat", "col_csat"),
+    ("frt_median", "col_frt"),
+    ("agent_frt_median", "col_agent_frt"),
+    ("abandonment", "col_car"),
+    ("bot_resolution", "col_bot"),
+)
+
+
+def display(t: KpiTexts, f: Figures, keys: Iterable[str] = tuple(_FORMATS)) -> dict[str, str]:
+    return {key: _FORMATS[key](t, f) for key in keys}
 
 
 def _group_name(t: KpiTexts, by: str, g: Group) -> str:
@@ -112,7 +133,7 @@ def _group_name(t: KpiTexts, by: str, g: Group) -> str:
 
 
 def bucket_labels(t: KpiTexts, edges: tuple[int, ...]) -> list[str]:
-    """ "< 1 min", "1 min – 5 min", …, "> 4 h"."""
+    """Bucket names from the edges: "< 1 min", "1 min – 5 min", …, "> 4 h"."""
     inner = [f"{t.duration(a)} – {t.duration(b)}" for a, b in zip(edges, edges[1:], strict=False)]
     return [f"< {t.duration(edges[0])}", *inner, f"> {t.duration(edges[-1])}"]
 
@@ -129,7 +150,11 @@ def _breakdown(t: KpiTexts, report: KpiReport) -> dict[str, Any]:
     return {
         "groups": report.to_json()["groups"],
         "display": [
-            {"key": g.key, "name": _group_name(t, by, g), **display(t, g.figures)}
+            {
+                "key": g.key,
+                "name": _group_name(t, by, g),
+                **display(t, g.figures, (key for key, _ in COLUMNS)),
+            }
             for g in report.groups
         ],
     }
@@ -151,11 +176,11 @@ async def dashboard_data(
     queries = KpiQueries(db)
     calendar = settings.calendar()
     t = KpiTexts(settings.language)
-    report = await queries.report(period, calendar=calendar)
-    breakdowns = {
-        by: _breakdown(t, await queries.report(period, calendar=calendar, by=by))
-        for by in BREAKDOWNS
-    }
+    reports = {by: await queries.report(period, calendar=calendar, by=by) for by in BREAKDOWNS}
+    # A breakdown's totals are the plain report's: the same queries, summed over the
+    # groups, and agent or topic groups leave retention unsplit. One query round fewer.
+    report = KpiReport(period=period, figures=reports["topic"].figures)
+    breakdowns = {by: _breakdown(t, r) for by, r in reports.items()}
     first = period.start.date()
     end = period.end.astimezone(settings.tz).date()
     granularity, buckets = trend_buckets(first, end, settings.tz)
@@ -179,6 +204,7 @@ async def dashboard_data(
             "period": t.period(period.start, period.end),
             "figures": display(t, report.figures),
             "by": {by: b["display"] for by, b in breakdowns.items()},
+            "columns": [{"key": key, "label": t(label)} for key, label in COLUMNS],
         },
         "labels": labels(t),
     }

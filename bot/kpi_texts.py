@@ -7,10 +7,11 @@ through Babel so that each language gets its own separators ("1 234,5 %" / "1,23
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from babel import Locale
 from babel.dates import format_date, format_datetime
-from babel.numbers import format_decimal, format_percent
+from babel.numbers import NumberPattern, parse_pattern
 
 LOCALES = {"fr": "fr_FR", "en": "en_GB"}
 
@@ -227,12 +228,19 @@ _UNITS = {
 }
 
 
+@lru_cache(maxsize=32)
+def _pattern(pattern: str) -> NumberPattern:
+    """Parsed once: what Babel's format_decimal/format_percent do on every call."""
+    return parse_pattern(pattern)
+
+
 class KpiTexts:
     """The catalog and number formats of one language."""
 
     def __init__(self, language: str) -> None:
         self.language = language if language in CATALOG else "en"
         self.locale = LOCALES[self.language]
+        self._babel = Locale.parse(self.locale)
         self._strings = CATALOG[self.language]
 
     def __call__(self, key: str, **values: object) -> str:
@@ -242,14 +250,17 @@ class KpiTexts:
     def dash(self) -> str:
         return self._strings["no_data"]
 
+    def _format(self, pattern: str, value: float) -> str:
+        return str(_pattern(pattern).apply(value, self._babel))
+
     def integer(self, value: int) -> str:
-        return format_decimal(value, format="#,##0", locale=self.locale)
+        return self._format("#,##0", value)
 
     def number(self, value: float | None, digits: int = 1) -> str:
         if value is None:
             return self.dash
         pattern = "#,##0." + "#" * digits if digits else "#,##0"
-        return format_decimal(value, format=pattern, locale=self.locale)
+        return self._format(pattern, value)
 
     def score(self, value: float | None) -> str:
         """An NPS: signed whole number with a real minus sign ("−20", "+30", "0")."""
@@ -264,10 +275,10 @@ class KpiTexts:
         if value is None:
             return self.dash
         # The locale's own pattern ("#,##0 %" in French), with the wanted decimals.
-        pattern = Locale.parse(self.locale).percent_formats[None].pattern
+        pattern = self._babel.percent_formats[None].pattern
         if digits:
             pattern = pattern.replace("#,##0", "#,##0." + "#" * digits, 1)
-        return format_percent(value / 100, format=pattern, locale=self.locale)
+        return self._format(pattern, value / 100)
 
     def duration(self, seconds: float | None) -> str:
         """2,5 s · 4 min 10 s · 1 h 05 min · 2 j 3 h."""

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from storage.database import Database
 
@@ -136,3 +137,48 @@ class Seeder:
                 ),
             )
             return int(cur.lastrowid or 0)
+
+
+async def seed_week(db: Database) -> Seeder:
+    """A week of activity (16–22 Nov 2026, Paris) plus rows on both sides of its bounds.
+
+    Inside: 3 conversations of their own and 10 NPS answers on the 20th (5/3/2 → NPS 30),
+    each with its surveyed conversation.
+    """
+    tz = ZoneInfo("Europe/Paris")
+
+    def paris(*args: int) -> datetime:
+        return datetime(*args, tzinfo=tz)  # type: ignore[misc]
+
+    seed = Seeder(db)
+    await seed.conversation(
+        paris(2026, 11, 16, 0, 0), channel="telegram", first_response_s=1, resolved_s=60
+    )
+    await seed.conversation(
+        paris(2026, 11, 18, 10, 0),
+        channel="slack",
+        first_response_s=3,
+        handed_off_s=10,
+        agent=("slack:UA", "Alice"),
+        agent_response_s=130,
+        resolved_s=600,
+        topic="livraison",
+    )
+    await seed.conversation(
+        paris(2026, 11, 22, 23, 59, 59),
+        channel="web",
+        first_response_s=5,
+        handed_off_s=5,
+        abandoned_s=905,
+    )
+    for i, score in enumerate([10, 10, 9, 9, 9, 8, 7, 7, 3, 0]):
+        await seed.survey(
+            paris(2026, 11, 20, 12, i),
+            nps=score,
+            csat=5 if score >= 9 else 2,
+            channel="slack" if i % 2 else "telegram",
+        )
+    # Outside: just before the start, and exactly at the (exclusive) end.
+    await seed.conversation(paris(2026, 11, 15, 23, 59, 59), channel="telegram")
+    await seed.conversation(paris(2026, 11, 23, 0, 0), channel="telegram")
+    return seed

@@ -19,7 +19,7 @@ from bot.kpi import flatten
 from bot.report import kpi_command, report_period, week_summary
 from storage.database import Database
 from tests.harness import make_settings
-from tests.kpi_seed import Seeder
+from tests.kpi_seed import seed_week
 
 PARIS = ZoneInfo("Europe/Paris")
 TODAY = date(2026, 11, 23)  # a Monday
@@ -34,38 +34,7 @@ async def seeded(tmp_path: Path) -> AsyncIterator[tuple[Settings, Database]]:
     """A week of activity (16–22 Nov 2026) plus rows on both sides of its bounds."""
     settings = make_settings(tmp_path / "kpi.db", language="en")
     db = await Database.open(settings.storage.path)
-    seed = Seeder(db)
-    # Inside the default period: 3 conversations and 10 NPS answers (5/3/2 → NPS 30).
-    await seed.conversation(
-        paris(2026, 11, 16, 0, 0), channel="telegram", first_response_s=1, resolved_s=60
-    )
-    await seed.conversation(
-        paris(2026, 11, 18, 10, 0),
-        channel="slack",
-        first_response_s=3,
-        handed_off_s=10,
-        agent=("slack:UA", "Alice"),
-        agent_response_s=130,
-        resolved_s=600,
-        topic="livraison",
-    )
-    await seed.conversation(
-        paris(2026, 11, 22, 23, 59, 59),
-        channel="web",
-        first_response_s=5,
-        handed_off_s=5,
-        abandoned_s=905,
-    )
-    for i, score in enumerate([10, 10, 9, 9, 9, 8, 7, 7, 3, 0]):
-        await seed.survey(
-            paris(2026, 11, 20, 12, i),
-            nps=score,
-            csat=5 if score >= 9 else 2,
-            channel="slack" if i % 2 else "telegram",
-        )
-    # Outside: just before the start, and exactly at the (exclusive) end.
-    await seed.conversation(paris(2026, 11, 15, 23, 59, 59), channel="telegram")
-    await seed.conversation(paris(2026, 11, 23, 0, 0), channel="telegram")
+    await seed_week(db)
     yield settings, db
     await db.close()
 

@@ -23,7 +23,7 @@ from handlers.web.dashboard import STATIC_DIR, dashboard_routes
 from storage.database import Database
 from tests.fakes.clock import FakeClock
 from tests.harness import make_settings
-from tests.kpi_seed import Seeder
+from tests.kpi_seed import Seeder, seed_week
 
 PARIS = ZoneInfo("Europe/Paris")
 TODAY = date(2026, 11, 23)  # a Monday; the fake clock's default day
@@ -32,42 +32,6 @@ WEEK = {"from": "2026-11-16", "to": "2026-11-23"}
 
 def paris(*args: int) -> datetime:
     return datetime(*args, tzinfo=PARIS)  # type: ignore[misc]
-
-
-async def seed_week(db: Database) -> Seeder:
-    """16–22 Nov 2026: 3 conversations, 10 NPS answers on the 20th (5/3/2 → NPS 30)."""
-    seed = Seeder(db)
-    await seed.conversation(
-        paris(2026, 11, 16, 0, 0), channel="telegram", first_response_s=1, resolved_s=60
-    )
-    await seed.conversation(
-        paris(2026, 11, 18, 10, 0),
-        channel="slack",
-        first_response_s=3,
-        handed_off_s=10,
-        agent=("slack:UA", "Alice"),
-        agent_response_s=130,
-        resolved_s=600,
-        topic="livraison",
-    )
-    await seed.conversation(
-        paris(2026, 11, 22, 23, 59, 59),
-        channel="web",
-        first_response_s=5,
-        handed_off_s=5,
-        abandoned_s=905,
-    )
-    for i, score in enumerate([10, 10, 9, 9, 9, 8, 7, 7, 3, 0]):
-        await seed.survey(
-            paris(2026, 11, 20, 12, i),
-            nps=score,
-            csat=5 if score >= 9 else 2,
-            channel="slack" if i % 2 else "telegram",
-        )
-    # Outside the week: just before it, and exactly at its (exclusive) end.
-    await seed.conversation(paris(2026, 11, 15, 23, 59, 59), channel="telegram")
-    await seed.conversation(paris(2026, 11, 23, 0, 0), channel="telegram")
-    return seed
 
 
 @pytest.fixture
@@ -120,11 +84,22 @@ async def cli(db: Database, fmt: str, by: str | None = None, **dates: date) -> s
 async def test_default_period_is_the_cli_report_of_the_last_seven_days_today_included(
     db: Database, client: TestClient[Any, Any]
 ) -> None:
-    await seed_week(db)
+    seed = await seed_week(db)
+    # Retention with customers known before the week, one of whom blocks the bot in it.
+    await seed.conversation(paris(2026, 11, 2, 9, 0), customer="telegram:old1")
+    gone = await seed.customer("telegram:old2", paris(2026, 11, 3, 9, 0))
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO customer_reachability (customer_id, at, reachable, reason) "
+            "VALUES (?, ?, 0, 'blocked')",
+            (gone, int(paris(2026, 11, 19, 8, 0).timestamp() * 1000)),
+        )
     data = await get_json(client, "/api/kpi")
     expected = json.loads(
         await cli(db, "json", date_from=date(2026, 11, 17), date_to=date(2026, 11, 24))
     )
+    assert expected["retention"]["start_customers"] == 4  # the 16th is before the period now
+    assert expected["retention"]["rate_pct"] is not None
     assert expected["conversations"]["started"] == 13  # 3 + the 10 surveyed ones
     assert {k: data[k] for k in expected} == expected
     assert data["dates"] == {"from": "2026-11-17", "to": "2026-11-24", "today": "2026-11-23"}
@@ -140,6 +115,18 @@ async def test_breakdowns_are_the_cli_groups(db: Database, client: TestClient[An
         assert [g["key"] for g in data["display"]["by"][by]] == [
             g["key"] for g in expected["groups"]
         ]
+    columns = data["display"]["columns"]
+    assert [c["label"] for c in columns] == [
+        "Conv.",
+        "NPS",
+        "CSAT",
+        "1st rep.",
+        "Agent",
+        "Aband.",
+        "Bot",
+    ]  # the headers of `supportbot kpi --by`
+    for rows in data["display"]["by"].values():
+        assert all(set(row) == {"key", "name"} | {c["key"] for c in columns} for row in rows)
     channels = {g["key"]: g for g in data["display"]["by"]["channel"]}
     assert channels["web"]["abandonment"] == "100%"
     agents = {g["key"]: g["name"] for g in data["display"]["by"]["agent"]}
@@ -285,6 +272,7 @@ async def test_empty_period_is_null_and_dashes(db: Database, client: TestClient[
         ({"from": "2026-11-20", "to": "2026-11-18"}, "to"),
         ({"from": "2026-11-20", "to": "2026-11-20"}, "to"),
         ({"from": "2026-11-24"}, "from"),  # only from, after today
+        ({"from": "1900-01-01", "to": "2026-11-23"}, "from"),  # beyond ten years
     ],
 )
 async def test_bad_dates_are_400_naming_the_parameter(

@@ -27,7 +27,6 @@ from bot.dashboard import (
     requested_period,
 )
 from bot.errors import InvalidParameterError, StorageError
-from bot.kpi import Period
 from storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -83,9 +82,6 @@ def dashboard_routes(db: Database, settings: Settings, clock: Clock) -> list[web
     def today() -> date:
         return clock.now().astimezone(settings.tz).date()
 
-    def period_of(request: web.Request) -> Period:
-        return requested_period(settings, request.query, today())
-
     async def page(request: web.Request) -> web.StreamResponse:
         return asset("dashboard.html")
 
@@ -96,11 +92,14 @@ def dashboard_routes(db: Database, settings: Settings, clock: Clock) -> list[web
         return asset(name)
 
     async def kpi(request: web.Request) -> web.StreamResponse:
-        data = await dashboard_data(settings, db, period_of(request), today())
+        day = today()
+        period = requested_period(settings, request.query, day)
+        data = await dashboard_data(settings, db, period, day)
         return web.json_response(data, dumps=_dumps, headers={"Cache-Control": "no-store"})
 
     async def kpi_csv(request: web.Request) -> web.StreamResponse:
-        period, by = period_of(request), requested_breakdown(request.query)
+        period = requested_period(settings, request.query, today())
+        by = requested_breakdown(request.query)
         text = await dashboard_csv(settings, db, period, by)
         return web.Response(
             text=text,

@@ -6,15 +6,6 @@
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
   const BREAKDOWNS = ["channel", "agent", "topic"];
-  const COLUMNS = [
-    ["started", "col_started"],
-    ["nps", "col_nps"],
-    ["csat", "col_csat"],
-    ["frt_median", "col_frt"],
-    ["agent_frt_median", "col_agent_frt"],
-    ["abandonment", "col_car"],
-    ["bot_resolution", "col_bot"],
-  ];
   let labels = {};
   let today = null;
   let chartIds = 0;
@@ -61,23 +52,26 @@
   }
 
   // --- loading
+  let latest = 0;
+
   async function load(from, to) {
+    const request = ++latest; // a slower earlier answer must not overwrite a newer one
     const status = $("#status");
     status.textContent = label("dash_loading", "Loading…");
     status.classList.remove("error");
     let response;
-    let data;
     try {
       response = await fetch("/api/kpi?" + query(from, to), {
         headers: { Accept: "application/json" },
         credentials: "same-origin",
       });
-      data = await response.json();
     } catch (err) {
-      showError(String(err));
+      if (request === latest) showError(String(err));
       return;
     }
-    if (!response.ok) {
+    const data = await response.json().catch(() => null);
+    if (request !== latest) return;
+    if (!response.ok || !data) {
       showError(data && data.error ? data.error : "HTTP " + response.status);
       return;
     }
@@ -117,7 +111,7 @@
     renderTrend(data.series);
     renderHistogram(data.series.frt_histogram);
     renderAbandonment(data.series);
-    for (const by of BREAKDOWNS) renderBreakdown(by, data.display.by[by], data.dates);
+    for (const by of BREAKDOWNS) renderBreakdown(by, data.display, data.dates);
   }
 
   function pointLabel(series, point) {
@@ -133,7 +127,7 @@
     ];
     const figure = $("#chart-trend");
     const title = label("dash_trend", "NPS and CSAT");
-    drawLines(figure, title, points.map((p) => pointLabel(series, p)), lines, -100, 100);
+    drawLines(figure, title, points.map((p) => p.label), lines, -100, 100);
     table(
       $(".data", figure),
       [label("dash_day", "Day"), "NPS", "n", "CSAT %", "n"],
@@ -152,9 +146,9 @@
     const figure = $("#chart-abandonment");
     const name = label("dash_abandonment_trend", "Abandonment rate");
     const values = points.map((p) => p.abandonment_rate_pct);
-    drawLines(figure, name, points.map((p) => pointLabel(series, p)), [
-      { name: name + " %", cls: "s3", values: values },
-    ], 0, 100);
+    // Scaled to the data (rates are usually a few %), never beyond 100 %.
+    const high = Math.min(100, 4 * step(Math.max(0, ...values.filter((v) => v !== null))));
+    drawLines(figure, name, points.map((p) => p.label), [{ name: name + " %", cls: "s3", values: values }], 0, high);
     table(
       $(".data", figure),
       [label("dash_day", "Day"), "%", label("dash_abandoned", "Abandoned"), label("dash_started", "Started")],
@@ -181,13 +175,13 @@
     );
   }
 
-  function renderBreakdown(by, rows, dates) {
+  function renderBreakdown(by, shown, dates) {
     const section = $('.breakdown[data-by="' + by + '"]');
     $("a.csv", section).setAttribute("href", "/api/kpi.csv?" + query(dates.from, dates.to, { by: by }));
     table(
       $(".table", section),
-      [label("group_" + by, by), ...COLUMNS.map(([, key]) => label(key))],
-      rows.map((row) => [row.name, ...COLUMNS.map(([key]) => row[key])]),
+      [label("group_" + by, by), ...shown.columns.map((c) => c.label)],
+      shown.by[by].map((row) => [row.name, ...shown.columns.map((c) => row[c.key])]),
     );
   }
 
@@ -211,7 +205,7 @@
   // --- SVG charts
   const W = 560;
   const H = 240;
-  const M = { top: 16, right: 12, bottom: 46, left: 40 };
+  const M = { top: 16, right: 28, bottom: 46, left: 44 };
 
   function frame(figure, title) {
     const id = "chart-title-" + ++chartIds;
@@ -226,6 +220,21 @@
     return root;
   }
 
+  // The smallest of 1, 2, 2.5, 5 × 10^k that is at least x: round tick steps.
+  function nice(x) {
+    const p = Math.pow(10, Math.floor(Math.log10(x)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= x) return m * p;
+    return 10 * p;
+  }
+
+  // One of four whole tick steps reaching top.
+  const step = (top) => Math.max(1, nice(top / 4));
+
+  function noData(root, empty) {
+    if (!empty) return;
+    root.appendChild(svg("text", { x: W / 2, y: H / 2, class: "empty", "text-anchor": "middle" }, dash()));
+  }
+
   function yAxis(root, low, high, ticks) {
     const y = (v) => M.top + ((high - v) / (high - low)) * (H - M.top - M.bottom);
     for (let i = 0; i <= ticks; i++) {
@@ -237,10 +246,10 @@
   }
 
   function xLabels(root, names, x) {
-    const every = Math.max(1, Math.ceil(names.length / 10));
+    const every = Math.max(1, Math.ceil(names.length / 8));
     names.forEach((name, i) => {
       if (i % every) return;
-      root.appendChild(svg("text", { x: x(i), y: H - M.bottom + 16, class: "tick", "text-anchor": "middle" }, name));
+      root.appendChild(svg("text", { x: x(i), y: H - M.bottom + 16, class: "tick x", "text-anchor": "middle" }, name));
     });
   }
 
@@ -273,13 +282,13 @@
       });
       flush();
     }
+    noData(root, series.every((s) => s.values.every((v) => v === null || v === undefined)));
     legend(root, series);
   }
 
   function drawBars(figure, title, names, series) {
     const root = frame(figure, title);
-    const top = Math.max(1, ...series.flatMap((s) => s.values));
-    const high = Math.ceil(top / 4) * 4;
+    const high = 4 * step(Math.max(0, ...series.flatMap((s) => s.values)));
     const y = yAxis(root, 0, high, 4);
     const slot = (W - M.left - M.right) / names.length;
     const bar = (slot * 0.8) / series.length;
@@ -293,6 +302,7 @@
         root.appendChild(rect);
       });
     });
+    noData(root, series.every((s) => s.values.every((v) => !v)));
     legend(root, series);
   }
 
@@ -317,6 +327,8 @@
         go(addDays(end, -Number(button.getAttribute("data-days"))), end);
       });
     }
+    $("#from").value = params.get("from") || "";
+    $("#to").value = params.get("to") || "";
     load(params.get("from"), params.get("to"));
   }
 
