@@ -124,26 +124,38 @@ class Database:
         plain ``sqlite3`` calls only, no awaiting, nothing touching the event loop.
         """
         async with self._write_lock:
-            # aiosqlite runs each queued function on its one thread; ``_execute`` queues
-            # ours (its public methods wrap single statements the same way).
-            on_thread = cast(Callable[..., Awaitable[T]], self.conn._execute)
-            return await on_thread(self._write_now, work)
+            return await self._on_thread(self._write_now, work)
+
+    def _on_thread(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """Queue a plain function on aiosqlite's one thread (as its own methods do)."""
+        on_thread = cast(Callable[..., Awaitable[T]], self.conn._execute)
+        return on_thread(fn, *args)
 
     def _write_now(self, work: Callable[[sqlite3.Connection], T]) -> T:
         raw = self.conn._conn
+        self._begin()
         try:
-            raw.execute("BEGIN IMMEDIATE")
+            result = work(raw)
+        except BaseException:
+            raw.execute("ROLLBACK")
+            raise
+        self._commit()
+        return result
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE (on the database thread); a lock held elsewhere is named."""
+        try:
+            self.conn._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if _is_locked(exc):
                 raise DatabaseLockedError(
                     f"database {self.path} is locked by another process"
                 ) from None
             raise
-        try:
-            result = work(raw)
-        except BaseException:
-            raw.execute("ROLLBACK")
-            raise
+
+    def _commit(self) -> None:
+        """COMMIT (on the database thread), or roll back and say why."""
+        raw = self.conn._conn
         try:
             raw.execute("COMMIT")
         except sqlite3.OperationalError as exc:
@@ -151,32 +163,18 @@ class Database:
             if _is_locked(exc):
                 raise DatabaseLockedError(f"database {self.path} is locked") from None
             raise
-        return result
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """Run the block as one write transaction (BEGIN IMMEDIATE … COMMIT)."""
         async with self._write_lock:
-            try:
-                await self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if _is_locked(exc):
-                    raise DatabaseLockedError(
-                        f"database {self.path} is locked by another process"
-                    ) from None
-                raise
+            await self._on_thread(self._begin)
             try:
                 yield self.conn
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
-            try:
-                await self.conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                await self.conn.execute("ROLLBACK")
-                if _is_locked(exc):
-                    raise DatabaseLockedError(f"database {self.path} is locked") from None
-                raise
+            await self._on_thread(self._commit)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run a query and fetch its rows in one hop to the database thread."""
