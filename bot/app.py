@@ -222,6 +222,7 @@ class SupportApp:
                     self.secrets,
                     self._on_event,
                     self.clock,
+                    required=self.settings.web.enabled is True or not (plan.telegram or plan.slack),
                     **self._options.get("web", {}),
                 )
             )

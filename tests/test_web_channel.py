@@ -27,6 +27,8 @@ from handlers.web import WebTransport
 from handlers.web.auth import AgentKeys, Signer, key_file_for
 from handlers.web.limits import RateLimiter
 from tests.fakes.clock import FakeClock
+from tests.fakes.telegram_server import running_server
+from tests.reliability.inprocess import QUESTION, answers, telegram_app
 from tests.test_app import SlackDeskLike, settings_for
 from tests.waiting import eventually
 
@@ -360,6 +362,26 @@ async def test_busy_port_is_a_clear_config_error(tmp_path: Path) -> None:
                 await app.start()
         finally:
             await app.stop()
+
+
+async def test_busy_port_beside_telegram_leaves_telegram_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """web.enabled: auto is a bonus next to Telegram: a busy port is a warning, not an exit."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        async with running_server() as tg:
+            ana = tg.add_user("Ana", language_code="fr")
+            web_auto = {"enabled": "auto", "port": port}
+            async with telegram_app(tg, tmp_path / "bot.db", web=web_auto) as app:
+                web = next(t for t in app.transports if isinstance(t, WebTransport))
+                assert web.port is None
+                await tg.customer_sends(ana, QUESTION)
+                await eventually(lambda: answers(tg, ana.id), within=10)
+    warning = f"web channel off: cannot listen on 127.0.0.1:{port}"
+    assert any(warning in r.getMessage() for r in caplog.records)
 
 
 # ---------------------------------------------------------------- units

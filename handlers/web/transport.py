@@ -76,8 +76,13 @@ class WebTransport:
         secrets: Secrets,
         on_event: EventHandler,
         clock: Clock,
+        *,
+        required: bool = True,
     ) -> None:
         self.settings = settings
+        # Not required (web.enabled: auto beside Telegram or Slack): a busy port must not
+        # take the other channels down with it.
+        self.required = required
         self.config = settings.web
         self.secrets = secrets
         self.on_event = on_event
@@ -151,7 +156,15 @@ class WebTransport:
             await self._runner.cleanup()
             self._runner = None
             where = f"{self.config.host}:{self.config.port}"
-            raise ConfigError("web.port", f"cannot listen on {where}: {exc.strerror}") from None
+            if self.required:
+                raise ConfigError("web.port", f"cannot listen on {where}: {exc.strerror}") from None
+            log.warning(
+                "web channel off: cannot listen on %s (%s); set web.port to a free port, "
+                "or web.enabled: false",
+                where,
+                exc.strerror,
+            )
+            return
         self.port = int(self._runner.addresses[0][1])
         log.info(
             "web channel on http://%s:%s (agent console at /agent)", self.config.host, self.port
