@@ -253,6 +253,17 @@ async def test_too_long_message_refused_and_huge_frame_closes(served: Served) ->
 # ---------------------------------------------------------------- agents
 
 
+async def test_demo_page_embed_snippet_names_this_server(served: Served) -> None:
+    async with served.http.get(served.base + "/") as resp:
+        assert resp.status == 200
+        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        page = await resp.text()
+    assert f'&lt;script src="{served.base}/widget.js"' in page
+    assert '<script src="/widget.js"' in page  # the page's own widget
+    async with served.http.get(served.base + "/", headers={"Host": '"><b>x'}) as resp:
+        assert "<b>x" not in await resp.text()  # a forged Host header stays text
+
+
 async def test_agent_routes_need_the_key(served: Served) -> None:
     base = served.base
     for path in ("/api/agent/conversations", "/api/agent/me", "/dashboard", "/api/kpi"):

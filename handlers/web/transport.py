@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import re
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
 MAX_FRAME = 64 * 1024
 MAX_CLIENT_ID = 64
+DEMO_ORIGIN = "http://127.0.0.1:8080"  # in index.html's snippet, replaced by the real one
 _COMMAND = re.compile(r"^/([a-z]+)\b\s*(.*)$", re.DOTALL)
 STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -131,7 +133,7 @@ class WebTransport:
             middlewares=[self._headers, self.console.guard], client_max_size=MAX_FRAME
         )
         files = static_dir()
-        app.router.add_get("/", self.file_handler(files / "index.html"))
+        app.router.add_get("/", self._demo_page(files / "index.html"))
         app.router.add_get("/widget.js", self.file_handler(files / "widget.js"))
         app.router.add_post("/api/web/session", self._session)
         app.router.add_get("/ws/widget", self._widget_socket)
@@ -235,6 +237,19 @@ class WebTransport:
                 # The widget is embedded by other sites: they may load the script itself.
                 response.headers["Access-Control-Allow-Origin"] = "*"
             return response
+
+        return handler
+
+    def _demo_page(self, path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The demo page, its embed snippet showing the address the visitor used."""
+        page = path.read_text(encoding="utf-8")
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            here = html.escape(f"{request.scheme}://{request.host}", quote=True)
+            body = page.replace(DEMO_ORIGIN, here)
+            return web.Response(
+                text=body, content_type="text/html", headers={"Cache-Control": "no-cache"}
+            )
 
         return handler
 
