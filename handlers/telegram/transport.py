@@ -40,6 +40,7 @@ from bot.model import (
 )
 from bot.ports import EventSink
 from handlers.telegram.failures import delivery_error, is_not_modified
+from handlers.telegram.http import AiohttpRequest
 from handlers.telegram.limits import ChatPacer, PerChatUpdates, RateLimits
 from handlers.telegram.polling import ConfirmingPoller
 from handlers.telegram.render import (
@@ -62,9 +63,8 @@ T = TypeVar("T")
 
 ALLOWED_UPDATES = ("message", "callback_query", "my_chat_member")
 RELAYED_REACTION = "👍"
-# httpcore looks at every pooled connection (a system call each) on every request: PTB's
-# default of 256 connections made that scan a fifth of the bot's CPU under load (bench/).
-# Requests beyond the pool wait for a connection instead of failing after PTB's 1 s.
+# Calls beyond these connections wait for one (up to HTTP_POOL_WAIT_S) instead of failing
+# after PTB's 1 s; 16 keep a busy bot's sends flowing (bench/).
 HTTP_CONNECTIONS = 16
 HTTP_POOL_WAIT_S = 30.0
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -131,8 +131,8 @@ class TelegramTransport:
             .base_file_url(f"{api}/file/bot")
             .rate_limiter(ChatPacer(limits))
             .concurrent_updates(PerChatUpdates())
-            .connection_pool_size(HTTP_CONNECTIONS)
-            .pool_timeout(HTTP_POOL_WAIT_S)
+            .request(AiohttpRequest(HTTP_CONNECTIONS, pool_timeout=HTTP_POOL_WAIT_S))
+            .get_updates_request(AiohttpRequest(1))
             .job_queue(None)
         )
         builder = builder.updater(None)  # polling is ConfirmingPoller's, webhook our route's
