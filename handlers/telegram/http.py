@@ -1,8 +1,7 @@
 """python-telegram-bot's HTTP calls made with aiohttp instead of httpx.
 
-Why: on the 2-core machine of the benchmarks an httpx call costs about three times the
-CPU of the same call with aiohttp (1.8 ms against 0.7 ms, client and local server
-together), and a busy bot spends most of its time in these calls: every answer is a
+Why: on the 2-core machine of the benchmarks an httpx call costs two to three times the
+CPU of the same call with aiohttp (bench/http_client_bench.py), and a busy bot spends most of its time in these calls: every answer is a
 ``sendMessage`` plus a share of a ``getUpdates``. PTB lets any ``BaseRequest`` carry its
 calls; this one keeps PTB's semantics: form-encoded parameters, multipart uploads, its
 time-outs and its ``TimedOut`` / ``NetworkError`` exceptions. aiohttp has no write
