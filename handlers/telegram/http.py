@@ -1,8 +1,9 @@
 """python-telegram-bot's HTTP calls made with aiohttp instead of httpx.
 
 Why: on the 2-core machine of the benchmarks an httpx call costs two to three times the
-CPU of the same call with aiohttp (bench/http_client_bench.py), and a busy bot spends most of its time in these calls: every answer is a
-``sendMessage`` plus a share of a ``getUpdates``. PTB lets any ``BaseRequest`` carry its
+CPU of the same call with aiohttp (bench/http_client_bench.py), and a busy bot spends
+much of its time in these calls: every answer is a ``sendMessage`` plus a share of a
+``getUpdates``. PTB lets any ``BaseRequest`` carry its
 calls; this one keeps PTB's semantics: form-encoded parameters, multipart uploads, its
 time-outs and its ``TimedOut`` / ``NetworkError`` exceptions. aiohttp has no write
 time-out: a stalled upload ends with the read time-out instead.
