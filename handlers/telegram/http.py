@@ -3,10 +3,10 @@
 Why: on the 2-core machine of the benchmarks an httpx call costs two to three times the
 CPU of the same call with aiohttp (bench/http_client_bench.py), and a busy bot spends
 much of its time in these calls: every answer is a ``sendMessage`` plus a share of a
-``getUpdates``. PTB lets any ``BaseRequest`` carry its
-calls; this one keeps PTB's semantics: form-encoded parameters, multipart uploads, its
-time-outs and its ``TimedOut`` / ``NetworkError`` exceptions. aiohttp has no write
-time-out: a stalled upload ends with the read time-out instead.
+``getUpdates``. PTB lets any ``BaseRequest`` carry its calls; this one keeps PTB's
+semantics: form-encoded parameters, multipart uploads, its time-outs and its ``TimedOut``
+/ ``NetworkError`` exceptions. aiohttp has no write time-out: a stalled upload ends with
+the read time-out instead.
 """
 
 from __future__ import annotations
