@@ -92,6 +92,15 @@ def render_json(report: KpiReport) -> str:
     return json.dumps(report.to_json(), ensure_ascii=False, indent=2)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """A name typed by a person (agent name, topic tag) that a spreadsheet must not run:
+    a leading = + - @ would make it a formula, so it gets a quote (OWASP CSV injection)."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
+
+
 def render_csv(report: KpiReport) -> str:
     """One header line, then one row per group (with --by) or one row for everything."""
     data = report.to_json()
@@ -104,8 +113,8 @@ def render_csv(report: KpiReport) -> str:
             {
                 **base,
                 "by": report.by,
-                "key": g["key"],
-                "label": g.get("label", ""),
+                "key": _cell(g["key"]),
+                "label": _cell(g.get("label", "")),
                 **flatten({k: v for k, v in g.items() if k not in ("key", "label")}),
             }
             for g in data["groups"]

@@ -19,7 +19,7 @@ from bot.kpi import flatten
 from bot.report import kpi_command, report_period, week_summary
 from storage.database import Database
 from tests.harness import make_settings
-from tests.kpi_seed import seed_week
+from tests.kpi_seed import Seeder, seed_week
 
 PARIS = ZoneInfo("Europe/Paris")
 TODAY = date(2026, 11, 23)  # a Monday
@@ -158,6 +158,26 @@ async def test_csv_one_row_per_group(seeded: tuple[Settings, Database]) -> None:
     assert rows[0]["agent_first_response_s.median"] == "120.0"
     assert rows[1]["agent_first_response_s.median"] == ""  # null → empty cell
     assert rows[0]["retention.rate_pct"] == ""
+
+
+async def test_csv_names_typed_by_people_never_become_formulas(
+    seeded: tuple[Settings, Database],
+) -> None:
+    settings, db = seeded
+    await Seeder(db).conversation(
+        paris(2026, 11, 19, 9, 0),
+        customer="telegram:csv-injection",
+        handed_off_s=5,
+        agent=("telegram:666", '=HYPERLINK("http://x")'),
+        agent_response_s=10,
+        resolved_s=60,
+        topic="-2+3",
+    )
+    by_agent = list(csv.DictReader(io.StringIO(await run(settings, fmt="csv", by="agent"))))
+    assert {r["label"] for r in by_agent} >= {"Alice", '\'=HYPERLINK("http://x")'}
+    by_topic = list(csv.DictReader(io.StringIO(await run(settings, fmt="csv", by="topic"))))
+    assert "'-2+3" in {r["key"] for r in by_topic}
+    assert all(not r["nps.score"].startswith("'") for r in by_topic)  # numbers untouched
 
 
 async def test_csv_of_an_empty_breakdown_still_has_its_header(
