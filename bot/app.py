@@ -164,11 +164,10 @@ class SupportApp:
         store = SqliteStore(self._db)
         self.transports = list(self._given_transports or self.build_transports())
         customers = {t.channel: t for t in self.transports if hasattr(t, "channel")}
+        # No transport is the "web" desk: console agents work from SQLite, without a thread.
         desk = next((t for t in self.transports if getattr(t, "desk", None) == settings.desk), None)
         if self._given_transports is None and not desk_configured(settings):
             desk = None  # no agents' group/channel: handoffs are queued without a thread
-        if settings.desk == "web":
-            desk = None  # console only: conversations are worked from SQLite, no thread
         publishers = {t.platform: t for t in self.transports if hasattr(t, "platform")}
         dispatcher = Dispatcher(
             store, self.clock, customers=customers, desk=desk, on_gone=self._customer_gone

@@ -106,7 +106,9 @@ class ConversationService:
         self._observers: list[Callable[[int], None]] = []
 
     def add_observer(self, observer: Callable[[int], None]) -> None:
-        """Call ``observer(conversation_id)`` after each committed step (must not block)."""
+        """Call ``observer(conversation_id)`` after each committed step of a conversation
+        agents can see (handed off at least once); must not block. Bot-only chats are most
+        steps and concern no agent: telling consoles of them would make each re-read."""
         self._observers.append(observer)
 
     # ------------------------------------------------------------------ entry point
@@ -143,10 +145,11 @@ class ConversationService:
         applied = await self.store.apply(unit)
         if applied.outbox:
             self.outbox.submit(applied.outbox)
-        if applied.applied and unit.conversation is not None:
+        conv = unit.conversation
+        if applied.applied and conv is not None and conv.handed_off_at is not None:
             for observer in self._observers:
                 try:
-                    observer(unit.conversation.id)
+                    observer(conv.id)
                 except Exception:
                     log.exception("conversation observer failed")
         return applied.applied
@@ -631,13 +634,18 @@ class ConversationService:
     def _refused(self) -> Outcome:
         return Outcome(ok=False, notice=self._desk_t("agents_only"))
 
+    async def _target(
+        self, agent: Agent, conversation_id: int | None, thread: str | None
+    ) -> ConversationRecord | None:
+        """The conversation an agent means: by id (console), else by its desk thread."""
+        if conversation_id is not None:
+            return await self.store.load(conversation_id)
+        if thread is not None:
+            return await self.store.load_by_thread(agent.desk, thread)
+        return None
+
     async def _agent_message(self, ev: AgentMessage) -> Outcome:
-        if ev.conversation_id is not None:
-            conv = await self.store.load(ev.conversation_id)
-        elif ev.thread is not None:
-            conv = await self.store.load_by_thread(ev.agent.desk, ev.thread)
-        else:
-            conv = None
+        conv = await self._target(ev.agent, ev.conversation_id, ev.thread)
         if conv is None:
             return Outcome(ok=False, notice=self._desk_t("unknown_conversation"))
         if not await self._authorized(ev.agent):
@@ -712,12 +720,7 @@ class ConversationService:
             if token is None:
                 return Outcome(ok=False, notice=self._desk_t("unknown_conversation"))
             kind, conversation_id = token.action, token.conversation_id
-        if conversation_id is not None:
-            conv = await self.store.load(conversation_id)
-        elif ev.thread is not None:
-            conv = await self.store.load_by_thread(ev.agent.desk, ev.thread)
-        else:
-            conv = None
+        conv = await self._target(ev.agent, conversation_id, ev.thread)
         if conv is None or kind is None:
             return Outcome(ok=False, notice=self._desk_t("unknown_conversation"))
         if not await self._authorized(ev.agent):

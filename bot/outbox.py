@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from bot import payloads as P
+from bot.busy import patiently
 from bot.clock import Clock, to_ms
 from bot.errors import (
     PermanentDeliveryError,
     RecipientGoneError,
-    StorageError,
     TransientDeliveryError,
 )
 from bot.model import ThreadRef
@@ -141,12 +143,12 @@ class Dispatcher:
                 attempts += 1
                 delay = self._backoff(attempts, exc.retry_after)
                 log.warning("%s #%d: %s; retry %d in %.1fs", item.op, item.id, exc, attempts, delay)
-                await self._record(self.store.outbox_retry(item, self._in(delay), str(exc)))
+                await self._record(self.store.outbox_retry, item, self._in(delay), str(exc))
                 await asyncio.sleep(delay)
                 continue
             except PermanentDeliveryError as exc:
                 log.warning("%s #%d failed for good: %s", item.op, item.id, exc)
-                await self._record(self.store.outbox_failed(item, self._in(0), str(exc)))
+                await self._record(self.store.outbox_failed, item, self._in(0), str(exc))
                 if isinstance(exc, RecipientGoneError) and self.on_gone is not None:
                     await self.on_gone(item)
                 return
@@ -154,28 +156,22 @@ class Dispatcher:
                 attempts += 1
                 log.exception("%s #%d: unexpected error (attempt %d)", item.op, item.id, attempts)
                 if attempts >= MAX_UNEXPECTED_ATTEMPTS:
-                    await self._record(self.store.outbox_failed(item, self._in(0), repr(exc)))
+                    await self._record(self.store.outbox_failed, item, self._in(0), repr(exc))
                     return
                 delay = self._backoff(attempts, None)
-                await self._record(self.store.outbox_retry(item, self._in(delay), repr(exc)))
+                await self._record(self.store.outbox_retry, item, self._in(delay), repr(exc))
                 await asyncio.sleep(delay)
                 continue
-            follow_up = await self._record(self.store.outbox_sent(item, self._in(0), effects))
+            follow_up = await self._record(self.store.outbox_sent, item, self._in(0), effects)
             if follow_up:
                 self.submit(follow_up)
             return
 
     async def _record(
-        self, step: Awaitable[tuple[OutboxItem, ...] | None]
+        self, write: Callable[..., Awaitable[tuple[OutboxItem, ...] | None]], *args: Any
     ) -> tuple[OutboxItem, ...]:
-        """Write a delivery result, waiting out a busy database rather than losing it."""
-        while True:
-            try:
-                result = await step
-                return result or ()
-            except StorageError as exc:
-                log.warning("outbox: database busy (%s); retrying", exc)
-                await asyncio.sleep(1.0)
+        """Write a delivery result, waiting out a locked database rather than losing it."""
+        return await patiently(lambda: write(*args), "outbox", give_up_after=math.inf) or ()
 
     def _in(self, seconds: float) -> int:
         return to_ms(self.clock.now()) + int(seconds * 1000)

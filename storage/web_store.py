@@ -14,7 +14,6 @@ from typing import Any
 from storage.database import Database, Row
 
 SECRET_KEY = "token_secret"
-CONSOLE_STATES = ("queued", "assigned", "resolved", "surveying")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bot.errors import InvalidTransitionError, TransientDeliveryError
+from bot.errors import DatabaseLockedError, InvalidTransitionError, TransientDeliveryError
 from bot.lifecycle import check_transition
 from bot.model import AgentActionKind, LeaveReason, Media, State
 from tests.fakes.clock import FakeClock
@@ -358,6 +359,27 @@ async def test_delivery_retried_after_transient_failure(harness: Harness) -> Non
     assert len(harness.channel.texts()) == 1
     row = await harness.row("SELECT attempts, sent_at FROM outbox")
     assert row["attempts"] == 2
+    assert row["sent_at"] is not None
+
+
+async def test_a_delivery_record_waits_out_a_locked_database(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The send went out: its record must be written once the lock is gone, not lost."""
+    write = harness.store.outbox_sent
+    refused: list[int] = []
+
+    async def locked_once(*args: Any) -> Any:
+        if not refused:
+            refused.append(1)
+            raise DatabaseLockedError("database is locked by another process")
+        return await write(*args)
+
+    monkeypatch.setattr(harness.store, "outbox_sent", locked_once)
+    await harness.say("Où trouver ma facture ?")
+    assert refused == [1]
+    assert len(harness.channel.texts()) == 1  # sent once, not again for the retried record
+    row = await harness.row("SELECT attempts, sent_at FROM outbox")
     assert row["sent_at"] is not None
 
 

@@ -50,13 +50,18 @@ async def test_slack_strangers_still_refused_and_reply_needs_a_conversation(
 ) -> None:
     h = harness
     cid, _thread = await queued(h)
+    assert h.engine is not None
     stranger = Agent("slack", "U_STRANGER", "Eve")
-    assert not await console(h, AgentMessage(stranger, None, "hi", h.key(), conversation_id=cid))
+    refused = await h.engine.handle(
+        AgentMessage(stranger, None, "hi", h.key(), conversation_id=cid)
+    )
+    assert (refused.ok, refused.notice) == (False, "Réservé aux agents du service client.")
     assert "hi" not in h.channel.texts()
     nowhere = AgentMessage(PAUL, None, "hello", h.key())
-    assert not await console(h, nowhere)
     missing = AgentMessage(PAUL, None, "hello", h.key(), conversation_id=999)
-    assert not await console(h, missing)
+    for event in (nowhere, missing):
+        outcome = await h.engine.handle(event)
+        assert (outcome.ok, outcome.notice) == (False, "Conversation inconnue.")
 
 
 async def test_observers_hear_each_committed_step_once(harness: Harness) -> None:
@@ -65,10 +70,13 @@ async def test_observers_hear_each_committed_step_once(harness: Harness) -> None
     seen: list[int] = []
     h.engine.add_observer(seen.append)
     h.engine.add_observer(lambda cid: 1 // 0)  # a failing observer never breaks a step
+    await h.say("Où trouver ma facture ?")
+    assert seen == []  # a bot-only step concerns no agent
     cid, _thread = await queued(h)
     assert seen == [cid]
     key = h.key()
     take = AgentAction(PAUL, key, AgentActionKind.TAKE, conversation_id=cid)
     assert await console(h, take)
-    assert await h.engine.handle(take) is not None  # redelivered: no new step
+    redelivered = await h.engine.handle(take)
+    assert redelivered.duplicate  # no new step
     assert seen == [cid, cid]

@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.config import Settings
 from bot.kpi_series import trend_buckets
 from bot.report import kpi_command
-from handlers.web.dashboard import STATIC_DIR, dashboard_routes
+from handlers.web.dashboard import dashboard_routes
+from handlers.web.transport import static_dir
 from storage.database import Database
 from tests.fakes.clock import FakeClock
 from tests.harness import make_settings
@@ -333,14 +334,14 @@ async def test_page_and_assets(client: TestClient[Any, Any]) -> None:
         response = await client.get(f"/dashboard/static/{name}")
         assert response.status == 200
         assert response.content_type == content_type
-        assert await response.read() == (STATIC_DIR / name).read_bytes()
+        assert await response.read() == (static_dir() / name).read_bytes()
         assert f"/dashboard/static/{name}" in html
     for missing in ("nope.js", "..%2Fdashboard.py"):
         assert (await client.get(f"/dashboard/static/{missing}")).status == 404
 
 
 def test_script_never_writes_markup() -> None:
-    script = (STATIC_DIR / "dashboard.js").read_text(encoding="utf-8")
+    script = (static_dir() / "dashboard.js").read_text(encoding="utf-8")
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script
 

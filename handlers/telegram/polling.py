@@ -20,13 +20,15 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import Application
 
+from bot.busy import GIVE_UP_AFTER_S
+
 log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.5
 RETRY_LONGEST_S = 30.0
-# Longer than any legitimate wait (a locked database is waited out for up to 10 min): an
-# update whose handler never reported back must not stop polling for good.
-HANDLING_LIMIT_S = 900.0
+# Longer than any legitimate wait (a locked database is waited out for GIVE_UP_AFTER_S):
+# an update whose handler never reported back must not stop polling for good.
+HANDLING_LIMIT_S = GIVE_UP_AFTER_S + 300.0
 
 
 class ConfirmingPoller:

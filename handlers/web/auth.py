@@ -78,6 +78,9 @@ class AgentKeys:
     def names(self) -> list[str]:
         return sorted(self._keys)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._keys
+
     def agent_for(self, key: str) -> str | None:
         """The agent whose key this is (constant-time comparison), else None."""
         found = None

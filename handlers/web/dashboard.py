@@ -13,7 +13,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import date
 from functools import partial
-from pathlib import Path
 
 from aiohttp import web
 
@@ -27,11 +26,11 @@ from bot.dashboard import (
     requested_period,
 )
 from bot.errors import InvalidParameterError, StorageError
+from handlers.web.transport import static_dir
 from storage.database import Database
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
 # The only files served, with their types: no path from the URL reaches the filesystem.
 ASSETS = {
     "dashboard.html": "text/html",
@@ -66,7 +65,7 @@ def _guarded(handler: Handler) -> Handler:
 def dashboard_routes(db: Database, settings: Settings, clock: Clock) -> list[web.RouteDef]:
     """The dashboard's routes, to be mounted behind the agents' authentication."""
     assets = {
-        name: (STATIC_DIR.joinpath(name).read_bytes(), content_type)
+        name: (static_dir().joinpath(name).read_bytes(), content_type)
         for name, content_type in ASSETS.items()
     }
 
