@@ -164,7 +164,8 @@ async def test_csv_names_typed_by_people_never_become_formulas(
     seeded: tuple[Settings, Database],
 ) -> None:
     settings, db = seeded
-    await Seeder(db).conversation(
+    seed = Seeder(db)
+    await seed.conversation(
         paris(2026, 11, 19, 9, 0),
         customer="telegram:csv-injection",
         handed_off_s=5,
@@ -173,11 +174,12 @@ async def test_csv_names_typed_by_people_never_become_formulas(
         resolved_s=60,
         topic="-2+3",
     )
+    await seed.survey(paris(2026, 11, 19, 12, 0), nps=0, topic="-2+3", channel="web")
     by_agent = list(csv.DictReader(io.StringIO(await run(settings, fmt="csv", by="agent"))))
     assert {r["label"] for r in by_agent} >= {"Alice", '\'=HYPERLINK("http://x")'}
     by_topic = list(csv.DictReader(io.StringIO(await run(settings, fmt="csv", by="topic"))))
-    assert "'-2+3" in {r["key"] for r in by_topic}
-    assert all(not r["nps.score"].startswith("'") for r in by_topic)  # numbers untouched
+    typed = next(r for r in by_topic if r["key"] == "'-2+3")
+    assert typed["nps.score"] == "-100.0"  # a negative number stays a number
 
 
 async def test_csv_of_an_empty_breakdown_still_has_its_header(

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.fakes.telegram_server import TelegramServer, running_server
 from tests.reliability.inprocess import Recorder
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[TelegramServer]:
+    """A fresh local Bot API server."""
+    async with running_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,17 @@ from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
-HOLD_S = 3.0
+LONGEST_HOLD_S = 30.0  # a safety net: the test releases the lock once the bot waited
 
 
 class WriteLockHolder(threading.Thread):
-    """A separate connection that takes the write lock and keeps it for ``hold`` seconds."""
+    """A separate connection that takes the write lock and keeps it until ``release``."""
 
-    def __init__(self, path: Path, hold: float) -> None:
+    def __init__(self, path: Path) -> None:
         super().__init__(daemon=True)
-        self.path, self.hold = path, hold
+        self.path = path
         self.holding = threading.Event()
+        self.release = threading.Event()
         self.released = threading.Event()
 
     def run(self) -> None:
@@ -36,7 +37,7 @@ class WriteLockHolder(threading.Thread):
         try:
             conn.execute("BEGIN IMMEDIATE")
             self.holding.set()
-            self.released.wait(self.hold)  # the other process's long write, not a sync
+            self.release.wait(LONGEST_HOLD_S)
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -56,7 +57,7 @@ async def test_bot_waits_out_a_write_lock_and_loses_nothing(
             storage={"busy_timeout": "500ms"},
             conversation={"sweep_every": "100ms"},
         ) as app:
-            holder = WriteLockHolder(db, HOLD_S)
+            holder = WriteLockHolder(db)
             holder.start()
             assert await asyncio.to_thread(holder.holding.wait, 5)
             sent = []
@@ -68,7 +69,8 @@ async def test_bot_waits_out_a_write_lock_and_loses_nothing(
             await eventually(lambda: "waiting for the lock to be released" in caplog.text)
             await eventually(lambda: "timer sweep postponed" in caplog.text)
             assert database_rows(db, "SELECT COUNT(*) AS n FROM inbound")[0]["n"] == 0
-            await asyncio.to_thread(holder.released.wait, HOLD_S + 5)
+            holder.release.set()  # the other process's long write ends
+            assert await asyncio.to_thread(holder.released.wait, 5)
 
             await eventually(lambda: len(answers(tg)) == len(sent), within=20)
             await eventually(lambda: tg.pending_updates() == 0)

@@ -5,6 +5,7 @@ handler, and a genuine DM is still answered afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.parse
 from collections.abc import Iterator
@@ -21,7 +22,14 @@ from handlers.slack import SlackTransport
 from tests.fakes.slack_server import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, Delivery, FakeSlack
 from tests.reliability.bot_process import KNOWLEDGE
 from tests.reliability.inprocess import QUESTION, BackgroundLoop, Recorder
-from tests.reliability.test_hostile_telegram import FORGED_DATA, numbers, wrong
+from tests.reliability.test_hostile_telegram import (
+    FORGED_DATA,
+    MISSING,
+    clean,
+    maybe,
+    numbers,
+    wrong,
+)
 from tests.reliability.test_hostile_telegram import texts as telegram_texts
 
 pytestmark = pytest.mark.slow
@@ -87,8 +95,11 @@ class Product(BackgroundLoop):
             fields = {"payload": json.dumps(body)} if kind == "interaction" else body
             text = urllib.parse.urlencode({k: str(v) for k, v in fields.items()})
             delivery = await self.slack.post_signed(text, "application/x-www-form-urlencoded")
-        if delivery.status == 200 and kind != "command":
+        if delivery.status == 200:
             await self.transport.wait_handled(before + 1, within=10)
+        assert self.app.components is not None
+        async with asyncio.timeout(30):  # the replies it caused are delivered (or failed)
+            await self.app.components.dispatcher.drain()
         return delivery
 
 
@@ -100,19 +111,10 @@ def product(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Ite
 
 # ---------------------------------------------------------------------- strategies
 
-MISSING = object()
 texts = telegram_texts.map(lambda t: t[:40_000])  # Slack's own limit on a message's text
 people = st.sampled_from([CUSTOMER, AGENT, STRANGER, "U0NOBODY", "", "W" * 300])
 channels = st.sampled_from(["D0MARIE", AGENTS, SUPPORT, "C0NOWHERE", ""])
 timestamps = st.one_of(st.sampled_from(["1700000000.000100", "0", "-1", "x"]), wrong)
-
-
-def maybe(value: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(value, st.just(MISSING), wrong)
-
-
-def clean(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if v is not MISSING}
 
 
 @st.composite
@@ -202,12 +204,44 @@ def test_hostile_payloads_never_crash_a_listener(
     assert len(product.transport.errors) == errors_before
 
 
+@st.composite
+def wellformed_messages(draw: st.DrawFn, slack: FakeSlack) -> dict[str, Any]:
+    """Messages Slack could really deliver, so that they reach our listener: only the
+    people, the text and the thread are hostile."""
+    text = draw(texts) or "."
+    if draw(st.booleans()):
+        event = slack.dm_message(draw(st.sampled_from([CUSTOMER, STRANGER])), text)
+    else:
+        thread = draw(st.one_of(st.none(), timestamps.filter(lambda t: isinstance(t, str))))
+        who = draw(st.sampled_from([AGENT, STRANGER]))
+        event = slack.channel_message(AGENTS, who, text, thread_ts=thread)
+    return slack.event_callback(event, event_id=f"Ev{draw(st.integers(0, 10**12))}")
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_hostile_content_in_wellformed_messages_reaches_a_listener_without_a_crash(
+    product: Product, recorder: Recorder, data: st.DataObject
+) -> None:
+    body = data.draw(wellformed_messages(product.slack))
+    before = len(recorder.records)
+    errors_before = len(product.transport.errors)
+    delivery = product.run(product.post("event", body))
+    assert delivery.status == 200  # accepted, and ``post`` waited for its listener
+    assert recorder.errors(since=before, prefixes=CRASHES) == []
+    assert len(product.transport.errors) == errors_before
+
+
 def test_a_genuine_dm_is_answered_after_the_fuzz(product: Product, recorder: Recorder) -> None:
     async def ask() -> None:
         slack = product.slack
-        await product.post("event", slack.event_callback(slack.dm_message(CUSTOMER, QUESTION)))
-        await product.app.components.dispatcher.drain()  # type: ignore[union-attr]
-        answers = [m for m in slack.posted(slack.dm_channel(CUSTOMER)) if "livr" in m.text]
+        slack.add_user("U0NEWCOMER", "lea", locale="fr-FR")  # the fuzz's people are mid-talk
+        await product.post("event", slack.event_callback(slack.dm_message("U0NEWCOMER", QUESTION)))
+        answers = [m for m in slack.posted(slack.dm_channel("U0NEWCOMER")) if "livr" in m.text]
         assert answers
 
     product.run(ask())

@@ -10,6 +10,7 @@ loop of its own thread.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,12 +54,19 @@ class Product(BackgroundLoop):
             telegram_app(self.tg, tmp / "supportbot.db", telegram=telegram)
         )
         self.transport = app.transports[0]
+        self.agent_id = paul.id
+        assert app.components is not None
+        self.dispatcher = app.components.dispatcher
 
-    async def feed(self, data: dict[str, Any]) -> None:
-        """What the webhook route does with a body, then what PTB does with the update."""
+    async def feed(self, data: dict[str, Any]) -> bool:
+        """What the webhook route does with a body, then what PTB does with the update;
+        then every reply it caused is delivered (or failed). False: refused as malformed."""
         update = self.transport.parse_update(data)
         if update is not None:
             await self.transport.application.process_update(update)
+        async with asyncio.timeout(30):
+            await self.dispatcher.drain()
+        return update is not None
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +166,49 @@ def updates(draw: st.DrawFn, desk_id: int) -> dict[str, Any]:
     return {"update_id": update_id, kind: body}
 
 
+@st.composite
+def wellformed_updates(draw: st.DrawFn, desk_id: int, agent_id: int) -> dict[str, Any]:
+    """Updates Telegram could really send, so that they reach our handler: only the text,
+    the people, the topics and the button data are hostile."""
+    user_id = draw(st.one_of(st.just(agent_id), st.integers(1, 2**40)))
+    user = {"id": user_id, "is_bot": False, "first_name": draw(texts) or "x"}
+    where = draw(st.sampled_from(["private", "desk"]))
+    message: dict[str, Any] = {
+        "message_id": draw(st.integers(1, 2**31 - 1)),
+        "date": 1_790_000_000,
+        "from": user,
+        "text": draw(texts) or ".",
+    }
+    if where == "private":
+        message["chat"] = {"id": user_id, "type": "private", "first_name": "x"}
+    else:
+        message["chat"] = {"id": desk_id, "type": "supergroup", "is_forum": True}
+        message["message_thread_id"] = draw(st.integers(1, 60))
+        message["is_topic_message"] = True
+    update_id = draw(st.integers(1, 2**62))
+    if draw(st.booleans()):
+        return {"update_id": update_id, "message": message}
+    data = draw(st.one_of(st.sampled_from(FORGED_DATA), texts.map(lambda t: t[:64])))
+    query = {"id": str(update_id), "from": user, "chat_instance": "x", "data": data}
+    return {"update_id": update_id, "callback_query": {**query, "message": message}}
+
+
 # ---------------------------------------------------------------------- the test
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_hostile_content_in_wellformed_updates_is_handled_without_a_crash(
+    product: Product, recorder: Recorder, data: st.DataObject
+) -> None:
+    update = data.draw(wellformed_updates(product.desk.id, product.agent_id))
+    before = len(recorder.records)
+    assert product.run(product.feed(update)), update  # it reached our handler
+    assert recorder.errors(since=before, prefixes=CRASHES) == []
 
 
 @settings(

@@ -3,23 +3,16 @@ with its owner (even on kill -9). Read-only commands keep working next to the bo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.errors import AlreadyRunningError
 from bot.instance import InstanceLock, lock_path
-from tests.fakes.telegram_server import TelegramServer, running_server
+from tests.fakes.telegram_server import TelegramServer
 from tests.reliability.bot_process import BotProcess, write_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def tg() -> AsyncIterator[TelegramServer]:
-    async with running_server() as server:
-        yield server
 
 
 def bot(tmp_path: Path, tg: TelegramServer, log: str) -> BotProcess:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.clock import SystemClock, to_ms
-from tests.fakes.telegram_server import FakeUser, TelegramServer, running_server
+from tests.fakes.telegram_server import FakeUser, TelegramServer
 from tests.reliability.bot_process import BotProcess, database_rows, write_config
+from tests.reliability.inprocess import QUESTION, answers
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -30,14 +30,6 @@ SEED = 20261123
 KILLS = 4
 CUSTOMERS = 40  # Telegram paces one message a second per chat: spread the load
 RATE = 25  # customer messages per second while the bot runs or is down
-QUESTION = "Quel est le délai de livraison ?"
-DID_IT_HELP = "Cette réponse a-t-elle résolu votre problème ?"
-
-
-@pytest.fixture
-async def tg() -> AsyncIterator[TelegramServer]:
-    async with running_server() as server:
-        yield server
 
 
 class Load:
@@ -163,13 +155,8 @@ async def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path, tg: Telegr
                 assert after["direction"] == "out"
                 assert after["delivered_at"] is not None
         assert rows[-1]["direction"] == "out"
-        answers = [
-            c
-            for c in tg.calls_to("sendMessage", ok=True)
-            if c.params["chat_id"] == customer.id and DID_IT_HELP in c.params["text"]
-        ]
         mine = [t for t, (who, _) in load.sent.items() if who is customer]
-        assert len(answers) >= len(mine)
+        assert len(answers(tg, customer.id)) >= len(mine)
 
     # Duplicates only from a kill between a send and its record. Lanes (one per chat)
     # deliver in parallel, so a kill can catch one send in flight per chat: at most one
