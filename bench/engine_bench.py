@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 from bot.clock import SystemClock  # noqa: E402
 from bot.config import settings_from_mapping  # noqa: E402
-from bot.engine import ConversationService  # noqa: E402
+from bot.conversation.engine import ConversationService  # noqa: E402
+from bot.conversation.model import Address, Choice, Customer, CustomerMessage, Media, Sent  # noqa: E402
+from bot.conversation.outbox import Dispatcher  # noqa: E402
 from bot.knowledge import KnowledgeBase  # noqa: E402
-from bot.model import Address, Choice, Customer, CustomerMessage, Media, Sent  # noqa: E402
-from bot.outbox import Dispatcher  # noqa: E402
 from storage.conversations import SqliteStore  # noqa: E402
 from storage.database import Database  # noqa: E402
 

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.calendar import BusinessCalendar, parse_shifts  # noqa: E402
-from bot.kpi import Period  # noqa: E402
+from bot.insights.kpi import Period  # noqa: E402
 from storage.database import Database  # noqa: E402
 from storage.kpi_queries import KpiQueries  # noqa: E402
 

@@ -15,16 +15,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.busy import patiently
 from bot.clock import Clock, SystemClock
 from bot.config import Secrets, Settings
-from bot.engine import ConversationService
+from bot.conversation.busy import patiently
+from bot.conversation.engine import ConversationService
+from bot.conversation.model import Customer, CustomerLeft, LeaveReason
+from bot.conversation.outbox import Dispatcher
+from bot.conversation.ports import AgentDesk, CustomerChannel, DigestPublisher
+from bot.conversation.store import OutboxItem
 from bot.errors import ConfigError, DatabaseLockedError
 from bot.knowledge import KnowledgeBase
-from bot.model import Customer, CustomerLeft, LeaveReason
-from bot.outbox import Dispatcher
-from bot.ports import AgentDesk, CustomerChannel, DigestPublisher
-from bot.store import OutboxItem
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class SupportApp:
     async def _start_digest(self, publishers: dict[str, DigestPublisher]) -> None:
         if not (self.settings.digest.enabled and self.settings.digest.targets):
             return
-        from bot.digest import DigestService
+        from bot.insights.digest import DigestService
 
         self._digest = DigestService(self.settings, self._db, publishers, self.clock)
         await self._digest.start()
@@ -266,7 +266,7 @@ class SupportApp:
         return await patiently(lambda: self.engine.handle(event), type(event).__name__)
 
     async def _kpi_summary(self) -> str:
-        from bot.report import week_summary
+        from bot.insights.report import week_summary
 
         result: str = await week_summary(self.settings, self._db)
         return result

@@ -1,4 +1,5 @@
-"""SQLite implementation of ``bot.store.Store``: conversations, messages, events, outbox.
+"""SQLite implementation of ``bot.conversation.store.Store``: conversations, messages, events,
+outbox.
 
 Each engine step is one ``apply`` transaction, redelivery check included; the hot
 path (a customer message answered by the bot) costs one read and one write
@@ -12,8 +13,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from bot.model import Address, Customer, State, TranscriptLine
-from bot.store import (
+from bot.conversation.model import Address, Customer, State, TranscriptLine
+from bot.conversation.store import (
     Applied,
     ConversationRecord,
     Delivery,

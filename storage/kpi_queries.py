@@ -1,4 +1,5 @@
-"""The SQL of the KPIs: aggregates over index ranges, following bot/kpi.py's period semantics.
+"""The SQL of the KPIs: aggregates over index ranges, following the period
+semantics of bot/insights/kpi.py.
 
 Each source is read once per report through a covering index of migration 0002:
 conversations by ``started_at``, surveys by ``nps_at``, ``csat_at`` and ``sent_at``,
@@ -6,7 +7,7 @@ customers by ``first_seen_at``, reachability changes by customer. Counts are com
 by SQLite. Response-time percentiles need every value of the cohort, and SQLite's
 sorter is slow on a million rows, so the cohort's timestamps are fetched as plain
 integer tuples and summarized with numpy, which also measures business-hours
-durations without a per-row Python loop (see ``bot.kpi.BusinessTime``).
+durations without a per-row Python loop (see ``bot.insights.kpi.BusinessTime``).
 
 Fetching a million rows through Python still costs seconds, so long periods (from
 ``cache_days`` whole UTC days on) read their whole days from ``kpi_cohort_days``: one
@@ -28,7 +29,7 @@ import numpy as np
 
 from bot.calendar import BusinessCalendar
 from bot.errors import StorageError
-from bot.kpi import (
+from bot.insights.kpi import (
     BREAKDOWNS,
     FLAG_ABANDONED,
     FLAG_HANDED_OFF,

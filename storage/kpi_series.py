@@ -3,7 +3,7 @@
 One query per source for all the buckets at once: the buckets travel as a
 ``VALUES`` table joined on the same covering index ranges as ``storage.kpi_queries``
 (one index range scan per bucket), so a year of weekly points costs three queries,
-not 150. Semantics are those of the report (``bot/kpi.py``): NPS by ``nps_at``, CSAT
+not 150. Semantics are those of the report (``bot/insights/kpi.py``): NPS by ``nps_at``, CSAT
 by ``csat_at``, abandonment over the cohort of conversations started in the bucket.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bot.kpi import Csat, Nps, Period
-from bot.kpi_series import TrendPoint
+from bot.insights.kpi import Csat, Nps, Period
+from bot.insights.kpi_series import TrendPoint
 from storage.database import Database
 from storage.kpi_queries import CSAT_COUNTS, NPS_COUNTS
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings, settings_from_mapping
-from bot.engine import ConversationService
-from bot.knowledge import KbEntry, KnowledgeBase
-from bot.model import (
+from bot.conversation.engine import ConversationService
+from bot.conversation.model import (
     Address,
     Agent,
     AgentAction,
@@ -26,7 +25,8 @@ from bot.model import (
     Media,
     Outcome,
 )
-from bot.outbox import Dispatcher
+from bot.conversation.outbox import Dispatcher
+from bot.knowledge import KbEntry, KnowledgeBase
 from storage.conversations import SqliteStore
 from storage.database import Database
 from tests.fakes.clock import FakeClock

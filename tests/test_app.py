@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bot.app import SupportApp, plan_channels
 from bot.config import Secrets, Settings, settings_from_mapping
-from bot.model import Address, Agent, AgentMessage, Customer, CustomerMessage
+from bot.conversation.model import Address, Agent, AgentMessage, Customer, CustomerMessage
 from tests.fakes.clock import FakeClock
 from tests.fakes.recording import RecordingChannel, RecordingDesk
 from tests.waiting import eventually
@@ -150,7 +150,7 @@ async def test_kpi_summary_for_the_slash_command_reads_the_live_database(tmp_pat
         await app.engine.handle(message("Comment suivre ma commande ?", "u1"))
         await eventually(lambda: len(channel.texts()) == 1)
         token = channel.last_tokens()["Oui, merci"]
-        from bot.model import CustomerChoice
+        from bot.conversation.model import CustomerChoice
 
         customer = Customer("telegram", "1", "Léa", "fr")
         await app.engine.handle(CustomerChoice(customer, Address("telegram", "1"), token, "u2"))

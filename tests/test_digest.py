@@ -18,7 +18,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import Settings
-from bot.digest import (
+from bot.conversation.model import Sent
+from bot.errors import ConfigError, PermanentDeliveryError, StorageError, TransientDeliveryError
+from bot.insights.digest import (
     JOB_ID,
     DigestService,
     compose,
@@ -26,9 +28,7 @@ from bot.digest import (
     digest_period,
     lowest_topics,
 )
-from bot.errors import ConfigError, PermanentDeliveryError, StorageError, TransientDeliveryError
-from bot.kpi import Period
-from bot.model import Sent
+from bot.insights.kpi import Period
 from storage.database import Database
 from tests.fakes.clock import FakeClock
 from tests.harness import make_settings
@@ -208,7 +208,7 @@ async def test_chart_is_a_png(db: Database) -> None:
 
 
 def test_lowest_topics_put_well_answered_topics_first() -> None:
-    from bot.kpi import Figures, Group, Nps
+    from bot.insights.kpi import Figures, Group, Nps
 
     groups = [
         Group("a", Figures(nps=Nps(1, 0, 0))),

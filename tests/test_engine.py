@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from bot.conversation.lifecycle import check_transition
+from bot.conversation.model import AgentActionKind, LeaveReason, Media, State
 from bot.errors import DatabaseLockedError, InvalidTransitionError, TransientDeliveryError
-from bot.lifecycle import check_transition
-from bot.model import AgentActionKind, LeaveReason, Media, State
 from tests.fakes.clock import FakeClock
 from tests.harness import Harness, make_settings
 
@@ -401,7 +401,7 @@ async def test_short_yes_without_a_pending_question_is_not_a_miss(harness: Harne
 
 
 async def test_transfer_to_a_non_agent_is_refused(harness: Harness) -> None:
-    from bot.model import Agent
+    from bot.conversation.model import Agent
 
     await handed_off(harness)
     await harness.agent_does(TAKE)

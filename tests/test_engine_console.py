@@ -3,7 +3,7 @@ reach the Slack/Telegram thread too, and observers hear of every committed step.
 
 from __future__ import annotations
 
-from bot.model import Agent, AgentAction, AgentActionKind, AgentMessage
+from bot.conversation.model import Agent, AgentAction, AgentActionKind, AgentMessage
 from tests.harness import Harness
 
 PAUL = Agent("web", "Paul", "Paul")

@@ -1,10 +1,10 @@
-"""bot.intents: handoff-deciding intents (precision first) and typed survey answers."""
+"""bot.conversation.intents: handoff-deciding intents (precision first) and typed survey answers."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.intents import Intent, detect_intent, parse_csat, parse_nps
+from bot.conversation.intents import Intent, detect_intent, parse_csat, parse_nps
 
 HUMAN = [
     "je veux parler à un conseiller",

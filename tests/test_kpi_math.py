@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.calendar import BusinessCalendar, parse_shifts
-from bot.kpi import (
+from bot.insights.kpi import (
     BusinessTime,
     Csat,
     Durations,

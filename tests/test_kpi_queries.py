@@ -3,7 +3,7 @@
 Random customers, conversations, surveys and reachability changes are written into a
 real SQLite file through the schema (migrations included); ``KpiQueries.report`` must
 then agree, field by field and group by group, with ``reference`` below — written
-from the period semantics of ``bot/kpi.py``'s docstring, without the production code.
+from the period semantics of ``bot/insights/kpi.py``'s docstring, without the production code.
 Periods are local days in Europe/Paris, many of them across a daylight-saving change.
 """
 
@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.calendar import BusinessCalendar, parse_shifts
-from bot.kpi import NONE_KEY, Figures, KpiReport, Period, Retention, SurveyCounts
-from bot.model import AgentActionKind
+from bot.conversation.model import AgentActionKind
+from bot.insights.kpi import NONE_KEY, Figures, KpiReport, Period, Retention, SurveyCounts
 from storage.database import Database
 from storage.kpi_queries import KpiQueries
 from tests.fakes.clock import FakeClock
@@ -722,7 +722,7 @@ async def test_the_cache_stores_whole_utc_days_and_is_dropped_by_writes(tmp_path
 async def test_kpis_of_conversations_run_through_the_engine(
     harness: Harness, clock: FakeClock
 ) -> None:
-    """The contract with bot/engine.py: its rows give the KPIs a manager expects."""
+    """The contract with bot/conversation/engine.py: its rows give the KPIs a manager expects."""
     assert harness.db is not None
     start = clock.now()
     await harness.say("Quel est le délai de livraison ?")  # the bot answers from the KB

@@ -15,8 +15,8 @@ import pytest
 
 from bot.config import Settings
 from bot.errors import StorageError, SupportbotError
-from bot.kpi import flatten
-from bot.report import kpi_command, report_period, week_summary
+from bot.insights.kpi import flatten
+from bot.insights.report import kpi_command, report_period, week_summary
 from storage.database import Database
 from tests.harness import make_settings
 from tests.kpi_seed import Seeder, seed_week

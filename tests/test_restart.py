@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from bot.conversation.model import AgentActionKind, CustomerMessage
 from bot.errors import TransientDeliveryError
-from bot.model import AgentActionKind, CustomerMessage
 from tests.harness import Harness
 
 

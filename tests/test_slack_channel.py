@@ -18,13 +18,7 @@ from typing import Any
 import pytest
 
 from bot.config import SlackSettings
-from bot.errors import (
-    ConfigError,
-    PermanentDeliveryError,
-    RecipientGoneError,
-    TransientDeliveryError,
-)
-from bot.model import (
+from bot.conversation.model import (
     Address,
     AgentAction,
     AgentMessage,
@@ -39,6 +33,12 @@ from bot.model import (
     Outcome,
     ThreadHeader,
     TranscriptLine,
+)
+from bot.errors import (
+    ConfigError,
+    PermanentDeliveryError,
+    RecipientGoneError,
+    TransientDeliveryError,
 )
 from handlers.slack import SlackTransport
 from handlers.slack.translate import slack_to_plain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.model import Agent, AgentActionKind, AgentMessage
+from bot.conversation.model import Agent, AgentActionKind, AgentMessage
 from handlers.slack.translate import Person, agent_command, agent_message
 
 PAUL = Person(user_id="U1", name="Paul", locale="fr-FR", team_id="T1")

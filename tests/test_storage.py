@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.conversation.model import Address, Customer
+from bot.conversation.store import NewMessage, NewOutbox, Unit
 from bot.errors import DatabaseLockedError, SchemaError
-from bot.model import Address, Customer
-from bot.store import NewMessage, NewOutbox, Unit
 from storage.conversations import SqliteStore
 from storage.database import Database, _migrations
 

@@ -18,12 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from bot.config import TelegramSettings
-from bot.errors import (
-    PermanentDeliveryError,
-    RecipientGoneError,
-    TransientDeliveryError,
-)
-from bot.model import (
+from bot.conversation.model import (
     Address,
     Agent,
     AgentAction,
@@ -40,6 +35,11 @@ from bot.model import (
     Outcome,
     ThreadHeader,
     TranscriptLine,
+)
+from bot.errors import (
+    PermanentDeliveryError,
+    RecipientGoneError,
+    TransientDeliveryError,
 )
 from handlers.telegram import RateLimits, TelegramTransport
 from tests.fakes.telegram_server import FakeChat, FakeUser, TelegramServer, running_server

@@ -21,8 +21,8 @@ import pytest
 
 from bot.app import SupportApp
 from bot.config import Secrets
+from bot.conversation.model import InboundEvent, Outcome
 from bot.errors import ConfigError
-from bot.model import InboundEvent, Outcome
 from handlers.web import WebTransport
 from handlers.web.auth import AgentKeys, Signer, key_file_for
 from handlers.web.limits import RateLimiter

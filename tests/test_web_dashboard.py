@@ -17,8 +17,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.config import Settings
-from bot.kpi_series import trend_buckets
-from bot.report import kpi_command
+from bot.insights.kpi_series import trend_buckets
+from bot.insights.report import kpi_command
 from handlers.web.dashboard import dashboard_routes
 from handlers.web.transport import static_dir
 from storage.database import Database

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bot.model import Choice, Media, ThreadHeader, TranscriptLine
+from bot.conversation.model import Choice, Media, ThreadHeader, TranscriptLine
 
 Block = dict[str, Any]
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.model import (
+from bot.conversation.model import (
     Address,
     Agent,
     AgentAction,

@@ -35,13 +35,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import SlackSettings
-from bot.errors import (
-    ConfigError,
-    DeliveryError,
-    PermanentDeliveryError,
-    TransientDeliveryError,
-)
-from bot.model import (
+from bot.conversation.model import (
     Address,
     AgentAction,
     AgentMessage,
@@ -53,7 +47,13 @@ from bot.model import (
     ThreadHeader,
     ThreadRef,
 )
-from bot.ports import EventSink
+from bot.conversation.ports import EventSink
+from bot.errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from bot.texts import Texts
 from handlers.slack import render, translate
 from handlers.slack.limits import Pacer, delivery_error, retry_handlers, slack_error

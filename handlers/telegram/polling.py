@@ -20,7 +20,7 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import Application
 
-from bot.busy import GIVE_UP_AFTER_S
+from bot.conversation.busy import GIVE_UP_AFTER_S
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.model import Choice, ThreadHeader, TranscriptLine
+from bot.conversation.model import Choice, ThreadHeader, TranscriptLine
 
 MAX_TEXT = 4096  # visible characters (UTF-16 units) of a message, after entity parsing
 MAX_CAPTION = 1024

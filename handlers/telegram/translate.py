@@ -15,7 +15,7 @@ from telegram import CallbackQuery, ChatMember, ChatMemberUpdated, Message, Mess
 from telegram import User as TgUser
 from telegram.constants import ChatType
 
-from bot.model import (
+from bot.conversation.model import (
     Address,
     Agent,
     AgentAction,

@@ -25,9 +25,7 @@ from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import Application, CallbackContext, ExtBot, TypeHandler
 
 from bot.config import TelegramSettings
-from bot.errors import ConfigError, PermanentDeliveryError, TransientDeliveryError
-from bot.logs import RedactSecrets
-from bot.model import (
+from bot.conversation.model import (
     Address,
     Choice,
     CustomerChoice,
@@ -38,7 +36,9 @@ from bot.model import (
     ThreadHeader,
     ThreadRef,
 )
-from bot.ports import EventSink
+from bot.conversation.ports import EventSink
+from bot.errors import ConfigError, PermanentDeliveryError, TransientDeliveryError
+from bot.logs import RedactSecrets
 from handlers.telegram.failures import delivery_error, is_not_modified
 from handlers.telegram.http import AiohttpRequest
 from handlers.telegram.limits import ChatPacer, PerChatUpdates, RateLimits

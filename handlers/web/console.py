@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from bot.clock import to_ms
-from bot.model import (
+from bot.conversation.model import (
     Agent,
     AgentAction,
     AgentActionKind,
@@ -29,7 +29,7 @@ from handlers.web.auth import SESSION_TTL_S, AgentKeys, Signer
 from storage.web_store import WebStore
 
 if TYPE_CHECKING:
-    from bot.engine import ConversationService
+    from bot.conversation.engine import ConversationService
     from handlers.web.transport import WebTransport
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """HTTP routes of the KPI dashboard: the page, its assets, and the JSON / CSV reads.
 
 No authentication here: the web server mounts these routes behind its agent-key
-middleware. Everything the page shows comes from ``bot.dashboard``; these handlers
+middleware. Everything the page shows comes from ``bot.insights.dashboard``; these handlers
 only turn query strings into a period and results into HTTP responses. The page is
 a static file with no inline script, so it works under a strict CSP.
 """
@@ -18,14 +18,14 @@ from aiohttp import web
 
 from bot.clock import Clock
 from bot.config import Settings
-from bot.dashboard import (
+from bot.errors import InvalidParameterError, StorageError
+from bot.insights.dashboard import (
     csv_filename,
     dashboard_csv,
     dashboard_data,
     requested_breakdown,
     requested_period,
 )
-from bot.errors import InvalidParameterError, StorageError
 from handlers.web.transport import static_dir
 from storage.database import Database
 

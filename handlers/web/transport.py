@@ -25,8 +25,7 @@ from aiohttp import WSMsgType, web
 
 from bot.clock import Clock, to_ms
 from bot.config import Secrets, Settings
-from bot.errors import ConfigError, StorageError
-from bot.model import (
+from bot.conversation.model import (
     Address,
     Choice,
     Customer,
@@ -37,12 +36,13 @@ from bot.model import (
     Outcome,
     Sent,
 )
+from bot.errors import ConfigError, StorageError
 from handlers.web.auth import AgentKeys, Signer, key_file_for
 from handlers.web.limits import RateLimiter
 from storage.web_store import WebStore
 
 if TYPE_CHECKING:
-    from bot.engine import ConversationService
+    from bot.conversation.engine import ConversationService
     from handlers.web.console import Console
     from storage.database import Database
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.conversation.model import Address, Choice, Media, Sent, ThreadHeader, ThreadRef
 from bot.errors import DeliveryError
-from bot.model import Address, Choice, Media, Sent, ThreadHeader, ThreadRef
 
 _ids = itertools.count(1000)
 

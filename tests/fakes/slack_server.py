@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
 
-from bot.model import InboundEvent, Outcome
+from bot.conversation.model import InboundEvent, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -1389,7 +1389,8 @@ class FakeSlack:
 
 
 class RecordingSink:
-    """A recording ``on_event`` (``bot.ports.EventSink``) that answers scripted Outcomes.
+    """A recording ``on_event`` (``bot.conversation.ports.EventSink``) that answers
+    scripted Outcomes.
 
     ``script`` maps an event to its Outcome (default: ``Outcome()``); every event is kept
     in ``events`` and ``wait`` waits for one without sleeping.

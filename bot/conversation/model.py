@@ -11,7 +11,7 @@ from enum import StrEnum
 
 
 class State(StrEnum):
-    """The conversation lifecycle of SPEC.md; transitions live in ``bot.lifecycle``."""
+    """The conversation lifecycle of SPEC.md; transitions live in ``bot.conversation.lifecycle``."""
 
     BOT = "bot"
     QUEUED = "queued"

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from bot.kpi import Csat, Figures, Nps, Period, Volumes
+from bot.insights.kpi import Csat, Figures, Nps, Period, Volumes
 
 DAILY_MAX_DAYS = 31
 # Upper bounds (seconds) of the first-response-time buckets; the last bucket is open.

@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 from babel.dates import format_date
 
-from bot.chart import Spread, TrendPoint, render_chart
 from bot.clock import Clock, SystemClock, from_ms, to_ms
 from bot.config import Settings
+from bot.conversation.ports import DigestPublisher
 from bot.errors import ConfigError, DeliveryError, PermanentDeliveryError, StorageError
-from bot.kpi import NONE_KEY, Figures, Group, KpiReport, Period
-from bot.kpi_texts import KpiTexts
-from bot.ports import DigestPublisher
+from bot.insights.chart import Spread, TrendPoint, render_chart
+from bot.insights.kpi import NONE_KEY, Figures, Group, KpiReport, Period
+from bot.insights.kpi_texts import KpiTexts
 
 if TYPE_CHECKING:
     from storage.database import Database

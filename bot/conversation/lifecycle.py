@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from bot.conversation.model import State
 from bot.errors import InvalidTransitionError
-from bot.model import State
 
 TRANSITIONS: MappingProxyType[State, frozenset[State]] = MappingProxyType(
     {

@@ -17,17 +17,17 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from bot import payloads as P
-from bot.busy import patiently
 from bot.clock import Clock, to_ms
+from bot.conversation import payloads as P
+from bot.conversation.busy import patiently
+from bot.conversation.model import ThreadRef
+from bot.conversation.ports import AgentDesk, AuthorAwareChannel, CustomerChannel
+from bot.conversation.store import Delivery, NewOutbox, OutboxItem, Store
 from bot.errors import (
     PermanentDeliveryError,
     RecipientGoneError,
     TransientDeliveryError,
 )
-from bot.model import ThreadRef
-from bot.ports import AgentDesk, AuthorAwareChannel, CustomerChannel
-from bot.store import Delivery, NewOutbox, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 

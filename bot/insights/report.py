@@ -2,7 +2,7 @@
 
 Dates are local days of the configured time zone; ``--to`` is exclusive. Without
 dates the report covers the last 7 full days, ending today at 00:00 local time.
-The JSON and CSV field names are a public interface (see ``bot.kpi.KpiReport.to_json``).
+The JSON and CSV field names are a public interface (see ``bot.insights.kpi.KpiReport.to_json``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from rich.table import Table
 
 from bot.config import Settings
 from bot.errors import StorageError, SupportbotError
-from bot.kpi import NONE_KEY, Durations, Figures, KpiReport, Period, flatten
-from bot.kpi_texts import KpiTexts
+from bot.insights.kpi import NONE_KEY, Durations, Figures, KpiReport, Period, flatten
+from bot.insights.kpi_texts import KpiTexts
 
 if TYPE_CHECKING:
     from storage.database import Database

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.model import AgentActionKind, Choice
+from bot.conversation.model import AgentActionKind, Choice
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,16 +13,16 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Protocol
 
-from bot import payloads as P
-from bot.buttons import customer_choice, parse_agent_token, parse_customer_token
 from bot.calendar import BusinessCalendar
 from bot.clock import Clock, from_ms, to_ms
 from bot.config import Settings
-from bot.desk_view import thread_header, transcript_line
-from bot.intents import Intent, detect_intent, parse_csat, parse_nps
-from bot.lifecycle import WITH_AGENTS, check_transition
-from bot.locks import KeyedLocks
-from bot.model import (
+from bot.conversation import payloads as P
+from bot.conversation.buttons import customer_choice, parse_agent_token, parse_customer_token
+from bot.conversation.desk_view import thread_header, transcript_line
+from bot.conversation.intents import Intent, detect_intent, parse_csat, parse_nps
+from bot.conversation.lifecycle import WITH_AGENTS, check_transition
+from bot.conversation.locks import KeyedLocks
+from bot.conversation.model import (
     Address,
     Agent,
     AgentAction,
@@ -39,7 +39,14 @@ from bot.model import (
     Outcome,
     State,
 )
-from bot.store import ConversationRecord, NewMessage, NewOutbox, OutboxItem, Store, Unit
+from bot.conversation.store import (
+    ConversationRecord,
+    NewMessage,
+    NewOutbox,
+    OutboxItem,
+    Store,
+    Unit,
+)
 from bot.texts import CSAT_FACES, Texts
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from bot import payloads as P
-from bot.buttons import agent_choice
-from bot.lifecycle import WITH_AGENTS
-from bot.model import AgentActionKind, Choice, State, ThreadHeader, TranscriptLine
-from bot.store import ConversationRecord, NewMessage
+from bot.conversation import payloads as P
+from bot.conversation.buttons import agent_choice
+from bot.conversation.lifecycle import WITH_AGENTS
+from bot.conversation.model import AgentActionKind, Choice, State, ThreadHeader, TranscriptLine
+from bot.conversation.store import ConversationRecord, NewMessage
 
 DeskText = Callable[..., str]
 """``texts.get`` bound to the desk's language: key and values → sentence."""

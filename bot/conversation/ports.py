@@ -12,7 +12,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from bot.model import Address, Choice, InboundEvent, Media, Outcome, Sent, ThreadHeader, ThreadRef
+from bot.conversation.model import (
+    Address,
+    Choice,
+    InboundEvent,
+    Media,
+    Outcome,
+    Sent,
+    ThreadHeader,
+    ThreadRef,
+)
 
 EventSink = Callable[[InboundEvent], Awaitable[Outcome]]
 """What a handler calls with each normalized event (``ConversationService.handle``)."""

@@ -18,10 +18,10 @@ from babel.dates import format_date
 
 from bot.config import Settings
 from bot.errors import InvalidParameterError
-from bot.kpi import BREAKDOWNS, NONE_KEY, Figures, Group, KpiReport, Period
-from bot.kpi_series import FRT_EDGES_S, Histogram, trend_buckets
-from bot.kpi_texts import CATALOG, KpiTexts
-from bot.report import DEFAULT_DAYS, render_csv
+from bot.insights.kpi import BREAKDOWNS, NONE_KEY, Figures, Group, KpiReport, Period
+from bot.insights.kpi_series import FRT_EDGES_S, Histogram, trend_buckets
+from bot.insights.kpi_texts import CATALOG, KpiTexts
+from bot.insights.report import DEFAULT_DAYS, render_csv
 
 if TYPE_CHECKING:
     from storage.database import Database

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from bot.model import Address, Choice, Media, ThreadHeader, TranscriptLine
+from bot.conversation.model import Address, Choice, Media, ThreadHeader, TranscriptLine
 
 # Outbox operations, by lane kind.
 SEND = "send"  # customer lane

@@ -10,7 +10,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.kpi_texts import KpiTexts
+from bot.insights.kpi_texts import KpiTexts
 
 
 @dataclass(frozen=True, slots=True)

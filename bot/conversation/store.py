@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.model import Address, Customer, State, TranscriptLine
+from bot.conversation.model import Address, Customer, State, TranscriptLine
 
 # Columns of `conversations` the engine may change (ConversationRecord attributes).
 CONVERSATION_FIELDS = (
