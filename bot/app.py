@@ -201,7 +201,7 @@ class SupportApp:
     async def _start_digest(self, publishers: dict[str, DigestPublisher]) -> None:
         if not (self.settings.digest.enabled and self.settings.digest.targets):
             return
-        from bot.insights.digest import DigestService
+        from bot.insights.digest_service import DigestService
 
         self._digest = DigestService(self.settings, self._db, publishers, self.clock)
         await self._digest.start()

@@ -198,7 +198,7 @@ def _kb_eval(settings: Settings, dataset: Path | None) -> int:
 def _digest(
     settings: Settings, secrets: Secrets, *, now: bool, dry_run: bool, out: Path | None
 ) -> int:
-    from bot.insights.digest import digest_command
+    from bot.insights.digest_service import digest_command
 
     if dry_run:
         print(asyncio.run(digest_command(settings, now=False, dry_run=True, out=out)))
@@ -210,7 +210,7 @@ def _digest(
 async def _post_digest(settings: Settings, secrets: Secrets, out: Path | None) -> str:
     """Start the configured platforms just long enough to post the digest."""
     from bot.app import SupportApp
-    from bot.insights.digest import digest_command
+    from bot.insights.digest_service import digest_command
 
     app = SupportApp(settings, secrets)
     transports = app.build_transports()

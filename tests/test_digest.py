@@ -20,14 +20,8 @@ import pytest
 from bot.config import Settings
 from bot.conversation.model import Sent
 from bot.errors import ConfigError, PermanentDeliveryError, StorageError, TransientDeliveryError
-from bot.insights.digest import (
-    JOB_ID,
-    DigestService,
-    compose,
-    digest_command,
-    digest_period,
-    lowest_topics,
-)
+from bot.insights.digest import compose, digest_period, lowest_topics
+from bot.insights.digest_service import JOB_ID, DigestService, digest_command
 from bot.insights.kpi import Period
 from storage.database import Database
 from tests.fakes.clock import FakeClock

@@ -40,7 +40,7 @@ import yaml
 from bot import cli
 from bot.app import SupportApp
 from bot.config import Secrets, Settings, settings_from_mapping
-from bot.insights.digest import JOB_ID, DigestOutcome, DigestService
+from bot.insights.digest_service import JOB_ID, DigestOutcome, DigestService
 from bot.knowledge import KnowledgeBase
 from handlers.telegram import RateLimits
 from storage.database import Database
