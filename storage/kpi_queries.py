@@ -7,7 +7,7 @@ customers by ``first_seen_at``, reachability changes by customer. Counts are com
 by SQLite. Response-time percentiles need every value of the cohort, and SQLite's
 sorter is slow on a million rows, so the cohort's timestamps are fetched as plain
 integer tuples and summarized with numpy, which also measures business-hours
-durations without a per-row Python loop (see ``bot.insights.kpi.BusinessTime``).
+durations without a per-row Python loop (see ``bot.insights.durations.BusinessTime``).
 
 Fetching a million rows through Python still costs seconds, so long periods (from
 ``cache_days`` whole UTC days on) read their whole days from ``kpi_cohort_days``: one
@@ -29,18 +29,20 @@ import numpy as np
 
 from bot.calendar import BusinessCalendar
 from bot.errors import StorageError
-from bot.insights.kpi import (
-    BREAKDOWNS,
+from bot.insights.durations import (
     FLAG_ABANDONED,
     FLAG_HANDED_OFF,
     FLAG_RESOLVED,
-    NONE_KEY,
     BusinessTime,
     Cohort,
+    IntArray,
+)
+from bot.insights.kpi import (
+    BREAKDOWNS,
+    NONE_KEY,
     Csat,
     Figures,
     Group,
-    IntArray,
     KpiReport,
     Nps,
     Period,

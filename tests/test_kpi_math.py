@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.calendar import BusinessCalendar, parse_shifts
+from bot.insights.durations import BusinessTime, percentile, summarize
 from bot.insights.kpi import (
-    BusinessTime,
     Csat,
     Durations,
     Figures,
@@ -26,10 +26,8 @@ from bot.insights.kpi import (
     Volumes,
     flatten,
     nps_score,
-    percentile,
     rate_pct,
     retention_rate,
-    summarize,
 )
 
 PARIS = ZoneInfo("Europe/Paris")
