@@ -22,6 +22,7 @@ from bot.desk_view import thread_header, transcript_line
 from bot.intents import Intent, detect_intent, parse_csat, parse_nps
 from bot.lifecycle import WITH_AGENTS, check_transition
 from bot.locks import KeyedLocks
+from bot.logs import conversation_id as log_conversation
 from bot.model import (
     Address,
     Agent,
@@ -115,6 +116,7 @@ class ConversationService:
 
     async def handle(self, event: InboundEvent) -> Outcome:
         """Process one normalized event; the result tells the handler what to show."""
+        log_conversation.set(None)  # each step names its conversation once it knows it
         match event:
             case CustomerMessage():
                 return await self._customer_message(event)
@@ -208,6 +210,7 @@ class ConversationService:
             conv = await self.store.load_open(ev.address.key)
             text = ev.text.strip()
             command = ev.command
+            notice: str | None = None
             if conv is None:
                 lang = self.texts.language_of(ev.customer.language)
                 stateless = self._stateless_reply(command, text, ev.media is not None, lang)
@@ -216,9 +219,13 @@ class ConversationService:
                     self._say(None, unit, ev.address, stateless)
                     return Outcome(duplicate=not await self._commit(unit))
                 if command == "forget":
-                    return await self._forget_without_conversation(ev, now)
+                    unit = Unit(now, ev.dedup_key)
+                    ask = self._t(lang, "forget_confirm")
+                    self._say(None, unit, ev.address, ask, self._forget_choices(0, lang))
+                    return Outcome(duplicate=not await self._commit(unit))
                 if await self.store.seen(ev.dedup_key):
                     return Outcome(duplicate=True)
+                notice = await self._privacy_notice(ev.customer.key, lang)
                 conv = await self.store.open_conversation(ev.customer, ev.address, lang, now)
             elif conv.state == State.SURVEYING and self._leaves_survey(command, text):
                 # The customer needs help again: end this survey; the message then opens
@@ -226,13 +233,19 @@ class ConversationService:
                 await self._end_survey(conv, now)
                 conv = None
             if conv is not None:
-                return await self._customer_step(conv, ev, now, text)
+                return await self._customer_step(conv, ev, now, text, notice)
         return await self._customer_message(ev)
 
     async def _customer_step(
-        self, conv: ConversationRecord, ev: CustomerMessage, now: int, text: str
+        self,
+        conv: ConversationRecord,
+        ev: CustomerMessage,
+        now: int,
+        text: str,
+        notice: str | None = None,
     ) -> Outcome:
         """A customer message in an open conversation (the caller holds its lock)."""
+        log_conversation.set(conv.id)
         command = ev.command
         unit = Unit(now, ev.dedup_key, conversation=conv)
         if not conv.customer_reachable:
@@ -243,8 +256,11 @@ class ConversationService:
         unit.message(NewMessage("in", "customer", shown, media=media))
         unit.event("message_in", "customer", **({"command": command} if command else {}))
         conv.update(last_customer_at=now)
+        if notice:  # first contact: how their data is used, before anything else
+            self._say(conv, unit, conv.address, notice)
         if command == "forget":
-            self._forget(conv, unit, ev.customer)
+            ask = self._t(conv.language, "forget_confirm")
+            self._say(conv, unit, conv.address, ask, self._forget_choices(conv.id, conv.language))
         elif conv.state == State.BOT:
             await self._bot_turn(conv, unit, ev, text)
         elif conv.state in WITH_AGENTS:
@@ -569,6 +585,8 @@ class ConversationService:
         closed = Outcome(ok=False, notice=self._t(lang, "question_closed"))
         if token is None:
             return closed
+        if token.question == "forget" and token.value in ("yes", "no"):
+            return await self._forget_answer(ev, token.value == "yes")
         async with self.locks.hold(ev.address.key):
             conv = await self.store.load(token.conversation_id)
             if conv is None or conv.address.key != ev.address.key:
@@ -653,6 +671,7 @@ class ConversationService:
         async with self.locks.hold(conv.address.key):
             conv = await self.store.load(conv.id)
             assert conv is not None
+            log_conversation.set(conv.id)
             unit = Unit(self._now(), ev.dedup_key, conversation=conv)
             text = ev.text.strip()
             if text.lower().startswith(NOTE_PREFIXES) and ev.media is None:
@@ -730,6 +749,7 @@ class ConversationService:
         async with self.locks.hold(conv.address.key):
             conv = await self.store.load(conv.id)
             assert conv is not None
+            log_conversation.set(conv.id)
             unit = Unit(self._now(), ev.dedup_key, conversation=conv)
             outcome = self._agent_step(conv, unit, ev, kind)
             if not await self._commit(unit):
@@ -827,13 +847,64 @@ class ConversationService:
             self._close(conv, unit, "customer_left")
 
     def _forget(self, conv: ConversationRecord, unit: Unit, customer: Customer) -> None:
+        """Confirmed: leave, and erase everything stored (storage erases it in this step)."""
         self._say(conv, unit, conv.address, self._t(conv.language, "forgotten"))
-        unit.customer_reachable = (False, LeaveReason.FORGET.value)
+        if conv.customer_reachable:
+            unit.customer_reachable = (False, LeaveReason.FORGET.value)
         unit.customer_forget = True
         conv.customer_reachable = False
+        conv.customer_name = self._desk_t("erased_customer")  # for headers sent in this step
         self._leave(conv, unit, LeaveReason.FORGET.value)
 
-    async def _forget_without_conversation(self, ev: CustomerMessage, now: int) -> Outcome:
+    def _forget_choices(self, conversation_id: int, lang: str) -> list[list[Choice]]:
+        """Erasing is final: the customer confirms with a button (0: no conversation open)."""
+        yes = self._t(lang, "choice_forget_yes")
+        no = self._t(lang, "choice_forget_no")
+        return [[customer_choice(yes, conversation_id, "forget", "yes"),
+                 customer_choice(no, conversation_id, "forget", "no")]]  # fmt: skip
+
+    async def _forget_answer(self, ev: CustomerChoice, erase: bool) -> Outcome:
+        """The answer to /forget's question, whichever conversation (if any) is open now."""
+        async with self.locks.hold(ev.address.key):
+            now = self._now()
+            conv = await self.store.load_open(ev.address.key)
+            if conv is not None and conv.customer_key != ev.customer.key:
+                conv = None
+            lang = conv.language if conv else self.texts.language_of(ev.customer.language)
+            label = self._t(lang, "choice_forget_yes" if erase else "choice_forget_no")
+            if conv is None:
+                if erase:
+                    outcome = await self._forget_without_conversation(ev, now)
+                    return Outcome(ok=True, chosen=label, duplicate=outcome.duplicate)
+                unit = Unit(now, ev.dedup_key)
+                self._say(None, unit, ev.address, self._t(lang, "forget_cancelled"))
+                return Outcome(ok=True, chosen=label, duplicate=not await self._commit(unit))
+            log_conversation.set(conv.id)
+            unit = Unit(now, ev.dedup_key, conversation=conv)
+            unit.message(NewMessage("in", "customer", f"[{label}]"))
+            unit.event("choice", "customer", question="forget", value="yes" if erase else "no")
+            if erase:
+                self._forget(conv, unit, ev.customer)
+            else:
+                self._say(conv, unit, conv.address, self._t(lang, "forget_cancelled"))
+            if not await self._commit(unit):
+                return Outcome(duplicate=True)
+            return Outcome(ok=True, chosen=label)
+
+    async def _privacy_notice(self, customer_key: str, lang: str) -> str | None:
+        """The configured privacy notice, for a customer never seen before."""
+        notices = {str(k): v for k, v in self.settings.privacy.notice.items() if v.strip()}
+        if not notices:
+            return None
+        if await self.store.customer_record(customer_key) is not None:
+            return None
+        return (
+            notices.get(lang) or notices.get(self.settings.language) or next(iter(notices.values()))
+        )
+
+    async def _forget_without_conversation(
+        self, ev: CustomerMessage | CustomerChoice, now: int
+    ) -> Outcome:
         lang = self.texts.language_of(ev.customer.language)
         record = await self.store.customer_record(ev.customer.key)
         unit = Unit(now, ev.dedup_key, customer_id=record[0] if record else None)
@@ -868,11 +939,13 @@ class ConversationService:
                 fresh = await self.store.load(conv.id)
                 if fresh is None:
                     continue
+                log_conversation.set(fresh.id)
                 unit = Unit(now, conversation=fresh)
                 unit.clear_timer(timer.kind)
                 self._fire(fresh, unit, timer.kind)
                 await self._commit(unit)
                 fired += 1
+        log_conversation.set(None)
         return fired
 
     def _fire(self, conv: ConversationRecord, unit: Unit, kind: str) -> None:

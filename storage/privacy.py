@@ -1,0 +1,482 @@
+"""Personal data in the database: export one customer, erase one, expire old texts.
+
+Erasing keeps every fact the KPIs are made of (timestamps, states, scores, counts,
+channels, topics, agents) and removes what identifies or quotes the customer: message
+texts and attachments, survey comments, the name and platform ids, the web transcript
+and the outbox payloads that carried them. ``secure_delete`` zeroes the freed bytes and a
+TRUNCATE checkpoint then empties the WAL, so the text survives in neither file.
+
+The erase and retention functions take a plain ``sqlite3.Connection`` inside an open
+write transaction (``Database.write``), so the engine's own step can erase atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from storage.database import Database
+
+log = logging.getLogger(__name__)
+
+ERASED_EVENT = "customer_erased"  # audit: who erased whom and when, no personal data
+FINISHED_EVENT = "erasure_finished"  # agents' headers queued and the WAL truncated
+ERASED_PREFIX = "erased:"
+VISITOR_MARK = "erased_visitor:"  # web_settings key prefix: a revoked widget token
+# Tables other features may add, and their free-text columns to clear (rows by conversation).
+OPTIONAL_TEXT = {
+    "followups": ("note", "outcome_note", "outcome"),
+    "complaints": ("note", "solution_note"),
+}
+EVENT_TEXT_KEYS = ("text", "question", "comment", "name")
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What one erasure touched (counts only: this is logged and printed)."""
+
+    customer_id: int
+    conversations: int
+    messages: int
+    comments: int
+    web_lines: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """What one retention pass cleared."""
+
+    messages: int
+    comments: int
+    web_lines: int
+    outbox: int
+
+    @property
+    def total(self) -> int:
+        return self.messages + self.comments + self.web_lines + self.outbox
+
+
+def visitor_mark(visitor: str) -> str:
+    """The web_settings key that revokes a visitor id (a hash: the id itself is gone)."""
+    return VISITOR_MARK + hashlib.sha256(visitor.encode()).hexdigest()
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _iso(ms: object) -> object:
+    if isinstance(ms, int) and not isinstance(ms, bool):
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return ms
+
+
+def _plain(row: sqlite3.Row, drop: Iterable[str] = ()) -> dict[str, Any]:
+    """A row as JSON-ready values: *_at columns as ISO 8601 UTC, JSON columns decoded."""
+    out: dict[str, Any] = {}
+    skip = set(drop)
+    for key in row.keys():  # noqa: SIM118 - sqlite3.Row iterates values, not keys
+        if key in skip:
+            continue
+        value = row[key]
+        if key == "at" or key.endswith("_at") or key == "last_surveyed_at":
+            value = _iso(value)
+        elif key in ("data", "media", "choices") and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        elif isinstance(value, bytes):
+            continue
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------- export
+
+
+def export_customer(conn: sqlite3.Connection, key: str) -> dict[str, Any] | None:
+    """Everything stored about the customer ``key`` as one JSON-ready document."""
+    customer = conn.execute("SELECT * FROM customers WHERE key = ?", (key,)).fetchone()
+    if customer is None:
+        return None
+    cid = int(customer["id"])
+    reach = conn.execute(
+        "SELECT at, reachable, reason FROM customer_reachability WHERE customer_id = ? "
+        "ORDER BY at, id",
+        (cid,),
+    ).fetchall()
+    conversations = []
+    web_chats: list[str] = []
+    optional = [t for t in OPTIONAL_TEXT if _table_columns(conn, t) >= {"conversation_id"}]
+    for conv in conn.execute(
+        "SELECT * FROM conversations WHERE customer_id = ? ORDER BY id", (cid,)
+    ).fetchall():
+        conv_id = int(conv["id"])
+        if conv["channel"] == "web":
+            web_chats.append(str(conv["chat_id"]))
+        messages = conn.execute(
+            "SELECT id, direction, author, agent_key, text, media, created_at, delivered_at "
+            "FROM messages WHERE conversation_id = ? ORDER BY id",
+            (conv_id,),
+        ).fetchall()
+        survey = conn.execute(
+            "SELECT * FROM surveys WHERE conversation_id = ?", (conv_id,)
+        ).fetchone()
+        events = conn.execute(
+            "SELECT at, kind, actor, data FROM events WHERE conversation_id = ? ORDER BY id",
+            (conv_id,),
+        ).fetchall()
+        item = _plain(conv, drop=("customer_id",))
+        item["messages"] = [_plain(m) for m in messages]
+        item["survey"] = _plain(survey, drop=("customer_id", "conversation_id")) if survey else None
+        item["events"] = [_plain(e) for e in events]
+        for table in optional:
+            rows = conn.execute(
+                f"SELECT * FROM {table} WHERE conversation_id = ? ORDER BY rowid", (conv_id,)
+            ).fetchall()
+            item[table] = [_plain(r, drop=("conversation_id",)) for r in rows]
+        conversations.append(item)
+    other_events = conn.execute(
+        "SELECT at, kind, actor, data FROM events WHERE customer_id = ? "
+        "AND conversation_id IS NULL ORDER BY id",
+        (cid,),
+    ).fetchall()
+    if customer["channel"] == "web":
+        web_chats.append(str(customer["user_id"]))
+    transcript: list[dict[str, Any]] = []
+    for visitor in dict.fromkeys(web_chats):
+        rows = conn.execute(
+            "SELECT visitor, seq, at, author, text, choices, chosen FROM web_messages "
+            "WHERE visitor = ? ORDER BY seq",
+            (visitor,),
+        ).fetchall()
+        transcript.extend(_plain(r) for r in rows)
+    return {
+        "customer": _plain(customer, drop=("id",)),
+        "reachability": [_plain(r) for r in reach],
+        "conversations": conversations,
+        "events": [_plain(e) for e in other_events],
+        "web_transcript": transcript,
+        "followups": [f for c in conversations for f in c.get("followups", [])],
+    }
+
+
+# ---------------------------------------------------------------------- erase
+
+
+def secure(conn: sqlite3.Connection) -> None:
+    """Freed bytes are overwritten with zeros from now on, on this connection."""
+    conn.execute("PRAGMA secure_delete = ON")
+
+
+def find_customer(conn: sqlite3.Connection, key: str) -> int | None:
+    row = conn.execute("SELECT id FROM customers WHERE key = ?", (key,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def erase_customer(conn: sqlite3.Connection, customer_id: int, now: int, actor: str) -> Erased:
+    """Erase one customer's personal data, keeping every KPI fact (inside a transaction)."""
+    secure(conn)
+    customer = conn.execute(
+        "SELECT channel, user_id FROM customers WHERE id = ?", (customer_id,)
+    ).fetchone()
+    if customer is None:
+        return Erased(customer_id, 0, 0, 0, 0)
+    convs = conn.execute(
+        "SELECT id, channel, chat_id FROM conversations WHERE customer_id = ?", (customer_id,)
+    ).fetchall()
+    ids = [int(c[0]) for c in convs]
+    addresses = {(str(c[1]), str(c[2])) for c in convs if c[2]}
+    if customer[1]:
+        addresses.add((str(customer[0]), str(customer[1])))
+    visitors = sorted(chat for channel, chat in addresses if channel == "web")
+    comments = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT comment FROM surveys WHERE customer_id = ? AND comment IS NOT NULL "
+            "AND comment <> ''",
+            (customer_id,),
+        )
+    ]
+    messages = _clear_messages(conn, ids, "")
+    conn.execute(
+        "UPDATE surveys SET comment = NULL WHERE customer_id = ? AND comment IS NOT NULL",
+        (customer_id,),
+    )
+    _clear_digests(conn, comments)
+    _clear_optional(conn, ids)
+    _clear_outbox(conn, ids, addresses, now)
+    _clear_events(conn, customer_id, ids)
+    web_lines = _forget_visitors(conn, visitors, now)
+    if ids:
+        marks = _marks(len(ids))
+        # Open ones are closed (close_* and state are no KPI columns): nobody can be
+        # reached there any more, and their timers must not act on an erased customer.
+        conn.execute(
+            f"""UPDATE conversations SET address_key = '{ERASED_PREFIX}' || id, chat_id = '',
+                   thread_id = NULL, awaiting = NULL, pending_since = NULL,
+                   closed_at = CASE WHEN state <> 'closed' THEN ? ELSE closed_at END,
+                   close_reason = CASE WHEN state <> 'closed' THEN 'erased' ELSE close_reason END,
+                   state = 'closed'
+                WHERE id IN ({marks})""",
+            (now, *ids),
+        )
+        conn.execute(f"DELETE FROM timers WHERE conversation_id IN ({marks})", ids)
+    conn.execute(
+        f"UPDATE customers SET key = '{ERASED_PREFIX}' || id, user_id = '', name = '' WHERE id = ?",
+        (customer_id,),
+    )
+    done = Erased(customer_id, len(ids), messages, len(comments), web_lines)
+    conn.execute(
+        "INSERT INTO events (customer_id, at, kind, actor, data) VALUES (?, ?, ?, ?, ?)",
+        (
+            customer_id,
+            now,
+            ERASED_EVENT,
+            actor,
+            json.dumps(
+                {
+                    "conversations": len(ids),
+                    "messages": messages,
+                    "comments": len(comments),
+                    "web_lines": web_lines,
+                }
+            ),  # fmt: skip
+        ),
+    )
+    return done
+
+
+def _clear_messages(conn: sqlite3.Connection, ids: Sequence[int], where: str) -> int:
+    """Texts and attachments of these conversations' messages (the rows and times stay)."""
+    if not ids:
+        return 0
+    cur = conn.execute(
+        f"UPDATE messages SET text = '', media = NULL WHERE conversation_id IN "
+        f"({_marks(len(ids))}) AND (text <> '' OR media IS NOT NULL){where}",
+        ids,
+    )
+    return int(cur.rowcount)
+
+
+def _clear_digests(conn: sqlite3.Connection, comments: Sequence[str]) -> None:
+    """A digest quotes a few detractor comments: cut them out of the stored text."""
+    for comment in comments:
+        conn.execute(
+            "UPDATE digest_runs SET text = replace(text, ?, '…') WHERE instr(text, ?) > 0",
+            (comment, comment),
+        )
+
+
+def _clear_optional(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    if not ids:
+        return
+    for table, columns in OPTIONAL_TEXT.items():
+        present = _table_columns(conn, table)
+        wanted = [c for c in columns if c in present]
+        if "conversation_id" not in present or not wanted:
+            continue
+        sets = ", ".join(f"{c} = NULL" for c in wanted)
+        conn.execute(
+            f"UPDATE {table} SET {sets} WHERE conversation_id IN ({_marks(len(ids))})", ids
+        )
+
+
+def _clear_outbox(
+    conn: sqlite3.Connection, ids: Sequence[int], addresses: set[tuple[str, str]], now: int
+) -> None:
+    """Payloads quote texts and carry platform ids. Undelivered ones are cancelled: a
+    running dispatcher still delivers what it already holds in memory (e.g. the goodbye)."""
+    cancel = (
+        "payload = '{}', failed_at = CASE WHEN sent_at IS NULL AND failed_at IS NULL "
+        "THEN ? ELSE failed_at END, error = CASE WHEN sent_at IS NULL AND failed_at IS NULL "
+        "THEN 'erased' ELSE error END"
+    )
+    if ids:
+        conn.execute(
+            f"UPDATE outbox SET {cancel} WHERE conversation_id IN ({_marks(len(ids))}) "
+            "AND payload <> '{}'",
+            (now, *ids),
+        )
+    for channel, chat in addresses:  # replies sent outside a conversation (e.g. /forget)
+        conn.execute(
+            f"UPDATE outbox SET {cancel} WHERE conversation_id IS NULL AND payload <> '{{}}' "
+            "AND json_extract(payload, '$.to.channel') = ? "
+            "AND json_extract(payload, '$.to.chat_id') = ?",
+            (now, channel, chat),
+        )
+
+
+def _clear_events(conn: sqlite3.Connection, customer_id: int, ids: Sequence[int]) -> None:
+    """Events hold no text today; drop any free-text key a later feature may add."""
+    paths = ", ".join(f"'$.{k}'" for k in EVENT_TEXT_KEYS)
+    found = " OR ".join(f"json_extract(data, '$.{k}') IS NOT NULL" for k in EVENT_TEXT_KEYS)
+    scope = "customer_id = ?"
+    params: list[int] = [customer_id]
+    if ids:
+        scope += f" OR conversation_id IN ({_marks(len(ids))})"
+        params.extend(ids)
+    conn.execute(
+        f"UPDATE events SET data = json_remove(data, {paths}) "
+        f"WHERE ({scope}) AND data IS NOT NULL AND json_valid(data) AND ({found})",
+        params,
+    )
+
+
+def _forget_visitors(conn: sqlite3.Connection, visitors: Sequence[str], now: int) -> int:
+    """Delete web transcripts and revoke the visitors' widget tokens."""
+    lines = 0
+    for visitor in visitors:
+        cur = conn.execute("DELETE FROM web_messages WHERE visitor = ?", (visitor,))
+        lines += int(cur.rowcount)
+        prefix = f"web:{visitor}:"
+        conn.execute("DELETE FROM inbound WHERE substr(dedup_key, 1, ?) = ?", (len(prefix), prefix))
+        conn.execute(
+            "INSERT OR IGNORE INTO web_settings (key, value) VALUES (?, ?)",
+            (visitor_mark(visitor), str(now)),
+        )
+    return lines
+
+
+# ---------------------------------------------------------------------- retention
+
+
+def expire_before(conn: sqlite3.Connection, cutoff: int) -> Expired:
+    """Clear message texts, comments, web transcripts and delivered payloads older than
+    ``cutoff`` (inside a transaction); rows, times and scores stay for the KPIs."""
+    secure(conn)
+    messages = conn.execute(
+        "UPDATE messages SET text = '', media = NULL WHERE created_at < ? "
+        "AND (text <> '' OR media IS NOT NULL)",
+        (cutoff,),
+    ).rowcount
+    old = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT comment FROM surveys WHERE comment_at < ? AND comment IS NOT NULL "
+            "AND comment <> ''",
+            (cutoff,),
+        )
+    ]
+    comments = conn.execute(
+        "UPDATE surveys SET comment = NULL WHERE comment_at < ? AND comment IS NOT NULL",
+        (cutoff,),
+    ).rowcount
+    _clear_digests(conn, old)
+    conn.execute(
+        "UPDATE digest_runs SET text = NULL WHERE status = 'done' AND sent_at < ? "
+        "AND text IS NOT NULL",
+        (cutoff,),
+    )
+    # Each visitor keeps their newest line (blanked) so that seq numbers never restart.
+    web = conn.execute(
+        """DELETE FROM web_messages WHERE at < ? AND seq < (
+               SELECT MAX(seq) FROM web_messages AS w WHERE w.visitor = web_messages.visitor)""",
+        (cutoff,),
+    ).rowcount
+    web += conn.execute(
+        "UPDATE web_messages SET text = '', choices = '[]', chosen = NULL, client_id = NULL "
+        "WHERE at < ? AND (text <> '' OR choices <> '[]')",
+        (cutoff,),
+    ).rowcount
+    outbox = conn.execute(
+        "UPDATE outbox SET payload = '{}' WHERE created_at < ? AND payload <> '{}' "
+        "AND (sent_at IS NOT NULL OR failed_at IS NOT NULL)",
+        (cutoff,),
+    ).rowcount
+    for table, columns in OPTIONAL_TEXT.items():
+        present = _table_columns(conn, table)
+        wanted = [c for c in columns if c in present]
+        if "conversation_id" in present and wanted:
+            sets = ", ".join(f"{c} = NULL" for c in wanted)
+            conn.execute(
+                f"UPDATE {table} SET {sets} WHERE conversation_id IN (SELECT id FROM "
+                "conversations WHERE COALESCE(closed_at, updated_at) < ?)",
+                (cutoff,),
+            )
+    return Expired(int(messages), int(comments), int(web), int(outbox))
+
+
+# ---------------------------------------------------------------------- async access
+
+
+@dataclass(frozen=True, slots=True)
+class PendingErasure:
+    """An erasure whose agents' headers are not yet updated (e.g. done from the CLI)."""
+
+    event_id: int
+    customer_id: int
+
+
+class PrivacyStore:
+    """The privacy queries on one open ``Database``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def export(self, key: str) -> dict[str, Any] | None:
+        return await self.db.read(lambda conn: export_customer(conn, key))
+
+    async def erase(self, key: str, now: int, actor: str) -> Erased | None:
+        def work(conn: sqlite3.Connection) -> Erased | None:
+            customer_id = find_customer(conn, key)
+            if customer_id is None:
+                return None
+            return erase_customer(conn, customer_id, now, actor)
+
+        return await self.db.write(work)
+
+    async def expire(self, cutoff: int) -> Expired:
+        return await self.db.write(lambda conn: expire_before(conn, cutoff))
+
+    async def pending_erasures(self) -> list[PendingErasure]:
+        rows = await self.db.fetchall(
+            f"""SELECT e.id, e.customer_id FROM events e
+                WHERE e.kind = '{ERASED_EVENT}' AND NOT EXISTS (
+                    SELECT 1 FROM events f WHERE f.kind = '{FINISHED_EVENT}'
+                    AND f.customer_id = e.customer_id AND f.id > e.id)
+                ORDER BY e.id"""
+        )
+        return [PendingErasure(int(r[0]), int(r[1])) for r in rows]
+
+    async def desk_threads(self, customer_id: int, desk: str) -> list[int]:
+        """The customer's conversations that have a thread at this desk."""
+        rows = await self.db.fetchall(
+            "SELECT id FROM conversations WHERE customer_id = ? AND desk = ? "
+            "AND desk_thread IS NOT NULL ORDER BY id",
+            (customer_id, desk),
+        )
+        return [int(r[0]) for r in rows]
+
+    async def finished(self, erasure: PendingErasure, now: int, headers: int) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO events (customer_id, at, kind, actor, data) VALUES (?, ?, ?, ?, ?)",
+                (
+                    erasure.customer_id,
+                    now,
+                    FINISHED_EVENT,
+                    "bot",
+                    json.dumps({"erasure": erasure.event_id, "headers": headers}),
+                ),
+            )
+
+    async def visitor_erased(self, visitor: str) -> bool:
+        row = await self.db.fetchone(
+            "SELECT 1 FROM web_settings WHERE key = ?", (visitor_mark(visitor),)
+        )
+        return row is not None
+
+    async def truncate_wal(self, attempts: int = 20) -> bool:
+        """Copy the WAL into the database and empty it; False if readers kept it busy."""
+        return await self.db.checkpoint(attempts)
