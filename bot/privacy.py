@@ -1,0 +1,159 @@
+"""Customers' rights over their data: export, erasure, and the retention limit.
+
+The SQL lives in ``storage.privacy``; this module decides when it runs and what follows:
+an erasure (from ``supportbot customer erase``, or ``/forget`` confirmed by the customer,
+which storage erases inside the engine's own step) is *finished* by the running bot —
+each agents' thread header of that customer is rewritten through the outbox to say the
+customer was erased, and the WAL is truncated so no old page keeps the text. The command
+line cannot reach the agents' desk, so it leaves that part to the bot (within one sweep,
+or at its next start).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bot import payloads as P
+from bot.clock import Clock, to_ms
+from bot.config import Settings
+from bot.desk_view import thread_header
+from bot.errors import UnknownCustomerError
+from bot.store import NewOutbox, OutboxItem, Store, Unit
+from bot.texts import Texts
+
+if TYPE_CHECKING:
+    from storage.database import Database
+    from storage.privacy import Erased, Expired
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY = timedelta(days=1)
+EXPORT_FORMAT = "supportbot-customer-export/1"
+
+
+class OutboxSink(Protocol):
+    def submit(self, items: list[OutboxItem] | tuple[OutboxItem, ...]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    erasures: int
+    headers: int
+
+
+class PrivacyService:
+    """Export, erase and expire, on one open database."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        *,
+        store: Store | None = None,
+        outbox: OutboxSink | None = None,
+        desk: str | None = None,
+    ) -> None:
+        from storage.privacy import PrivacyStore
+
+        self.data = PrivacyStore(db)
+        self.settings = settings
+        self.clock = clock
+        self.store = store
+        self.outbox = outbox
+        self.desk = desk
+        self.texts = Texts(settings.language, dict(settings.messages.items()))
+        self._last_retention: float | None = None
+
+    def _now(self) -> int:
+        return to_ms(self.clock.now())
+
+    async def export(self, key: str) -> dict[str, Any]:
+        """One JSON-ready document with everything stored about the customer ``key``."""
+        found = await self.data.export(key)
+        if found is None:
+            raise UnknownCustomerError(f"no customer {key!r} is stored (keys look like "
+                                       "telegram:4242, slack:U0123, web:…)")  # fmt: skip
+        return {"format": EXPORT_FORMAT, "key": key,
+                "exported_at": self.clock.now().isoformat(), **found}  # fmt: skip
+
+    async def erase(self, key: str, actor: str) -> Erased:
+        """Erase one customer now; KPIs keep their figures. ``actor`` goes to the audit."""
+        erased = await self.data.erase(key, self._now(), actor)
+        if erased is None:
+            raise UnknownCustomerError(f"no customer {key!r} is stored")
+        log.info("customer #%d erased by %s: %d conversation(s), %d message text(s), "
+                 "%d comment(s), %d web line(s)", erased.customer_id, actor,
+                 erased.conversations, erased.messages, erased.comments,
+                 erased.web_lines)  # fmt: skip
+        await self.finish()
+        return erased
+
+    async def finish(self) -> Finished:
+        """Rewrite erased customers' thread headers (when this process has the desk's
+        outbox), then truncate the WAL so the erased text is gone from both files."""
+        pending = await self.data.pending_erasures()
+        headers = 0
+        done = 0
+        if self.outbox is not None and self.store is not None:
+            for erasure in pending:
+                count = await self._headers(erasure.customer_id)
+                await self.data.finished(erasure, self._now(), count)
+                headers += count
+                done += 1
+        if pending and not await self.data.truncate_wal():
+            log.warning("the WAL is busy: erased text may stay in it until the next checkpoint")
+        return Finished(done, headers)
+
+    async def _headers(self, customer_id: int) -> int:
+        assert self.store is not None
+        assert self.outbox is not None
+        if self.desk is None:
+            return 0
+        label = self.texts.get(self.settings.language, "erased_customer")
+
+        def t(key: str, **values: object) -> str:
+            return self.texts.get(self.settings.language, key, **values)
+
+        count = 0
+        for conversation_id in await self.data.desk_threads(customer_id, self.desk):
+            conv = await self.store.load(conversation_id)
+            if conv is None:
+                continue
+            conv.customer_name = label
+            header = thread_header(conv, t)  # no transcript: it quoted the customer
+            unit = Unit(self._now(), conversation=conv)
+            unit.outbox.append(NewOutbox(P.desk_lane(conv.id), P.UPDATE_HEADER,
+                                         {"header": P.header_json(header)}))  # fmt: skip
+            applied = await self.store.apply(unit)
+            self.outbox.submit(applied.outbox)
+            count += 1
+        return count
+
+    async def expire(self) -> Expired | None:
+        """Clear texts older than ``privacy.retain_messages`` (None when it is off)."""
+        keep = self.settings.privacy.retain_messages
+        if keep is None:
+            return None
+        cutoff = self.clock.now() - keep
+        expired = await self.data.expire(to_ms(cutoff))
+        if expired.total:
+            log.info("retention: cleared %d message text(s), %d comment(s), %d web line(s), "
+                     "%d payload(s) older than %s", expired.messages, expired.comments,
+                     expired.web_lines, expired.outbox, cutoff.isoformat())  # fmt: skip
+            if not await self.data.truncate_wal():
+                log.warning("the WAL is busy: expired text may stay in it until the next "
+                            "checkpoint")  # fmt: skip
+        return expired
+
+    async def tick(self) -> None:
+        """The bot's periodic job: finish erasures; once a day, apply the retention limit."""
+        await self.finish()
+        now = self.clock.now().timestamp()
+        due = RETENTION_EVERY.total_seconds()
+        if self._last_retention is None or now - self._last_retention >= due:
+            self._last_retention = now
+            await self.expire()
