@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot import payloads as P
@@ -157,3 +158,41 @@ class PrivacyService:
         if self._last_retention is None or now - self._last_retention >= due:
             self._last_retention = now
             await self.expire()
+
+
+# ---------------------------------------------------------------------- command line
+
+
+async def customer_command(
+    settings: Settings, action: str, key: str, clock: Clock | None = None
+) -> str:
+    """``supportbot customer export|erase KEY``: the JSON document, or what was erased."""
+    import getpass
+    import json
+
+    from bot.clock import SystemClock
+    from storage.database import Database
+
+    db = await Database.open(settings.storage.path, settings.storage.busy_timeout)
+    try:
+        service = PrivacyService(db, settings, clock or SystemClock())
+        if action == "export":
+            return json.dumps(await service.export(key), ensure_ascii=False, indent=2)
+        erased = await service.erase(key, actor=f"cli:{getpass.getuser()}")
+        return (
+            f"erased {key}: {erased.conversations} conversation(s), {erased.messages} message "
+            f"text(s), {erased.comments} comment(s), {erased.web_lines} web line(s); agents' "
+            "thread headers are updated by the running bot"
+        )
+    finally:
+        await db.close()
+
+
+async def backup_command(settings: Settings, target: Path, clock: Clock | None = None) -> str:
+    """``supportbot backup PATH``: works beside a running bot (no instance lock taken)."""
+    from bot.clock import SystemClock
+    from storage.backup import backup_database
+
+    now = (clock or SystemClock()).now().astimezone(settings.tz)
+    done = await backup_database(settings.storage.path, target, now, settings.storage.busy_timeout)
+    return f"backup: {done.path} ({done.pages} pages, {done.size} bytes)"
