@@ -295,10 +295,11 @@ def _clear_optional(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
 def _clear_outbox(
     conn: sqlite3.Connection, ids: Sequence[int], addresses: set[tuple[str, str]], now: int
 ) -> None:
-    """Payloads quote texts and carry platform ids. Undelivered ones are cancelled: a
-    running dispatcher still delivers what it already holds in memory (e.g. the goodbye)."""
+    """Payloads quote texts and carry platform ids, lanes name the address. Undelivered
+    ones are cancelled: a running dispatcher still delivers what it already holds in
+    memory (e.g. the goodbye after /forget)."""
     cancel = (
-        "payload = '{}', failed_at = CASE WHEN sent_at IS NULL AND failed_at IS NULL "
+        "payload = '{}', lane = 'erased', failed_at = CASE WHEN sent_at IS NULL AND failed_at IS NULL "
         "THEN ? ELSE failed_at END, error = CASE WHEN sent_at IS NULL AND failed_at IS NULL "
         "THEN 'erased' ELSE error END"
     )
