@@ -11,6 +11,7 @@ or at its next start).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -68,6 +69,8 @@ class PrivacyService:
         self.desk = desk
         self.texts = Texts(settings.language, dict(settings.messages.items()))
         self._last_retention: float | None = None
+        self._finishing = asyncio.Lock()
+        self._announced: dict[int, int] = {}  # erasure event id → headers queued
 
     def _now(self) -> int:
         return to_ms(self.clock.now())
@@ -95,19 +98,30 @@ class PrivacyService:
 
     async def finish(self) -> Finished:
         """Rewrite erased customers' thread headers (when this process has the desk's
-        outbox), then truncate the WAL so the erased text is gone from both files."""
-        pending = await self.data.pending_erasures()
-        headers = 0
-        done = 0
-        if self.outbox is not None and self.store is not None:
+        outbox), then truncate the WAL so the erased text is gone from both files.
+
+        An erasure is recorded as finished only once the WAL was really truncated: when
+        readers keep it busy, the next tick tries again (headers are queued only once).
+        """
+        async with self._finishing:
+            pending = await self.data.pending_erasures()
+            if not pending:
+                return Finished(0, 0)
+            headers = 0
+            if self.outbox is not None and self.store is not None:
+                for erasure in pending:
+                    if erasure.event_id not in self._announced:
+                        self._announced[erasure.event_id] = await self._headers(erasure.customer_id)
+                    headers += self._announced[erasure.event_id]
+            if not await self.data.truncate_wal():
+                log.warning("the WAL is busy: erased text may stay in it until the next try")
+                return Finished(0, 0)
+            if self.outbox is None or self.store is None:
+                return Finished(0, 0)  # the bot with the agents' desk finishes them
             for erasure in pending:
-                count = await self._headers(erasure.customer_id)
+                count = self._announced.pop(erasure.event_id, 0)
                 await self.data.finished(erasure, self._now(), count)
-                headers += count
-                done += 1
-        if pending and not await self.data.truncate_wal():
-            log.warning("the WAL is busy: erased text may stay in it until the next checkpoint")
-        return Finished(done, headers)
+            return Finished(len(pending), headers)
 
     async def _headers(self, customer_id: int) -> int:
         assert self.store is not None

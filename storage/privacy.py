@@ -299,8 +299,9 @@ def _clear_outbox(
     ones are cancelled: a running dispatcher still delivers what it already holds in
     memory (e.g. the goodbye after /forget)."""
     cancel = (
-        "payload = '{}', lane = 'erased', failed_at = CASE WHEN sent_at IS NULL AND failed_at IS NULL "
-        "THEN ? ELSE failed_at END, error = CASE WHEN sent_at IS NULL AND failed_at IS NULL "
+        "payload = '{}', lane = 'erased', "
+        "failed_at = CASE WHEN sent_at IS NULL AND failed_at IS NULL THEN ? ELSE failed_at END, "
+        "error = CASE WHEN sent_at IS NULL AND failed_at IS NULL "
         "THEN 'erased' ELSE error END"
     )
     if ids:

@@ -10,6 +10,7 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.errors import UnknownCustomerError
@@ -18,6 +19,9 @@ from bot.privacy import PrivacyService
 from bot.report import kpi_command
 from storage.database import Database
 from tests.harness import Harness, make_settings
+from tests.test_web_channel import Served
+from tests.test_web_channel import served as served_fixture  # noqa: F401 - fixture "served"
+from tests.waiting import eventually
 
 MARK = "Zanzibar-7F3A"  # in the erased customer's messages, comment and name
 KEEP = "Quetzal-9B2C"  # in the other customer's: must survive (proves the scan sees text)
@@ -235,3 +239,30 @@ async def test_privacy_notice_once_at_first_contact_in_their_language(
         assert h.channel.texts(h.address("8"))[0] == notice["fr"]
     finally:
         await h.stop()
+
+
+# ---------------------------------------------------------------- the widget's token
+
+
+async def test_forget_on_the_widget_revokes_its_token(served: Served) -> None:
+    token = await served.token()
+    visitor = await served.widget(token)
+    await visitor.say(f"Ma commande {MARK} est en retard")
+    await eventually(lambda: len(visitor.lines()) >= 2)
+    await visitor.say("/forget")
+    await eventually(lambda: visitor.has("Voulez-vous vraiment effacer"))
+    await visitor.press("Oui, effacer mes données")
+    # The goodbye is shown live (as a notice, not stored), then the socket is closed.
+    await eventually(lambda: any("C'est fait" in f.get("text", "") for f in visitor.frames))
+    await eventually(lambda: visitor.ws.closed)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await served.widget(token)  # the same token opens nothing any more
+    assert refused.value.status == 401
+    await eventually(lambda: served.app.privacy is not None)
+    await served.app.privacy.finish()
+    db = served.app.settings.storage.path
+    assert MARK.encode() not in raw_bytes(db)
+    fresh = await served.widget(await served.token())  # a new visitor starts afresh
+    await fresh.say("bonjour")
+    await eventually(lambda: len(fresh.lines()) == 2)
+    await fresh.close()
