@@ -7,20 +7,25 @@ raw bytes of the database file and its WAL, and "KPIs unchanged" on the JSON rep
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from bot.app import SupportApp
+from bot.config import Secrets
 from bot.errors import UnknownCustomerError
 from bot.model import Customer, CustomerMessage
 from bot.privacy import PrivacyService
 from bot.report import kpi_command
+from handlers.web import WebTransport
 from storage.database import Database
+from tests.fakes.clock import FakeClock
 from tests.harness import Harness, make_settings
-from tests.test_web_channel import Served
-from tests.test_web_channel import served as served_fixture  # noqa: F401 - fixture "served"
+from tests.test_app import settings_for
+from tests.test_web_channel import KEYS, Served
 from tests.waiting import eventually
 
 MARK = "Zanzibar-7F3A"  # in the erased customer's messages, comment and name
@@ -242,6 +247,20 @@ async def test_privacy_notice_once_at_first_contact_in_their_language(
 
 
 # ---------------------------------------------------------------- the widget's token
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    """The whole app with the web channel on port 0 (as in test_web_channel)."""
+    settings = settings_for(tmp_path, web={"port": 0}, desk="web")
+    app = SupportApp(settings, Secrets(web_agent_keys=KEYS), clock=FakeClock())
+    await app.start()
+    web = next(t for t in app.transports if isinstance(t, WebTransport))
+    async with aiohttp.ClientSession() as http:
+        try:
+            yield Served(app, web, http)
+        finally:
+            await app.stop()
 
 
 async def test_forget_on_the_widget_revokes_its_token(served: Served) -> None:
