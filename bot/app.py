@@ -142,6 +142,7 @@ class SupportApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._db: Any = None
         self._digest: Any = None
+        self.privacy: Any = None  # bot.privacy.PrivacyService once started
         self._stopped = asyncio.Event()
 
     @property
@@ -190,6 +191,7 @@ class SupportApp:
             await transport.start()
         dispatcher.release()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
+        self._tasks.append(asyncio.create_task(self._privacy_job(), name="privacy"))
         await self._start_digest(publishers)
         log.info(
             "supportbot started: channels %s, desk %s, %d knowledge-base entries",
@@ -299,6 +301,26 @@ class SupportApp:
                 log.warning("timer sweep postponed: %s", exc)
             except Exception:
                 log.exception("timer sweep failed; retrying in %.0fs", interval)
+            await asyncio.sleep(interval)
+
+    async def _privacy_job(self) -> None:
+        """Finish erasures (agents' headers, WAL) within a sweep; retention once a day."""
+        from bot.privacy import PrivacyService
+
+        assert self.components is not None
+        engine = self.components.engine
+        outbox = self.components.dispatcher
+        self.privacy = PrivacyService(
+            self._db, self.settings, self.clock, store=engine.store, outbox=outbox, desk=engine.desk
+        )
+        interval = self.settings.conversation.sweep_every.total_seconds()
+        while True:
+            try:
+                await self.privacy.tick()
+            except DatabaseLockedError as exc:
+                log.warning("privacy job postponed: %s", exc)
+            except Exception:
+                log.exception("privacy job failed; retrying in %.0fs", interval)
             await asyncio.sleep(interval)
 
     def request_stop(self) -> None:

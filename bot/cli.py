@@ -1,4 +1,4 @@
-"""The ``supportbot`` command: run, check, kb, kpi, digest.
+"""The ``supportbot`` command: run, check, kb, kpi, digest, customer, backup.
 
 Every command takes ``--config PATH`` (default ./config.yaml). Exit codes: 0 done,
 1 failed while running, 2 bad configuration or knowledge base, 3 ``run`` refused because
@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
         help="path of config.yaml (default: ./config.yaml)",
     )
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING…")
+    common.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=argparse.SUPPRESS,
+        help="text (default) or json: one JSON object a line, for log collectors",
+    )
     parser = argparse.ArgumentParser(
         prog="supportbot",
         description="Self-hosted customer-support bot for Telegram and Slack.",
@@ -57,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--now", action="store_true", help="post the digest immediately")
     mode.add_argument("--dry-run", action="store_true", help="print it; write the chart")
     digest.add_argument("--out", type=Path, help="chart file for --dry-run (digest.png)")
+    customer = sub.add_parser("customer", parents=[common], help="one customer's stored data")
+    cust_sub = customer.add_subparsers(dest="customer_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("export", "print everything stored about the customer as one JSON document"),
+        ("erase", "erase the customer's personal data now (no prompt; KPIs keep their figures)"),
+    ):
+        cmd = cust_sub.add_parser(action, parents=[common], help=text)
+        cmd.add_argument("key", metavar="KEY", help="the customer's key, e.g. telegram:4242")
+    backup = sub.add_parser("backup", parents=[common], help="consistent copy of the database")
+    backup.add_argument("path", type=Path, metavar="PATH", help="backup file, or a directory")
     return parser
 
 
@@ -64,7 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config: Path = getattr(args, "config", DEFAULT_CONFIG)
     secrets = Secrets.from_env()
-    setup_logging(secrets.values(), getattr(args, "log_level", None))
+    setup_logging(
+        secrets.values(), getattr(args, "log_level", None), getattr(args, "log_format", None)
+    )
     try:
         settings = load_settings(config)
         return _dispatch(args, settings, secrets)
@@ -102,6 +120,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets) ->
         return 0
     if args.command == "digest":
         return _digest(settings, secrets, now=args.now, dry_run=args.dry_run, out=args.out)
+    if args.command in ("customer", "backup"):
+        from bot.privacy import backup_command, customer_command
+
+        if args.command == "backup":
+            print(asyncio.run(backup_command(settings, args.path)))
+        else:
+            print(asyncio.run(customer_command(settings, args.customer_command, args.key)))
+        return 0
     return 2  # pragma: no cover - argparse requires a command
 
 

@@ -103,6 +103,23 @@ class SurveySettings(_Section):
     cooldown: Duration = timedelta(days=7)
 
 
+def _retention(value: object) -> timedelta | None:
+    """ "off" / false / null → None (keep everything), else a duration such as "365d"."""
+    if value is None or value is False or str(value).strip().lower() in ("off", "none", ""):
+        return None
+    duration = parse_duration(value)
+    if duration < timedelta(days=1):
+        raise ValueError("keep messages at least 1d (or write off)")
+    return duration
+
+
+class PrivacySettings(_Section):
+    """Personal data: how long message texts are kept, and the notice at first contact."""
+
+    retain_messages: Annotated[timedelta | None, BeforeValidator(_retention)] = None
+    notice: dict[Language, str] = Field(default_factory=dict)  # one sentence with a link
+
+
 class TelegramSettings(_Section):
     enabled: bool | Literal["auto"] = "auto"
     api_url: str = "https://api.telegram.org"
@@ -218,6 +235,7 @@ class Settings(_Section):
     web: WebSettings = WebSettings()
     desk: Literal["telegram", "slack", "web"] = "telegram"
     digest: DigestSettings = DigestSettings()
+    privacy: PrivacySettings = PrivacySettings()
     messages: dict[Language, dict[str, str]] = Field(default_factory=dict)
 
     @field_validator("timezone")

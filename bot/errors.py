@@ -12,6 +12,7 @@
     │   └── PermanentDeliveryError   retrying cannot help (bad request, forbidden)
     │       └── RecipientGoneError   the customer blocked the bot or left the channel
     ├── AlreadyRunningError    another supportbot process owns this database
+    ├── UnknownCustomerError   no customer is stored under this key (customer export/erase)
     └── InvalidParameterError  a request parameter (dashboard ?from=…) is malformed
 
 Catch ``SupportbotError`` at the edges (CLI, channel error handlers); everything
@@ -98,3 +99,7 @@ class InvalidParameterError(SupportbotError):
         self.parameter = parameter
         self.reason = reason
         super().__init__(f"{parameter}: {reason}")
+
+
+class UnknownCustomerError(SupportbotError):
+    """No customer is stored under this key (keys look like telegram:4242)."""

@@ -1,12 +1,45 @@
-"""Logging setup: one format, and no secret ever written to a log."""
+"""Logging setup: readable text or one JSON object a line, and no secret ever logged.
+
+``conversation_id`` is a context variable: the engine sets it for the step it runs and
+the outbox for the item it delivers, so every line logged meanwhile names the
+conversation (log collectors can then follow one conversation across components).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable
+from contextvars import ContextVar
+from datetime import UTC, datetime
 
 HANDLER_NAME = "supportbot"
+FORMATS = ("text", "json")
+
+conversation_id: ContextVar[int | None] = ContextVar("conversation_id", default=None)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, conversation_id if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        conv = getattr(record, "conversation_id", None)
+        if conv is None:
+            conv = conversation_id.get()
+        if conv is not None:
+            line["conversation_id"] = conv
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False, default=str)
 
 
 class RedactSecrets(logging.Filter):
@@ -28,12 +61,19 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def setup_logging(secrets: Iterable[str], level: str | None = None) -> None:
-    """Console logging at ``level`` (or $SUPPORTBOT_LOG_LEVEL, default INFO), secrets redacted."""
+def setup_logging(
+    secrets: Iterable[str], level: str | None = None, log_format: str | None = None
+) -> None:
+    """Console logging at ``level`` (or $SUPPORTBOT_LOG_LEVEL, default INFO), secrets redacted,
+    as ``log_format`` (or $SUPPORTBOT_LOG_FORMAT): "text" (default) or "json"."""
     name = (level or os.environ.get("SUPPORTBOT_LOG_LEVEL") or "INFO").upper()
+    fmt = (log_format or os.environ.get("SUPPORTBOT_LOG_FORMAT") or "text").lower()
     handler = logging.StreamHandler()
     handler.set_name(HANDLER_NAME)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     # Replace only our own handler (a second setup, e.g. tests calling main twice).

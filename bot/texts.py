@@ -58,7 +58,13 @@ CATALOG: dict[str, dict[str, str]] = {
         "survey_thanks": "Merci pour votre réponse, elle nous aide à nous améliorer !",
         "question_closed": "Cette question est close.",
         "not_your_question": "Ce bouton ne vous est pas destiné.",
-        "forgotten": "C'est noté : vos données de contact ne seront plus utilisées. Au revoir !",
+        "forgotten": "C'est fait : vos données (messages, réponses, nom) sont effacées. "
+        "Au revoir !",
+        "forget_confirm": "Voulez-vous vraiment effacer vos données (vos messages, vos réponses "
+        "aux enquêtes et votre nom) ? C'est définitif.",
+        "choice_forget_yes": "Oui, effacer mes données",
+        "choice_forget_no": "Annuler",
+        "forget_cancelled": "D'accord, rien n'a été effacé.",
         # agents' desk
         "agents_only": "Réservé aux agents du service client.",
         "status_waiting": "En attente",
@@ -90,6 +96,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "note_saved": "Note interne enregistrée (non envoyée au client).",
         "unknown_conversation": "Conversation inconnue.",
         "title": "#{id} · {customer}{topic}",
+        "erased_customer": "client effacé (RGPD)",
     },
     "en": {
         "greeting": "Hello{name}! I'm the customer service assistant. Ask me your question; "
@@ -133,7 +140,12 @@ CATALOG: dict[str, dict[str, str]] = {
         "survey_thanks": "Thank you for your answer, it helps us improve!",
         "question_closed": "This question is closed.",
         "not_your_question": "This button is not for you.",
-        "forgotten": "Done: your contact details will no longer be used. Goodbye!",
+        "forgotten": "Done: your data (messages, answers, name) has been erased. Goodbye!",
+        "forget_confirm": "Do you really want to erase your data (your messages, your survey "
+        "answers and your name)? This cannot be undone.",
+        "choice_forget_yes": "Yes, erase my data",
+        "choice_forget_no": "Cancel",
+        "forget_cancelled": "All right, nothing was erased.",
         "agents_only": "Only customer-service agents can do this.",
         "status_waiting": "Waiting",
         "status_taken": "Taken by {agent}",
@@ -166,6 +178,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "note_saved": "Internal note saved (not sent to the customer).",
         "unknown_conversation": "Unknown conversation.",
         "title": "#{id} · {customer}{topic}",
+        "erased_customer": "erased customer (GDPR)",
     },
 }
 

@@ -25,6 +25,7 @@ from bot.conversation.store import (
     Unit,
 )
 from storage.database import Database
+from storage.privacy import erase_customer
 
 _SELECT = """
 SELECT c.*, cu.key AS customer_key, cu.name AS customer_name,
@@ -341,7 +342,11 @@ def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
             )
     if customer_id is not None:
         _customer_changes(conn, unit, customer_id)
-    return _enqueue(conn, unit.outbox, conversation_id, message_ids, now)
+    items = _enqueue(conn, unit.outbox, conversation_id, message_ids, now)
+    if unit.customer_forget and customer_id is not None:
+        # Last, so that this step's own messages and payloads are erased too.
+        erase_customer(conn, customer_id, now, "customer")
+    return items
 
 
 def _customer_changes(conn: sqlite3.Connection, unit: Unit, cid: int) -> None:
@@ -355,8 +360,6 @@ def _customer_changes(conn: sqlite3.Connection, unit: Unit, cid: int) -> None:
         )
     if unit.customer_surveyed:
         conn.execute("UPDATE customers SET last_surveyed_at = ? WHERE id = ?", (unit.now, cid))
-    if unit.customer_forget:
-        conn.execute("UPDATE customers SET name = '' WHERE id = ?", (cid,))
 
 
 def _enqueue(

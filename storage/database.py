@@ -74,6 +74,8 @@ class Database:
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
+            # Deleted or overwritten personal data is zeroed, not left in free pages.
+            await conn.execute("PRAGMA secure_delete = ON")
             await db._migrate()
         except sqlite3.OperationalError as exc:
             await conn.close()
@@ -125,6 +127,25 @@ class Database:
         """
         async with self._write_lock:
             return await self._on_thread(self._write_now, work)
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` (plain ``sqlite3`` reads) in one hop to the database thread."""
+        async with self._write_lock:  # never inside another caller's open transaction
+            return await self._on_thread(work, self.conn._conn)
+
+    async def checkpoint(self, attempts: int = 20) -> bool:
+        """Copy the WAL into the database file and truncate it to zero bytes.
+
+        False when other connections' readers kept it busy for every attempt (each waits
+        up to busy_timeout); the next checkpoint then finishes the job.
+        """
+        for _ in range(attempts):
+            async with self._write_lock:
+                row = await self.fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
+            if row is not None and int(row[0]) == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     def _on_thread(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
         """Queue a plain function on aiosqlite's one thread (as its own methods do)."""

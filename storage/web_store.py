@@ -98,9 +98,19 @@ class WebStore:
             )
         return WebLine(seq, at, author, text, choices or [], None)
 
+    async def erased(self, visitor: str) -> bool:
+        """Whether this visitor's data was erased: their token no longer opens anything."""
+        from storage.privacy import visitor_mark
+
+        row = await self.db.fetchone("SELECT 1 FROM web_settings WHERE key = ?",
+                                     (visitor_mark(visitor),))  # fmt: skip
+        return row is not None
+
     async def since(self, visitor: str, seq: int, limit: int = 500) -> list[WebLine]:
+        """Lines after ``seq`` (lines blanked by the retention limit are not replayed)."""
         rows = await self.db.fetchall(
-            "SELECT * FROM web_messages WHERE visitor = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT * FROM web_messages WHERE visitor = ? AND seq > ? "
+            "AND (text <> '' OR choices <> '[]') ORDER BY seq LIMIT ?",
             (visitor, seq, limit),
         )
         return [_line(row) for row in rows]

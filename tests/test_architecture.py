@@ -31,6 +31,7 @@ LAZY_STORAGE = frozenset(
         "bot.insights.digest",
         "bot.insights.digest_service",
         "bot.insights.report",
+        "bot.privacy",
     }
 )
 MAX_LINES = 450

@@ -120,3 +120,101 @@ def test_console_script_is_installed(project: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["id"]
+
+
+# ---------------------------------------------------------------- privacy (issue 18)
+
+SECRET_MARK = "Okapi-51D9"
+
+
+def _seed_customer(path: Path) -> None:
+    """One customer with a conversation and a message, written through the schema."""
+    import asyncio
+
+    from storage.database import Database
+
+    async def seed() -> None:
+        db = await Database.open(path)
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO customers (id, key, channel, user_id, name, language, "
+                "first_seen_at) VALUES (1, 'telegram:4242', 'telegram', '4242', ?, 'fr', 1000)",
+                (f"Jeanne {SECRET_MARK}",),
+            )
+            await conn.execute(
+                "INSERT INTO conversations (id, customer_id, channel, address_key, chat_id, "
+                "language, state, started_at, updated_at) VALUES "
+                "(1, 1, 'telegram', 'telegram:4242', '4242', 'fr', 'closed', 1000, 1000)"
+            )
+            await conn.execute(
+                "INSERT INTO messages (conversation_id, direction, author, text, created_at) "
+                "VALUES (1, 'in', 'customer', ?, 1000)",
+                (f"Mon colis {SECRET_MARK}",),
+            )
+        await db.close()
+
+    asyncio.run(seed())
+
+
+def test_customer_export_then_erase_with_json_logs(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = project / "supportbot.db"
+    _seed_customer(database)
+    assert main(["customer", "export", "telegram:4242"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["customer"]["name"] == f"Jeanne {SECRET_MARK}"
+    assert doc["conversations"][0]["messages"][0]["text"] == f"Mon colis {SECRET_MARK}"
+
+    assert main(["--log-format", "json", "customer", "erase", "telegram:4242"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("erased telegram:4242: 1 conversation(s), 1 message text(s)")
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    erased = [r for r in lines if r["logger"] == "bot.privacy"]
+    assert erased
+    assert set(erased[0]) >= {"time", "level", "logger", "message"}
+    assert "erased by cli:" in erased[0]["message"]
+    wal = Path(f"{database}-wal")
+    raw = database.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    assert SECRET_MARK.encode() not in raw
+
+    assert main(["customer", "export", "telegram:4242"]) == 1
+    assert "no customer 'telegram:4242'" in capsys.readouterr().err
+    assert main(["customer", "erase", "telegram:4242"]) == 1
+
+
+def test_json_log_lines_name_the_conversation_and_redact_secrets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+
+    from bot.logs import conversation_id, setup_logging
+
+    setup_logging(["xoxb-secret-token-1"], "INFO", "json")
+    log = logging.getLogger("test.json")
+    token = conversation_id.set(17)
+    try:
+        log.info("sent with %s", "xoxb-secret-token-1")
+    finally:
+        conversation_id.reset(token)
+    log.warning("no conversation here")
+    log.info("explicit", extra={"conversation_id": 5})
+    setup_logging([], "INFO")  # back to text for the other tests
+    first, second, third = (json.loads(x) for x in capsys.readouterr().err.splitlines())
+    assert first["conversation_id"] == 17
+    assert first["message"] == "sent with ***"
+    assert (first["level"], first["logger"]) == ("INFO", "test.json")
+    assert first["time"].endswith("+00:00")
+    assert "conversation_id" not in second
+    assert third["conversation_id"] == 5
+
+
+def test_default_log_format_stays_text(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from bot.logs import setup_logging
+
+    setup_logging([], "INFO")
+    logging.getLogger("test.text").warning("plain %s", "words")
+    line = capsys.readouterr().err.strip()
+    assert line.endswith("WARNING test.text: plain words")

@@ -8,6 +8,7 @@ from bot.conversation.lifecycle import WITH_AGENTS
 from bot.conversation.model import Agent, AgentAction, AgentActionKind, AgentMessage, Outcome, State
 from bot.conversation.store import ConversationRecord, NewMessage, NewOutbox, Unit
 from bot.conversation.surveys import Surveys
+from bot.logs import conversation_id as log_conversation
 
 NOTE_PREFIXES = ("//", "note:")
 CONSOLE_DESK = "web"  # agents of the web console, authenticated by their key upstream
@@ -45,6 +46,7 @@ class AgentActions(Surveys):
         async with self.locks.hold(conv.address.key):
             conv = await self.store.load(conv.id)
             assert conv is not None
+            log_conversation.set(conv.id)
             unit = Unit(self._now(), ev.dedup_key, conversation=conv)
             text = ev.text.strip()
             if text.lower().startswith(NOTE_PREFIXES) and ev.media is None:
@@ -122,6 +124,7 @@ class AgentActions(Surveys):
         async with self.locks.hold(conv.address.key):
             conv = await self.store.load(conv.id)
             assert conv is not None
+            log_conversation.set(conv.id)
             unit = Unit(self._now(), ev.dedup_key, conversation=conv)
             outcome = self._agent_step(conv, unit, ev, kind)
             if not await self._commit(unit):

@@ -9,20 +9,17 @@ from bot.conversation import payloads as P
 from bot.conversation.buttons import customer_choice, parse_customer_token
 from bot.conversation.desk_view import thread_header, transcript_line
 from bot.conversation.intents import Intent, detect_intent
+from bot.conversation.leaving import Leaving
 from bot.conversation.lifecycle import WITH_AGENTS
 from bot.conversation.model import (
     Choice,
-    Customer,
     CustomerChoice,
-    CustomerLeft,
     CustomerMessage,
-    CustomerReturned,
-    LeaveReason,
     Outcome,
     State,
 )
 from bot.conversation.store import ConversationRecord, NewMessage, Unit
-from bot.conversation.surveys import Surveys
+from bot.logs import conversation_id as log_conversation
 from bot.texts import CSAT_FACES
 
 log = logging.getLogger(__name__)
@@ -31,8 +28,8 @@ KNOWN_COMMANDS = frozenset({"start", "help", "agent", "cancel", "forget"})
 TRANSCRIPT_LINES = 30
 
 
-class CustomerTurns(Surveys):
-    """Everything a customer does: write, press a button, leave, come back."""
+class CustomerTurns(Leaving):
+    """What a customer writes and the buttons they press (leaving: ``leaving.py``)."""
 
     async def _customer_message(self, ev: CustomerMessage) -> Outcome:
         async with self.locks.hold(ev.address.key):
@@ -40,6 +37,7 @@ class CustomerTurns(Surveys):
             conv = await self.store.load_open(ev.address.key)
             text = ev.text.strip()
             command = ev.command
+            notice: str | None = None
             if conv is None:
                 lang = self.texts.language_of(ev.customer.language)
                 stateless = self._stateless_reply(command, text, ev.media is not None, lang)
@@ -48,9 +46,13 @@ class CustomerTurns(Surveys):
                     self._say(None, unit, ev.address, stateless)
                     return Outcome(duplicate=not await self._commit(unit))
                 if command == "forget":
-                    return await self._forget_without_conversation(ev, now)
+                    unit = Unit(now, ev.dedup_key)
+                    ask = self._t(lang, "forget_confirm")
+                    self._say(None, unit, ev.address, ask, self._forget_choices(0, lang))
+                    return Outcome(duplicate=not await self._commit(unit))
                 if await self.store.seen(ev.dedup_key):
                     return Outcome(duplicate=True)
+                notice = await self._privacy_notice(ev.customer.key, lang)
                 conv = await self.store.open_conversation(ev.customer, ev.address, lang, now)
             elif conv.state == State.SURVEYING and self._leaves_survey(command, text):
                 # The customer needs help again: end this survey; the message then opens
@@ -58,13 +60,19 @@ class CustomerTurns(Surveys):
                 await self._end_survey(conv, now)
                 conv = None
             if conv is not None:
-                return await self._customer_step(conv, ev, now, text)
+                return await self._customer_step(conv, ev, now, text, notice)
         return await self._customer_message(ev)
 
     async def _customer_step(
-        self, conv: ConversationRecord, ev: CustomerMessage, now: int, text: str
+        self,
+        conv: ConversationRecord,
+        ev: CustomerMessage,
+        now: int,
+        text: str,
+        notice: str | None = None,
     ) -> Outcome:
         """A customer message in an open conversation (the caller holds its lock)."""
+        log_conversation.set(conv.id)
         command = ev.command
         unit = Unit(now, ev.dedup_key, conversation=conv)
         if not conv.customer_reachable:
@@ -75,8 +83,11 @@ class CustomerTurns(Surveys):
         unit.message(NewMessage("in", "customer", shown, media=media))
         unit.event("message_in", "customer", **({"command": command} if command else {}))
         conv.update(last_customer_at=now)
+        if notice:  # first contact: how their data is used, before anything else
+            self._say(conv, unit, conv.address, notice)
         if command == "forget":
-            self._forget(conv, unit, ev.customer)
+            ask = self._t(conv.language, "forget_confirm")
+            self._say(conv, unit, conv.address, ask, self._forget_choices(conv.id, conv.language))
         elif conv.state == State.BOT:
             await self._bot_turn(conv, unit, ev, text)
         elif conv.state in WITH_AGENTS:
@@ -255,6 +266,8 @@ class CustomerTurns(Surveys):
         closed = Outcome(ok=False, notice=self._t(lang, "question_closed"))
         if token is None:
             return closed
+        if token.question == "forget" and token.value in ("yes", "no"):
+            return await self._forget_answer(ev, token.value == "yes")
         async with self.locks.hold(ev.address.key):
             conv = await self.store.load(token.conversation_id)
             if conv is None or conv.address.key != ev.address.key:
@@ -307,85 +320,3 @@ class CustomerTurns(Surveys):
             self._record_csat(conv, unit, int(value))
         elif question == "comment":
             self._record_comment(conv, unit, None)
-
-    # ------------------------------------------------------------------ customers leaving
-
-    async def _customer_left(self, ev: CustomerLeft) -> Outcome:
-        customer = ev.customer
-        record = await self.store.customer_record(customer.key)
-        if record is None:
-            return Outcome()
-        customer_id, reachable = record
-        now = self._now()
-        handled = False
-        for conv in await self.store.open_for_customer(customer.key):
-            async with self.locks.hold(conv.address.key):
-                fresh = await self.store.load(conv.id)
-                if fresh is None or fresh.state == State.CLOSED:
-                    continue
-                unit = Unit(now, None if handled else ev.dedup_key, conversation=fresh)
-                if not handled and reachable:
-                    unit.customer_reachable = (False, ev.reason.value)
-                fresh.customer_reachable = False
-                if ev.reason == LeaveReason.FORGET:
-                    unit.customer_forget = True
-                self._leave(fresh, unit, ev.reason.value)
-                if not await self._commit(unit) and not handled:
-                    return Outcome(duplicate=True)
-                handled = True
-        if not handled:
-            unit = Unit(now, ev.dedup_key, customer_id=customer_id)
-            if reachable:
-                unit.customer_reachable = (False, ev.reason.value)
-            unit.customer_forget = ev.reason == LeaveReason.FORGET
-            unit.event("customer_left", "customer", reason=ev.reason.value)
-            return Outcome(duplicate=not await self._commit(unit))
-        return Outcome()
-
-    def _leave(self, conv: ConversationRecord, unit: Unit, reason: str) -> None:
-        unit.event("customer_left", "customer", reason=reason)
-        if conv.desk is not None:
-            self._desk(conv, unit, P.POST, text=self._desk_t("customer_left", reason=reason),
-                       author="system", name="")  # fmt: skip
-        waiting = conv.state == State.QUEUED or (
-            conv.state == State.ASSIGNED and conv.pending_since is not None
-        )
-        if waiting:
-            self._abandon(conv, unit, reason)
-        elif conv.state == State.SURVEYING:
-            unit.survey_update["expired_at"] = unit.now
-            self._close(conv, unit, "customer_left")
-        elif conv.state == State.ASSIGNED:
-            self._close(conv, unit, "customer_left")
-            self._refresh_header(conv, unit)
-            self._desk(conv, unit, P.CLOSE_THREAD)
-        else:
-            self._close(conv, unit, "customer_left")
-
-    def _forget(self, conv: ConversationRecord, unit: Unit, customer: Customer) -> None:
-        self._say(conv, unit, conv.address, self._t(conv.language, "forgotten"))
-        unit.customer_reachable = (False, LeaveReason.FORGET.value)
-        unit.customer_forget = True
-        conv.customer_reachable = False
-        self._leave(conv, unit, LeaveReason.FORGET.value)
-
-    async def _forget_without_conversation(self, ev: CustomerMessage, now: int) -> Outcome:
-        lang = self.texts.language_of(ev.customer.language)
-        record = await self.store.customer_record(ev.customer.key)
-        unit = Unit(now, ev.dedup_key, customer_id=record[0] if record else None)
-        if record is not None:
-            if record[1]:
-                unit.customer_reachable = (False, LeaveReason.FORGET.value)
-            unit.customer_forget = True
-            unit.event("customer_left", "customer", reason=LeaveReason.FORGET.value)
-        self._say(None, unit, ev.address, self._t(lang, "forgotten"))
-        return Outcome(duplicate=not await self._commit(unit))
-
-    async def _customer_returned(self, ev: CustomerReturned) -> Outcome:
-        record = await self.store.customer_record(ev.customer.key)
-        if record is None or record[1]:
-            return Outcome()
-        unit = Unit(self._now(), ev.dedup_key, customer_id=record[0])
-        unit.customer_reachable = (True, "returned")
-        unit.event("customer_returned", "customer")
-        return Outcome(duplicate=not await self._commit(unit))

@@ -24,6 +24,7 @@ from bot.conversation.model import (
     Outcome,
 )
 from bot.conversation.timers import Timers
+from bot.logs import conversation_id as log_conversation
 
 
 class ConversationService(CustomerTurns, AgentActions, Timers):
@@ -31,6 +32,7 @@ class ConversationService(CustomerTurns, AgentActions, Timers):
 
     async def handle(self, event: InboundEvent) -> Outcome:
         """Process one normalized event; the result tells the handler what to show."""
+        log_conversation.set(None)  # each step names its conversation once it knows it
         match event:
             case CustomerMessage():
                 return await self._customer_message(event)

@@ -28,6 +28,7 @@ from bot.errors import (
     RecipientGoneError,
     TransientDeliveryError,
 )
+from bot.logs import conversation_id as log_conversation
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class Dispatcher:
             await asyncio.sleep(min(delay, self.backoff_max))
 
     async def _deliver_until_done(self, item: OutboxItem) -> None:
+        log_conversation.set(item.conversation_id)  # this lane's task: its log lines
         await self._wait_until(item.next_attempt_at)
         attempts = item.attempts
         while True:

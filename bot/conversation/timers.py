@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.conversation.core import EngineCore
 from bot.conversation.model import State
 from bot.conversation.store import ConversationRecord, Unit
+from bot.logs import conversation_id as log_conversation
 
 MAX_REMINDERS = 3
 
@@ -24,11 +25,13 @@ class Timers(EngineCore):
                 fresh = await self.store.load(conv.id)
                 if fresh is None:
                     continue
+                log_conversation.set(fresh.id)
                 unit = Unit(now, conversation=fresh)
                 unit.clear_timer(timer.kind)
                 self._fire(fresh, unit, timer.kind)
                 await self._commit(unit)
                 fired += 1
+        log_conversation.set(None)
         return fired
 
     def _fire(self, conv: ConversationRecord, unit: Unit, kind: str) -> None:

@@ -199,6 +199,11 @@ class WebTransport:
     ) -> Sent:
         """Store the line (the source of truth), then push it to the visitor's open sockets."""
         rows = [[{"label": c.label, "token": c.token} for c in row] for row in choices]
+        if await self.store.erased(to.chat_id):  # e.g. the goodbye after /forget: not stored
+            await self._push(to.chat_id, {"type": "notice", "text": text})
+            for ws in list(self.visitors.get(to.chat_id, ())):
+                await ws.close()
+            return Sent()
         line = await self.store.append(to.chat_id, self._now(), author, text, rows)
         assert line is not None
         await self._push(to.chat_id, line.json())
@@ -288,7 +293,7 @@ class WebTransport:
             log.warning("widget socket refused: origin %r", request.headers.get("Origin"))
             raise web.HTTPForbidden(text="origin not allowed")
         visitor = self.signer.visitor_of(request.query.get("token", ""))
-        if visitor is None:
+        if visitor is None or await self.store.erased(visitor):
             log.warning("widget socket refused: bad visitor token from %s", self.client_ip(request))
             raise web.HTTPUnauthorized(text="invalid token")
         since = request.query.get("since", "0")
@@ -320,6 +325,9 @@ class WebTransport:
             kind, client_id = str(frame["type"]), str(frame["id"])[:MAX_CLIENT_ID]
         except (ValueError, KeyError, TypeError):
             await ws.send_json({"type": "error", "code": "bad_frame"})
+            return
+        if await self.store.erased(customer.user_id):  # erased meanwhile (CLI or /forget)
+            await ws.close()
             return
         if not self.limiter.allow(f"visitor:{customer.user_id}", f"ip:{ip}"):
             await ws.send_json({"type": "error", "code": "rate_limited", "id": client_id})
