@@ -186,8 +186,8 @@ def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: st
 
 
 def _kb_eval(settings: Settings, dataset: Path | None) -> int:
-    from bot.kb_eval import DEFAULT_DATASET, evaluate, format_report
     from bot.knowledge import KnowledgeBase
+    from bot.knowledge.evaluation import DEFAULT_DATASET, evaluate, format_report
 
     kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
     report = evaluate(kb, dataset or DEFAULT_DATASET)

@@ -1,6 +1,6 @@
 """Measure the knowledge base against a labelled set of customer messages.
 
-The set (default ``tests/data/kb_eval.yaml``) lists messages with the entry
+The set (default: the shop set shipped in ``evalsets/shop/``) lists messages with the entry
 that should answer them, or ``null`` when none should. Two figures matter:
 
 - **accuracy**: in-scope messages answered (confidence ≥ threshold) with the
@@ -21,9 +21,9 @@ from typing import Any, Final
 import yaml
 
 from bot.errors import KnowledgeBaseError
-from bot.knowledge import KnowledgeBase
+from bot.knowledge.kb import KnowledgeBase
 
-DEFAULT_DATASET: Final = Path("tests/data/kb_eval.yaml")
+DEFAULT_DATASET: Final = Path(__file__).parent / "evalsets" / "shop" / "eval.yaml"
 SWEEP: Final = tuple(round(0.30 + 0.05 * step, 2) for step in range(11))  # 0.30 … 0.80
 
 
