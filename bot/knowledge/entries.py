@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
 
 from bot.knowledge.text import LANGUAGES
 
-DEFAULT_THRESHOLD: Final = 0.39
-"""Minimum confidence to answer. On the shop's eval set, 0.36–0.39 all keep accuracy
-≥ 90 % with out-of-scope rejection ≥ 86 %; 0.39 declines the most out-of-scope messages
-(88 %) at the same accuracy (90.8 %). Above 0.40 accuracy falls quickly."""
-
-__all__ = ["DEFAULT_THRESHOLD", "LANGUAGES", "KbEntry", "KbMatch"]
+__all__ = ["LANGUAGES", "Candidate", "KbEntry", "KbMatch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +18,8 @@ class KbEntry:
     topic: str
     questions: Mapping[str, tuple[str, ...]] = field(hash=False)
     answers: Mapping[str, str] = field(hash=False)
+    touchpoint: str | None = None  # KPI breakdown; knowledge.yaml's default is the topic
+    stage: str | None = None  # before | during | after the purchase, if given
 
     def answer(self, language: str) -> str:
         """The answer in ``language``, else in the other available language."""
@@ -36,12 +32,31 @@ class KbEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Candidate:
+    """An entry that may answer the message, and how plausible it is on its own (0..1)."""
+
+    entry: KbEntry
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
 class KbMatch:
-    """The best entry for a message, how sure we are, and whether that is enough."""
+    """The best entry for a message, how sure we are, and whether that is enough.
+
+    ``score`` is the calibrated confidence (0..1) and ``answered`` is
+    ``score >= threshold``. ``language`` is the message's own language ("fr",
+    "en") or None when it does not tell. ``candidates`` are the three best
+    entries, best first, each scored as if it had no rival; ``ambiguous`` is
+    True when the bot should not answer but two or three of them are plausible
+    and close: ask "did you mean …?" rather than decline.
+    """
 
     entry: KbEntry | None
     score: float
     answered: bool
+    language: str | None = None
+    candidates: tuple[Candidate, ...] = field(default=(), compare=False)
+    ambiguous: bool = False
 
     @property
     def id(self) -> str | None:

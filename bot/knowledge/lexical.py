@@ -431,3 +431,13 @@ class LexicalIndex:
             for number, mass in enumerate(entry_mass)
             if mass > 0.0
         ]
+
+    def scores(self, text: str, language: str | None) -> tuple[dict[int, float], float]:
+        """Lexical confidence per entry (non-zero ones), and the share of the message's
+        weight that no entry knows (1 when no word of it is known)."""
+        evidence = self.evidence(text, language)
+        if not evidence:
+            return {}, 1.0
+        first = evidence[0][1]
+        unknown = first.unknown / first.total if first.total > 0.0 else 1.0
+        return {number: confidence(e) for number, e in evidence}, unknown

@@ -15,7 +15,8 @@ from bot.knowledge.entries import LANGUAGES, KbEntry
 from bot.knowledge.lexical import synonym_key
 
 _TOP_KEYS: Final = frozenset({"entries", "threshold", "synonyms"})
-_ENTRY_KEYS: Final = frozenset({"id", "topic", "questions", "answer"})
+_ENTRY_KEYS: Final = frozenset({"id", "topic", "touchpoint", "stage", "questions", "answer"})
+STAGES: Final = ("before", "during", "after")
 # libyaml's loader is ten times faster than the pure-Python one; same safe semantics.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -151,11 +152,17 @@ class _Validator:
             raise self.fail(f"{where}.questions", "missing: give example questions under fr: / en:")
         questions = self.questions(raw["questions"], f"{where}.questions")
         answers = self.answers(raw.get("answer"), f"{where}.answer")
+        touchpoint = self.text(raw, "touchpoint", where) if "touchpoint" in raw else topic
+        stage = raw.get("stage")
+        if stage is not None and stage not in STAGES:
+            raise self.fail(f"{where}.stage", f"must be one of {', '.join(STAGES)}")
         return KbEntry(
             id=entry_id,
             topic=topic,
             questions=MappingProxyType(questions),
             answers=MappingProxyType(answers),
+            touchpoint=touchpoint,
+            stage=stage,
         )
 
     def text(self, raw: Mapping[str, Any], key: str, where: str) -> str:
