@@ -45,8 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question", nargs="?", help="the question (default: one per line on stdin)")
     ask.add_argument("--json", action="store_true", help="one JSON object per question")
     ask.add_argument("--lang", choices=["fr", "en"], help="customer language")
-    ev = kb_sub.add_parser("eval", parents=[common], help="accuracy on the labeled set")
-    ev.add_argument("--dataset", type=Path, help="labeled set (default tests/data/kb_eval.yaml)")
+    ev = kb_sub.add_parser("eval", parents=[common], help="accuracy on labeled sets")
+    ev.add_argument("--set", dest="set_name", help="one shipped set (shop/eval, saas, …)")
+    ev.add_argument("--dataset", type=Path, help="your labeled set (with --knowledge)")
+    ev.add_argument(
+        "--knowledge", type=Path, help="knowledge file of --dataset (default: the configured one)"
+    )
+    ev.add_argument(
+        "--sweep", action="store_true", help="accuracy/rejection per threshold, and a suggestion"
+    )
     kpi = sub.add_parser("kpi", parents=[common], help="KPI report for a period")
     kpi.add_argument("--from", dest="date_from", type=date.fromisoformat, help="YYYY-MM-DD")
     kpi.add_argument("--to", dest="date_to", type=date.fromisoformat, help="YYYY-MM-DD, exclusive")
@@ -89,7 +96,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets) ->
     if args.command == "kb":
         if args.kb_command == "ask":
             return _kb_ask(settings, args.question, as_json=args.json, lang=args.lang)
-        return _kb_eval(settings, args.dataset)
+        return _kb_eval(settings, args)
     if args.command == "kpi":
         from bot.insights.report import kpi_command
 
@@ -129,7 +136,7 @@ def _check(settings: Settings, secrets: Secrets) -> int:
     from bot.app import plan_channels
     from bot.knowledge import KnowledgeBase
 
-    kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
+    kb = KnowledgeBase.configured(settings)
     plan = plan_channels(settings, secrets)
     hours = settings.business_hours
     print("config: ok")
@@ -161,7 +168,7 @@ def _check(settings: Settings, secrets: Secrets) -> int:
 def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: str | None) -> int:
     from bot.knowledge import KnowledgeBase
 
-    kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
+    kb = KnowledgeBase.configured(settings)
     language = lang or settings.language
     questions = [question] if question is not None else [line.rstrip("\n") for line in sys.stdin]
     for text in questions:
@@ -172,6 +179,11 @@ def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: st
                 "topic": match.topic,
                 "score": round(match.score, 4),
                 "answered": match.answered,
+                "language": match.language,
+                "ambiguous": match.ambiguous,
+                "candidates": [
+                    {"id": c.entry.id, "score": round(c.score, 4)} for c in match.candidates
+                ],
             }
             print(json.dumps(record, ensure_ascii=False), flush=True)
         elif match.entry is None:
@@ -185,13 +197,32 @@ def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: st
     return 0
 
 
-def _kb_eval(settings: Settings, dataset: Path | None) -> int:
-    from bot.kb_eval import DEFAULT_DATASET, evaluate, format_report
-    from bot.knowledge import KnowledgeBase
+def _kb_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.knowledge.evaluation import evaluate, format_report, format_summary, shipped_sets
+    from bot.knowledge.kb import KnowledgeBase
 
-    kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
-    report = evaluate(kb, dataset or DEFAULT_DATASET)
-    print(format_report(report))
+    encoder = settings.knowledge.encoder
+    if args.dataset is not None or args.knowledge is not None:
+        if args.dataset is None:
+            raise ConfigError("kb eval --knowledge", "needs --dataset (your labeled set)")
+        path = args.knowledge or settings.knowledge.path
+        threshold = settings.knowledge.threshold if args.knowledge is None else None
+        kb = KnowledgeBase.load(path, threshold, encoder)
+        print(format_report(evaluate(kb, args.dataset), sweep=args.sweep))
+        return 0
+    sets = shipped_sets()
+    if args.set_name is not None:
+        sets = [s for s in sets if s.name == args.set_name]
+        if not sets:
+            names = ", ".join(s.name for s in shipped_sets())
+            raise ConfigError("kb eval --set", f"no set {args.set_name!r} (shipped: {names})")
+    reports = []
+    for item in sets:
+        kb = KnowledgeBase.load(item.knowledge, None, encoder)
+        reports.append(evaluate(kb, item.dataset, item.name))
+        print(format_report(reports[-1], sweep=args.sweep, misses=len(sets) == 1), end="\n\n")
+    if len(reports) > 1:
+        print(format_summary(reports, [s.tuned for s in sets]))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""bot.kb_eval, and the shipped knowledge base measured on the labelled sets."""
+"""bot.knowledge.evaluation, and the shipped knowledge base measured on the labelled sets."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ from textwrap import dedent
 import pytest
 
 from bot.errors import KnowledgeBaseError
-from bot.kb_eval import DEFAULT_DATASET, EvalReport, evaluate, format_report, load_dataset
 from bot.knowledge import KnowledgeBase
-from bot.text import fold
+from bot.knowledge.evaluation import (
+    DEFAULT_DATASET,
+    EvalReport,
+    evaluate,
+    format_report,
+    load_dataset,
+)
+from bot.knowledge.text import fold
 
 ROOT = Path(__file__).resolve().parent.parent
-HOLDOUT = ROOT / "tests" / "data" / "kb_holdout.yaml"
+HOLDOUT = ROOT / "bot" / "knowledge" / "evalsets" / "shop" / "holdout.yaml"
 
 
 @pytest.fixture(scope="module")
