@@ -19,12 +19,14 @@ from bot.conversation.store import (
     ConversationRecord,
     Delivery,
     DueTimer,
+    KbQuestionRecord,
     NewOutbox,
     OutboxItem,
     SurveyRecord,
     Unit,
 )
 from storage.database import Database
+from storage.kb_questions import latest_kb_question, write_kb_changes
 
 _SELECT = """
 SELECT c.*, cu.key AS customer_key, cu.name AS customer_name,
@@ -223,6 +225,9 @@ class SqliteStore:
         )
         return SurveyRecord(*row) if row else None
 
+    async def kb_question(self, conversation_id: int) -> KbQuestionRecord | None:
+        return await latest_kb_question(self.db, conversation_id)
+
     async def due_timers(self, now: int, limit: int) -> list[DueTimer]:
         rows = await self.db.fetchall(
             "SELECT conversation_id, kind, due_at FROM timers WHERE due_at <= ? "
@@ -339,6 +344,8 @@ def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
                 "WHERE conversation_id = ?",
                 [*(unit.survey_update[n] for n in names), conversation_id],
             )
+    if conversation_id is not None:
+        write_kb_changes(conn, unit, conversation_id, message_ids)
     if customer_id is not None:
         _customer_changes(conn, unit, customer_id)
     return _enqueue(conn, unit.outbox, conversation_id, message_ids, now)
