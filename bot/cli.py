@@ -54,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--sweep", action="store_true", help="accuracy/rejection per threshold, and a suggestion"
     )
+    gaps = kb_sub.add_parser(
+        "gaps", parents=[common], help="questions the bot could not answer, grouped by meaning"
+    )
+    picks = kb_sub.add_parser(
+        "picks", parents=[common], help="'did you mean' choices, as eval.yaml cases"
+    )
+    for period in (gaps, picks):
+        period.add_argument("--from", dest="date_from", type=date.fromisoformat, help="YYYY-MM-DD")
+        period.add_argument(
+            "--to", dest="date_to", type=date.fromisoformat, help="YYYY-MM-DD, exclusive"
+        )
+    gaps.add_argument("--format", dest="fmt", choices=["table", "json"], default="table")
     kpi = sub.add_parser("kpi", parents=[common], help="KPI report for a period")
     kpi.add_argument("--from", dest="date_from", type=date.fromisoformat, help="YYYY-MM-DD")
     kpi.add_argument("--to", dest="date_to", type=date.fromisoformat, help="YYYY-MM-DD, exclusive")
@@ -96,6 +108,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets) ->
     if args.command == "kb":
         if args.kb_command == "ask":
             return _kb_ask(settings, args.question, as_json=args.json, lang=args.lang)
+        if args.kb_command in ("gaps", "picks"):
+            return _kb_report(settings, args)
         return _kb_eval(settings, args)
     if args.command == "kpi":
         from bot.insights.report import kpi_command
@@ -194,6 +208,17 @@ def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: st
                   f"/ threshold {kb.threshold:.2f}")  # fmt: skip
             if match.answered:
                 print(f"  {match.entry.answer(language)}")
+    return 0
+
+
+def _kb_report(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.insights.gaps import gaps_command, picks_command
+
+    period = {"date_from": args.date_from, "date_to": args.date_to}
+    if args.kb_command == "gaps":
+        print(asyncio.run(gaps_command(settings, fmt=args.fmt, **period)))
+    else:
+        print(asyncio.run(picks_command(settings, **period)))
     return 0
 
 
