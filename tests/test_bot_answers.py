@@ -165,7 +165,11 @@ async def test_did_you_mean_offers_the_candidates_and_a_pick_answers(
     ]
     asked = await h.row("SELECT id FROM messages WHERE text = 'et mon colis alors'")
     assert await events(h, "kb_pick") == [
-        {"message": asked["id"], "entry": "delivery-time", "candidates": ["delivery-time", "refund"]}
+        {
+            "message": asked["id"],
+            "entry": "delivery-time",
+            "candidates": ["delivery-time", "refund"],
+        }
     ]
     [question] = await questions(h)
     assert (question["outcome"], question["entry"], question["text"]) == (
@@ -248,9 +252,9 @@ async def test_stale_pick_buttons_are_refused(
     assert not forged.ok
     assert await events(h, "kb_pick") == [
         {
-            "message": (await h.row("SELECT id FROM messages WHERE text = ?", "et le remboursement"))[
-                "id"
-            ],
+            "message": (
+                await h.row("SELECT id FROM messages WHERE text = ?", "et le remboursement")
+            )["id"],
             "entry": "refund",
             "candidates": ["refund", "invoice"],
         }
