@@ -166,6 +166,9 @@ class KnowledgeBase:
             margin = float(ranks[number] - ranks[rivals[0]]) if rivals else 1.0
             values = (float(words[number]), float(question[number]), float(answer[number]))
             score = calibration.confidence(calibration.Features(*values, margin, unknown))
-            alone = calibration.confidence(calibration.Features(*values, 0.0, unknown))
+            # As if the other candidates were not there: the margin to the first entry
+            # that is not a candidate.
+            apart = float(ranks[number] - ranks[order[CANDIDATES]]) if count > CANDIDATES else 1.0
+            alone = calibration.confidence(calibration.Features(*values, apart, unknown))
             out.append((self.entries[number], score, alone, float(ranks[number])))
         return out
