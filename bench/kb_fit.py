@@ -86,14 +86,18 @@ def main() -> None:
             score += weight * float(hits.mean())
         return score / sum(w for _n, _d, w in pooled)
 
-    grid = itertools.product((1.0,), (0.0, 0.5, 1.0), np.arange(0.0, 1.01, 0.2), np.arange(0, 1.21, 0.2))
+    grid = itertools.product(
+        (1.0,), (0.0, 0.5, 1.0), np.arange(0.0, 1.01, 0.2), np.arange(0, 1.21, 0.2)
+    )
     weights = max(
         ((q, p, round(float(a), 1), round(float(lex), 1)) for q, p, a, lex in grid),
         key=lambda w: round(top1(w), 4),
     )
     if len(sys.argv) == 5:  # explicit weights: question pair answer lexical
         weights = (float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
-    print(f"ranking weights (question, pair, answer, lexical): {weights}  top-1 {top1(weights):.3f}")
+    print(
+        f"ranking weights (question, pair, answer, lexical): {weights}  top-1 {top1(weights):.3f}"
+    )
     rows, labels, sample = [], [], []
     for name, d, weight in pooled:
         ranked = rank(d, weights)

@@ -45,7 +45,8 @@ class EvalSet:
 
 
 def shipped_sets() -> list[EvalSet]:
-    """Every set under evalsets/, the tuned one first; found from the package, not the cwd."""
+    """Every set under evalsets/ (found from the package, not the cwd): the shop's,
+    the other tuning sets, then the held-out ones."""
     found: list[EvalSet] = []
     for folder in sorted(p for p in EVALSETS.iterdir() if (p / "knowledge.yaml").is_file()):
         for dataset in sorted(folder.glob("*.yaml")):
@@ -56,7 +57,7 @@ def shipped_sets() -> list[EvalSet]:
             )  # fmt: skip
             tuned = (folder.name == "shop" and dataset.stem == "eval") or _tuning(dataset)
             found.append(EvalSet(name, folder / "knowledge.yaml", dataset, tuned))
-    found.sort(key=lambda s: (not s.tuned, s.name))
+    found.sort(key=lambda s: (not s.tuned, s.name != "shop/eval", s.name))
     return found
 
 
@@ -242,9 +243,9 @@ def format_report(report: EvalReport, *, sweep: bool = False, misses: bool = Tru
     lines += [f"    {lang:<22} : {rate}" for lang, rate in report.accuracy_by_language.items()]
     lines.append(f"  in scope, right entry 1st: {report.top1}  (ignoring the threshold)")
     lines.append(f"  in scope, among candidates: {report.in_candidates}")
-    lines.append(f"  in scope, asked, right offered: {report.asked_right}  (\"did you mean\")")
+    lines.append(f'  in scope, asked, right offered: {report.asked_right}  ("did you mean")')
     lines.append(f"  out of scope, declined   : {report.rejection}")
-    lines.append(f"  out of scope, asked      : {report.asked_out}  (\"did you mean\")")
+    lines.append(f'  out of scope, asked      : {report.asked_out}  ("did you mean")')
     lines += [f"    {lang:<22} : {rate}" for lang, rate in report.rejection_by_language.items()]
     if sweep and report.sweep:
         lines += ["", "  threshold  accuracy  rejection"]

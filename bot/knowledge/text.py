@@ -337,8 +337,6 @@ def clauses(text: str) -> list[str]:
     kept = []
     for part in _CLAUSE_BREAK.split(text):
         part = part.strip(" ,-")
-        if any(
-            w not in COURTESY_WORDS and not is_stop_word(w) for w in folded_words(part)
-        ):
+        if any(w not in COURTESY_WORDS and not is_stop_word(w) for w in folded_words(part)):
             kept.append(part)
     return kept if len(kept) > 1 else []
