@@ -24,7 +24,9 @@ HOLDOUT = ROOT / "bot" / "knowledge" / "evalsets" / "shop" / "holdout.yaml"
 
 @pytest.fixture(scope="module")
 def shipped() -> KnowledgeBase:
-    return KnowledgeBase.load(ROOT / "knowledge.yaml")
+    """The lexical matcher alone (knowledge.encoder: none); the hybrid one is measured in
+    test_knowledge_hybrid.py."""
+    return KnowledgeBase.load(ROOT / "knowledge.yaml", encoder="none")
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,7 @@ def small(tmp_path: Path) -> tuple[KnowledgeBase, Path]:
     kb_path.write_text(KB_YAML, encoding="utf-8")
     dataset = tmp_path / "eval.yaml"
     dataset.write_text(DATASET, encoding="utf-8")
-    return KnowledgeBase.load(kb_path, threshold=0.5), dataset
+    return KnowledgeBase.load(kb_path, threshold=0.5, encoder="none"), dataset
 
 
 def test_evaluate_counts_hits_misses_and_rejections(small: tuple[KnowledgeBase, Path]) -> None:
@@ -114,7 +116,7 @@ def test_evaluate_counts_hits_misses_and_rejections(small: tuple[KnowledgeBase, 
 
 def test_format_report_shows_figures_sweep_and_misses(small: tuple[KnowledgeBase, Path]) -> None:
     kb, dataset = small
-    text = format_report(evaluate(kb, dataset))
+    text = format_report(evaluate(kb, dataset), sweep=True)
     assert "threshold 0.50" in text
     assert "66.7% (2/3)" in text
     assert "fr" in text

@@ -1,9 +1,16 @@
 """Meaning-based scores: how close a message is to each entry's questions and answer.
 
-Every example question and every answer of the knowledge base is encoded once
-(or read from the embedding cache); a message is then one encoding and two
-matrix products. Per entry: ``question`` = best cosine with one of its example
-questions, ``answer`` = best cosine with its answer (French or English).
+Every example question, every answer, each answer's sentences and each topic
+are encoded once (or read from the embedding cache). A message is encoded in
+one batch with its clauses (``text.clauses``: a long message's question is
+often one of them), then a few matrix products give, per entry:
+
+- ``question``: best cosine of the message or one of its clauses with one of
+  the entry's example questions;
+- ``pair``: mean of the message's two best cosines with the entry's questions
+  (one lucky question is weaker evidence than two close ones);
+- ``answer``: best cosine of the message with the entry's whole answer, one
+  sentence of it, or its topic (French or English).
 """
 
 from __future__ import annotations
@@ -11,7 +18,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from bot.knowledge import text as textmod
 from bot.knowledge.encoder import Encoder, Matrix
 from bot.knowledge.entries import LANGUAGES, KbEntry
 
@@ -27,15 +38,28 @@ log = logging.getLogger(__name__)
 Vector = npt.NDArray[np.float32]
 
 
+MESSAGE_CACHE = 512
+"""Encoded messages kept (keyed by folded text): customers repeat themselves."""
+
+_SENTENCE_END = re.compile(r"(?<=[.;:!?])\s+")
+
+
 @dataclass(frozen=True, slots=True)
 class Similarities:
-    """Per entry (in the knowledge base's order): best question and answer cosines."""
+    """Per entry (in the knowledge base's order): the cosines described above."""
 
     question: Vector
+    pair: Vector
     answer: Vector
 
 
+def _sentences(answer: str) -> list[str]:
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(answer)) if len(s) > 3]
+
+
 def _texts(entries: Sequence[KbEntry]) -> tuple[list[str], list[int], list[str], list[int]]:
+    """Questions and answer-side texts (whole answers, their sentences, the topic),
+    flat, with each entry's first index in each list."""
     questions: list[str] = []
     question_starts: list[int] = []
     answers: list[str] = []
@@ -45,9 +69,13 @@ def _texts(entries: Sequence[KbEntry]) -> tuple[list[str], list[int], list[str],
         for language in LANGUAGES:
             questions.extend(entry.questions.get(language, ()))
         answer_starts.append(len(answers))
-        answers.extend(
-            entry.answers[language] for language in LANGUAGES if language in entry.answers
-        )
+        for language in LANGUAGES:
+            if language in entry.answers:
+                answers.append(entry.answers[language])
+                sentences = _sentences(entry.answers[language])
+                if len(sentences) > 1:
+                    answers.extend(sentences)
+        answers.append(entry.topic)
     return questions, question_starts, answers, answer_starts
 
 
@@ -100,7 +128,7 @@ class EmbeddingCache:
 
 
 class SemanticIndex:
-    """The encoded questions and answers of every entry."""
+    """The encoded questions and answer texts of every entry."""
 
     def __init__(
         self, encoder: Encoder, entries: Sequence[KbEntry], cache: EmbeddingCache | None = None
@@ -116,13 +144,39 @@ class SemanticIndex:
                 cache.write(key, vectors)
         self._questions = np.ascontiguousarray(vectors[: len(questions)])
         self._answers = np.ascontiguousarray(vectors[len(questions) :])
+        counts = np.diff([*self._question_starts, len(questions)])
+        self._single = counts < 2  # entries with one question: their "pair" is that one
+        self._recent: OrderedDict[str, Matrix] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def encode(self, text: str) -> Vector:
-        vector: Vector = self.encoder.encode([text])[0]
-        return vector
+    def encode(self, text: str) -> Matrix:
+        """The message's vector (row 0) and its clauses' (rows 1…), in one batch."""
+        key = " ".join(textmod.folded_words(text))
+        with self._lock:
+            cached = self._recent.get(key)
+            if cached is not None:
+                self._recent.move_to_end(key)
+                return cached
+        vectors = self.encoder.encode([text, *textmod.clauses(text)])
+        with self._lock:
+            self._recent[key] = vectors
+            while len(self._recent) > MESSAGE_CACHE:
+                self._recent.popitem(last=False)
+        return vectors
 
-    def similarities(self, vector: Vector) -> Similarities:
-        """Best question and answer cosine of each entry for one encoded message."""
-        question = np.maximum.reduceat(self._questions @ vector, self._question_starts)
-        answer = np.maximum.reduceat(self._answers @ vector, self._answer_starts)
-        return Similarities(question.astype(np.float32), answer.astype(np.float32))
+    def similarities(self, vectors: Matrix) -> Similarities:
+        """Per-entry cosines for one encoded message (``encode``'s rows)."""
+        cosines = vectors @ self._questions.T  # rows: message, then clauses
+        starts = self._question_starts
+        question = np.maximum.reduceat(cosines, starts, axis=1).max(axis=0)
+        whole = cosines[0]
+        best = np.maximum.reduceat(whole, starts)
+        # Second best per entry: mask each entry's best once, take the max again.
+        owner = np.repeat(np.arange(len(starts)), np.diff([*starts, len(whole)]))
+        masked = np.where(whole >= best[owner], -2.0, whole)
+        second = np.maximum.reduceat(masked, starts)
+        pair = np.where(self._single | (second < -1.5), best, (best + second) / 2)
+        answer = np.maximum.reduceat(self._answers @ vectors[0], self._answer_starts)
+        return Similarities(
+            question.astype(np.float32), pair.astype(np.float32), answer.astype(np.float32)
+        )
