@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from bot.clock import Clock, SystemClock
 from bot.config import Secrets, Settings
-from bot.conversation.answer_cache import CachedAnswerer
 from bot.conversation.busy import patiently
 from bot.conversation.engine import ConversationService
 from bot.conversation.model import Customer, CustomerLeft, LeaveReason
@@ -175,7 +174,7 @@ class SupportApp:
         )
         engine = ConversationService(
             store,
-            CachedAnswerer(kb),  # repeated questions are matched once
+            kb,
             settings,
             self.clock,
             dispatcher,

@@ -318,24 +318,3 @@ async def test_gaps_keep_to_the_period_and_drop_erased_messages(
         "UPDATE messages SET text = '' WHERE text = ?", [("vous livrez en Allemagne ?",)]
     )
     assert [g.text for g in await queries.gaps(everything)] == ["et en Suisse ?"]
-
-
-# ---------------------------------------------------------------------- the match cache
-
-
-def test_repeated_questions_are_matched_once_and_the_cache_is_bounded() -> None:
-    from bot.conversation.answer_cache import CachedAnswerer
-
-    kb = ScriptedAnswerer()
-    kb.answers("Où trouver ma facture ?", "invoice", language="fr")
-    cached = CachedAnswerer(kb, size=2)
-    first = cached.match("Où trouver ma facture ?", "fr")
-    assert cached.match("  Où trouver   ma facture ?", "fr") is first  # same words
-    assert kb.asked == [("Où trouver ma facture ?", "fr")]
-    cached.match("Où trouver ma facture ?", "en")  # the language is part of the question
-    cached.match("ou trouver ma facture", "fr")  # accents and case reach the encoder
-    assert len(kb.asked) == 3
-    cached.match("Où trouver ma facture ?", "fr")  # pushed out by the two others
-    assert len(kb.asked) == 4
-    assert (cached.hits, cached.misses) == (1, 4)
-    assert cached.get("invoice") is kb.entries["invoice"]
