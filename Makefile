@@ -41,7 +41,7 @@ screenshots: $(STAMP) browser
 ## The load benchmark: the real bot against the local Telegram/Slack servers (about 4 min;
 ## `make bench QUICK=1`: about 40 s).
 bench: $(STAMP)
-	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python bench/load_bench.py $(if $(QUICK),--quick)
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python bench/load_bench.py $(if $(QUICK),--quick) $(if $(ENCODER),--encoder $(ENCODER))
 
 kb-eval: $(STAMP)
 	$(BIN)/supportbot kb eval

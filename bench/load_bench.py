@@ -42,6 +42,7 @@ from bench.loadkit import Child, Tally, files_size, free_port, script, supportbo
 from bot.knowledge import KnowledgeBase  # noqa: E402
 
 KNOWLEDGE = ROOT / "knowledge.yaml"
+ENCODER: str | None = None  # --encoder: knowledge.encoder of the bot under test
 MB = 1024 * 1024
 START_TIMEOUT_S = 30.0
 
@@ -66,7 +67,7 @@ def write_config(path: Path, db: Path, **sections: Any) -> Path:
     config = {
         "language": "fr",
         "storage": {"path": str(db)},
-        "knowledge": {"path": str(KNOWLEDGE)},
+        "knowledge": {"path": str(KNOWLEDGE), **({"encoder": ENCODER} if ENCODER else {})},
         "survey": {"cooldown": "0s"},  # every handoff of the bench gets its survey
         "digest": {"enabled": False},
         "web": {"enabled": False},  # the web channel is measured by its own bench
@@ -406,7 +407,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--open-conversations", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="about 30 s: smaller, shorter")
+    parser.add_argument(
+        "--encoder", help="knowledge.encoder of the bot (e.g. none); the questions stay the same"
+    )
     args = parser.parse_args()
+    global ENCODER
+    ENCODER = args.encoder
     if args.quick:
         plan = Plan(customers=50, seconds=3.0, open_conversations=20_000)
     else:

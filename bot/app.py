@@ -160,7 +160,7 @@ class SupportApp:
         from storage.database import Database
 
         settings = self.settings
-        kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
+        kb = KnowledgeBase.configured(settings)
         self._db = await Database.open(settings.storage.path, settings.storage.busy_timeout)
         store = SqliteStore(self._db)
         self.transports = list(self._given_transports or self.build_transports())

@@ -51,8 +51,27 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question", nargs="?", help="the question (default: one per line on stdin)")
     ask.add_argument("--json", action="store_true", help="one JSON object per question")
     ask.add_argument("--lang", choices=["fr", "en"], help="customer language")
-    ev = kb_sub.add_parser("eval", parents=[common], help="accuracy on the labeled set")
-    ev.add_argument("--dataset", type=Path, help="labeled set (default tests/data/kb_eval.yaml)")
+    ev = kb_sub.add_parser("eval", parents=[common], help="accuracy on labeled sets")
+    ev.add_argument("--set", dest="set_name", help="one shipped set (shop/eval, saas, …)")
+    ev.add_argument("--dataset", type=Path, help="your labeled set (with --knowledge)")
+    ev.add_argument(
+        "--knowledge", type=Path, help="knowledge file of --dataset (default: the configured one)"
+    )
+    ev.add_argument(
+        "--sweep", action="store_true", help="accuracy/rejection per threshold, and a suggestion"
+    )
+    gaps = kb_sub.add_parser(
+        "gaps", parents=[common], help="questions the bot could not answer, grouped by meaning"
+    )
+    picks = kb_sub.add_parser(
+        "picks", parents=[common], help="'did you mean' choices, as eval.yaml cases"
+    )
+    for period in (gaps, picks):
+        period.add_argument("--from", dest="date_from", type=date.fromisoformat, help="YYYY-MM-DD")
+        period.add_argument(
+            "--to", dest="date_to", type=date.fromisoformat, help="YYYY-MM-DD, exclusive"
+        )
+    gaps.add_argument("--format", dest="fmt", choices=["table", "json"], default="table")
     kpi = sub.add_parser("kpi", parents=[common], help="KPI report for a period")
     kpi.add_argument("--from", dest="date_from", type=date.fromisoformat, help="YYYY-MM-DD")
     kpi.add_argument("--to", dest="date_to", type=date.fromisoformat, help="YYYY-MM-DD, exclusive")
@@ -107,7 +126,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets) ->
     if args.command == "kb":
         if args.kb_command == "ask":
             return _kb_ask(settings, args.question, as_json=args.json, lang=args.lang)
-        return _kb_eval(settings, args.dataset)
+        if args.kb_command in ("gaps", "picks"):
+            return _kb_report(settings, args)
+        return _kb_eval(settings, args)
     if args.command == "kpi":
         from bot.insights.report import kpi_command
 
@@ -155,7 +176,7 @@ def _check(settings: Settings, secrets: Secrets) -> int:
     from bot.app import plan_channels
     from bot.knowledge import KnowledgeBase
 
-    kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
+    kb = KnowledgeBase.configured(settings)
     plan = plan_channels(settings, secrets)
     hours = settings.business_hours
     print("config: ok")
@@ -187,7 +208,7 @@ def _check(settings: Settings, secrets: Secrets) -> int:
 def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: str | None) -> int:
     from bot.knowledge import KnowledgeBase
 
-    kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
+    kb = KnowledgeBase.configured(settings)
     language = lang or settings.language
     questions = [question] if question is not None else [line.rstrip("\n") for line in sys.stdin]
     for text in questions:
@@ -198,6 +219,11 @@ def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: st
                 "topic": match.topic,
                 "score": round(match.score, 4),
                 "answered": match.answered,
+                "language": match.language,
+                "ambiguous": match.ambiguous,
+                "candidates": [
+                    {"id": c.entry.id, "score": round(c.score, 4)} for c in match.candidates
+                ],
             }
             print(json.dumps(record, ensure_ascii=False), flush=True)
         elif match.entry is None:
@@ -211,13 +237,43 @@ def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: st
     return 0
 
 
-def _kb_eval(settings: Settings, dataset: Path | None) -> int:
-    from bot.kb_eval import DEFAULT_DATASET, evaluate, format_report
-    from bot.knowledge import KnowledgeBase
+def _kb_report(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.insights.gaps import gaps_command, picks_command
 
-    kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
-    report = evaluate(kb, dataset or DEFAULT_DATASET)
-    print(format_report(report))
+    period = {"date_from": args.date_from, "date_to": args.date_to}
+    if args.kb_command == "gaps":
+        print(asyncio.run(gaps_command(settings, fmt=args.fmt, **period)))
+    else:
+        print(asyncio.run(picks_command(settings, **period)))
+    return 0
+
+
+def _kb_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.knowledge.evaluation import evaluate, format_report, format_summary, shipped_sets
+    from bot.knowledge.kb import KnowledgeBase
+
+    encoder = settings.knowledge.encoder
+    if args.dataset is not None or args.knowledge is not None:
+        if args.dataset is None:
+            raise ConfigError("kb eval --knowledge", "needs --dataset (your labeled set)")
+        path = args.knowledge or settings.knowledge.path
+        threshold = settings.knowledge.threshold if args.knowledge is None else None
+        kb = KnowledgeBase.load(path, threshold, encoder)
+        print(format_report(evaluate(kb, args.dataset), sweep=args.sweep))
+        return 0
+    sets = shipped_sets()
+    if args.set_name is not None:
+        sets = [s for s in sets if s.name == args.set_name]
+        if not sets:
+            names = ", ".join(s.name for s in shipped_sets())
+            raise ConfigError("kb eval --set", f"no set {args.set_name!r} (shipped: {names})")
+    reports = []
+    for item in sets:
+        kb = KnowledgeBase.load(item.knowledge, None, encoder)
+        reports.append(evaluate(kb, item.dataset, item.name))
+        print(format_report(reports[-1], sweep=args.sweep, misses=len(sets) == 1), end="\n\n")
+    if len(reports) > 1:
+        print(format_summary(reports, [s.tuned for s in sets]))
     return 0
 
 

@@ -87,6 +87,9 @@ class StorageSettings(_Section):
 class KnowledgeSettings(_Section):
     path: Path = Path("knowledge.yaml")
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # "use-multilingual" (built in), "none" (words only), or a model2vec /
+    # sentence-transformers folder (see bot/knowledge/encoder.py)
+    encoder: str = "use-multilingual"
 
 
 class ConversationSettings(_Section):
@@ -271,6 +274,9 @@ class Settings(_Section):
         """Make relative file paths relative to the config file's folder."""
         storage = self.storage.model_copy(update={"path": _under(base, self.storage.path)})
         knowledge = self.knowledge.model_copy(update={"path": _under(base, self.knowledge.path)})
+        if knowledge.encoder not in ("use-multilingual", "none"):  # a model folder
+            folder = str(_under(base, Path(knowledge.encoder)))
+            knowledge = knowledge.model_copy(update={"encoder": folder})
         return self.model_copy(update={"storage": storage, "knowledge": knowledge})
 
 

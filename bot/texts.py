@@ -26,6 +26,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "choice_yes": "Oui, merci",
         "choice_no": "Non",
         "choice_agent": "Parler à un conseiller",
+        "did_you_mean": "Je ne suis pas sûr d'avoir compris. Voulez-vous dire :\n{options}",
+        "choice_other": "Autre chose",
         "not_sure": "Je ne suis pas sûr d'avoir compris. Pouvez-vous reformuler votre question ? "
         "Vous pouvez aussi parler à un conseiller.",
         "glad_to_help": "Ravi d'avoir pu vous aider !",
@@ -111,6 +113,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "choice_yes": "Yes, thanks",
         "choice_no": "No",
         "choice_agent": "Talk to a person",
+        "did_you_mean": "I'm not sure I understood. Did you mean:\n{options}",
+        "choice_other": "Something else",
         "not_sure": "I'm not sure I understood. Could you rephrase your question? You can "
         "also talk to a person.",
         "glad_to_help": "Glad I could help!",

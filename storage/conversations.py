@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
 from typing import Any
 
 from bot.conversation.model import Address, Customer, State, TranscriptLine
@@ -19,12 +18,14 @@ from bot.conversation.store import (
     ConversationRecord,
     Delivery,
     DueTimer,
-    NewOutbox,
+    KbQuestionRecord,
     OutboxItem,
     SurveyRecord,
     Unit,
 )
 from storage.database import Database
+from storage.kb_questions import latest_kb_question, write_kb_changes
+from storage.outbox_rows import enqueue, insert_many, outbox_item, record_sent
 from storage.privacy import erase_customer
 
 _SELECT = """
@@ -73,19 +74,6 @@ def _record(row: sqlite3.Row) -> ConversationRecord:
         desk=row["desk"],
         desk_thread=row["desk_thread"],
         desk_header=row["desk_header"],
-    )
-
-
-def _item(row: sqlite3.Row) -> OutboxItem:
-    return OutboxItem(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        lane=row["lane"],
-        op=row["op"],
-        payload=json.loads(row["payload"]),
-        message_id=row["message_id"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
     )
 
 
@@ -224,6 +212,9 @@ class SqliteStore:
         )
         return SurveyRecord(*row) if row else None
 
+    async def kb_question(self, conversation_id: int) -> KbQuestionRecord | None:
+        return await latest_kb_question(self.db, conversation_id)
+
     async def due_timers(self, now: int, limit: int) -> list[DueTimer]:
         rows = await self.db.fetchall(
             "SELECT conversation_id, kind, due_at FROM timers WHERE due_at <= ? "
@@ -236,12 +227,12 @@ class SqliteStore:
         rows = await self.db.fetchall(
             "SELECT * FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id"
         )
-        return [_item(r) for r in rows]
+        return [outbox_item(r) for r in rows]
 
     async def outbox_sent(
         self, item: OutboxItem, now: int, effects: Delivery
     ) -> tuple[OutboxItem, ...]:
-        return await self.db.write(lambda conn: _sent(conn, item, now, effects))
+        return await self.db.write(lambda conn: record_sent(conn, item, now, effects))
 
     async def outbox_retry(self, item: OutboxItem, next_attempt_at: int, error: str) -> None:
         async with self.db.transaction() as conn:
@@ -291,7 +282,7 @@ def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
             (conversation_id, m.direction, m.author, m.agent_key, m.text, m.media, now)
             for m in unit.messages
         ]
-        message_ids = _insert_many(
+        message_ids = insert_many(
             conn,
             "messages (conversation_id, direction, author, agent_key, text, media, created_at)",
             rows,
@@ -340,9 +331,11 @@ def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
                 "WHERE conversation_id = ?",
                 [*(unit.survey_update[n] for n in names), conversation_id],
             )
+    if conversation_id is not None:
+        write_kb_changes(conn, unit, conversation_id, message_ids)
     if customer_id is not None:
         _customer_changes(conn, unit, customer_id)
-    items = _enqueue(conn, unit.outbox, conversation_id, message_ids, now)
+    items = enqueue(conn, unit.outbox, conversation_id, message_ids, now)
     if unit.customer_forget and customer_id is not None:
         # Last, so that this step's own messages and payloads are erased too.
         erase_customer(conn, customer_id, now, "customer")
@@ -360,83 +353,6 @@ def _customer_changes(conn: sqlite3.Connection, unit: Unit, cid: int) -> None:
         )
     if unit.customer_surveyed:
         conn.execute("UPDATE customers SET last_surveyed_at = ? WHERE id = ?", (unit.now, cid))
-
-
-def _enqueue(
-    conn: sqlite3.Connection,
-    outbox: Sequence[NewOutbox],
-    conversation_id: int | None,
-    message_ids: Sequence[int],
-    now: int,
-) -> tuple[OutboxItem, ...]:
-    if not outbox:
-        return ()
-    links = [message_ids[o.message] or None if o.message is not None else None for o in outbox]
-    rows = [
-        (conversation_id, o.lane, o.op, json.dumps(o.payload, ensure_ascii=False), link, now)
-        for o, link in zip(outbox, links, strict=True)
-    ]
-    ids = _insert_many(
-        conn, "outbox (conversation_id, lane, op, payload, message_id, created_at)", rows
-    )
-    return tuple(
-        OutboxItem(
-            id=i,
-            conversation_id=conversation_id,
-            lane=o.lane,
-            op=o.op,
-            payload=o.payload,
-            message_id=link,
-        )  # fmt: skip
-        for i, o, link in zip(ids, outbox, links, strict=True)
-    )
-
-
-def _sent(
-    conn: sqlite3.Connection, item: OutboxItem, now: int, effects: Delivery
-) -> tuple[OutboxItem, ...]:
-    """A delivery's record (on the database thread, inside ``Database.write``)."""
-    conn.execute(
-        "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
-        (now, item.id),
-    )
-    if item.message_id is not None:
-        conn.execute("UPDATE messages SET delivered_at = ? WHERE id = ?", (now, item.message_id))
-    if item.conversation_id is not None:
-        if effects.customer_response:
-            agent = (
-                ", first_agent_response_at = COALESCE(first_agent_response_at, ?)"
-                if effects.agent_response
-                else ""
-            )
-            conn.execute(
-                "UPDATE conversations SET first_response_at = "
-                f"COALESCE(first_response_at, ?){agent} WHERE id = ?",
-                (now, now, item.conversation_id)
-                if effects.agent_response
-                else (now, item.conversation_id),
-            )
-        if effects.thread is not None:
-            conn.execute(
-                "UPDATE conversations SET desk_thread = ?, desk_header = ? WHERE id = ?",
-                (effects.thread, effects.header_message, item.conversation_id),
-            )
-    return _enqueue(conn, effects.follow_up, item.conversation_id, [], now)
-
-
-def _insert_many(
-    conn: sqlite3.Connection, table: str, rows: Sequence[tuple[Any, ...]]
-) -> list[int]:
-    """Insert rows in one statement (one hop); return their ids in insertion order.
-
-    Rowids of one statement are assigned in processing order within our single-writer
-    transaction, so sorting the RETURNING ids restores the order of ``rows``.
-    """
-    width = len(rows[0])
-    marks = ",".join(["(" + ",".join("?" * width) + ")"] * len(rows))
-    params = [value for row in rows for value in row]
-    result = conn.execute(f"INSERT INTO {table} VALUES {marks} RETURNING id", params).fetchall()
-    return sorted(int(row[0]) for row in result)
 
 
 def _db(value: Any) -> Any:

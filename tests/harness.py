@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings, settings_from_mapping
+from bot.conversation.core import Answerer
 from bot.conversation.engine import ConversationService
 from bot.conversation.model import (
     Address,
@@ -78,6 +79,7 @@ class Harness:
     db: Database | None = None
     engine: ConversationService | None = None
     dispatcher: Dispatcher | None = None
+    kb: Answerer | None = None  # default: the lexical knowledge base of SAMPLE_KB
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def start(self) -> None:
@@ -100,7 +102,7 @@ class Harness:
         )
         self.engine = ConversationService(
             store,
-            KnowledgeBase.from_entries(SAMPLE_KB),
+            self.kb or KnowledgeBase.from_entries(SAMPLE_KB),
             self.settings,
             self.clock,
             self.dispatcher,

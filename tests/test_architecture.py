@@ -30,6 +30,7 @@ LAZY_STORAGE = frozenset(
         "bot.insights.dashboard",
         "bot.insights.digest",
         "bot.insights.digest_service",
+        "bot.insights.gaps",
         "bot.insights.report",
         "bot.privacy",
     }

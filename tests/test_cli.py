@@ -84,7 +84,9 @@ def test_run_with_enabled_channel_but_no_token_names_the_key(
 def test_kb_ask_json(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["kb", "ask", "--json", "Quel est le délai de livraison ?"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert set(record) == {"id", "topic", "score", "answered"}
+    assert set(record) >= {"id", "topic", "score", "answered", "language", "candidates"}
+    assert record["language"] == "fr"
+    assert record["candidates"][0]["id"] == record["id"]
     assert record["answered"] is True
     assert isinstance(record["score"], float)
 
@@ -218,3 +220,36 @@ def test_default_log_format_stays_text(capsys: pytest.CaptureFixture[str]) -> No
     logging.getLogger("test.text").warning("plain %s", "words")
     line = capsys.readouterr().err.strip()
     assert line.endswith("WARNING test.text: plain words")
+
+
+def test_kb_eval_one_shipped_set_with_sweep(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shipped sets are found from the package, whatever the working directory."""
+    assert main(["kb", "eval", "--set", "shop/holdout", "--sweep"]) == 0
+    out = capsys.readouterr().out
+    assert "shop/holdout (threshold 0.50)" in out
+    assert "in scope, answered right" in out
+    assert "suggested threshold:" in out
+    assert "Misses" in out
+
+
+def test_kb_eval_a_users_own_set(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dataset = project / "mine.yaml"
+    dataset.write_text(
+        "cases:\n"
+        '  - {lang: fr, expected: delivery-time, text: "ça met combien de temps à arriver ?"}\n'
+        '  - {lang: en, expected: null, text: "what is the capital of Peru"}\n',
+        encoding="utf-8",
+    )
+    assert main(["kb", "eval", "--dataset", str(dataset), "--knowledge", "knowledge.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert str(dataset) in out
+    assert "(1/1)" in out  # one in scope, one out of scope: each counted
+
+
+def test_kb_eval_unknown_set_is_a_usage_error(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["kb", "eval", "--set", "nope"]) == 2
+    assert "shop/eval" in capsys.readouterr().err

@@ -231,16 +231,18 @@ class World:
         return thread, header
 
 
-_LOADED: dict[tuple[Path, float | None], KnowledgeBase] = {}
+_LOADED: dict[tuple[Any, ...], KnowledgeBase] = {}
 _REAL_LOAD = KnowledgeBase.load.__func__  # type: ignore[attr-defined]
 
 
-def _load_once(cls: type[KnowledgeBase], path: Path, threshold: float | None = None) -> Any:
+def _load_once(
+    cls: type[KnowledgeBase], path: Path, threshold: float | None = None, *rest: Any
+) -> Any:
     """The shipped knowledge base, parsed for real once per test run: parsing the YAML costs
     most of an app start (0.5-1 s here), and a loaded KnowledgeBase is read-only."""
-    key = (Path(path).resolve(), threshold)
+    key = (Path(path).resolve(), threshold, *map(str, rest))
     if key not in _LOADED:
-        _LOADED[key] = _REAL_LOAD(cls, path, threshold)
+        _LOADED[key] = _REAL_LOAD(cls, path, threshold, *rest)
     return _LOADED[key]
 
 

@@ -142,7 +142,7 @@ def test_out_of_scope_messages_are_not_answered(kb: KnowledgeBase, message: str)
 @pytest.mark.parametrize("message", ["", "   ", "?!", "le la les"])
 def test_messages_without_content_match_nothing(kb: KnowledgeBase, message: str) -> None:
     match = kb.match(message)
-    assert match == KbMatch(None, 0.0, False)
+    assert (match.entry, match.score, match.answered, match.candidates) == (None, 0.0, False, ())
     assert match.id is None
     assert match.topic is None
 
@@ -370,7 +370,9 @@ def test_shipped_examples_match_their_own_entry(shipped: KnowledgeBase) -> None:
     assert wrong == []
 
 
-def test_match_is_fast(shipped: KnowledgeBase) -> None:
+def test_match_is_fast() -> None:
+    """The lexical matcher; the hybrid one's latency is a benchmark (bench/kb_bench.py)."""
+    shipped = KnowledgeBase.load(SHIPPED, encoder="none")
     messages = [
         "Bonjour, j'ai commandé il y a dix jours et mon colis n'est toujours pas arrivé",
         "how do I return an item?",

@@ -1,10 +1,10 @@
-"""bot.text: folding, elisions, stop words, stemming, language cues."""
+"""bot.knowledge.text: folding, elisions, stop words, stemming, language cues."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot import text
+from bot.knowledge import text
 
 
 @pytest.mark.parametrize(

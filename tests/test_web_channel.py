@@ -429,3 +429,20 @@ def test_session_cookie_expires_and_resists_forgery() -> None:
     assert signer.session_agent(cookie, now=1000.0 + 13 * 3600) is None
     assert signer.session_agent(cookie.replace("alice", "bob"), now=2000.0) is None
     assert Signer("other").session_agent(cookie, now=2000.0) is None
+
+
+async def test_an_english_question_in_the_french_widget_gets_an_english_answer(
+    served: Served,
+) -> None:
+    assert served.app.settings.language == "fr"
+    visitor = await served.widget(await served.token())
+    await visitor.say("How long does delivery take?")
+    await eventually(lambda: any(line["choices"] for line in visitor.lines()))
+    answer = visitor.lines()[-1]
+    assert answer["text"].endswith("\n\nDid this answer solve your problem?")
+    assert [c["label"] for row in answer["choices"] for c in row] == [
+        "Yes, thanks",
+        "No",
+        "Talk to a person",
+    ]
+    await visitor.close()

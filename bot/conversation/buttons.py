@@ -1,9 +1,10 @@
 """Button tokens: what a button sends back when pressed, bound to one conversation.
 
 Customer buttons: ``c<conversation id>:<question>:<value>`` (question = help | nps |
-csat | comment). Agent buttons: ``a<conversation id>:<action>``. Both fit Telegram's
-64-byte callback data. A token names its conversation and question, so a stale
-button (closed survey, other conversation) is recognized and refused.
+csat | comment | pick; a pick's value is ``<stamp>.<candidate number>`` or ``<stamp>.x``).
+Agent buttons: ``a<conversation id>:<action>``. Both fit Telegram's 64-byte callback
+data. A token names its conversation and question, so a stale button (closed survey,
+other conversation, an earlier "did you mean") is recognized and refused.
 """
 
 from __future__ import annotations

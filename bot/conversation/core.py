@@ -9,7 +9,7 @@ crash never loses a decided action and a restart resumes everything.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Protocol
 
@@ -34,22 +34,42 @@ from bot.texts import Texts
 log = logging.getLogger(__name__)
 
 
+class KbEntryLike(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def questions(self) -> Mapping[str, tuple[str, ...]]: ...
+    def answer(self, language: str) -> str: ...
+
+
+class CandidateLike(Protocol):
+    @property
+    def entry(self) -> KbEntryLike: ...
+
+
 class KbMatchLike(Protocol):
+    @property
+    def entry(self) -> KbEntryLike | None: ...
     @property
     def answered(self) -> bool: ...
     @property
     def score(self) -> float: ...
     @property
-    def id(self) -> str | None: ...
+    def language(self) -> str | None: ...
     @property
-    def topic(self) -> str | None: ...
-    def answer(self, language: str) -> str: ...
+    def ambiguous(self) -> bool: ...
+    @property
+    def candidates(self) -> Sequence[CandidateLike]: ...
 
 
 class Answerer(Protocol):
     """The knowledge base as the engine sees it."""
 
     def match(self, text: str, language: str | None = None) -> KbMatchLike: ...
+
+    def get(self, entry_id: str) -> KbEntryLike | None: ...
 
 
 class OutboxSink(Protocol):

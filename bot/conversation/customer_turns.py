@@ -1,18 +1,17 @@
-"""Customer turns: messages, button presses, the handoff, and customers leaving."""
+"""Customer turns: messages, button presses, and customers leaving (the bot's answering
+step is ``bot_answers``, the handoff ``handoff``)."""
 
 from __future__ import annotations
 
 import logging
 
-from bot.clock import from_ms
 from bot.conversation import payloads as P
-from bot.conversation.buttons import customer_choice, parse_customer_token
-from bot.conversation.desk_view import thread_header, transcript_line
+from bot.conversation.bot_answers import PICK
+from bot.conversation.buttons import parse_customer_token
 from bot.conversation.intents import Intent, detect_intent
 from bot.conversation.leaving import Leaving
 from bot.conversation.lifecycle import WITH_AGENTS
 from bot.conversation.model import (
-    Choice,
     CustomerChoice,
     CustomerMessage,
     Outcome,
@@ -25,11 +24,11 @@ from bot.texts import CSAT_FACES
 log = logging.getLogger(__name__)
 
 KNOWN_COMMANDS = frozenset({"start", "help", "agent", "cancel", "forget"})
-TRANSCRIPT_LINES = 30
 
 
 class CustomerTurns(Leaving):
-    """What a customer writes and the buttons they press (leaving: ``leaving.py``)."""
+    """What a customer writes and the buttons they press (answers: ``bot_answers.py``,
+    leaving: ``leaving.py``)."""
 
     async def _customer_message(self, ev: CustomerMessage) -> Outcome:
         async with self.locks.hold(ev.address.key):
@@ -124,83 +123,6 @@ class CustomerTurns(Leaving):
         self._close(conv, unit, "new_request")
         await self._commit(unit)
 
-    async def _bot_turn(
-        self, conv: ConversationRecord, unit: Unit, ev: CustomerMessage, text: str
-    ) -> None:
-        lang = conv.language
-        command = ev.command
-        unit.set_timer("idle", unit.now + int(self._conv.close_idle_after.total_seconds() * 1000))
-        if command == "agent":
-            await self._handoff(conv, unit, "requested")
-            return
-        if command == "cancel":
-            self._say(conv, unit, conv.address, self._t(lang, "nothing_to_cancel"))
-            return
-        if command in ("start", "help"):
-            key = "greeting" if command == "start" else "help"
-            self._say(conv, unit, conv.address, self._t(lang, key, name=""))
-            if not text:
-                return
-        elif command is not None:
-            help_text = self._t(lang, "help")
-            reply = self._t(lang, "unknown_command", command=command, help=help_text)
-            self._say(conv, unit, conv.address, reply)
-            return
-        if not text:
-            key = "text_only" if ev.media else "empty_message"
-            self._say(conv, unit, conv.address, self._t(lang, key))
-            return
-        intent = detect_intent(text)
-        if intent == Intent.COMPLAINT:
-            await self._handoff(conv, unit, "complaint")
-            return
-        if intent == Intent.HUMAN:
-            await self._handoff(conv, unit, "requested")
-            return
-        if conv.awaiting == "help" and intent in (Intent.YES, Intent.THANKS):
-            self._resolve_by_bot(conv, unit)
-            return
-        if conv.awaiting == "help" and intent == Intent.NO:
-            await self._handoff(conv, unit, "not_helpful")
-            return
-        if intent == Intent.GREETING:
-            self._say(conv, unit, conv.address, self._t(lang, "greeting", name=""))
-            return
-        if intent == Intent.THANKS:
-            self._say(conv, unit, conv.address, self._t(lang, "glad_to_help"))
-            return
-        if intent in (Intent.YES, Intent.NO):
-            # "oui" / "non" with no question pending: not a question the KB can miss.
-            self._say(conv, unit, conv.address, self._t(lang, "ask_question"))
-            return
-        match = self.kb.match(text, lang)
-        if match.answered:
-            conv.update(misses=0, topic=match.topic, kb_entry=match.id, awaiting="help")
-            unit.event("bot_answered", "bot", entry=match.id, topic=match.topic,
-                       score=round(match.score, 3))  # fmt: skip
-            body = f"{match.answer(lang)}\n\n{self._t(lang, 'did_it_help')}"
-            self._say(conv, unit, conv.address, body, self._help_choices(conv))
-            return
-        misses = conv.misses + 1
-        unit.event("bot_missed", "bot", score=round(match.score, 3), misses=misses)
-        if misses >= self._conv.misses_before_handoff:
-            conv.update(misses=misses)
-            await self._handoff(conv, unit, "not_understood")
-            return
-        conv.update(misses=misses, awaiting=None)
-        agent_button = customer_choice(self._t(lang, "choice_agent"), conv.id, "help", "agent")
-        self._say(conv, unit, conv.address, self._t(lang, "not_sure"), [[agent_button]])
-
-    def _help_choices(self, conv: ConversationRecord) -> list[list[Choice]]:
-        lang = conv.language
-        return [
-            [
-                customer_choice(self._t(lang, "choice_yes"), conv.id, "help", "yes"),
-                customer_choice(self._t(lang, "choice_no"), conv.id, "help", "no"),
-            ],
-            [customer_choice(self._t(lang, "choice_agent"), conv.id, "help", "agent")],
-        ]
-
     def _customer_to_agents(
         self, conv: ConversationRecord, unit: Unit, ev: CustomerMessage, text: str
     ) -> None:
@@ -223,41 +145,6 @@ class CustomerTurns(Leaving):
             deadline = self._business_deadline(unit.now, self._conv.abandon_after)
             unit.set_timer("abandon", deadline)
 
-    # ------------------------------------------------------------------ handoff
-
-    async def _handoff(self, conv: ConversationRecord, unit: Unit, reason: str) -> None:
-        lang = conv.language
-        now = unit.now
-        self._move(conv, unit, State.QUEUED, reason=reason)
-        pending = conv.pending_since or now
-        conv.update(handed_off_at=now, handoff_reason=reason, awaiting=None,
-                    desk=self.desk, pending_since=pending)  # fmt: skip
-        unit.clear_timer("idle")
-        unit.set_timer("abandon", self._business_deadline(pending, self._conv.abandon_after))
-        unit.set_timer("remind", self._business_deadline(now, self._conv.remind_after))
-        at = from_ms(now)
-        if self.calendar.is_open(at):
-            key = "handoff_complaint" if reason == "complaint" else "handoff_open"
-            self._say(conv, unit, conv.address, self._t(lang, key))
-        else:
-            opens = self.calendar.next_open(at)
-            when = self.texts.when(lang, opens.astimezone(self.settings.tz)) if opens else "?"
-            self._say(conv, unit, conv.address, self._t(lang, "handoff_closed", when=when))
-        if self.desk is None:
-            if not self._observers:  # no console either: nobody will ever see it
-                log.warning("conversation #%d handed off but no agent can see it", conv.id)
-            return
-        transcript = await self.store.transcript(conv.id, TRANSCRIPT_LINES)
-        transcript += [transcript_line(conv, m) for m in unit.messages]
-        previous = await self.store.previous_thread(conv.customer_id, self.desk)
-        header = thread_header(conv, self._desk_t, transcript[-TRANSCRIPT_LINES:])
-        self._desk(conv, unit, P.OPEN_THREAD, header=P.header_json(header), previous=previous)
-        for media in await self.store.media_messages(conv.id):
-            self._desk(conv, unit, P.POST_MEDIA, media=media, caption="")
-        for message in unit.messages:
-            if message.media and message.author == "customer":
-                self._desk(conv, unit, P.POST_MEDIA, media=message.media, caption=message.text)
-
     # ------------------------------------------------------------------ customer buttons
 
     async def _customer_choice(self, ev: CustomerChoice) -> Outcome:
@@ -275,6 +162,8 @@ class CustomerTurns(Leaving):
             if conv.customer_key != ev.customer.key:
                 return Outcome(ok=False, notice=self._t(conv.language, "not_your_question"))
             lang = conv.language
+            if token.question == PICK:
+                return await self._pick_choice(conv, ev.dedup_key, token.value)
             if not self._choice_open(conv, token.question, token.value):
                 return closed
             label = self._choice_label(lang, token.question, token.value)
@@ -312,8 +201,10 @@ class CustomerTurns(Leaving):
         if question == "help":
             if value == "yes":
                 self._resolve_by_bot(conv, unit)
+            elif value == "no":
+                await self._not_helped(conv, unit)
             else:
-                await self._handoff(conv, unit, "not_helpful" if value == "no" else "requested")
+                await self._handoff(conv, unit, "requested")
         elif question == "nps":
             self._record_nps(conv, unit, int(value))
         elif question == "csat":

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Final
 
-from bot.text import fold
+from bot.knowledge.text import fold
 
 
 class Intent(StrEnum):
@@ -36,7 +36,7 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 def _tokens(text: str) -> tuple[str, ...]:
     """Folded words, elisions kept as words ("n'importe" → "n", "importe").
 
-    Unlike ``bot.text.words`` this keeps the « n' » of a negation: here it matters.
+    Unlike ``bot.knowledge.text.words`` this keeps the « n' » of a negation: here it matters.
     """
     return tuple(_TOKEN.findall(fold(text).translate(_APOSTROPHES)))
 

@@ -7,6 +7,7 @@ customer's personal data in the same step (``storage/privacy.py``).
 from __future__ import annotations
 
 from bot.conversation import payloads as P
+from bot.conversation.bot_answers import BotAnswers
 from bot.conversation.buttons import customer_choice
 from bot.conversation.model import (
     Choice,
@@ -20,11 +21,10 @@ from bot.conversation.model import (
     State,
 )
 from bot.conversation.store import ConversationRecord, NewMessage, Unit
-from bot.conversation.surveys import Surveys
 from bot.logs import conversation_id as log_conversation
 
 
-class Leaving(Surveys):
+class Leaving(BotAnswers):
     """A customer leaves (blocks, leaves the channel, /forget) or comes back."""
 
     async def _customer_left(self, ev: CustomerLeft) -> Outcome:

@@ -138,6 +138,42 @@ class SurveyRecord:
     expired_at: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class KbQuestion:
+    """A customer message the knowledge base handled: a reference, never a copy of the text.
+
+    ``message`` indexes ``Unit.messages``; outcome: answered | ambiguous | missed."""
+
+    message: int
+    language: str
+    outcome: str
+    entry: str | None = None
+    candidates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KbVerdict:
+    """What the customer made of a handled question later: picked a candidate, chose
+    "something else" (outcome), or said the answer did not help (``helped=False``)."""
+
+    question: int  # KbQuestionRecord.id
+    outcome: str | None = None  # picked | other
+    entry: str | None = None
+    helped: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KbQuestionRecord:
+    """The latest handled question of a conversation, as stored."""
+
+    id: int
+    message_id: int
+    outcome: str
+    entry: str | None
+    candidates: tuple[str, ...]
+    at: int
+
+
 @dataclass(slots=True)
 class Unit:
     """Everything one engine step changes, applied atomically by ``Store.apply``."""
@@ -157,6 +193,8 @@ class Unit:
     customer_reachable: tuple[bool, str] | None = None  # (reachable, reason)
     customer_surveyed: bool = False
     customer_forget: bool = False
+    kb_question: KbQuestion | None = None
+    kb_verdict: KbVerdict | None = None
 
     def set_timer(self, kind: str, due: int) -> None:
         self.timers_set[kind] = due
@@ -238,6 +276,10 @@ class Store(Protocol):
     async def previous_thread(self, customer_id: int, desk: str) -> str | None: ...
 
     async def survey(self, conversation_id: int) -> SurveyRecord | None: ...
+
+    async def kb_question(self, conversation_id: int) -> KbQuestionRecord | None:
+        """The conversation's latest question the knowledge base handled."""
+        ...
 
     async def due_timers(self, now: int, limit: int) -> list[DueTimer]: ...
 

@@ -31,6 +31,7 @@ MAX_AGENT_LINES = 10
 MAX_TOPIC_LINES = 3
 MIN_TOPIC_ANSWERS = 3
 MAX_COMMENTS = 3
+MAX_GAP_LINES = 3
 COMMENT_CHARS = 200
 
 
@@ -101,8 +102,10 @@ def digest_text(
     previous: Figures,
     topics: Sequence[Group],
     comments: Sequence[DetractorComment],
+    gaps: Sequence[tuple[str, int]] = (),
 ) -> str:
-    """The digest message. ``current`` is broken down by agent; ``topics`` by topic."""
+    """The digest message. ``current`` is broken down by agent; ``topics`` by topic;
+    ``gaps`` are the largest groups of unanswered questions (representative, count)."""
     t = KpiTexts(language)
     f, p = current.figures, previous
     lines = [t("digest_title", period=t.period(current.period.start, current.period.end))]
@@ -226,6 +229,10 @@ def digest_text(
             lines.append(
                 t("comment_line", comment=_clip(comment.comment), nps=comment.nps, topic=topic)
             )
+    if gaps:
+        lines += ["", t("gaps_digest_title")]
+        for question, count in gaps[:MAX_GAP_LINES]:
+            lines.append(t("gap_line", question=_clip(question), count=t.integer(count)))
     return "\n".join(lines)
 
 
@@ -233,6 +240,7 @@ async def compose(
     settings: Settings, db: Database, period: Period, *, chart: bool = True
 ) -> DigestContent:
     """Query everything the digest shows and render its text and chart."""
+    from bot.insights.gaps import gaps_report
     from storage.kpi_queries import HISTOGRAM_EDGES, KpiQueries
 
     queries = KpiQueries(db)
@@ -241,7 +249,9 @@ async def compose(
     previous = await queries.report(period.previous(), calendar=calendar)
     topics = await queries.report(period, calendar=calendar, by="topic")
     comments = await queries.detractor_comments(period, MAX_COMMENTS)
-    text = digest_text(settings.language, current, previous.figures, topics.groups, comments)
+    unanswered = (await gaps_report(settings, db, period)).gaps[:MAX_GAP_LINES]
+    gaps = [(g.group.question, g.group.count) for g in unanswered]
+    text = digest_text(settings.language, current, previous.figures, topics.groups, comments, gaps)
     image = None
     if chart:
         periods = [period]

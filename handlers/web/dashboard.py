@@ -26,6 +26,7 @@ from bot.insights.dashboard import (
     requested_breakdown,
     requested_period,
 )
+from bot.insights.gaps import dashboard_gaps
 from handlers.web.transport import static_dir
 from storage.database import Database
 
@@ -96,6 +97,11 @@ def dashboard_routes(db: Database, settings: Settings, clock: Clock) -> list[web
         data = await dashboard_data(settings, db, period, day)
         return web.json_response(data, dumps=_dumps, headers={"Cache-Control": "no-store"})
 
+    async def kb_gaps(request: web.Request) -> web.StreamResponse:
+        period = requested_period(settings, request.query, today())
+        data = await dashboard_gaps(settings, db, period)
+        return web.json_response(data, dumps=_dumps, headers={"Cache-Control": "no-store"})
+
     async def kpi_csv(request: web.Request) -> web.StreamResponse:
         period = requested_period(settings, request.query, today())
         by = requested_breakdown(request.query)
@@ -115,4 +121,5 @@ def dashboard_routes(db: Database, settings: Settings, clock: Clock) -> list[web
         web.get("/dashboard/static/{name}", static),
         web.get("/api/kpi", _guarded(kpi)),
         web.get("/api/kpi.csv", _guarded(kpi_csv)),
+        web.get("/api/kb-gaps", _guarded(kb_gaps)),
     ]

@@ -77,6 +77,32 @@
     }
     render(data);
     status.textContent = "";
+    loadGaps(from, to, request);
+  }
+
+  // The questions the bot could not answer, grouped by meaning (GET /api/kb-gaps).
+  async function loadGaps(from, to, request) {
+    const section = $("#gaps");
+    let data = null;
+    try {
+      const response = await fetch("/api/kb-gaps?" + query(from, to), {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      });
+      data = response.ok ? await response.json() : null;
+    } catch (err) {
+      data = null;
+    }
+    if (request !== latest) return;
+    section.hidden = !data;
+    if (!data) return;
+    const names = data.labels;
+    $("h2", section).textContent = names.title;
+    table(
+      $(".table", section),
+      [names.col_question, names.col_count, names.col_examples],
+      data.gaps.map((g) => [g.question, String(g.count), g.examples.slice(1).join(" · ")]),
+    );
   }
 
   function showError(reason) {

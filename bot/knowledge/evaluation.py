@@ -1,14 +1,20 @@
-"""Measure the knowledge base against a labelled set of customer messages.
+"""Measure the knowledge base against labelled sets of customer messages.
 
-The set (default ``tests/data/kb_eval.yaml``) lists messages with the entry
-that should answer them, or ``null`` when none should. Two figures matter:
+A set lists messages with the entry that should answer them, or ``null`` when
+none should. Sets ship inside the package (``evalsets/<name>/``: a business's
+knowledge.yaml, eval.yaml, and for the shop a holdout.yaml): the shop is the
+one the matcher was tuned on, the others (saas, bank, hotel) were written
+blind and never tuned on; telecom and elearning are extra *tuning* sets
+(``tuning: true`` in their eval.yaml), written before looking at the
+matcher's output, so that the calibration is not fitted to one business.
+Two figures matter:
 
 - **accuracy**: in-scope messages answered (confidence ≥ threshold) with the
   expected entry; a right entry below the threshold counts as a miss, because
   the customer did not get it;
 - **rejection**: out-of-scope messages the bot declined to answer.
 
-The report also sweeps the threshold, to show what moving it would trade.
+``--sweep`` also shows what moving the threshold would trade, and suggests one.
 """
 
 from __future__ import annotations
@@ -21,10 +27,45 @@ from typing import Any, Final
 import yaml
 
 from bot.errors import KnowledgeBaseError
-from bot.knowledge import KnowledgeBase
+from bot.knowledge.kb import KnowledgeBase
 
-DEFAULT_DATASET: Final = Path("tests/data/kb_eval.yaml")
-SWEEP: Final = tuple(round(0.30 + 0.05 * step, 2) for step in range(11))  # 0.30 … 0.80
+EVALSETS: Final = Path(__file__).parent / "evalsets"
+DEFAULT_DATASET: Final = EVALSETS / "shop" / "eval.yaml"
+SWEEP: Final = tuple(round(0.05 * step, 2) for step in range(1, 20))  # 0.05 … 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSet:
+    """A shipped labelled set: its name, the business's knowledge file and the cases."""
+
+    name: str
+    knowledge: Path
+    dataset: Path
+    tuned: bool  # True for the sets the matcher's constants were fitted on
+
+
+def shipped_sets() -> list[EvalSet]:
+    """Every set under evalsets/ (found from the package, not the cwd): the shop's,
+    the other tuning sets, then the held-out ones."""
+    found: list[EvalSet] = []
+    for folder in sorted(p for p in EVALSETS.iterdir() if (p / "knowledge.yaml").is_file()):
+        for dataset in sorted(folder.glob("*.yaml")):
+            if dataset.name == "knowledge.yaml":
+                continue
+            name = folder.name if dataset.stem == "eval" and folder.name != "shop" else (
+                f"{folder.name}/{dataset.stem}"
+            )  # fmt: skip
+            tuned = (folder.name == "shop" and dataset.stem == "eval") or _tuning(dataset)
+            found.append(EvalSet(name, folder / "knowledge.yaml", dataset, tuned))
+    found.sort(key=lambda s: (not s.tuned, s.name != "shop/eval", s.name))
+    return found
+
+
+def _tuning(dataset: Path) -> bool:
+    """Does the set say ``tuning: true`` (fitted on, so not a generalisation figure)?"""
+    with dataset.open(encoding="utf-8") as stream:
+        head = [stream.readline() for _ in range(12)]
+    return any(line.strip() == "tuning: true" for line in head)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +81,14 @@ class CaseResult:
     got: str | None  # best entry id, whatever its score
     score: float
     answered: bool
+    candidates: tuple[str, ...] = ()  # the match's candidate ids, best first
+    ambiguous: bool = False  # the bot would ask "did you mean …?"
+
+    @property
+    def asked_right(self) -> bool:
+        """Not answered, but the "did you mean …?" list holds the expected entry."""
+        expected = self.case.expected
+        return not self.answered and self.ambiguous and expected in self.candidates
 
     @property
     def correct(self) -> bool:
@@ -74,6 +123,21 @@ class EvalReport:
     misses: tuple[CaseResult, ...]
     results: tuple[CaseResult, ...] = field(repr=False)
     sweep: tuple[tuple[float, float, float], ...] = ()  # (threshold, accuracy, rejection)
+    name: str = ""
+    in_candidates: Rate = Rate(0, 0)  # in scope, expected entry among the candidates
+    asked_right: Rate = Rate(0, 0)  # in scope, not answered, but offered in "did you mean"
+    asked_out: Rate = Rate(0, 0)  # out of scope, got a "did you mean" question
+
+    @property
+    def suggested(self) -> float:
+        """The sweep's threshold with the best accuracy + rejection (ties: nearest current)."""
+        if not self.sweep:
+            return self.threshold
+        best = max(
+            self.sweep,
+            key=lambda row: (round(row[1] + row[2], 6), -abs(row[0] - self.threshold)),
+        )
+        return best[0]
 
 
 def load_dataset(path: Path) -> list[EvalCase]:
@@ -109,7 +173,7 @@ def _rate(results: Sequence[CaseResult], predicate: Any) -> Rate:
     return Rate(sum(r.correct for r in chosen), len(chosen))
 
 
-def evaluate(kb: KnowledgeBase, dataset: Path = DEFAULT_DATASET) -> EvalReport:
+def evaluate(kb: KnowledgeBase, dataset: Path = DEFAULT_DATASET, name: str = "") -> EvalReport:
     """Run every case of ``dataset`` through ``kb.match`` and score the outcome.
 
     A case whose expected id is not in the knowledge base is an error in the set
@@ -125,11 +189,14 @@ def evaluate(kb: KnowledgeBase, dataset: Path = DEFAULT_DATASET) -> EvalReport:
     results: list[CaseResult] = []
     for case in cases:
         match = kb.match(case.text, case.language)
-        results.append(CaseResult(case, match.id, match.score, match.answered))
-    return _report(kb.threshold, tuple(results))
+        ids = tuple(c.entry.id for c in match.candidates)
+        results.append(
+            CaseResult(case, match.id, match.score, match.answered, ids, match.ambiguous)
+        )
+    return _report(kb.threshold, tuple(results), name or str(dataset))
 
 
-def _report(threshold: float, results: tuple[CaseResult, ...]) -> EvalReport:
+def _report(threshold: float, results: tuple[CaseResult, ...], name: str) -> EvalReport:
     languages = sorted({r.case.language for r in results})
     in_scope = [r for r in results if r.case.expected is not None]
     out_scope = [r for r in results if r.case.expected is None]
@@ -160,32 +227,57 @@ def _report(threshold: float, results: tuple[CaseResult, ...]) -> EvalReport:
         misses=tuple(r for r in results if not r.correct),
         results=results,
         sweep=tuple(sweep),
+        name=name,
+        in_candidates=Rate(sum(r.case.expected in r.candidates for r in in_scope), len(in_scope)),
+        asked_right=Rate(sum(r.asked_right for r in in_scope), len(in_scope)),
+        asked_out=Rate(sum(r.ambiguous and not r.answered for r in out_scope), len(out_scope)),
     )
 
 
-def format_report(report: EvalReport) -> str:
-    """A plain-text report for the terminal: figures, threshold sweep, then each miss."""
+def format_report(report: EvalReport, *, sweep: bool = False, misses: bool = True) -> str:
+    """A plain-text report: figures per language, the threshold sweep if asked, each miss."""
     lines = [
-        f"Knowledge-base evaluation (threshold {report.threshold:.2f})",
+        f"{report.name} (threshold {report.threshold:.2f})",
         f"  in scope, answered right : {report.accuracy}",
     ]
     lines += [f"    {lang:<22} : {rate}" for lang, rate in report.accuracy_by_language.items()]
     lines.append(f"  in scope, right entry 1st: {report.top1}  (ignoring the threshold)")
+    lines.append(f"  in scope, among candidates: {report.in_candidates}")
+    lines.append(f'  in scope, asked, right offered: {report.asked_right}  ("did you mean")')
     lines.append(f"  out of scope, declined   : {report.rejection}")
+    lines.append(f'  out of scope, asked      : {report.asked_out}  ("did you mean")')
     lines += [f"    {lang:<22} : {rate}" for lang, rate in report.rejection_by_language.items()]
-    if report.sweep:
+    if sweep and report.sweep:
         lines += ["", "  threshold  accuracy  rejection"]
         for threshold, accuracy, rejection in report.sweep:
-            mark = "  ◄" if abs(threshold - report.threshold) < 1e-9 else ""
+            mark = "  ◄ current" if abs(threshold - report.threshold) < 1e-9 else ""
+            if abs(threshold - report.suggested) < 1e-9:
+                mark += "  ◄ suggested"
             lines.append(f"  {threshold:9.2f}  {accuracy:8.1%}  {rejection:9.1%}{mark}")
-    if report.misses:
-        lines += ["", f"Misses ({len(report.misses)}):"]
+        lines.append(
+            f"  suggested threshold: {report.suggested:.2f} (best accuracy + rejection); "
+            "set it as knowledge.threshold in config.yaml"
+        )
+    if misses and report.misses:
+        lines += ["", f"  Misses ({len(report.misses)}):"]
         for miss in report.misses:
             expected = miss.case.expected or "(none)"
             got = miss.got or "(none)"
             verdict = "answered" if miss.answered else "declined"
             lines.append(
-                f"  [{miss.case.language}] {miss.case.text!r}\n"
-                f"       expected {expected}, best {got} at {miss.score:.2f} ({verdict})"
+                f"    [{miss.case.language}] {miss.case.text!r}\n"
+                f"         expected {expected}, best {got} at {miss.score:.2f} ({verdict})"
             )
+    return "\n".join(lines)
+
+
+def format_summary(reports: Sequence[EvalReport], tuned: Sequence[bool]) -> str:
+    """One line per set: the figures the README's table shows."""
+    lines = ["set            in scope right      out of scope declined  fr right  en right"]
+    for report, was_tuned in zip(reports, tuned, strict=True):
+        by_lang = report.accuracy_by_language
+        fr = f"{by_lang['fr'].value:6.1%}" if "fr" in by_lang else "     -"
+        en = f"{by_lang['en'].value:6.1%}" if "en" in by_lang else "     -"
+        label = report.name + (" (tuned)" if was_tuned else "")
+        lines.append(f"{label:<15}{report.accuracy!s:<20}{report.rejection!s:<23}{fr}    {en}")
     return "\n".join(lines)

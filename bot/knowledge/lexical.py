@@ -26,39 +26,27 @@ a match takes about 0.1 ms for 36 entries):
    confidence is coverage ** 0.7 × fit ** 0.3: a message that says much more
    than any question, and one matching a single generic word, both stay low.
 
-The constants below were tuned on tests/data/kb_eval.yaml; tests/data/
-kb_holdout.yaml, never used for tuning, checks that they generalize.
+The constants below were tuned on bot/knowledge/evalsets/shop/eval.yaml;
+holdout.yaml beside it, never used for tuning, checks that they generalize.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
-import yaml
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from bot import text as textmod
-from bot.errors import KnowledgeBaseError
-
-log = logging.getLogger(__name__)
-
-DEFAULT_THRESHOLD: Final = 0.39
-"""Minimum confidence to answer. On tests/data/kb_eval.yaml, 0.36–0.39 all keep accuracy
-≥ 90 % with out-of-scope rejection ≥ 86 %; 0.39 declines the most out-of-scope messages
-(88 %) at the same accuracy (90.8 %). Above 0.40 accuracy falls quickly."""
+from bot.knowledge import text as textmod
+from bot.knowledge.entries import KbEntry
 
 LANGUAGES: Final = textmod.LANGUAGES
 
-# Scoring constants, tuned on the labelled set (tests/data/kb_eval.yaml). "Rarest IDF"
+# Scoring constants, tuned on the labelled set (evalsets/shop/eval.yaml). "Rarest IDF"
 # is the IDF of a term found in exactly one entry: the scale of every weight.
 ANSWER_STRENGTH: Final = 0.35  # a word found only in an entry's answer/topic explains this much
 ANSWER_DF_SHARE: Final = 0.1  # an answer-only occurrence counts this much in document frequency
@@ -74,56 +62,6 @@ PHRASE_WORD_SHARE: Final = 0.35  # weight of each word of a synonym phrase, besi
 COVERAGE_EXPONENT: Final = 0.7  # confidence = coverage ** a * fit ** (1 - a)
 FIT_FLOOR: Final = 1.2  # fit divides by at least this many rarest IDFs: a question made
 # of one common word ("Where is my order?") cannot be fully fitted by that word alone
-
-_TOP_KEYS: Final = frozenset({"entries", "threshold", "synonyms"})
-_ENTRY_KEYS: Final = frozenset({"id", "topic", "questions", "answer"})
-# libyaml's loader is ten times faster than the pure-Python one; same safe semantics.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True, slots=True)
-class KbEntry:
-    """One question the business answers, with example phrasings and the answer."""
-
-    id: str
-    topic: str
-    questions: Mapping[str, tuple[str, ...]] = field(hash=False)
-    answers: Mapping[str, str] = field(hash=False)
-
-    def answer(self, language: str) -> str:
-        """The answer in ``language``, else in the other available language."""
-        if language in self.answers:
-            return self.answers[language]
-        for other in LANGUAGES:
-            if other in self.answers:
-                return self.answers[other]
-        return next(iter(self.answers.values()))
-
-
-@dataclass(frozen=True, slots=True)
-class KbMatch:
-    """The best entry for a message, how sure we are, and whether that is enough."""
-
-    entry: KbEntry | None
-    score: float
-    answered: bool
-
-    @property
-    def id(self) -> str | None:
-        return self.entry.id if self.entry else None
-
-    @property
-    def topic(self) -> str | None:
-        return self.entry.topic if self.entry else None
-
-    def answer(self, language: str) -> str:
-        """The matched entry's answer (the engine sends it only when ``answered``)."""
-        if self.entry is None:
-            raise LookupError("no knowledge-base entry matched")
-        return self.entry.answer(language)
-
 
 # ---------------------------------------------------------------------- analysis
 
@@ -163,7 +101,7 @@ class _Word:
     share: float = 1.0  # below 1 for the words of a phrase already counted as a concept
 
 
-class _Synonyms:
+class Synonyms:
     """Synonym groups of the file, matched as words or phrases of content words.
 
     Phrases are compared after stop words are dropped, so "send back" also
@@ -271,17 +209,17 @@ class Evidence:
         return self.mass / (self.mass + self.discount * unexplained)
 
 
-def _confidence(evidence: Evidence) -> float:
+def confidence(evidence: Evidence) -> float:
     """One number in [0, 1]: how sure we are that this entry answers the message."""
     a = COVERAGE_EXPONENT
     score: float = (evidence.coverage**a) * (evidence.fit ** (1.0 - a))
     return min(1.0, score)
 
 
-class _Index:
+class LexicalIndex:
     """Everything ``match`` needs, computed once from the entries."""
 
-    def __init__(self, entries: Sequence[KbEntry], synonyms: _Synonyms) -> None:
+    def __init__(self, entries: Sequence[KbEntry], synonyms: Synonyms) -> None:
         self.synonyms = synonyms
         self.surfaces: dict[str, dict[str, str]] = {lang: {} for lang in LANGUAGES}
         question_terms: list[tuple[int, dict[str, float]]] = []
@@ -494,250 +432,12 @@ class _Index:
             if mass > 0.0
         ]
 
-
-class KnowledgeBase:
-    """Entries plus their search index; ``match`` is the only hot path."""
-
-    def __init__(
-        self,
-        entries: Sequence[KbEntry],
-        threshold: float = DEFAULT_THRESHOLD,
-        synonyms: Sequence[Sequence[str]] = (),
-    ) -> None:
-        if not entries:
-            raise KnowledgeBaseError("entries", "the knowledge base has no entry")
-        if not 0.0 <= threshold <= 1.0:
-            raise KnowledgeBaseError("threshold", f"{threshold} is not between 0 and 1")
-        self.entries: tuple[KbEntry, ...] = tuple(entries)
-        self.threshold = float(threshold)
-        self._index = _Index(self.entries, _Synonyms(synonyms))
-
-    @classmethod
-    def from_entries(
-        cls,
-        entries: Sequence[KbEntry],
-        threshold: float = DEFAULT_THRESHOLD,
-        synonyms: Sequence[Sequence[str]] = (),
-    ) -> KnowledgeBase:
-        return cls(entries, threshold, synonyms)
-
-    @classmethod
-    def load(cls, path: Path, threshold: float | None = None) -> KnowledgeBase:
-        """Read and validate knowledge.yaml; ``threshold`` (from config) beats the file's."""
-        entries, file_threshold, synonyms = _parse(path)
-        chosen = threshold if threshold is not None else file_threshold
-        kb = cls(entries, DEFAULT_THRESHOLD if chosen is None else chosen, synonyms)
-        log.info("knowledge base %s: %d entries, threshold %.2f", path, len(entries), kb.threshold)
-        return kb
-
-    def get(self, entry_id: str) -> KbEntry | None:
-        return next((e for e in self.entries if e.id == entry_id), None)
-
-    def match(self, text: str, language: str | None = None) -> KbMatch:
-        """The best entry for ``text`` and a confidence in [0, 1].
-
-        ``language`` (the conversation's) only breaks ties when the message itself
-        does not tell its language: customers often write in another one.
-        """
-        ranked = self.rank(text, language)
-        if not ranked:
-            return KbMatch(None, 0.0, False)
-        entry, score = ranked[0]
-        return KbMatch(entry, score, score >= self.threshold)
-
-    def rank(self, text: str, language: str | None = None) -> list[tuple[KbEntry, float]]:
-        """Entries with a non-zero confidence for ``text``, best first."""
-        evidence = self._index.evidence(text, language)
-        scored = [(_confidence(e), number) for number, e in evidence]
-        scored.sort(key=lambda item: (-item[0], item[1]))  # ties: the file's order
-        return [(self.entries[number], score) for score, number in scored if score > 0.0]
-
-
-# ---------------------------------------------------------------------- loading
-
-
-def _parse(path: Path) -> tuple[list[KbEntry], float | None, list[list[str]]]:
-    """knowledge.yaml → entries, the file's threshold, synonym groups; or KnowledgeBaseError."""
-    try:
-        source = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KnowledgeBaseError(str(path), "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KnowledgeBaseError(str(path), f"cannot read: {exc}") from None
-    try:
-        node = yaml.compose(source, Loader=_LOADER)
-        data = yaml.load(source, Loader=_LOADER)  # noqa: S506 - a safe loader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise KnowledgeBaseError(where, f"YAML syntax error: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise KnowledgeBaseError(str(path), f"YAML error: {exc}") from None
-    lines: dict[str, int] = {}
-    if node is not None:
-        _collect_lines(node, "", lines, path)
-    return _Validator(path, lines).document(data)
-
-
-def _collect_lines(node: yaml.Node, where: str, lines: dict[str, int], path: Path) -> None:
-    """Map each key path ("entries[3].answer.fr") to its line; refuse duplicate keys."""
-    lines[where] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = f"{where}.{key}" if where else key
-            if key in seen:
-                raise KnowledgeBaseError(
-                    child, f"duplicate key (line {key_node.start_mark.line + 1})"
-                )
-            seen.add(key)
-            _collect_lines(value_node, child, lines, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for number, item in enumerate(node.value):
-            _collect_lines(item, f"{where}[{number}]", lines, path)
-
-
-class _Validator:
-    """Checks the parsed document and names the exact place of each mistake."""
-
-    def __init__(self, path: Path, lines: Mapping[str, int]) -> None:
-        self.path = path
-        self.lines = lines
-
-    def fail(self, where: str, reason: str) -> KnowledgeBaseError:
-        probe = where
-        while probe and probe not in self.lines:
-            probe = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
-        line = self.lines.get(probe)
-        suffix = f" ({self.path.name} line {line})" if line else ""
-        return KnowledgeBaseError(where or str(self.path), reason + suffix)
-
-    def document(self, data: Any) -> tuple[list[KbEntry], float | None, list[list[str]]]:
-        if not isinstance(data, dict):
-            raise self.fail("", "expected a mapping with an 'entries' list")
-        for key in data:
-            if key not in _TOP_KEYS:
-                raise self.fail(str(key), f"unknown key (expected one of {sorted(_TOP_KEYS)})")
-        threshold = data.get("threshold")
-        if threshold is not None and (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not 0.0 <= threshold <= 1.0
-        ):
-            raise self.fail("threshold", "must be a number between 0 and 1")
-        synonyms = self.synonyms(data.get("synonyms"))
-        raw_entries = data.get("entries")
-        if not isinstance(raw_entries, list) or not raw_entries:
-            raise self.fail("entries", "must be a non-empty list of entries")
-        entries: list[KbEntry] = []
-        first_seen: dict[str, int] = {}
-        for number, raw in enumerate(raw_entries):
-            entry = self.entry(raw, f"entries[{number}]")
-            if entry.id in first_seen:
-                raise self.fail(
-                    f"entries[{number}].id",
-                    f"duplicate id {entry.id!r} (first used by entries[{first_seen[entry.id]}])",
-                )
-            first_seen[entry.id] = number
-            entries.append(entry)
-        return entries, None if threshold is None else float(threshold), synonyms
-
-    def synonyms(self, raw: Any) -> list[list[str]]:
-        if raw is None:
-            return []
-        if not isinstance(raw, list):
-            raise self.fail("synonyms", "must be a list of lists of words")
-        groups: list[list[str]] = []
-        owner: dict[str, int] = {}
-        for number, group in enumerate(raw):
-            where = f"synonyms[{number}]"
-            if not isinstance(group, list) or len(group) < 2:
-                raise self.fail(where, "must be a list of at least two words or phrases")
-            for position, item in enumerate(group):
-                if not isinstance(item, str) or not synonym_key(item):
-                    raise self.fail(
-                        f"{where}[{position}]", "must be a word or phrase that is not a stop word"
-                    )
-                key = " ".join(synonym_key(item))
-                if key in owner and owner[key] != number:
-                    raise self.fail(
-                        f"{where}[{position}]", f"{item!r} is already in synonyms[{owner[key]}]"
-                    )
-                owner[key] = number
-            groups.append([str(item) for item in group])
-        return groups
-
-    def entry(self, raw: Any, where: str) -> KbEntry:
-        if not isinstance(raw, dict):
-            raise self.fail(where, "must be a mapping with id, topic, questions and answer")
-        for key in raw:
-            if key not in _ENTRY_KEYS:
-                raise self.fail(
-                    f"{where}.{key}", f"unknown key (expected one of {sorted(_ENTRY_KEYS)})"
-                )
-        entry_id = self.text(raw, "id", where)
-        if not _ID.match(entry_id):
-            raise self.fail(f"{where}.id", "use letters, digits, '.', '_' or '-' without spaces")
-        topic = self.text(raw, "topic", where)
-        if "questions" not in raw:
-            raise self.fail(f"{where}.questions", "missing: give example questions under fr: / en:")
-        questions = self.questions(raw["questions"], f"{where}.questions")
-        answers = self.answers(raw.get("answer"), f"{where}.answer")
-        return KbEntry(
-            id=entry_id,
-            topic=topic,
-            questions=MappingProxyType(questions),
-            answers=MappingProxyType(answers),
-        )
-
-    def text(self, raw: Mapping[str, Any], key: str, where: str) -> str:
-        value = raw.get(key)
-        if value is None:
-            raise self.fail(f"{where}.{key}", "missing")
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(f"{where}.{key}", "must be a non-empty string")
-        return value.strip()
-
-    def questions(self, raw: Any, where: str) -> dict[str, tuple[str, ...]]:
-        if not raw:
-            raise self.fail(where, "empty: give at least one example question")
-        if not isinstance(raw, dict):
-            raise self.fail(where, "must map a language (fr, en) to a list of questions")
-        out: dict[str, tuple[str, ...]] = {}
-        for language, items in raw.items():
-            place = f"{where}.{language}"
-            if language not in LANGUAGES:
-                raise self.fail(place, f"unknown key: languages are {', '.join(LANGUAGES)}")
-            if isinstance(items, str):
-                items = [items]
-            if not isinstance(items, list) or not items:
-                raise self.fail(place, "must be a non-empty list of questions")
-            for number, item in enumerate(items):
-                if not isinstance(item, str) or not item.strip():
-                    raise self.fail(f"{place}[{number}]", "must be a non-empty string")
-            out[language] = tuple(item.strip() for item in items)
-        if not out:
-            raise self.fail(where, "empty: give at least one example question")
-        return out
-
-    def answers(self, raw: Any, where: str) -> dict[str, str]:
-        if raw is None:
-            raise self.fail(where, "missing: give the answer under fr: and en:")
-        if not isinstance(raw, dict):
-            raise self.fail(where, "must map each language (fr, en) to the answer text")
-        for language in raw:
-            if language not in LANGUAGES:
-                raise self.fail(
-                    f"{where}.{language}", f"unknown key: languages are {', '.join(LANGUAGES)}"
-                )
-        out: dict[str, str] = {}
-        for language in LANGUAGES:
-            value = raw.get(language)
-            if value is None:
-                raise self.fail(f"{where}.{language}", "missing: every answer needs fr and en")
-            if not isinstance(value, str) or not value.strip():
-                raise self.fail(f"{where}.{language}", "must be a non-empty string")
-            out[language] = value.strip()
-        return out
+    def scores(self, text: str, language: str | None) -> tuple[dict[int, float], float]:
+        """Lexical confidence per entry (non-zero ones), and the share of the message's
+        weight that no entry knows (1 when no word of it is known)."""
+        evidence = self.evidence(text, language)
+        if not evidence:
+            return {}, 1.0
+        first = evidence[0][1]
+        unknown = first.unknown / first.total if first.total > 0.0 else 1.0
+        return {number: confidence(e) for number, e in evidence}, unknown

@@ -307,3 +307,36 @@ def guess_language(text: str, default: str | None = None) -> str | None:
     if en > fr:
         return "en"
     return default
+
+
+# Words that only greet or thank: a clause made of these (and stop words) says nothing
+# about the question ("Bonjour,", "merci d'avance", "Best regards").
+COURTESY_WORDS: Final = frozenset(
+    _split("""
+    bonjour bonsoir salut coucou hello hi hey dear madame monsieur merci remercie
+    remerciant thanks thank thx cordialement regards cheers best kind bonne journee
+    soiree week end svp stp please plz avance advance beaucoup much lot many
+    """)
+)
+_CLAUSE_BREAK = re.compile(
+    r"(?:[.!?;:\n]+"
+    r"|\s+(?:mais|but|donc|so|sinon|however|cependant|par contre|du coup|alors)\s+"
+    r"|,\s*(?:et|and)\s+)",
+    re.IGNORECASE,
+)
+
+
+def clauses(text: str) -> list[str]:
+    """The parts of a message that say something: split at sentence ends, « mais »,
+    « donc », "but", "so"…, greeting- and thanks-only parts dropped.
+
+    A long message with context dilutes its meaning vector; its question is often
+    one clause ("Bonjour, j'ai commandé mardi pour un mariage, mais je l'aurai
+    quand ?"). One clause or none: the message is its own clause (empty list).
+    """
+    kept = []
+    for part in _CLAUSE_BREAK.split(text):
+        part = part.strip(" ,-")
+        if any(w not in COURTESY_WORDS and not is_stop_word(w) for w in folded_words(part)):
+            kept.append(part)
+    return kept if len(kept) > 1 else []

