@@ -170,8 +170,14 @@ class SupportApp:
         if self._given_transports is None and not desk_configured(settings):
             desk = None  # no agents' group/channel: handoffs are queued without a thread
         publishers = {t.platform: t for t in self.transports if hasattr(t, "platform")}
+        boards = [t for t in self.transports if hasattr(t, "post_alert")]  # the web console
         dispatcher = Dispatcher(
-            store, self.clock, customers=customers, desk=desk, on_gone=self._customer_gone
+            store,
+            self.clock,
+            customers=customers,
+            desk=desk,
+            boards=boards,
+            on_gone=self._customer_gone,
         )
         engine = ConversationService(
             store,

@@ -88,6 +88,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "transferred_to": "{agent} transfère la conversation à {target}.",
         "not_an_agent": "{target} n'est pas un agent : transfert impossible.",
         "not_open": "Cette conversation n'est plus en cours de traitement.",
+        "already_in_queue": "Cette conversation est déjà dans la file d'attente : "
+        "transférez-la à un agent, ou prenez-la.",
         "customer_unreachable": "Le client n'est plus joignable ; le message n'a pas été transmis.",
         "customer_left": "Le client est parti ({reason}).",
         "abandoned_desk": "Conversation #{id} abandonnée ({reason}) : recontactez le client.",
@@ -170,6 +172,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "transferred_to": "{agent} transferred the conversation to {target}.",
         "not_an_agent": "{target} is not an agent: cannot transfer.",
         "not_open": "This conversation is no longer being handled.",
+        "already_in_queue": "This conversation is already in the queue: transfer it to an "
+        "agent, or take it.",
         "customer_unreachable": "The customer can no longer be reached; the message was not "
         "delivered.",
         "customer_left": "The customer left ({reason}).",

@@ -1,7 +1,9 @@
-"""The web channel's own tables: each visitor's transcript, and its persisted secret.
+"""The web channel's own tables: each visitor's transcript, its persisted secret, and the
+agents' alerts shown in the console.
 
 A website visitor has no platform server keeping their messages (as Telegram does),
-so the transcript stored here is what a reload or a reconnect replays.
+so the transcript stored here is what a reload or a reconnect replays. Likewise the
+console has no channel history: its alerts, and what each agent has read, live here.
 """
 
 from __future__ import annotations
@@ -37,6 +39,26 @@ class WebLine:
             "choices": self.choices,
             "chosen": self.chosen,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class WebAlert:
+    """One alert in the console: the desk's sentence, about a conversation or the desk."""
+
+    id: int
+    conversation_id: int | None
+    at: int
+    text: str
+
+    def json(self) -> dict[str, Any]:
+        return {"id": self.id, "conversation": self.conversation_id, "at": self.at,
+                "text": self.text}  # fmt: skip
+
+
+_CONSOLE_COLUMNS = """SELECT c.id, c.channel, c.state, c.language, c.topic, c.tag,
+       c.handed_off_at, c.handoff_reason, c.agent_key, c.agent_name, c.desk, c.resolved_at,
+       c.pending_since, c.updated_at, cu.name AS customer
+FROM conversations c JOIN customers cu ON cu.id = c.customer_id"""
 
 
 def _line(row: Row) -> WebLine:
@@ -135,13 +157,84 @@ class WebStore:
     async def console_conversations(self, resolved_since: int) -> list[dict[str, Any]]:
         """Conversations agents care about: waiting, taken, and recently resolved."""
         rows = await self.db.fetchall(
-            """SELECT c.id, c.channel, c.state, c.language, c.topic, c.tag, c.handed_off_at,
-                      c.handoff_reason, c.agent_key, c.agent_name, c.desk, c.resolved_at,
-                      c.pending_since, c.updated_at, cu.name AS customer
-               FROM conversations c JOIN customers cu ON cu.id = c.customer_id
+            f"""{_CONSOLE_COLUMNS}
                WHERE c.handed_off_at IS NOT NULL AND (c.state IN ('queued', 'assigned')
                      OR (c.resolved_at IS NOT NULL AND c.resolved_at >= ?))
                ORDER BY c.handed_off_at""",
             (resolved_since,),
         )
         return [dict(row) for row in rows]
+
+    async def console_conversation(self, conversation_id: int) -> dict[str, Any] | None:
+        """Any one conversation, as the lists show it (an alert may name an old one)."""
+        row = await self.db.fetchone(f"{_CONSOLE_COLUMNS} WHERE c.id = ?", (conversation_id,))
+        return dict(row) if row is not None else None
+
+    async def console_transcript(self, conversation_id: int, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` lines of a conversation, oldest first, with their time (ms)."""
+        rows = await self.db.fetchall(
+            """SELECT m.author, m.text, m.media, m.agent_key, m.created_at,
+                      cu.name AS customer
+               FROM messages m JOIN conversations c ON c.id = m.conversation_id
+               JOIN customers cu ON cu.id = c.customer_id
+               WHERE m.conversation_id = ? ORDER BY m.id DESC LIMIT ?""",
+            (conversation_id, limit),
+        )
+        lines = []
+        for row in reversed(rows):
+            text = row["text"]
+            if row["media"]:
+                kind = json.loads(row["media"]).get("kind", "file")
+                text = f"[{kind}] {text}".strip()
+            name = row["customer"] if row["author"] == "customer" else (row["agent_key"] or "")
+            lines.append(
+                {"author": row["author"], "name": name, "text": text, "at": row["created_at"]}
+            )
+        return lines
+
+    # ------------------------------------------------------------------ alerts
+
+    async def add_alert(
+        self, alert_id: int, conversation_id: int | None, text: str, at: int
+    ) -> WebAlert | None:
+        """Keep an alert; None when this id is already kept (a redelivery).
+
+        Its time is when the engine raised it (its outbox item's), ``at`` only if unknown.
+        """
+        async with self.db.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT OR IGNORE INTO web_alerts(id, conversation_id, at, text) VALUES "
+                "(?, ?, COALESCE((SELECT created_at FROM outbox WHERE id = ?), ?), ?) "
+                "RETURNING at",
+                (alert_id, conversation_id, alert_id, at, text),
+            )
+            row = await cursor.fetchone()
+            await cursor.close()
+        if row is None:
+            return None
+        return WebAlert(alert_id, conversation_id, int(row[0]), text)
+
+    async def alerts(self, limit: int) -> list[WebAlert]:
+        """The latest alerts, newest first."""
+        rows = await self.db.fetchall(
+            "SELECT id, conversation_id, at, text FROM web_alerts ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [WebAlert(int(r["id"]), r["conversation_id"], int(r["at"]), r["text"]) for r in rows]
+
+    async def unread_alerts(self, agent: str) -> int:
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM web_alerts WHERE id > COALESCE("
+            "(SELECT seen_id FROM web_alert_reads WHERE agent = ?), 0)",
+            (agent,),
+        )
+        return int(row[0]) if row else 0
+
+    async def mark_alerts_read(self, agent: str, up_to: int) -> None:
+        """The agent has seen every alert up to ``up_to`` (never moves backwards)."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO web_alert_reads(agent, seen_id) VALUES (?, ?) "
+                "ON CONFLICT(agent) DO UPDATE SET seen_id = MAX(seen_id, excluded.seen_id)",
+                (agent, up_to),
+            )

@@ -31,7 +31,7 @@ from bot.knowledge import KbEntry, KnowledgeBase
 from storage.conversations import SqliteStore
 from storage.database import Database
 from tests.fakes.clock import FakeClock
-from tests.fakes.recording import RecordingChannel, RecordingDesk
+from tests.fakes.recording import RecordingBoard, RecordingChannel, RecordingDesk
 
 SAMPLE_KB = (
     KbEntry(
@@ -76,6 +76,10 @@ class Harness:
     clock: FakeClock
     channel: RecordingChannel = field(default_factory=lambda: RecordingChannel("telegram"))
     desk: RecordingDesk = field(default_factory=lambda: RecordingDesk("slack"))
+    # desk: web — no desk transport; the console (an observer and an alert board) instead
+    web_desk: bool = False
+    board: RecordingBoard = field(default_factory=RecordingBoard)
+    observed: list[int] = field(default_factory=list)
     db: Database | None = None
     engine: ConversationService | None = None
     dispatcher: Dispatcher | None = None
@@ -96,7 +100,8 @@ class Harness:
             store,
             self.clock,
             customers={"telegram": self.channel},
-            desk=self.desk,
+            desk=None if self.web_desk else self.desk,
+            boards=[self.board] if self.web_desk else [],
             backoff_base=0.01,
             backoff_max=0.05,
         )
@@ -106,9 +111,11 @@ class Harness:
             self.settings,
             self.clock,
             self.dispatcher,
-            desk="slack",
-            authority=self.desk,
+            desk=None if self.web_desk else "slack",
+            authority=None if self.web_desk else self.desk,
         )
+        if self.web_desk:
+            self.engine.add_observer(self.observed.append)  # as the web console does
         await self.dispatcher.start(hold=True)
 
     async def stop(self) -> None:

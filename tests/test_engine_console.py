@@ -1,10 +1,18 @@
 """Console agents in the engine: web-desk agents act by conversation id, their actions
-reach the Slack/Telegram thread too, and observers hear of every committed step."""
+reach the Slack/Telegram thread too, observers hear of every committed step, and with
+``desk: web`` the alerts reach the console."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
 from bot.conversation.model import Agent, AgentAction, AgentActionKind, AgentMessage
-from tests.harness import Harness
+from tests.fakes.clock import FakeClock
+from tests.harness import Harness, make_settings
 
 PAUL = Agent("web", "Paul", "Paul")
 
@@ -80,3 +88,69 @@ async def test_observers_hear_each_committed_step_once(harness: Harness) -> None
     redelivered = await h.engine.handle(take)
     assert redelivered.duplicate  # no new step
     assert seen == [cid, cid]
+
+
+async def test_transfer_of_a_queued_conversation_to_the_queue_is_refused(
+    harness: Harness,
+) -> None:
+    h = harness
+    cid, _thread = await queued(h)
+    assert h.engine is not None
+    transfer = AgentAction(PAUL, h.key(), AgentActionKind.TRANSFER, conversation_id=cid)
+    outcome = await h.engine.handle(transfer)
+    assert (outcome.ok, outcome.notice) == (
+        False,
+        "Cette conversation est déjà dans la file d'attente : transférez-la à un agent, "
+        "ou prenez-la.",
+    )
+    row = await h.row("SELECT state FROM conversations WHERE id = ?", cid)
+    assert row["state"] == "queued"
+
+
+# ---------------------------------------------------------------- desk: web
+
+
+@pytest.fixture
+async def web_desk(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
+    h = Harness(make_settings(tmp_path / "w.db", desk="web"), clock, web_desk=True)
+    await h.start()
+    yield h
+    await h.stop()
+
+
+async def alerts_of_a_day(h: Harness) -> list[str]:
+    """A customer waits until abandoned; another, served by Paul, answers NPS 3."""
+    await h.say("Je veux parler à un conseiller", user="1")
+    for _ in range(3):  # reminders at 5 and 10 min, abandoned at 15 min
+        await h.tick(timedelta(minutes=5))
+    await h.say("Je veux parler à un conseiller", user="2")
+    row = await h.row("SELECT id FROM conversations WHERE state = 'queued'")
+    cid = int(row["id"])
+    assert h.engine is not None
+    for kind in (AgentActionKind.TAKE, AgentActionKind.RESOLVE):
+        assert await console(h, AgentAction(PAUL, h.key(), kind, conversation_id=cid))
+    await h.press("3", user="2")
+    return [
+        "Conversation #1 en attente depuis 5 min.",
+        "Conversation #1 en attente depuis 10 min.",
+        "Conversation #1 abandonnée (timeout) : recontactez le client.",
+        "⚠️ Détracteur : Marie a donné 3/10 (conversation #2, Paul). Recontactez ce client.",
+    ]
+
+
+async def test_with_the_web_desk_alerts_reach_the_console(web_desk: Harness) -> None:
+    h = web_desk
+    expected = await alerts_of_a_day(h)
+    assert h.board.texts() == expected
+    assert [conversation for _id, conversation, _text in h.board.alerts] == [1, 1, 1, 2]
+    assert h.desk.calls == []  # no desk transport at all
+    failed = await h.row("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL")
+    assert failed[0] == 0
+
+
+async def test_console_alerts_say_what_the_slack_desk_says(
+    harness: Harness, web_desk: Harness
+) -> None:
+    await alerts_of_a_day(harness)
+    await alerts_of_a_day(web_desk)
+    assert [text for text, _thread in harness.desk.alerts] == web_desk.board.texts()

@@ -13,6 +13,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import aiohttp
 import pytest
 
 from bot.app import SupportApp
+from bot.clock import to_ms
 from bot.config import Secrets
 from bot.conversation.model import InboundEvent, Outcome
 from bot.errors import ConfigError
@@ -51,18 +53,20 @@ class Served:
             assert resp.status == 200
             return str((await resp.json())["token"])
 
-    async def widget(self, token: str, since: int = 0, **kw: Any) -> Visitor:
-        url = f"{self.base}/ws/widget?token={token}&since={since}&lang=fr"
+    async def widget(self, token: str, since: int = 0, lang: str = "fr", **kw: Any) -> Visitor:
+        url = f"{self.base}/ws/widget?token={token}&since={since}&lang={lang}"
         return Visitor(await self.http.ws_connect(url, **kw))
 
     def auth(self, key: str = "alice-key-123") -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
-    async def act(self, cid: int, action: str, key: str = "alice-key-123", **body: Any) -> Any:
+    async def act(
+        self, cid: int, action: str, key: str = "alice-key-123", status: int = 200, **body: Any
+    ) -> Any:
         url = f"{self.base}/api/agent/conversations/{cid}/{action}"
         body.setdefault("id", f"c{next(_ids)}")
         async with self.http.post(url, json=body, headers=self.auth(key)) as resp:
-            assert resp.status == 200, await resp.text()
+            assert resp.status == status, await resp.text()
             return await resp.json()
 
     async def conversations(self) -> list[dict[str, Any]]:
@@ -106,6 +110,9 @@ class Visitor:
     def errors(self) -> list[str]:
         return [f["code"] for f in self.frames if f["type"] == "error"]
 
+    async def hello(self) -> None:
+        await self.ws.send_json({"type": "hello", "id": f"h{next(_ids)}"})
+
     async def press(self, label: str) -> None:
         for line in reversed(self.lines()):
             for row in line["choices"]:
@@ -123,7 +130,8 @@ class Visitor:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    settings = settings_for(tmp_path, web={"port": 0, "rate_limit": "8/10s"}, desk="web")
+    web = {"port": 0, "rate_limit": "8/10s", "max_message_length": 3000}
+    settings = settings_for(tmp_path, web=web, desk="web")
     app = SupportApp(settings, Secrets(web_agent_keys=KEYS), clock=FakeClock())
     await app.start()
     web = next(t for t in app.transports if isinstance(t, WebTransport))
@@ -242,12 +250,41 @@ async def test_rate_limit_says_slow_down_and_keeps_accepted(served: Served) -> N
 
 async def test_too_long_message_refused_and_huge_frame_closes(served: Served) -> None:
     visitor = await served.widget(await served.token())
-    await visitor.say("x" * 4001)
+    sent = await visitor.say("x" * 3001)
     await eventually(lambda: "too_long" in visitor.errors())
+    refused = next(f for f in visitor.frames if f["type"] == "error")
+    assert (refused["limit"], refused["id"]) == (3000, sent)  # the widget gives the text back
     assert visitor.lines() == []
     await visitor.say("x" * 70_000)  # beyond the frame limit: the server closes the socket
     await eventually(lambda: visitor.ws.closed)
     assert visitor.ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+async def test_opened_widget_is_greeted_once_in_its_language(served: Served) -> None:
+    visitor = await served.widget(await served.token(), lang="en")
+    await visitor.hello()
+    await eventually(lambda: len(visitor.lines()) == 1)
+    greeting = visitor.lines()[0]
+    assert greeting["author"] == "bot"
+    assert greeting["text"].startswith("Hello! I'm the customer service assistant.")
+    await visitor.hello()  # a second tab, a reload: no second greeting
+    await visitor.say("Where is my invoice?")
+    await eventually(lambda: len(visitor.lines()) == 3)
+    assert [line["author"] for line in visitor.lines()] == ["bot", "customer", "bot"]
+    french = await served.widget(await served.token())
+    await french.hello()
+    await eventually(lambda: len(french.lines()) == 1)
+    assert french.lines()[0]["text"].startswith("Bonjour ! Je suis l'assistant")
+
+
+async def test_widget_script_is_told_the_message_limit(served: Served) -> None:
+    async with served.http.get(served.base + "/widget.js") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/javascript"
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        script = await resp.text()
+    assert "var MAX_LENGTH = 3000;" in script  # web.max_message_length of this server
+    assert "var MAX_LENGTH = 4000;" not in script
 
 
 # ---------------------------------------------------------------- agents
@@ -300,7 +337,8 @@ async def test_console_take_reply_resolve_then_survey(served: Served) -> None:
         assert (await served.act(cid, "take"))["ok"]
         pushed = await asyncio.wait_for(console.receive_json(), 5)
         assert pushed == {"type": "changed", "id": cid}
-    assert (await served.act(cid, "take", key="bob-key-4567"))["ok"] is False
+    refused = await served.act(cid, "take", key="bob-key-4567", status=409)
+    assert (refused["ok"], refused["notice"]) == (False, "Déjà pris en charge par alice.")
     await served.act(cid, "reply", text="Bonjour, je regarde votre commande.")
     await eventually(lambda: visitor.has("je regarde votre commande"))
     assert visitor.lines()[-1]["author"] == "agent"
@@ -446,3 +484,74 @@ async def test_an_english_question_in_the_french_widget_gets_an_english_answer(
         "Talk to a person",
     ]
     await visitor.close()
+
+
+# ---------------------------------------------------------------- console: alerts, transcript
+
+
+async def frame_of(console: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    """The next frame of this type (consoles also hear "changed")."""
+    async with asyncio.timeout(5):
+        while True:
+            frame = await console.receive_json()
+            if frame["type"] == kind:
+                return dict(frame)
+
+
+async def alerts_of(served: Served, key: str) -> dict[str, Any]:
+    async with served.http.get(f"{served.base}/api/agent/alerts", headers=served.auth(key)) as r:
+        assert r.status == 200
+        return dict(await r.json())
+
+
+async def test_web_desk_alerts_are_kept_pushed_and_read_per_agent(served: Served) -> None:
+    clock = served.app.clock
+    assert isinstance(clock, FakeClock)
+    _visitor, cid = await queued_conversation(served)
+    async with served.http.ws_connect(f"{served.base}/ws/agent", headers=served.auth()) as console:
+        remind_at = clock.advance(timedelta(minutes=5))  # the sweeper fires the reminder
+        pushed = await frame_of(console, "alert")
+    text = f"Conversation #{cid} en attente depuis 5 min."
+    alert = {"id": pushed["alert"]["id"], "conversation": cid, "at": to_ms(remind_at),
+             "text": text}  # fmt: skip
+    assert pushed == {"type": "alert", "alert": alert}
+    alice, bob = "alice-key-123", "bob-key-4567"
+    assert await alerts_of(served, alice) == {"alerts": [alert], "unread": 1}
+    url = f"{served.base}/api/agent/alerts/read"
+    async with served.http.post(url, json={"up_to": alert["id"]}, headers=served.auth()) as r:
+        assert (r.status, await r.json()) == (200, {"unread": 0})
+    assert (await alerts_of(served, alice))["unread"] == 0
+    assert await alerts_of(served, bob) == {"alerts": [alert], "unread": 1}  # not read yet
+    async with served.http.post(url, json={}, headers=served.auth()) as r:
+        assert r.status == 400
+    # A redelivered alert (the desk failed after the console kept it) is kept once.
+    await served.web.post_alert(alert["id"], cid, text)
+    assert (await alerts_of(served, bob))["alerts"] == [alert]
+
+
+async def test_transfer_of_a_queued_conversation_is_a_409_with_the_reason(served: Served) -> None:
+    _visitor, cid = await queued_conversation(served)
+    refused = await served.act(cid, "transfer", status=409)
+    assert refused["ok"] is False
+    assert refused["notice"].startswith("Cette conversation est déjà dans la file d'attente")
+    [conv] = await served.conversations()
+    assert conv["state"] == "queued"
+
+
+async def test_console_transcript_lines_carry_their_time(served: Served) -> None:
+    clock = served.app.clock
+    assert isinstance(clock, FakeClock)
+    _visitor, cid = await queued_conversation(served)
+    asked = to_ms(clock.now())
+    clock.advance(timedelta(minutes=3))
+    await served.act(cid, "take")
+    await served.act(cid, "reply", text="Je regarde.")
+    url = f"{served.base}/api/agent/conversations/{cid}"
+    async with served.http.get(url, headers=served.auth()) as resp:
+        lines = (await resp.json())["transcript"]
+    assert [(ln["author"], ln["at"]) for ln in lines] == [
+        ("customer", asked),
+        ("bot", asked),
+        ("bot", asked + 3 * 60_000),  # "alice a rejoint la conversation."
+        ("agent", asked + 3 * 60_000),
+    ]

@@ -17,7 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.config import Settings
+from bot.insights.dashboard import display
+from bot.insights.kpi import Csat, Figures
 from bot.insights.kpi_series import trend_buckets
+from bot.insights.kpi_texts import KpiTexts
 from bot.insights.report import kpi_command
 from handlers.web.dashboard import dashboard_routes
 from handlers.web.transport import static_dir
@@ -256,12 +259,39 @@ async def test_empty_period_is_null_and_dashes(db: Database, client: TestClient[
     shown = data["display"]["figures"]
     for key in ("nps", "csat", "frt_median", "frt_p90", "abandonment", "retention"):
         assert shown[key] == "—", key
+    assert shown["csat_detail"] == "no answers"
     assert shown["started"] == "0"
     assert all(p["nps"]["score"] is None for p in data["series"]["trend"])
     assert all(p["abandonment_rate_pct"] is None for p in data["series"]["trend"])
     assert data["series"]["frt_histogram"]["first"] == [0] * 6
     assert data["by"] == {"channel": [], "agent": [], "topic": []}
     assert "NaN" not in json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("language", "responses", "total", "shown"),
+    [
+        ("fr", 1, 5, "moyenne 5,0 / 5 · 1 réponse"),
+        ("fr", 2, 7, "moyenne 3,5 / 5 · 2 réponses"),
+        ("fr", 0, 0, "aucune réponse"),
+        ("en", 1, 5, "mean 5.0 / 5 · 1 answer"),
+        ("en", 3, 13, "mean 4.3 / 5 · 3 answers"),
+        ("en", 0, 0, "no answers"),
+    ],
+)
+def test_csat_card_says_mean_and_answers_in_words(
+    language: str, responses: int, total: int, shown: str
+) -> None:
+    figures = Figures(csat=Csat(responses=responses, satisfied=responses, total=total))
+    assert display(KpiTexts(language), figures, ["csat_detail"]) == {"csat_detail": shown}
+
+
+async def test_csat_card_shows_the_sentence_not_bare_numbers(client: TestClient[Any, Any]) -> None:
+    html = await (await client.get("/dashboard")).text()
+    card = html[html.index('data-label="row_csat"') : html.index('data-label="row_frt"')]
+    assert 'data-kpi="csat_detail"' in card
+    assert "<dt>/5</dt>" not in card
+    assert "<dt>n</dt>" not in card
 
 
 @pytest.mark.parametrize(
@@ -360,4 +390,5 @@ async def test_labels_and_formats_follow_the_configured_language(
     assert data["labels"]["row_car"] == "Taux d'abandon"
     assert data["labels"]["preset_7"] == "7 j"
     assert data["display"]["figures"]["csat"] == "50\u00a0%"
+    assert data["display"]["figures"]["csat_detail"] == "moyenne 3,5 / 5 · 10 réponses"
     assert data["series"]["trend"][0]["label"] == "16 nov."

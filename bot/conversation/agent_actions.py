@@ -158,6 +158,8 @@ class AgentActions(Surveys):
             self._move(conv, unit, State.ASSIGNED, actor=agent.key, target_agent=target.key)
             conv.update(agent_key=target.key, agent_name=target.name or target.key)
             text = self._desk_t("transferred_to", agent=name, target=target.name or target.key)
+        elif conv.state == State.QUEUED:
+            return Outcome(ok=False, notice=self._desk_t("already_in_queue"))
         else:
             self._move(conv, unit, State.QUEUED, actor=agent.key, reason="transfer")
             conv.update(agent_key=None, agent_name=None)

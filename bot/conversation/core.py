@@ -112,7 +112,8 @@ class EngineCore:
     def add_observer(self, observer: Callable[[int], None]) -> None:
         """Call ``observer(conversation_id)`` after each committed step of a conversation
         agents can see (handed off at least once); must not block. Bot-only chats are most
-        steps and concern no agent: telling consoles of them would make each re-read."""
+        steps and concern no agent: telling consoles of them would make each re-read.
+        Consoles register here, so with an observer alerts are queued even without a desk."""
         self._observers.append(observer)
 
     # ------------------------------------------------------------------ helpers
@@ -176,8 +177,10 @@ class EngineCore:
         unit.outbox.append(NewOutbox(P.desk_lane(conv.id), op, dict(payload)))
 
     def _alert(self, conv: ConversationRecord | None, unit: Unit, text: str) -> None:
-        if self.desk is None:
-            return
+        """Queue an alert for agents: the desk shows it (in the conversation's thread when
+        it has one), and so does the web console, which keeps it until read."""
+        if self.desk is None and not self._observers:
+            return  # no desk and no console: nobody to tell
         lane = P.desk_lane(conv.id if conv else None)
         in_thread = conv is not None and conv.desk is not None
         unit.outbox.append(NewOutbox(lane, P.ALERT, {"text": text, "in_thread": in_thread}))
@@ -202,7 +205,6 @@ class EngineCore:
         if conv.customer_reachable:
             key = "cancelled" if reason == "cancelled" else "abandoned"
             self._say(conv, unit, conv.address, self._t(conv.language, key))
-        if conv.desk is not None:
-            self._alert(conv, unit, self._desk_t("abandoned_desk", id=conv.id, reason=reason))
+        self._alert(conv, unit, self._desk_t("abandoned_desk", id=conv.id, reason=reason))
         self._close(conv, unit, "abandoned")
         self._refresh_header(conv, unit)

@@ -21,7 +21,7 @@ from bot.clock import Clock, to_ms
 from bot.conversation import payloads as P
 from bot.conversation.busy import patiently
 from bot.conversation.model import ThreadRef
-from bot.conversation.ports import AgentDesk, AuthorAwareChannel, CustomerChannel
+from bot.conversation.ports import AgentDesk, AlertBoard, AuthorAwareChannel, CustomerChannel
 from bot.conversation.store import Delivery, NewOutbox, OutboxItem, Store
 from bot.errors import (
     PermanentDeliveryError,
@@ -47,6 +47,7 @@ class Dispatcher:
         *,
         customers: Mapping[str, CustomerChannel],
         desk: AgentDesk | None,
+        boards: Sequence[AlertBoard] = (),
         on_gone: GoneCallback | None = None,
         backoff_base: float = 1.0,
         backoff_max: float = 600.0,
@@ -56,6 +57,7 @@ class Dispatcher:
         self.clock = clock
         self.customers = dict(customers)
         self.desk = desk
+        self.boards = tuple(boards)
         self.on_gone = on_gone
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -210,6 +212,9 @@ class Dispatcher:
                 lane = P.desk_lane(item.conversation_id)
                 follow = (NewOutbox(lane, P.MARK_RELAYED, {"ref": relayed}),)
             return Delivery(customer_response=True, agent_response=agent, follow_up=follow)
+        if item.op == P.ALERT:
+            await self._alert(item)
+            return Delivery()
         desk = self.desk
         if desk is None:
             raise PermanentDeliveryError("no agents' desk is configured")
@@ -220,10 +225,6 @@ class Dispatcher:
                 self._remember(item.conversation_id, opened)
             return Delivery(thread=opened.thread, header_message=opened.header_message)
         ref = await self._thread(item)
-        if item.op == P.ALERT:
-            in_thread = ref.thread if ref is not None and payload.get("in_thread") else None
-            await desk.alert(payload["text"], in_thread)
-            return Delivery()
         if ref is None:
             raise PermanentDeliveryError(f"conversation #{item.conversation_id} has no thread")
         if item.op == P.UPDATE_HEADER:
@@ -241,6 +242,19 @@ class Dispatcher:
         else:
             raise PermanentDeliveryError(f"unknown outbox operation {item.op!r}")
         return Delivery()
+
+    async def _alert(self, item: OutboxItem) -> None:
+        """To the boards first: they keep one copy per item, so when the desk fails and
+        the item is retried, the console still shows the alert once."""
+        if self.desk is None and not self.boards:
+            raise PermanentDeliveryError("no agents' desk or console is configured")
+        text = str(item.payload["text"])
+        for board in self.boards:
+            await board.post_alert(item.id, item.conversation_id, text)
+        if self.desk is not None:
+            ref = await self._thread(item)
+            in_thread = ref.thread if ref is not None and item.payload.get("in_thread") else None
+            await self.desk.alert(text, in_thread)
 
     async def _thread(self, item: OutboxItem) -> ThreadRef | None:
         cid = item.conversation_id

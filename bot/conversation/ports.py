@@ -2,7 +2,8 @@
 
 A customer channel (Telegram private chats, Slack DMs and shared channels, the web
 widget) implements ``CustomerChannel``; the agents' desk (one Slack channel, one
-Telegram forum group) implements ``AgentDesk``. Adapters raise the ``DeliveryError``
+Telegram forum group) implements ``AgentDesk``; the web console, which has no threads,
+implements ``AlertBoard`` so that alerts reach it too. Adapters raise the ``DeliveryError``
 family from ``bot.errors`` so that the outbox knows whether to retry.
 Texts arrive plain: each adapter escapes them for its own markup.
 """
@@ -97,6 +98,18 @@ class AgentDesk(Protocol):
 
     async def is_agent(self, user_id: str) -> bool:
         """Whether this desk user may act on conversations."""
+        ...
+
+
+class AlertBoard(Protocol):
+    """Keeps agents' alerts where no desk thread shows them: the web console.
+
+    The dispatcher hands it every alert besides the desk's copy; a redelivery of the same
+    alert (``alert_id``: its outbox item) must change nothing.
+    """
+
+    async def post_alert(self, alert_id: int, conversation_id: int | None, text: str) -> None:
+        """Store the alert once and show it to the agents watching."""
         ...
 
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.insights.kpi_texts import KpiTexts
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,14 @@ def _edge_label(t: KpiTexts, low: int | None, high: int | None) -> str:
 
 def render_chart(trend: Sequence[TrendPoint], spread: Spread, language: str) -> bytes:
     """A PNG: satisfaction lines on the left, response-time bars on the right."""
+    figure = chart_figure(trend, spread, language)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def chart_figure(trend: Sequence[TrendPoint], spread: Spread, language: str) -> Figure:
+    """The chart's figure (``render_chart`` saves it); its axes are what tests read."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -87,8 +99,13 @@ def render_chart(trend: Sequence[TrendPoint], spread: Spread, language: str) -> 
     )
     right.set_xticks(positions, names, rotation=45, fontsize=7, ha="right")
     right.set_ylabel(t("chart_share"))
+    if sum(spread.first) + sum(spread.agent) == 0:
+        # No response in the period: a share axis 0-100 % and a dash, not matplotlib's
+        # ±0.04 around flat zero bars.
+        right.set_ylim(0, 100)
+        right.text(0.5, 0.5, t.dash, transform=right.transAxes, ha="center", va="center",
+                   fontsize=16, color="#999999")  # fmt: skip
+    else:
+        right.set_ylim(bottom=0)
     right.legend(fontsize=8)
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    return figure

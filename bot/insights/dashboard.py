@@ -97,6 +97,11 @@ _FORMATS: dict[str, Format] = {
     "csat": lambda t, f: t.pct(f.csat.score_pct),
     "csat_average": lambda t, f: t.number(f.csat.average, 2),
     "csat_responses": lambda t, f: t.integer(f.csat.responses),
+    "csat_detail": lambda t, f: (
+        t("dash_csat_detail", average=t.mean(f.csat.average), answers=t.answers(f.csat.responses))
+        if f.csat.responses
+        else t.answers(0)
+    ),
     "frt_median": lambda t, f: t.duration(f.times.first.median),
     "frt_p90": lambda t, f: t.duration(f.times.first.p90),
     "agent_frt_median": lambda t, f: t.duration(f.times.agent_first.median),

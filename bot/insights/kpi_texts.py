@@ -112,6 +112,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "dash_passives": "Passifs",
         "dash_detractors": "Détracteurs",
         "dash_satisfied": "satisfaits",
+        "dash_csat_detail": "moyenne {average} / 5 · {answers}",
+        "dash_answers_one": "{n} réponse",
+        "dash_answers_other": "{n} réponses",
+        "dash_answers_none": "aucune réponse",
         "dash_median": "Médiane",
         "dash_p90": "p90",
         "dash_volumes": "Volumes",
@@ -224,6 +228,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "dash_passives": "Passives",
         "dash_detractors": "Detractors",
         "dash_satisfied": "satisfied",
+        "dash_csat_detail": "mean {average} / 5 · {answers}",
+        "dash_answers_one": "{n} answer",
+        "dash_answers_other": "{n} answers",
+        "dash_answers_none": "no answers",
         "dash_median": "Median",
         "dash_p90": "p90",
         "dash_volumes": "Volumes",
@@ -283,6 +291,17 @@ class KpiTexts:
             return self.dash
         pattern = "#,##0." + "#" * digits if digits else "#,##0"
         return self._format(pattern, value)
+
+    def mean(self, value: float | None) -> str:
+        """A mean rating, always with one decimal ("5,0"), so that it reads as a mean."""
+        return self.dash if value is None else self._format("#,##0.0", value)
+
+    def answers(self, count: int) -> str:
+        """ "1 réponse", "2 réponses", "aucune réponse" — each language's plural rule."""
+        if count == 0:
+            return self._strings["dash_answers_none"]
+        form = "one" if self._babel.plural_form(count) == "one" else "other"
+        return self(f"dash_answers_{form}", n=self.integer(count))
 
     def score(self, value: float | None) -> str:
         """An NPS: signed whole number with a real minus sign ("−20", "+30", "0")."""

@@ -4,7 +4,8 @@ Every agent page and API (the dashboard included) goes through ``guard``: a sign
 session cookie set at login, or ``Authorization: Bearer <key>`` for scripts. The
 console works from SQLite, whatever the desk, so console agents and Slack/Telegram
 agents see the same conversations; actions become ``AgentMessage``/``AgentAction``
-events with ``Agent(desk="web")``.
+events with ``Agent(desk="web")``. The console also keeps the desk's alerts (see
+``post_alert``), so that agents who work only here hear of detractors and waiting customers.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from bot.conversation.model import (
     AgentActionKind,
     AgentMessage,
     InboundEvent,
-    TranscriptLine,
 )
 from handlers.web.auth import SESSION_TTL_S, AgentKeys, Signer
 from storage.web_store import WebStore
@@ -39,6 +39,7 @@ AGENT = web.RequestKey("agent", str)  # set on the request by guard: the logged-
 PROTECTED = ("/api/agent", "/ws/agent", "/dashboard", "/api/kpi")
 RECENT_RESOLVED_MS = 24 * 3600 * 1000
 TRANSCRIPT_LIMIT = 200
+ALERTS_SHOWN = 100
 ACTIONS = {
     "take": AgentActionKind.TAKE,
     "resolve": AgentActionKind.RESOLVE,
@@ -48,11 +49,11 @@ ACTIONS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _shown(line: TranscriptLine) -> str:
+def _shown(author: str, name: str) -> str:
     """Agents appear by name: "web:Paul" → "Paul" (the desk prefix says nothing to agents)."""
-    if line.author in ("agent", "note"):
-        return line.name.partition(":")[2] or line.name
-    return line.name
+    if author in ("agent", "note"):
+        return name.partition(":")[2] or name
+    return name
 
 
 class Console:
@@ -84,6 +85,8 @@ class Console:
         app.router.add_get("/api/agent/conversations", self._list)
         app.router.add_get("/api/agent/conversations/{id:\\d+}", self._detail)
         app.router.add_post("/api/agent/conversations/{id:\\d+}/{action}", self._act)
+        app.router.add_get("/api/agent/alerts", self._alerts)
+        app.router.add_post("/api/agent/alerts/read", self._alerts_read)
         app.router.add_get("/ws/agent", self._socket)
 
     # ------------------------------------------------------------------ authentication
@@ -159,7 +162,8 @@ class Console:
     # ------------------------------------------------------------------ reading
 
     def _summary(self, row: dict[str, Any], me: str, now: int) -> dict[str, Any]:
-        waiting = (now - row["handed_off_at"]) // 1000 if row["state"] == "queued" else None
+        queued = row["state"] == "queued" and row["handed_off_at"] is not None
+        waiting = (now - row["handed_off_at"]) // 1000 if queued else None
         return {
             "id": row["id"],
             "customer": row["customer"] or "?",
@@ -185,12 +189,33 @@ class Console:
     async def _detail(self, request: web.Request) -> web.StreamResponse:
         cid = int(request.match_info["id"])
         me = self._me_of(request)
-        summary = next((s for s in await self.summaries(me) if s["id"] == cid), None)
-        if summary is None:
+        row = await self.store.console_conversation(cid)
+        if row is None:
             raise web.HTTPNotFound(text='{"error": "unknown"}', content_type="application/json")
-        lines = await self.engine.store.transcript(cid, TRANSCRIPT_LIMIT)
-        transcript = [{"author": ln.author, "name": _shown(ln), "text": ln.text} for ln in lines]
+        summary = self._summary(row, me, to_ms(self.transport.clock.now()))
+        lines = await self.store.console_transcript(cid, TRANSCRIPT_LIMIT)
+        transcript = [{**line, "name": _shown(line["author"], line["name"])} for line in lines]
         return web.json_response({"conversation": summary, "transcript": transcript})
+
+    async def _alerts(self, request: web.Request) -> web.StreamResponse:
+        """The latest alerts, newest first, and how many this agent has not read."""
+        me = self._me_of(request)
+        alerts = await self.store.alerts(ALERTS_SHOWN)
+        unread = await self.store.unread_alerts(me)
+        return web.json_response({"alerts": [a.json() for a in alerts], "unread": unread})
+
+    async def _alerts_read(self, request: web.Request) -> web.StreamResponse:
+        """The agent saw the alerts up to ``{"up_to": id}`` (the newest one shown)."""
+        me = self._me_of(request)
+        try:
+            body = await request.json()
+            up_to = int(body["up_to"])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(
+                text='{"error": "up_to required"}', content_type="application/json"
+            ) from None
+        await self.store.mark_alerts_read(me, up_to)
+        return web.json_response({"unread": await self.store.unread_alerts(me)})
 
     # ------------------------------------------------------------------ acting
 
@@ -211,8 +236,10 @@ class Console:
             )
         event = self._event(Agent("web", me, me), cid, action, body, f"console:{me}:{client_id}")
         outcome = await self.transport.on_event(event)
+        # Refused (taken by someone else, already in the queue, closed…): 409 and the reason.
         return web.json_response(
-            {"ok": outcome.ok, "notice": outcome.notice, "chosen": outcome.chosen}
+            {"ok": outcome.ok, "notice": outcome.notice, "chosen": outcome.chosen},
+            status=200 if outcome.ok else 409,
         )
 
     def _event(
@@ -264,10 +291,23 @@ class Console:
             self.transport.spawn(self._notify(ws, conversation_id))
 
     async def _notify(self, ws: web.WebSocketResponse, conversation_id: int) -> None:
+        await self._send(ws, {"type": "changed", "id": conversation_id})
+
+    async def _send(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
         try:
-            await ws.send_json({"type": "changed", "id": conversation_id})
+            await ws.send_json(frame)
         except (ConnectionError, RuntimeError):
             self.sockets.discard(ws)
+
+    async def post_alert(self, alert_id: int, conversation_id: int | None, text: str) -> None:
+        """Keep an alert (once per id) and push it to the open consoles."""
+        at = to_ms(self.transport.clock.now())
+        alert = await self.store.add_alert(alert_id, conversation_id, text, at)
+        if alert is None:
+            return  # a redelivery: already kept and shown
+        frame = {"type": "alert", "alert": alert.json()}
+        for ws in list(self.sockets):
+            await self._send(ws, frame)
 
     async def close_all(self) -> None:
         for ws in list(self.sockets):

@@ -52,6 +52,7 @@ EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
 MAX_FRAME = 64 * 1024
 MAX_CLIENT_ID = 64
 DEMO_ORIGIN = "http://127.0.0.1:8080"  # in index.html's snippet, replaced by the real one
+WIDGET_LIMIT = "var MAX_LENGTH = 4000;"  # in widget.js, replaced by web.max_message_length
 _COMMAND = re.compile(r"^/([a-z]+)\b\s*(.*)$", re.DOTALL)
 STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -134,7 +135,7 @@ class WebTransport:
         )
         files = static_dir()
         app.router.add_get("/", self._demo_page(files / "index.html"))
-        app.router.add_get("/widget.js", self.file_handler(files / "widget.js"))
+        app.router.add_get("/widget.js", self._widget_script(files / "widget.js"))
         app.router.add_post("/api/web/session", self._session)
         app.router.add_get("/ws/widget", self._widget_socket)
         self.console.add_routes(app, files)
@@ -215,6 +216,13 @@ class WebTransport:
             shown = f"{shown}\n{media.url}"
         return await self.send_as(to, shown, (), "agent")  # only agents send attachments
 
+    # ------------------------------------------------------------------ AlertBoard
+
+    async def post_alert(self, alert_id: int, conversation_id: int | None, text: str) -> None:
+        """Agents' alerts go to the console (kept in SQLite, pushed to open consoles)."""
+        assert self.console is not None, "attach() first"
+        await self.console.post_alert(alert_id, conversation_id, text)
+
     # ------------------------------------------------------------------ HTTP helpers
 
     def _now(self) -> int:
@@ -254,6 +262,23 @@ class WebTransport:
             body = page.replace(DEMO_ORIGIN, here)
             return web.Response(
                 text=body, content_type="text/html", headers={"Cache-Control": "no-cache"}
+            )
+
+        return handler
+
+    def _widget_script(self, path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """widget.js, told the longest message the server accepts (its box stops there)."""
+        script = path.read_text(encoding="utf-8")
+        assert WIDGET_LIMIT in script, f"{path.name} lost its line {WIDGET_LIMIT!r}"
+        body = script.replace(
+            WIDGET_LIMIT, f"var MAX_LENGTH = {int(self.config.max_message_length)};"
+        )
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.Response(
+                text=body,
+                content_type="text/javascript",
+                headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"},
             )
 
         return handler
@@ -335,6 +360,8 @@ class WebTransport:
         try:
             if kind == "message":
                 await self._visitor_message(ws, customer, client_id, str(frame.get("text", "")))
+            elif kind == "hello":
+                await self._visitor_hello(customer)
             elif kind == "choice":
                 seq, token = frame.get("seq"), str(frame.get("token", ""))
                 if isinstance(seq, int):
@@ -348,7 +375,8 @@ class WebTransport:
     ) -> None:
         if len(text) > self.config.max_message_length:
             limit = self.config.max_message_length
-            await ws.send_json({"type": "error", "code": "too_long", "limit": limit})
+            await ws.send_json({"type": "error", "code": "too_long", "limit": limit,
+                                "id": client_id})  # fmt: skip
             return
         if not text.strip():
             return
@@ -364,6 +392,17 @@ class WebTransport:
         outcome = await self.on_event(event)
         if outcome.notice:
             await ws.send_json({"type": "notice", "text": outcome.notice})
+
+    async def _visitor_hello(self, customer: Customer) -> None:
+        """The widget opened on an empty transcript: the bot greets, as ``/start`` does on
+        Telegram (once per visitor; the texts and their overrides are the engine's)."""
+        visitor = customer.user_id
+        if await self.store.since(visitor, 0, limit=1):
+            return
+        event = CustomerMessage(
+            customer, Address("web", visitor), "", f"web:{visitor}:hello", command="start"
+        )
+        await self.on_event(event)
 
     async def _visitor_choice(
         self, ws: web.WebSocketResponse, customer: Customer, client_id: str, seq: int, token: str

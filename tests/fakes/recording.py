@@ -136,3 +136,18 @@ class RecordingDesk(_Failing):
     def only_thread(self) -> tuple[str, Thread]:
         assert len(self.threads) == 1, f"expected one thread, got {list(self.threads)}"
         return next(iter(self.threads.items()))
+
+
+class RecordingBoard(_Failing):
+    """An alert board (the web console's port): keeps every alert it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alerts: list[tuple[int, int | None, str]] = []
+
+    async def post_alert(self, alert_id: int, conversation_id: int | None, text: str) -> None:
+        self._record("post_alert", id=alert_id, conversation=conversation_id, text=text)
+        self.alerts.append((alert_id, conversation_id, text))
+
+    def texts(self) -> list[str]:
+        return [text for _id, _conv, text in self.alerts]

@@ -4,11 +4,20 @@
   var $ = function (id) { return document.getElementById(id); };
   var STATES = { queued: "En attente", assigned: "Pris", resolved: "Résolu", surveying: "Enquête", closed: "Fermé", abandoned: "Abandonné" };
   var AUTHORS = { customer: "Client", bot: "Bot", agent: "Agent", note: "Note interne", system: "" };
+  var TIME = new Intl.DateTimeFormat("fr-FR", { hour: "2-digit", minute: "2-digit" });
+  var DAY = new Intl.DateTimeFormat("fr-FR", { weekday: "long", day: "numeric", month: "long", year: "numeric" });
+  var ACTION_BUTTONS = ["take", "resolve", "transfer", "send", "note"];
   var me = null;
   var agents = [];
-  var current = null;
+  var current = null;   // the conversation selected
+  var shown = null;     // its summary, as last loaded
+  var view = "conversation"; // what the detail pane shows: "conversation" or "alerts"
+  var busy = false;     // an action is on its way: its buttons stay disabled until it is done
+  var drafts = {};      // conversation id -> unsent reply
   var socket = null;
   var conversations = [];
+  var alerts = [];
+  var unread = 0;
 
   function newId() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -35,9 +44,19 @@
     return m < 60 ? m + " min" : Math.floor(m / 60) + " h " + (m % 60) + " min";
   }
 
+  function clock(ms) {
+    var t = document.createElement("time");
+    var at = new Date(ms);
+    t.dateTime = at.toISOString();
+    t.textContent = TIME.format(at);
+    t.title = DAY.format(at) + " " + TIME.format(at);
+    return t;
+  }
+
   function showLogin() {
     $("console").hidden = true;
     $("logout").hidden = true;
+    $("alerts-button").hidden = true;
     $("login").hidden = false;
     $("me").textContent = "";
     $("key").focus();
@@ -49,6 +68,7 @@
     $("login").hidden = true;
     $("console").hidden = false;
     $("logout").hidden = false;
+    $("alerts-button").hidden = false;
     $("me").textContent = me;
     var select = $("transfer-to");
     select.textContent = "";
@@ -64,8 +84,23 @@
       select.appendChild(opt);
     });
     refreshList();
+    loadAlerts();
     live();
   }
+
+  // ------------------------------------------------------------------ panes
+
+  function renderDetail() {
+    $("alerts-view").hidden = view !== "alerts";
+    $("conversation").hidden = view !== "conversation" || shown === null;
+    $("empty").hidden = view !== "conversation" || current !== null;
+    $("alerts-button").setAttribute("aria-pressed", view === "alerts" ? "true" : "false");
+  }
+
+  // Phones show one pane: the lists, or the detail (a conversation or the alerts).
+  function showDetail(on) { $("console").classList.toggle("detail-open", on); }
+
+  // ------------------------------------------------------------------ conversation lists
 
   function item(conv) {
     var li = document.createElement("li");
@@ -85,7 +120,7 @@
       w.setAttribute("aria-label", "attente " + minutes(wait));
       b.appendChild(w);
     }
-    b.addEventListener("click", function () { open(conv.id); });
+    b.addEventListener("click", function () { select(conv.id); });
     li.appendChild(b);
     return li;
   }
@@ -112,57 +147,183 @@
     });
   }
 
-  function open(id) {
+  // ------------------------------------------------------------------ one conversation
+
+  function say(text, refused) {
+    var notice = $("notice");
+    notice.textContent = text || "";
+    notice.classList.toggle("refused", !!refused);
+  }
+
+  function applyButtons() {
+    var c = shown;
+    var handling = !!c && (c.state === "queued" || c.state === "assigned");
+    $("take").disabled = busy || !c || c.state !== "queued";
+    $("resolve").disabled = busy || !handling;
+    $("transfer").disabled = busy || !handling;
+    $("send").disabled = busy || !c;
+    $("note").disabled = busy || !c;
+  }
+
+  function setBusy(value) {
+    busy = value;
+    if (busy) ACTION_BUTTONS.forEach(function (id) { $(id).disabled = true; });
+    else applyButtons();
+  }
+
+  function select(id) {
+    // Another conversation: nothing typed or said about the previous one stays on screen.
+    if (current !== id) {
+      if (current !== null) drafts[current] = $("reply").value;
+      $("reply").value = drafts[id] || "";
+      $("tag").value = "";
+      say("");
+      shown = null;
+      applyButtons();
+    }
     current = id;
+    view = "conversation";
+    showDetail(true);
+    renderDetail();
+    return open(id);
+  }
+
+  function transcriptLine(ol, line, lastDay) {
+    var day = line.at ? DAY.format(new Date(line.at)) : lastDay;
+    if (day !== lastDay) {
+      var sep = document.createElement("li");
+      sep.className = "day";
+      sep.textContent = day;
+      ol.appendChild(sep);
+    }
+    var li = document.createElement("li");
+    li.className = line.author;
+    var who = document.createElement("span");
+    who.className = "who";
+    who.textContent = (AUTHORS[line.author] || line.author) + (line.name ? " · " + line.name : "");
+    if (line.at) who.appendChild(clock(line.at));
+    li.appendChild(who);
+    li.appendChild(document.createTextNode(line.text));
+    ol.appendChild(li);
+    return day;
+  }
+
+  function open(id) {
     renderLists();
     return api("/api/agent/conversations/" + id).then(function (body) {
       if (current !== id) return;
       var c = body.conversation;
-      $("empty").hidden = true;
-      $("conversation").hidden = false;
+      if (!c) { say("Conversation introuvable.", true); return; }
+      shown = c;
+      renderDetail();
       $("conv-title").textContent = "#" + c.id + " · " + c.customer + " (" + c.channel + ")";
       var status = STATES[c.state] || c.state;
       if (c.agent && c.state !== "queued") status += " — " + c.agent;
       if (c.topic) status += " — " + c.topic;
       if (c.state === "queued") status += " — attente " + minutes(c.waiting_s);
       $("conv-status").textContent = status;
-      $("take").disabled = c.state !== "queued";
-      var open = c.state === "queued" || c.state === "assigned";
-      $("resolve").disabled = !open;
-      $("transfer").disabled = !open;
+      applyButtons();
       var ol = $("transcript");
       ol.textContent = "";
-      body.transcript.forEach(function (line) {
-        var li = document.createElement("li");
-        li.className = line.author;
-        var who = document.createElement("span");
-        who.className = "who";
-        who.textContent = (AUTHORS[line.author] || line.author) + (line.name ? " · " + line.name : "");
-        li.appendChild(who);
-        li.appendChild(document.createTextNode(line.text));
-        ol.appendChild(li);
-      });
+      var day = null;
+      body.transcript.forEach(function (line) { day = transcriptLine(ol, line, day); });
     }).catch(function () { /* shown by the login screen */ });
   }
 
-  function act(action, body) {
-    if (current === null) return Promise.resolve();
+  function act(action, body, done) {
+    if (current === null || busy) return Promise.resolve();
     body = body || {};
     body.id = newId();
     var id = current;
+    setBusy(true);
     return api("/api/agent/conversations/" + id + "/" + action, { method: "POST", body: body })
       .then(function (res) {
-        $("notice").textContent = res.notice || res.chosen || (res.ok ? "" : "Refusé");
-        return Promise.all([refreshList(), open(id)]);
+        if (res.ok && done) done();
+        if (current === id) say(res.notice || res.chosen || (res.ok ? "" : "Action refusée."), !res.ok);
+      }, function (err) {
+        if (err.message !== "unauthorized" && current === id) say("La demande a échoué ; réessayez.", true);
+      })
+      .then(function () {
+        setBusy(false);
+        return Promise.all([refreshList(), current === id ? open(id) : null]);
       });
   }
+
+  // ------------------------------------------------------------------ alerts
+
+  function renderBadge() {
+    var badge = $("alerts-badge");
+    badge.hidden = unread === 0;
+    badge.textContent = String(unread);
+    $("alerts-button").setAttribute("aria-label", unread ? "Alertes, " + unread + " non lue" + (unread > 1 ? "s" : "") : "Alertes");
+  }
+
+  function renderAlerts(unreadFrom) {
+    var ol = $("alerts");
+    ol.textContent = "";
+    $("alerts-empty").hidden = alerts.length > 0;
+    alerts.forEach(function (a, i) {
+      var li = document.createElement("li");
+      if (i < unreadFrom) li.className = "unread";
+      li.appendChild(clock(a.at));
+      var text = document.createElement("span");
+      text.className = "text";
+      text.textContent = a.text;
+      li.appendChild(text);
+      if (a.conversation !== null && a.conversation !== undefined) {
+        var b = document.createElement("button");
+        b.type = "button";
+        b.textContent = "Ouvrir #" + a.conversation;
+        b.addEventListener("click", function () { select(a.conversation); });
+        li.appendChild(b);
+      }
+      ol.appendChild(li);
+    });
+  }
+
+  function alertsShown() { return view === "alerts"; }
+
+  function markRead() {
+    if (!alerts.length) return Promise.resolve();
+    return api("/api/agent/alerts/read", { method: "POST", body: { up_to: alerts[0].id } })
+      .then(function (res) { unread = res.unread; renderBadge(); });
+  }
+
+  function loadAlerts() {
+    return api("/api/agent/alerts").then(function (body) {
+      alerts = body.alerts;
+      unread = body.unread;
+      renderBadge();
+      if (alertsShown()) { renderAlerts(unread); markRead(); }
+    });
+  }
+
+  function showAlerts() {
+    view = "alerts";
+    showDetail(true);
+    renderDetail();
+    renderAlerts(unread);
+    markRead();
+  }
+
+  function onAlert(alert) {
+    if (alerts.some(function (a) { return a.id === alert.id; })) return;
+    alerts.unshift(alert);
+    unread += 1;
+    renderBadge();
+    if (alertsShown()) { renderAlerts(unread); markRead(); }
+  }
+
+  // ------------------------------------------------------------------ live updates
 
   function live() {
     if (socket) return;
     var ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ws/agent");
     socket = ws;
+    ws.onopen = function () { loadAlerts().catch(function () {}); }; // missed while away
     ws.onmessage = function (ev) {
       var frame = JSON.parse(ev.data);
+      if (frame.type === "alert") { onAlert(frame.alert); return; }
       if (frame.type !== "changed") return;
       refreshList();
       if (frame.id === current) open(current);
@@ -199,26 +360,36 @@
     fetch("/agent/logout", { method: "POST", credentials: "same-origin" }).then(showLogin);
     if (socket) socket.close();
   });
+  $("alerts-button").addEventListener("click", function () {
+    if (!alertsShown()) { showAlerts(); return; }
+    view = "conversation";
+    showDetail(current !== null);
+    renderDetail();
+  });
+  $("back").addEventListener("click", function () { showDetail(false); });
   $("take").addEventListener("click", function () { act("take"); });
   $("resolve").addEventListener("click", function () { act("resolve", { tag: $("tag").value }); });
   $("transfer").addEventListener("click", function () { act("transfer", { to: $("transfer-to").value || null }); });
+  function sendReply(action) {
+    var text = $("reply").value.trim();
+    if (!text || busy) return;
+    var id = current;
+    // Cleared once the server took it: a refused reply stays in the box.
+    act(action, { text: text }, function () {
+      drafts[id] = "";
+      if (current === id) $("reply").value = "";
+    });
+  }
   $("reply-form").addEventListener("submit", function (ev) {
     ev.preventDefault();
-    var text = $("reply").value.trim();
-    if (!text) return;
-    $("reply").value = "";
-    act("reply", { text: text });
+    sendReply("reply");
   });
   $("reply").addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) $("reply-form").requestSubmit();
   });
-  $("note").addEventListener("click", function () {
-    var text = $("reply").value.trim();
-    if (!text) return;
-    $("reply").value = "";
-    act("note", { text: text });
-  });
+  $("note").addEventListener("click", function () { sendReply("note"); });
   setInterval(function () { if (me) refreshList(); }, 30000); // waiting times keep counting
 
+  applyButtons();
   api("/api/agent/me").then(showConsole).catch(function () { /* login shown */ });
 })();

@@ -11,6 +11,7 @@
   var origin = base.origin;
   var langAttr = (script && script.getAttribute("data-lang")) || navigator.language || "fr";
   var lang = langAttr.toLowerCase().indexOf("en") === 0 ? "en" : "fr";
+  var MAX_LENGTH = 4000; // the server writes its web.max_message_length here
   var TEXTS = {
     fr: {
       open: "Discuter avec le support", close: "Fermer la discussion", title: "Support",
@@ -22,7 +23,8 @@
       unavailable: "Service momentanément indisponible, réessayez.",
       bad_frame: "Message illisible.", answered: "Répondu : ",
       nps_hint: "0 = pas du tout probable, 10 = très probable",
-      faces: ["Très insatisfait", "Insatisfait", "Neutre", "Satisfait", "Très satisfait"]
+      faces: ["Très insatisfait", "Insatisfait", "Neutre", "Satisfait", "Très satisfait"],
+      count: "{n} / {max} caractères", at_limit: "Limite de {max} caractères atteinte."
     },
     en: {
       open: "Chat with support", close: "Close the chat", title: "Support",
@@ -34,7 +36,8 @@
       unavailable: "Service briefly unavailable, please try again.",
       bad_frame: "Unreadable message.", answered: "Answered: ",
       nps_hint: "0 = not at all likely, 10 = extremely likely",
-      faces: ["Very unhappy", "Unhappy", "Neutral", "Happy", "Very happy"]
+      faces: ["Very unhappy", "Unhappy", "Neutral", "Happy", "Very happy"],
+      count: "{n} / {max} characters", at_limit: "{max}-character limit reached."
     }
   };
   var T = TEXTS[lang];
@@ -65,9 +68,13 @@
     ".choices button[disabled]{opacity:.45;cursor:default}",
     ".choices button.chosen{background:#2457c5;color:#fff;opacity:1}",
     ".hint{font-size:11px;color:#5a5f6b;margin-top:4px}",
-    "form{display:flex;gap:6px;padding:10px;border-top:1px solid #e1e4ec}",
-    "textarea{flex:1;resize:none;height:42px;border:1px solid #c3c8d4;border-radius:8px;padding:8px;font-size:14px}",
+    ".at{display:block;font-size:10px;opacity:.7;margin-top:3px;text-align:right}",
+    ".day{align-self:center;font-size:11px;color:#5a5f6b;margin:4px 0}",
+    "form{display:flex;flex-wrap:wrap;gap:4px 6px;padding:10px 10px 6px;border-top:1px solid #e1e4ec}",
+    "textarea{flex:1;min-width:0;resize:none;height:42px;border:1px solid #c3c8d4;border-radius:8px;padding:8px;font-size:14px}",
     "form button{background:#2457c5;color:#fff;border:0;border-radius:8px;padding:0 14px;font-size:14px;cursor:pointer}",
+    ".count{flex-basis:100%;font-size:11px;color:#5a5f6b;text-align:right}",
+    ".count.full{color:#b00020;font-weight:600}",
     ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}"
   ].join("");
 
@@ -130,12 +137,17 @@
   var input = el("textarea");
   input.id = "supportbot-input";
   input.placeholder = T.placeholder;
+  input.maxLength = MAX_LENGTH; // a longer paste stops here, visibly, instead of being refused
   input.setAttribute("aria-label", T.label);
+  input.setAttribute("aria-describedby", "supportbot-count");
   var sendBtn = el("button", "", T.send);
   sendBtn.type = "submit";
+  var counter = el("div", "count");
+  counter.id = "supportbot-count";
   form.appendChild(label);
   form.appendChild(input);
   form.appendChild(sendBtn);
+  form.appendChild(counter);
   panel.appendChild(header);
   panel.appendChild(log);
   panel.appendChild(form);
@@ -144,11 +156,37 @@
 
   var lines = {}; // seq -> {node, buttons}
   var lastSeq = 0;
+  var lastDay = null;
   var socket = null;
   var outbox = []; // frames not yet sent (offline)
+  var unsent = {}; // message id -> text sent: back into the box if the server refuses it
+  var greeted = false;
   var retry = 500;
+  var TIME = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit" });
+  var DAY = new Intl.DateTimeFormat(lang, { weekday: "long", day: "numeric", month: "long" });
+  var CSAT = /^c\d+:csat:([1-5])$/;
 
   function scroll() { log.scrollTop = log.scrollHeight; }
+
+  function count() {
+    var n = input.value.length;
+    counter.textContent = T.count.replace("{n}", n).replace("{max}", MAX_LENGTH);
+    counter.classList.toggle("full", n >= MAX_LENGTH);
+    if (n >= MAX_LENGTH) counter.textContent += " " + T.at_limit.replace("{max}", MAX_LENGTH);
+  }
+
+  function stamp(bubble, ms) {
+    if (!ms) return;
+    var at = new Date(ms);
+    var day = DAY.format(at);
+    if (day !== lastDay) {
+      log.appendChild(el("div", "day", day));
+      lastDay = day;
+    }
+    var t = el("time", "at", TIME.format(at));
+    t.dateTime = at.toISOString();
+    bubble.appendChild(t);
+  }
 
   function notice(text) {
     var node = el("div", "notice", text);
@@ -162,7 +200,7 @@
     if (!line) return;
     line.buttons.forEach(function (b) {
       b.disabled = true;
-      if (b.textContent === labelText) {
+      if (b.getAttribute("data-label") === labelText) {
         b.classList.add("chosen");
         b.setAttribute("aria-pressed", "true");
       }
@@ -186,9 +224,12 @@
       box.setAttribute("role", "group");
       (line.choices || []).forEach(function (row) {
         row.forEach(function (choice) {
-          var b = el("button", "", choice.label);
+          // A smiley also shows its score: some systems have no emoji font.
+          var csat = CSAT.exec(choice.token);
+          var b = el("button", "", csat ? choice.label + " " + csat[1] : choice.label);
           b.type = "button";
-          if (count === 5) b.setAttribute("aria-label", T.faces[buttons.length] + " " + choice.label);
+          b.setAttribute("data-label", choice.label);
+          if (csat) b.setAttribute("aria-label", T.faces[Number(csat[1]) - 1] + " " + choice.label + " " + csat[1]);
           b.addEventListener("click", function () {
             buttons.forEach(function (x) { x.disabled = true; });
             transmit({ type: "choice", id: newId(), seq: line.seq, token: choice.token });
@@ -207,6 +248,7 @@
       });
     }
     lines[line.seq] = { node: bubble, buttons: buttons };
+    stamp(bubble, line.at);
     log.appendChild(bubble);
     if (line.chosen) markChosen(line.seq, line.chosen);
     if (line.seq > lastSeq) lastSeq = line.seq;
@@ -220,6 +262,10 @@
     else if (frame.type === "error") {
       var text = T[frame.code] || T.unavailable;
       notice(text.replace("{n}", frame.limit || ""));
+      if ((frame.code === "rate_limited" || frame.code === "too_long") && unsent[frame.id]) {
+        giveBack(unsent[frame.id]); // refused before it was stored: the customer keeps it
+        delete unsent[frame.id];
+      }
       if (frame.code === "question_closed" && lines[frame.seq]) {
         lines[frame.seq].buttons.forEach(function (b) { b.disabled = true; });
       }
@@ -273,19 +319,40 @@
     });
   }
 
+  function giveBack(text) {
+    input.value = input.value ? text + "\n" + input.value : text;
+    count();
+  }
+
   function send() {
     var text = input.value.trim();
     if (!text) return;
+    if (text.length > MAX_LENGTH) {
+      notice(T.too_long.replace("{n}", MAX_LENGTH)); // kept in the box, to shorten
+      return;
+    }
+    var id = newId();
+    unsent[id] = text;
     input.value = "";
-    transmit({ type: "message", id: newId(), text: text });
+    count();
+    transmit({ type: "message", id: id, text: text });
+  }
+
+  function greet() {
+    // An empty conversation: ask the bot for its greeting (the server sends it once).
+    if (greeted || lastSeq > 0) return;
+    greeted = true;
+    transmit({ type: "hello", id: newId() });
   }
 
   function open() {
     panel.hidden = false;
     launcher.setAttribute("aria-expanded", "true");
     launcher.setAttribute("aria-label", T.close);
+    scroll(); // lines replayed while the panel was hidden: show the latest, not the first
     input.focus();
     if (!socket) connect();
+    greet();
   }
   function close() {
     panel.hidden = true;
@@ -301,6 +368,8 @@
   input.addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); send(); }
   });
+  input.addEventListener("input", count);
+  count();
 
   function mount() {
     document.body.appendChild(host);
