@@ -1,4 +1,4 @@
-"""The web channel's own tables: each visitor's transcript, and its persisted secret.
+"""The web channel's own tables: each visitor's transcript, and small settings.
 
 A website visitor has no platform server keeping their messages (as Telegram does),
 so the transcript stored here is what a reload or a reconnect replays.
@@ -7,13 +7,13 @@ so the transcript stored here is what a reload or a reconnect replays.
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from storage.database import Database, Row
 
-SECRET_KEY = "token_secret"
+SECRET_KEY = "token_secret"  # where earlier versions kept the generated secret
+GENERATION_PREFIX = "session_generation:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +56,34 @@ class WebStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def secret(self) -> str:
-        """The token-signing secret, generated once and kept so tokens survive restarts."""
+    async def legacy_secret(self) -> str | None:
+        """The token secret older versions kept here (now in its own file), if any."""
+        row = await self.db.fetchone("SELECT value FROM web_settings WHERE key = ?", (SECRET_KEY,))
+        return None if row is None else str(row["value"])
+
+    async def forget_legacy_secret(self) -> None:
+        """Delete the old secret row, its bytes overwritten (not left in a free page)."""
+        await self.db.conn.execute("PRAGMA secure_delete = ON")
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute("DELETE FROM web_settings WHERE key = ?", (SECRET_KEY,))
+        finally:
+            await self.db.conn.execute("PRAGMA secure_delete = OFF")
+
+    async def session_generations(self) -> dict[str, int]:
+        """Per agent, how many times their sessions were ended (logout)."""
+        rows = await self.db.fetchall(
+            "SELECT key, value FROM web_settings WHERE key LIKE ?", (GENERATION_PREFIX + "%",)
+        )
+        return {str(r["key"]).removeprefix(GENERATION_PREFIX): int(r["value"]) for r in rows}
+
+    async def set_session_generation(self, agent: str, generation: int) -> None:
         async with self.db.transaction() as conn:
             await conn.execute(
-                "INSERT OR IGNORE INTO web_settings(key, value) VALUES (?, ?)",
-                (SECRET_KEY, secrets.token_hex(32)),
+                "INSERT INTO web_settings(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (GENERATION_PREFIX + agent, str(generation)),
             )
-        row = await self.db.fetchone("SELECT value FROM web_settings WHERE key = ?", (SECRET_KEY,))
-        assert row is not None
-        return str(row["value"])
 
     async def append(
         self,

@@ -36,7 +36,7 @@ ARGS = [
 ]
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / os.environ.get("SUPPORTBOT_SCREENSHOTS", "out/screenshots")
-KEY = "paul-key-2468"
+KEY = "paul-key-2468-0123456789"
 XSS = "<img src=x onerror=alert(1)>"
 
 

@@ -24,7 +24,7 @@ from bot.config import Secrets
 from bot.errors import ConfigError
 from bot.model import InboundEvent, Outcome
 from handlers.web import WebTransport
-from handlers.web.auth import AgentKeys, Signer, key_file_for
+from handlers.web.auth import AgentKeys, Sessions, Signer, key_file_for
 from handlers.web.limits import RateLimiter
 from tests.fakes.clock import FakeClock
 from tests.fakes.telegram_server import running_server
@@ -32,7 +32,9 @@ from tests.reliability.inprocess import QUESTION, answers, telegram_app
 from tests.test_app import SlackDeskLike, settings_for
 from tests.waiting import eventually
 
-KEYS = "alice:alice-key-123,bob:bob-key-4567"
+ALICE_KEY = "alice-key-0123456789abcdef"
+BOB_KEY = "bob-key-0123456789abcdef"
+KEYS = f"alice:{ALICE_KEY},bob:{BOB_KEY}"
 _ids = itertools.count(1)
 
 
@@ -55,10 +57,10 @@ class Served:
         url = f"{self.base}/ws/widget?token={token}&since={since}&lang=fr"
         return Visitor(await self.http.ws_connect(url, **kw))
 
-    def auth(self, key: str = "alice-key-123") -> dict[str, str]:
+    def auth(self, key: str = ALICE_KEY) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
-    async def act(self, cid: int, action: str, key: str = "alice-key-123", **body: Any) -> Any:
+    async def act(self, cid: int, action: str, key: str = ALICE_KEY, **body: Any) -> Any:
         url = f"{self.base}/api/agent/conversations/{cid}/{action}"
         body.setdefault("id", f"c{next(_ids)}")
         async with self.http.post(url, json=body, headers=self.auth(key)) as resp:
@@ -225,7 +227,7 @@ async def test_foreign_origin_refused_listed_origin_accepted(
     assert refused.value.status == 403
     own = await served.widget(token, origin=served.base)
     await own.close()
-    served.web.config = served.web.config.model_copy(
+    served.web.site.config = served.web.config.model_copy(
         update={"allowed_origins": ["https://shop.example"]}
     )
     listed = await served.widget(token, origin="https://shop.example")
@@ -280,7 +282,7 @@ async def test_agent_routes_need_the_key(served: Served) -> None:
     assert refused.value.status == 401
     async with served.http.post(base + "/agent/login", json={"key": "nope-nope"}) as resp:
         assert resp.status == 401
-    async with served.http.post(base + "/agent/login", json={"key": "bob-key-4567"}) as resp:
+    async with served.http.post(base + "/agent/login", json={"key": BOB_KEY}) as resp:
         assert resp.status == 200
         assert "httponly" in resp.headers["Set-Cookie"].lower()
         assert "samesite=strict" in resp.headers["Set-Cookie"].lower()
@@ -300,7 +302,7 @@ async def test_console_take_reply_resolve_then_survey(served: Served) -> None:
         assert (await served.act(cid, "take"))["ok"]
         pushed = await asyncio.wait_for(console.receive_json(), 5)
         assert pushed == {"type": "changed", "id": cid}
-    assert (await served.act(cid, "take", key="bob-key-4567"))["ok"] is False
+    assert (await served.act(cid, "take", key=BOB_KEY))["ok"] is False
     await served.act(cid, "reply", text="Bonjour, je regarde votre commande.")
     await eventually(lambda: visitor.has("je regarde votre commande"))
     assert visitor.lines()[-1]["author"] == "agent"
@@ -329,7 +331,7 @@ async def test_transfer_to_another_agent_and_back_to_queue(served: Served) -> No
     [conv] = await served.conversations()
     assert conv["agent"] == "bob"
     assert not conv["mine"]
-    await served.act(cid, "transfer", key="bob-key-4567")
+    await served.act(cid, "transfer", key=BOB_KEY)
     [conv] = await served.conversations()
     assert conv["state"] == "queued"
     assert conv["waiting_s"] is not None
@@ -410,8 +412,8 @@ def test_rate_limiter_refills_over_time() -> None:
 
 
 def test_agent_keys_from_env_or_generated_file(tmp_path: Path) -> None:
-    keys = AgentKeys.load("ann:0123456789", tmp_path / "x.agent-key")
-    assert keys.agent_for("0123456789") == "ann"
+    keys = AgentKeys.load("ann:0123456789abcdefghij", tmp_path / "x.agent-key")
+    assert keys.agent_for("0123456789abcdefghij") == "ann"
     assert keys.agent_for("wrong") is None
     path = key_file_for(tmp_path / "support.db")
     assert path.name == "support.agent-key"
@@ -423,9 +425,10 @@ def test_agent_keys_from_env_or_generated_file(tmp_path: Path) -> None:
 
 
 def test_session_cookie_expires_and_resists_forgery() -> None:
-    signer = Signer("s3cret")
-    cookie = signer.session("alice", now=1000.0)
-    assert signer.session_agent(cookie, now=2000.0) == "alice"
-    assert signer.session_agent(cookie, now=1000.0 + 13 * 3600) is None
-    assert signer.session_agent(cookie.replace("alice", "bob"), now=2000.0) is None
-    assert Signer("other").session_agent(cookie, now=2000.0) is None
+    keys = AgentKeys.parse(KEYS)
+    sessions = Sessions(Signer("s3cret"), keys, {})
+    cookie = sessions.issue("alice", now=1000.0)
+    assert sessions.agent_of(cookie, now=2000.0) == "alice"
+    assert sessions.agent_of(cookie, now=1000.0 + 13 * 3600) is None
+    assert sessions.agent_of(cookie.replace("alice", "bob"), now=2000.0) is None
+    assert Sessions(Signer("other"), keys, {}).agent_of(cookie, now=2000.0) is None

@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.kpi_series import trend_buckets
 from bot.report import kpi_command
 from handlers.web.dashboard import dashboard_routes
-from handlers.web.transport import static_dir
+from handlers.web.site import static_dir
 from storage.database import Database
 from tests.fakes.clock import FakeClock
 from tests.harness import make_settings

@@ -26,7 +26,7 @@ from bot.dashboard import (
     requested_period,
 )
 from bot.errors import InvalidParameterError, StorageError
-from handlers.web.transport import static_dir
+from handlers.web.site import static_dir
 from storage.database import Database
 
 log = logging.getLogger(__name__)
