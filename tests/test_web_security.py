@@ -1,12 +1,23 @@
-"""The web channel under attack: what a review of the running product found (issue 13)."""
+"""The web channel under attack: what a review of the running product found (issue 13).
+
+Each test plays one attack against a real SupportApp on port 0, over real sockets:
+stalled WebSockets against the shared outbox, too many sockets, key guessing through
+``Authorization``, a reverse proxy in front, replayed session cookies, malformed frames
+and bodies, slow headers, and the headers of error responses.
+"""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import contextlib
+import json
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,19 +25,26 @@ import yaml
 
 from bot.app import SupportApp
 from bot.config import Secrets
+from bot.errors import ConfigError
 from handlers.web import WebTransport
+from handlers.web.auth import AgentKeys
+from handlers.web.console import COOKIE
+from handlers.web.limits import client_group
 from tests.fakes.clock import FakeClock
 from tests.rawws import StalledSocket
 from tests.test_app import settings_for
-from tests.test_web_channel import KEYS, Visitor
+from tests.test_web_channel import ALICE_KEY, BOB_KEY, KEYS, Served
+from tests.waiting import eventually
 
+ROOT = Path(__file__).resolve().parent.parent
 BIG = "😀" * 4000  # 16 KB of UTF-8; 48 KB of JSON when every emoji is escaped
 BIG_QUESTION = "envoyez la grande affiche"
 QUESTION = "Quel est le délai de livraison ?"
+ANSWER = "Livraison en 3 jours ouvrés."
 
 
 def big_answer_kb(folder: Path) -> Path:
-    """A knowledge base whose one answer is a 4,000-emoji message."""
+    """A knowledge base whose first answer is a 4,000-emoji message."""
     entries = [
         {
             "id": "poster",
@@ -38,7 +56,7 @@ def big_answer_kb(folder: Path) -> Path:
             "id": "delivery-time",
             "topic": "livraison",
             "questions": {"fr": [QUESTION], "en": ["How long does delivery take?"]},
-            "answer": {"fr": "Livraison en 3 jours ouvrés.", "en": "Delivery takes 3 days."},
+            "answer": {"fr": ANSWER, "en": "Delivery takes 3 days."},
         },
     ]
     path = folder / "big.yaml"
@@ -47,9 +65,29 @@ def big_answer_kb(folder: Path) -> Path:
 
 
 async def until(check: Callable[[], Awaitable[bool]], *, within: float) -> None:
+    """``eventually`` for a condition that needs the database."""
     async with asyncio.timeout(within):
-        while not await check():
+        while not await check():  # noqa: ASYNC110 - state owned by the app, bounded above
             await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, keys: str = KEYS, clock: FakeClock | None = None, **web: Any
+) -> AsyncIterator[Served]:
+    """A SupportApp with the web channel (and desk) on port 0, and a client session."""
+    web = {"port": 0, **web}
+    kb = web.pop("knowledge", None)
+    extra: dict[str, Any] = {"knowledge": {"path": str(kb)}} if kb else {}
+    settings = settings_for(tmp_path, web=web, desk="web", **extra)
+    app = SupportApp(settings, Secrets(web_agent_keys=keys), clock=clock or FakeClock())
+    try:
+        await app.start()
+        transport = next(t for t in app.transports if isinstance(t, WebTransport))
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            yield Served(app, transport, http)
+    finally:
+        await app.stop()
 
 
 def small_send_buffers(web: WebTransport, size: int = 128 * 1024) -> None:
@@ -61,63 +99,455 @@ def small_send_buffers(web: WebTransport, size: int = 128 * 1024) -> None:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
-@pytest.fixture
-async def big(tmp_path: Path) -> AsyncIterator[tuple[SupportApp, WebTransport]]:
-    settings = settings_for(
-        tmp_path,
-        web={"port": 0},
-        desk="web",
-        knowledge={"path": str(big_answer_kb(tmp_path))},
+async def flood(sock: StalledSocket) -> None:
+    """Write until the server's side of the connection is gone (at most 6 MB)."""
+    for _ in range(100):
+        await asyncio.get_running_loop().sock_sendall(sock.sock, b"x" * 65536)
+
+
+async def bot_lines(served: Served) -> dict[str, int]:
+    rows = await served.app._db.fetchall(
+        "SELECT visitor, COUNT(*) AS n FROM web_messages WHERE author = 'bot' GROUP BY visitor"
     )
-    app = SupportApp(settings, Secrets(web_agent_keys=KEYS), clock=FakeClock())
-    await app.start()
-    web = next(t for t in app.transports if isinstance(t, WebTransport))
-    try:
-        yield app, web
-    finally:
-        await app.stop()
+    return {str(row["visitor"]): int(row["n"]) for row in rows}
 
 
-async def test_stalled_widget_sockets_never_delay_another_visitor(
-    big: tuple[SupportApp, WebTransport],
-) -> None:
-    """Dozens of sockets that stopped reading (each from its own address, as a botnet
-    would) ask for a huge answer over and over; a fresh visitor still gets theirs at once."""
-    app, web = big
-    assert web.port is not None
-    small_send_buffers(web)
-    stalled: list[StalledSocket] = []
-    for n in range(70):
-        _visitor, token = web.signer.new_visitor()
-        path = f"/ws/widget?token={token}"
-        stalled.append(await StalledSocket.open(web.port, path, source=f"127.0.1.{n + 1}"))
-    for sock in stalled:
-        for i in range(20):
-            await sock.send_json({"type": "message", "id": f"q{i}", "text": BIG_QUESTION})
+def warnings_and_errors(caplog: pytest.LogCaptureFixture, since: int = 0) -> list[str]:
+    return [
+        f"{r.levelname} {r.name}: {r.getMessage()}"
+        for r in caplog.records[since:]
+        if r.levelno >= logging.WARNING and r.name.startswith(("handlers", "bot", "aiohttp"))
+    ]
 
-    async def answered() -> bool:
-        """Every stalled visitor's answers are being pushed (the 5th fills 256 KiB)."""
-        rows = await app._db.fetchall(
-            "SELECT COUNT(*) FROM web_messages WHERE author = 'bot' GROUP BY visitor"
-        )
-        return len(rows) == len(stalled) and all(row[0] >= 4 for row in rows)
 
-    try:
-        await until(answered, within=30)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://127.0.0.1:{web.port}/api/web/session") as resp:
-                token = (await resp.json())["token"]
-            fresh = Visitor(
-                await http.ws_connect(f"http://127.0.0.1:{web.port}/ws/widget?token={token}")
-            )
+# ---------------------------------------------------------------- 1. stalled sockets
+
+
+async def test_stalled_widget_sockets_never_delay_another_visitor(tmp_path: Path) -> None:
+    """70 sockets that stopped reading, each from its own address (as a botnet would),
+    ask for a huge answer again and again; a fresh visitor still gets theirs at once."""
+    async with serving(tmp_path, knowledge=big_answer_kb(tmp_path)) as served:
+        web = served.web
+        assert web.port is not None
+        small_send_buffers(web)
+        stalled: list[StalledSocket] = []
+        try:
+            for n in range(70):
+                _visitor, token = web.signer.new_visitor()
+                path = f"/ws/widget?token={token}"
+                stalled.append(await StalledSocket.open(web.port, path, source=f"127.0.1.{n + 1}"))
+            for sock in stalled:
+                for i in range(20):
+                    await sock.send_json({"type": "message", "id": f"q{i}", "text": BIG_QUESTION})
+
+            async def being_pushed() -> bool:
+                """Every stalled visitor's answers are under way (the 5th fills 256 KiB)."""
+                counts = await bot_lines(served)
+                return len(counts) == len(stalled) and min(counts.values()) >= 4
+
+            await until(being_pushed, within=60)
+            fresh = await served.widget(await served.token())
             started = time.monotonic()
             await fresh.say(QUESTION)
-            async with asyncio.timeout(5):
-                while not fresh.has("3 jours"):
-                    await asyncio.sleep(0.01)
+            await eventually(lambda: fresh.has(ANSWER), within=5)
             took = time.monotonic() - started
             await fresh.close()
-    finally:
-        for sock in stalled:
+        finally:
+            for sock in stalled:
+                sock.close()
+    print(f"fresh visitor answered in {took * 1000:.0f} ms beside 70 stalled sockets")
+    assert took < 2.0
+
+
+async def test_a_stalled_socket_is_dropped_and_its_lines_replay_on_reconnect(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kb, asks = big_answer_kb(tmp_path), 40  # 640 KB of answers: more than the buffers hold
+    async with serving(
+        tmp_path, knowledge=kb, send_timeout="300ms", rate_limit="100/10s"
+    ) as served:
+        web = served.web
+        assert web.port is not None
+        small_send_buffers(web)
+        visitor, token = web.signer.new_visitor()
+        sock = await StalledSocket.open(web.port, f"/ws/widget?token={token}")
+        try:
+            for i in range(asks):
+                await sock.send_json({"type": "message", "id": f"q{i}", "text": BIG_QUESTION})
+            await eventually(lambda: visitor not in web.visitors, within=10)  # dropped
+            assert any("dropped: took no data" in r.getMessage() for r in caplog.records)
+            with pytest.raises(ConnectionError):  # aborted: reset, not a polite close
+                await flood(sock)
+        finally:
             sock.close()
-    assert took < 2.0, f"the fresh visitor waited {took:.2f}s"
+
+        async def all_answered() -> bool:
+            return (await bot_lines(served)).get(visitor) == asks
+
+        await until(all_answered, within=10)
+        again = await served.widget(token)  # the tab comes back: everything is there
+        await eventually(lambda: len(again.lines()) == 2 * asks, within=10)
+        assert sum(text.startswith(BIG) for text in again.texts()) == asks
+        await again.close()
+
+
+async def test_frames_are_compact_utf8_json(tmp_path: Path) -> None:
+    async with serving(tmp_path) as served:
+        url = f"{served.base}/ws/widget?token={await served.token()}"
+        async with served.http.ws_connect(url) as ws:
+            await ws.send_json({"type": "message", "id": "m1", "text": "😀 bonjour"})
+            raw = (await ws.receive(timeout=5)).data
+    assert "😀 bonjour" in raw  # 4 bytes, not a 12-byte escape
+    assert raw.startswith('{"type":"line","seq":1,')  # no spaces after separators
+    assert json.loads(raw)["text"] == "😀 bonjour"
+
+
+async def test_sockets_are_capped_per_visitor_and_per_address(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caps = {"max_sockets_per_visitor": 2, "max_sockets_per_ip": 3}
+    async with serving(tmp_path, **caps) as served:
+        token = await served.token()
+        first, second = await served.widget(token), await served.widget(token)
+        third = await served.widget(token)  # one tab too many
+        await eventually(lambda: third.ws.closed)
+        assert third.ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+        other = await served.widget(await served.token())  # the address's third
+        await other.say("bonjour")
+        await eventually(lambda: len(other.lines()) == 2)
+        fourth = await served.widget(await served.token())  # the address's fourth
+        await eventually(lambda: fourth.ws.closed)
+        assert fourth.ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+        await first.close()  # a freed place can be taken again
+        again = await served.widget(token)
+        await again.say("me revoilà")
+        await eventually(lambda: again.has("me revoilà"))
+        for visitor in (second, other, again):
+            await visitor.close()
+    refused = [r for r in caplog.records if "too many open" in r.getMessage()]
+    assert len(refused) == 2
+
+
+# ---------------------------------------------------------------- 4. key guessing
+
+
+async def test_bearer_key_guesses_are_limited_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(tmp_path, rate_limit="3/60s") as served:
+        url = f"{served.base}/api/agent/conversations"
+        for n in range(3):
+            guess = f"guess-{n}-0123456789abcdef"
+            async with served.http.get(url, headers=served.auth(guess)) as resp:
+                assert resp.status == 401
+        async with served.http.get(url, headers=served.auth()) as resp:
+            assert resp.status == 429  # the right key, too late: not even checked
+        async with served.http.post(f"{served.base}/agent/login", json={"key": ALICE_KEY}) as r:
+            assert r.status == 429  # one budget for both ways in
+    refusals = [r.getMessage() for r in caplog.records if "agent key refused" in r.getMessage()]
+    assert len(refusals) == 3
+    assert "127.0.0.1" in refusals[0]
+    assert not any("guess-" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["alice:short-key-1234567", "alice:0123456789abcdefghij,bob:tiny"],
+)
+def test_short_agent_keys_are_refused_naming_the_agent_not_the_key(spec: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        AgentKeys.parse(spec)
+    message = str(refused.value)
+    assert message.startswith("WEB_AGENT_KEYS:")
+    assert "20 characters" in message
+    name, key = spec.split(",")[-1].split(":")
+    assert repr(name) in message
+    assert key not in message
+
+
+async def test_a_short_key_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="WEB_AGENT_KEYS: the key of agent 'paul'"):
+        async with serving(tmp_path, keys="paul:paul-key-2468"):
+            pass
+
+
+# ---------------------------------------------------------------- 5. reverse proxy
+
+
+async def test_trusted_proxy_gives_each_visitor_their_own_bucket(tmp_path: Path) -> None:
+    async with serving(tmp_path, rate_limit="2/60s", trusted_proxies=["127.0.0.0/8"]) as served:
+
+        async def session(forwarded_for: str) -> int:
+            headers = {"X-Forwarded-For": forwarded_for}
+            async with served.http.post(f"{served.base}/api/web/session", headers=headers) as r:
+                return r.status
+
+        # The client wrote the left part; our proxy (trusted) appended the real address.
+        assert [await session(f"6.6.6.{n}, 203.0.113.7") for n in range(3)] == [200, 200, 429]
+        assert await session("203.0.113.8") == 200
+        # IPv6 neighbours of one /64 share a bucket; the next /64 does not.
+        assert [await session(f"2001:db8:1:2::{n}") for n in range(1, 4)] == [200, 200, 429]
+        assert await session("2001:db8:1:3::1") == 200
+
+
+async def test_untrusted_peers_cannot_choose_their_address(tmp_path: Path) -> None:
+    async with serving(tmp_path, rate_limit="2/60s", trusted_proxies=["10.0.0.0/8"]) as served:
+        statuses = []
+        for n in range(3):
+            headers = {"X-Forwarded-For": f"203.0.113.{n}"}
+            async with served.http.post(f"{served.base}/api/web/session", headers=headers) as r:
+                statuses.append(r.status)
+        assert statuses == [200, 200, 429]
+
+
+async def test_session_cookie_is_secure_when_the_proxy_says_https(tmp_path: Path) -> None:
+    async with serving(tmp_path, trusted_proxies=["127.0.0.1"]) as served:
+        host = f"127.0.0.1:{served.web.port}"
+        behind_tls = {"X-Forwarded-Proto": "https", "Origin": f"https://{host}"}
+        async with served.http.post(
+            f"{served.base}/agent/login", json={"key": ALICE_KEY}, headers=behind_tls
+        ) as resp:
+            assert resp.status == 200  # the page's https origin is our own
+            assert "secure" in resp.headers["Set-Cookie"].lower().split("; ")
+        async with served.http.post(f"{served.base}/agent/login", json={"key": ALICE_KEY}) as r:
+            assert "secure" not in r.headers["Set-Cookie"].lower().split("; ")
+    async with serving(tmp_path, trusted_proxies=["10.0.0.0/8"]) as served:
+        spoofed = {"X-Forwarded-Proto": "https"}
+        async with served.http.post(
+            f"{served.base}/agent/login", json={"key": ALICE_KEY}, headers=spoofed
+        ) as resp:
+            assert "secure" not in resp.headers["Set-Cookie"].lower().split("; ")
+
+
+def test_ipv6_clients_are_grouped_by_their_64() -> None:
+    assert client_group("2001:db8:1:2:aaaa::1") == client_group("2001:db8:1:2:bbbb::2")
+    assert client_group("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_group("2001:db8:1:3::1") != client_group("2001:db8:1:2::1")
+    assert client_group("::ffff:192.0.2.1") == "192.0.2.1"
+    assert client_group("192.0.2.1") == "192.0.2.1"
+
+
+# ---------------------------------------------------------------- 6. sessions
+
+
+async def login(served: Served, key: str) -> str:
+    async with served.http.post(f"{served.base}/agent/login", json={"key": key}) as resp:
+        assert resp.status == 200
+        return resp.cookies[COOKIE].value
+
+
+async def me(served: Served, cookie: str) -> int:
+    async with aiohttp.ClientSession() as bare:  # only the cookie we give
+        headers = {"Cookie": f"{COOKIE}={cookie}"}
+        async with bare.get(f"{served.base}/api/agent/me", headers=headers) as resp:
+            return resp.status
+
+
+async def test_logout_ends_the_session_on_the_server_across_restarts(tmp_path: Path) -> None:
+    async with serving(tmp_path) as served:
+        cookie = await login(served, ALICE_KEY)
+        bob = await login(served, BOB_KEY)
+        assert await me(served, cookie) == 200
+        async with aiohttp.ClientSession() as bare:  # only alice's cookie
+            headers = {"Cookie": f"{COOKIE}={cookie}"}
+            async with bare.post(f"{served.base}/agent/logout", headers=headers) as resp:
+                assert resp.status == 200
+                assert resp.cookies[COOKIE].value == ""  # the browser forgets it, too
+        assert await me(served, cookie) == 401  # a copy of the cookie is worth nothing now
+        assert await me(served, bob) == 200  # other agents stay logged in
+        fresh = await login(served, ALICE_KEY)
+        assert await me(served, fresh) == 200
+    async with serving(tmp_path) as served:  # a restart revives nothing
+        assert await me(served, cookie) == 401
+        assert await me(served, fresh) == 200
+
+
+async def test_a_new_key_ends_the_agents_sessions(tmp_path: Path) -> None:
+    async with serving(tmp_path) as served:
+        alice, bob = await login(served, ALICE_KEY), await login(served, BOB_KEY)
+    rotated = f"alice:alice-new-key-0123456789,bob:{BOB_KEY}"
+    async with serving(tmp_path, keys=rotated) as served:
+        assert await me(served, alice) == 401
+        assert await me(served, bob) == 200
+
+
+@pytest.mark.parametrize("path", ["/agent/login", "/agent/logout"])
+async def test_login_and_logout_refuse_other_origins(tmp_path: Path, path: str) -> None:
+    async with serving(tmp_path) as served:
+        headers = {"Origin": "https://evil.example"}
+        url = served.base + path
+        async with served.http.post(url, json={"key": ALICE_KEY}, headers=headers) as resp:
+            assert resp.status == 403
+            assert "Set-Cookie" not in resp.headers
+        async with served.http.post(url, json={"key": ALICE_KEY}) as resp:
+            assert resp.status == 200  # no Origin: not a browser; same origin: fine too
+
+
+# ---------------------------------------------------------------- 7. robustness
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "[" * 30_000 + "]" * 30_000,  # within the 64 KiB frame limit
+        json.dumps({"type": "choice", "id": "c1", "seq": 10**23, "token": "x"}),
+        json.dumps({"type": "message", "id": "m1", "text": {"a": [1]}}),
+        "not json at all",
+    ],
+    ids=["nested", "huge-seq", "text-not-string", "not-json"],
+)
+async def test_a_bad_widget_frame_closes_with_1003_and_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, frame: str
+) -> None:
+    async with serving(tmp_path) as served:
+        visitor = await served.widget(await served.token())
+        since = len(caplog.records)
+        await visitor.ws.send_str(frame)
+        await eventually(lambda: visitor.ws.closed)
+        assert visitor.ws.close_code == aiohttp.WSCloseCode.UNSUPPORTED_DATA
+        logged = warnings_and_errors(caplog, since)
+        assert len(logged) == 1
+        assert logged[0].startswith("WARNING handlers.web.transport: widget frame refused")
+        assert all(r.exc_info is None for r in caplog.records[since:])
+        again = await served.widget(await served.token())  # the server is fine
+        await again.say(QUESTION)
+        await eventually(lambda: len(again.lines()) >= 2)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/agent/login", b"{"),
+        ("/agent/login", b"[1, 2]"),
+        ("/agent/login", b"[" * 50_000),  # within the 64 KiB body limit
+        ("/agent/login", b"\xff\xfe"),
+        ("/api/agent/conversations/1/take", b"{"),
+        ("/api/agent/conversations/" + "9" * 30 + "/take", b'{"id": "x"}'),
+        ("/api/agent/conversations/" + "9" * 5000 + "/take", b'{"id": "x"}'),
+    ],
+    ids=["truncated", "array", "nested", "not-utf8", "act-truncated", "id-30", "id-5000"],
+)
+async def test_malformed_requests_get_400_and_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, path: str, body: bytes
+) -> None:
+    async with serving(tmp_path) as served:
+        since = len(caplog.records)
+        headers = {"Content-Type": "application/json", **served.auth()}
+        async with served.http.post(served.base + path, data=body, headers=headers) as resp:
+            assert resp.status == 400
+        logged = warnings_and_errors(caplog, since)
+        assert len(logged) == 1, logged
+        assert logged[0].startswith("WARNING handlers.web")
+    big = "9" * 30
+    async with (
+        serving(tmp_path) as served,
+        served.http.get(
+            f"{served.base}/api/agent/conversations/{big}", headers=served.auth()
+        ) as resp,
+    ):
+        assert resp.status == 400
+
+
+async def test_slow_headers_and_idle_connections_are_closed(tmp_path: Path) -> None:
+    async with serving(tmp_path, idle_timeout="400ms") as served:
+        assert served.web.port is not None
+        loop = asyncio.get_running_loop()
+
+        async def closed_after(sock: socket.socket) -> float:
+            started = time.monotonic()
+            async with asyncio.timeout(5):
+                while await loop.sock_recv(sock, 65536):
+                    pass  # a response, then the end
+            return time.monotonic() - started
+
+        slow = socket.create_connection(("127.0.0.1", served.web.port))
+        slow.setblocking(False)
+        await loop.sock_sendall(slow, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never ends
+        idle = socket.create_connection(("127.0.0.1", served.web.port))
+        idle.setblocking(False)
+        await loop.sock_sendall(idle, b"GET /widget.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try:
+            assert await closed_after(slow) < 2.0
+            assert await closed_after(idle) < 2.0  # kept alive after its answer, then closed
+        finally:
+            slow.close()
+            idle.close()
+
+
+# ---------------------------------------------------------------- 8. headers
+
+
+async def test_every_response_carries_the_security_headers(tmp_path: Path) -> None:
+    async with serving(tmp_path) as served:
+        base = served.base
+        cases = [
+            ("GET", "/api/agent/me", 401),
+            ("GET", "/dashboard", 302),
+            ("GET", "/no/such/page", 404),
+            ("POST", "/agent/login", 403),
+            ("GET", "/agent", 200),
+        ]
+        for method, path, status in cases:
+            headers = {"Origin": "https://evil.example"} if status == 403 else {}
+            async with served.http.request(
+                method, base + path, headers=headers, allow_redirects=False
+            ) as resp:
+                assert resp.status == status, path
+                assert resp.headers.get("X-Content-Type-Options") == "nosniff", path
+                assert resp.headers.get("X-Frame-Options") == "DENY", path
+                policy = resp.headers.get("Content-Security-Policy", "")
+                assert "frame-ancestors 'none'" in policy, path
+                connect = next(d for d in policy.split("; ") if d.startswith("connect-src"))
+                assert connect == f"connect-src 'self' ws://127.0.0.1:{served.web.port}", path
+
+
+async def test_the_demo_page_is_framed_only_by_allowed_sites(tmp_path: Path) -> None:
+    async with serving(tmp_path) as served, served.http.get(served.base + "/") as resp:
+        policy = resp.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'self';" in policy
+        assert resp.headers["X-Frame-Options"] == "SAMEORIGIN"
+        assert " ws: " not in policy
+        assert "wss:" not in policy
+    shop = ["https://shop.example"]
+    async with (
+        serving(tmp_path, allowed_origins=shop) as served,
+        served.http.get(served.base + "/") as resp,
+    ):
+        policy = resp.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'self' https://shop.example;" in policy
+
+
+# ---------------------------------------------------------------- the web package's shape
+
+
+def test_web_modules_import_each_other_without_a_cycle() -> None:
+    """The transport composes console and dashboard; they import nothing back."""
+    package = ROOT / "handlers" / "web"
+    names = {f"handlers.web.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    names.add("handlers.web")
+    graph: dict[str, set[str]] = {}
+    for name in names:
+        file = package / (
+            "__init__.py" if name == "handlers.web" else f"{name.rsplit('.', 1)[1]}.py"
+        )
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):  # TYPE_CHECKING too
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            found |= {t for t in targets if t in names and t != name}
+        graph[name] = found
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(
+            nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt}))
+            for nxt in graph[start]
+        )
+
+    cycles = sorted(name for name in graph if reaches(name, name, {name}))
+    assert cycles == []
+    assert "handlers.web.transport" not in graph["handlers.web.console"]
+    assert "handlers.web.transport" not in graph["handlers.web.dashboard"]
