@@ -288,6 +288,13 @@ async def test_trusted_proxy_gives_each_visitor_their_own_bucket(tmp_path: Path)
         # IPv6 neighbours of one /64 share a bucket; the next /64 does not.
         assert [await session(f"2001:db8:1:2::{n}") for n in range(1, 4)] == [200, 200, 429]
         assert await session("2001:db8:1:3::1") == 200
+        # A widget socket through the proxy counts under the visitor's own address.
+        token = served.web.signer.new_visitor()[1]
+        visitor = await served.widget(token, headers={"X-Forwarded-For": "198.51.100.4"})
+        await visitor.say("bonjour")
+        await eventually(lambda: len(visitor.lines()) == 2)
+        assert served.web.site.sockets.count("ip:198.51.100.4") == 1
+        await visitor.close()
 
 
 async def test_untrusted_peers_cannot_choose_their_address(tmp_path: Path) -> None:
