@@ -422,6 +422,9 @@ def test_agent_keys_from_env_or_generated_file(tmp_path: Path) -> None:
     assert generated.agent_for(key) == "agent"
     assert path.stat().st_mode & 0o777 == 0o600
     assert AgentKeys.load(None, path).agent_for(key) == "agent"  # kept across restarts
+    path.write_text("short-key\n")
+    with pytest.raises(ConfigError, match="shorter than 20 characters; delete the file"):
+        AgentKeys.load(None, path)
 
 
 def test_session_cookie_expires_and_resists_forgery() -> None:

@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -30,6 +31,7 @@ from handlers.web import WebTransport
 from handlers.web.auth import AgentKeys
 from handlers.web.console import COOKIE
 from handlers.web.limits import client_group
+from handlers.web.sockets import Outlet
 from tests.fakes.clock import FakeClock
 from tests.rawws import StalledSocket
 from tests.test_app import settings_for
@@ -558,3 +560,67 @@ def test_web_modules_import_each_other_without_a_cycle() -> None:
     assert cycles == []
     assert "handlers.web.transport" not in graph["handlers.web.console"]
     assert "handlers.web.transport" not in graph["handlers.web.dashboard"]
+
+
+# ---------------------------------------------------------------- the outlet, with fakes
+
+
+class FakeTransport:
+    """The bytes a peer left unread, as asyncio's transport reports them."""
+
+    def __init__(self) -> None:
+        self.unread = 0
+        self.checks = 0
+        self.aborted = False
+
+    def get_write_buffer_size(self) -> int:
+        self.checks += 1
+        return self.unread
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class FakeSocket:
+    """A WebSocketResponse whose sends complete only once ``flowing`` is set."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    async def send_str(self, data: str) -> None:
+        await self.flowing.wait()
+        self.sent.append(data)
+
+
+def fake_outlet(send_timeout: float = 0.05) -> tuple[Outlet, FakeSocket, FakeTransport]:
+    ws, transport = FakeSocket(), FakeTransport()
+    request = SimpleNamespace(transport=transport)
+    outlet = Outlet(ws, request, send_timeout=send_timeout, who="198.51.100.1")  # type: ignore[arg-type]
+    outlet.start()
+    return outlet, ws, transport
+
+
+async def test_a_push_returns_at_once_and_a_blocked_send_is_aborted() -> None:
+    outlet, ws, transport = fake_outlet()
+    ws.flowing.clear()  # the peer's buffers are full
+    started = time.monotonic()
+    for n in range(1000):
+        outlet.push({"type": "line", "seq": n, "text": BIG})
+    assert time.monotonic() - started < 1.0  # queued, never awaited
+    await eventually(lambda: transport.aborted, within=2)
+    assert outlet.dropped
+    assert ws.sent == []
+    await outlet.stop()
+
+
+async def test_bytes_left_unread_between_sends_get_the_socket_aborted() -> None:
+    outlet, ws, transport = fake_outlet()
+    outlet.push({"type": "line", "seq": 1, "text": "bonjour"})
+    await eventually(lambda: len(ws.sent) == 1)
+    await eventually(lambda: transport.checks >= 4)  # idle and fully read: kept
+    assert not transport.aborted
+    transport.unread = 30_000  # accepted by the buffers, never read
+    await eventually(lambda: transport.aborted, within=2)
+    await outlet.stop()

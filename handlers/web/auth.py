@@ -121,6 +121,12 @@ class AgentKeys:
             return cls.parse(spec)
         existed = key_file.exists()
         key = secret_file(key_file, lambda: secrets.token_urlsafe(24))
+        if len(key) < MIN_KEY_LENGTH:
+            raise ConfigError(
+                str(key_file),
+                f"the agent key in this file is shorter than {MIN_KEY_LENGTH} characters; "
+                "delete the file to have a new key generated at the next start",
+            )
         if not existed:
             log.warning("generated an agent key for the web console in %s", key_file)
         log.info("web console: agent %r logs in with the key in %s", DEFAULT_AGENT, key_file)

@@ -23,7 +23,7 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-MAX_BACKLOG = 8 * 1024 * 1024  # bytes queued for one socket (a full replay fits)
+MAX_BACKLOG = 8 * 1024 * 1024  # characters queued for one socket (a full replay fits)
 CLOSE_WAIT_S = 1.0  # how long a polite close may take before the socket is aborted
 
 
@@ -48,18 +48,13 @@ class Outlet:
         self._task: asyncio.Task[None] | None = None
         self.dropped = False
 
-    @property
-    def backlog(self) -> int:
-        """Bytes waiting to be sent."""
-        return self._backlog
-
     def push(self, frame: dict[str, Any]) -> None:
         """Queue a frame for this socket; drop the socket if it lets too much pile up."""
         if self.dropped:
             return
         data = dumps(frame)
         if self._backlog + len(data) > MAX_BACKLOG:
-            self.drop(f"more than {MAX_BACKLOG // 1024} KiB waiting")
+            self.drop(f"more than {MAX_BACKLOG} characters waiting")
             return
         self._queue.append(data)
         self._backlog += len(data)
@@ -79,20 +74,35 @@ class Outlet:
 
     async def _run(self) -> None:
         """Send queued frames in order until the socket closes or is dropped."""
+        unread = 0
         while not self.dropped:
             if not self._queue:
                 self._ready.clear()
-                await self._ready.wait()
+                try:
+                    async with asyncio.timeout(self.send_timeout):
+                        await self._ready.wait()
+                except TimeoutError:
+                    unread = self._check_reading(unread)
                 continue
             data = self._queue.popleft()
             self._backlog -= len(data)
             try:
                 async with asyncio.timeout(self.send_timeout):
                     await self.ws.send_str(data)
+                unread = 0
             except TimeoutError:
                 self.drop(f"took no data for {self.send_timeout:g}s")
             except (ConnectionError, RuntimeError):
                 self.dropped = True  # closed under us: the reader side ends the handler
+
+    def _check_reading(self, unread_before: int) -> int:
+        """Between sends: bytes still unsent and not fewer than a while ago mean the peer
+        stopped reading (a send that fits the buffers returns at once, and aiohttp's
+        heartbeat ``close()`` would wait for them forever)."""
+        unread = self._transport.get_write_buffer_size() if self._transport is not None else 0
+        if unread and unread_before and unread >= unread_before:
+            self.drop(f"read nothing of {unread} bytes for {self.send_timeout:g}s")
+        return unread
 
     def drop(self, reason: str) -> None:
         """Cut the connection at once: ``close()`` would wait for the peer to read."""

@@ -108,8 +108,7 @@ class WebTransport:
         """Receive the database and the engine (called by SupportApp before ``start``)."""
         self._db = db
         self._store = WebStore(db)
-        secret = self.secrets.web_secret or await self._generated_secret()
-        self._signer = Signer(secret)
+        self._signer = Signer(await self._secret())
         self._keys = AgentKeys.load(
             self.secrets.web_agent_keys, key_file_for(self.settings.storage.path)
         )
@@ -119,14 +118,21 @@ class WebTransport:
         )
         engine.add_observer(self.console.changed)
 
-    async def _generated_secret(self) -> str:
-        """The signing secret of its own 0600 file; moved there from the database if needed."""
+    async def _secret(self) -> str:
+        """WEB_SECRET, else the generated one in its own 0600 file, never in the database.
+
+        Older versions kept the generated secret in ``web_settings``: it moves to the
+        file (so visitors' tokens and sessions stay valid) and the row is erased.
+        """
         legacy = await self.store.legacy_secret()
-        path = secret_file_for(self.settings.storage.path)
-        secret = secret_file(path, lambda: legacy or secrets.token_hex(32))
+        if self.secrets.web_secret:
+            secret = self.secrets.web_secret
+        else:
+            path = secret_file_for(self.settings.storage.path)
+            secret = secret_file(path, lambda: legacy or secrets.token_hex(32))
         if legacy is not None:
             await self.store.forget_legacy_secret()
-            log.info("web channel: signing secret moved from the database to %s", path)
+            log.info("web channel: the signing secret is no longer kept in the database")
         return secret
 
     @property
@@ -255,8 +261,6 @@ class WebTransport:
         if visitor is None:
             log.warning("widget socket refused: bad visitor token from %s", request.remote)
             raise web.HTTPUnauthorized(text="invalid token")
-        since = request.query.get("since", "0")
-        lang = request.query.get("lang", "")[:8] or None
         caps = {
             f"visitor:{visitor}": self.config.max_sockets_per_visitor,
             f"ip:{ip}": self.config.max_sockets_per_ip,
@@ -272,33 +276,40 @@ class WebTransport:
             return ws
         try:
             await ws.prepare(request)
-            outlet = Outlet(
-                ws, request, send_timeout=self.config.send_timeout.total_seconds(), who=ip
-            )
-            outlet.start()
-            self.visitors[visitor].add(outlet)
-            try:
-                first = int(since) if since.isdigit() and len(since) < 16 else 0
-                for line in await self.store.since(visitor, first):
-                    outlet.push(line.json())
-                customer = Customer("web", visitor, f"Web {visitor[:6]}", lang)
-                async for msg in ws:
-                    if msg.type != WSMsgType.TEXT:
-                        continue
-                    try:
-                        await self._widget_frame(outlet, customer, ip, msg.data)
-                    except BadFrame as exc:
-                        log.warning("widget frame refused from %s: %s", request.remote, exc)
-                        await outlet.close(WSCloseCode.UNSUPPORTED_DATA)
-                        break
-            finally:
-                self.visitors[visitor].discard(outlet)
-                if not self.visitors[visitor]:
-                    del self.visitors[visitor]
-                await outlet.stop()
+            await self._serve_visitor(request, ws, visitor, ip)
         finally:
             self.site.sockets.release(caps)
         return ws
+
+    async def _serve_visitor(
+        self, request: web.Request, ws: web.WebSocketResponse, visitor: str, ip: str
+    ) -> None:
+        """Replay what the visitor has not seen, then turn their frames into events."""
+        send_timeout = self.config.send_timeout.total_seconds()
+        outlet = Outlet(ws, request, send_timeout=send_timeout, who=ip)
+        outlet.start()
+        self.visitors[visitor].add(outlet)
+        try:
+            since = request.query.get("since", "0")
+            first = int(since) if since.isdigit() and len(since) < 16 else 0
+            for line in await self.store.since(visitor, first):
+                outlet.push(line.json())
+            lang = request.query.get("lang", "")[:8] or None
+            customer = Customer("web", visitor, f"Web {visitor[:6]}", lang)
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    await self._widget_frame(outlet, customer, ip, msg.data)
+                except BadFrame as exc:
+                    log.warning("widget frame refused from %s: %s", request.remote, exc)
+                    await outlet.close(WSCloseCode.UNSUPPORTED_DATA)
+                    break
+        finally:
+            self.visitors[visitor].discard(outlet)
+            if not self.visitors[visitor]:
+                del self.visitors[visitor]
+            await outlet.stop()
 
     @staticmethod
     def _frame(data: str) -> tuple[dict[str, Any], str, str]:
