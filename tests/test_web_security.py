@@ -34,6 +34,7 @@ from handlers.web.limits import client_group
 from handlers.web.sockets import Outlet
 from tests.fakes.clock import FakeClock
 from tests.rawws import StalledSocket
+from tests.reliability.bot_process import BotProcess, write_config
 from tests.test_app import settings_for
 from tests.test_web_channel import ALICE_KEY, BOB_KEY, KEYS, Served
 from tests.waiting import eventually
@@ -271,6 +272,24 @@ async def test_a_short_key_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="WEB_AGENT_KEYS: the key of agent 'paul'"):
         async with serving(tmp_path, keys="paul:paul-key-2468"):
             pass
+
+
+async def test_supportbot_run_exits_2_on_a_short_key_and_never_shows_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"web": {"enabled": True, "port": 0}, "desk": "web"})
+    env = {name: "" for name in ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")}
+    env["WEB_AGENT_KEYS"] = "marie:marie-key-0123456789,paul:paul-key-2468"
+    bot = BotProcess(config, env, tmp_path / "bot.log")
+    proc = await bot.spawn("run")
+    try:
+        async with asyncio.timeout(30):  # and the process ends: nothing is left open
+            assert await proc.wait() == 2
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    output = bot.output()
+    assert "configuration error: WEB_AGENT_KEYS: the key of agent 'paul' is shorter" in output
+    assert "paul-key-2468" not in output
 
 
 # ---------------------------------------------------------------- 5. reverse proxy
