@@ -338,8 +338,8 @@ class SupportApp:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self.request_stop)
-        await self.start()
         try:
+            await self.start()  # a start that fails still closes what it opened
             await self._stopped.wait()
         finally:
             await self.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -96,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Every file the bot writes (database, lock, keys, exports) is for its owner only.
+    os.umask(0o077)
     args = _parser().parse_args(argv)
     config: Path = getattr(args, "config", DEFAULT_CONFIG)
     secrets = Secrets.from_env()

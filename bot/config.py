@@ -6,6 +6,7 @@ and what is wrong, before anything starts.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -188,6 +189,14 @@ class WebSettings(_Section):
     allowed_origins: list[str] = Field(default_factory=list)
     rate_limit: Annotated[tuple[int, float], BeforeValidator(parse_rate)] = (20, 10.0)
     max_message_length: int = Field(default=4000, ge=1, le=100_000)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (none by default).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    max_sockets_per_visitor: int = Field(default=5, ge=1, le=1000)
+    max_sockets_per_ip: int = Field(default=50, ge=1, le=100_000)
+    send_timeout: Duration = timedelta(
+        seconds=10
+    )  # a socket that takes no frame this long is dropped
+    idle_timeout: Duration = timedelta(seconds=20)  # idle connections and slow headers are closed
 
     @field_validator("allowed_origins")
     @classmethod
@@ -196,6 +205,25 @@ class WebSettings(_Section):
             if not re.match(r"^https?://[^/\s]+$", origin):
                 raise ValueError(f"{origin!r} must look like https://shop.example.com (no path)")
         return [origin.lower() for origin in value]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{proxy!r} is not an address or network (e.g. 127.0.0.1 or 10.0.0.0/8)"
+                ) from None
+        return value
+
+    @field_validator("send_timeout", "idle_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be longer than zero")
+        return value
 
 
 _TARGET = re.compile(r"^(slack|telegram):\S+$")
@@ -319,8 +347,13 @@ class Secrets:
         return f"Secrets(set={present})"
 
     def values(self) -> list[str]:
-        """Every secret that is set, for log redaction."""
-        return [v for v in (getattr(self, n) for n in self.__slots__) if v]
+        """Every secret that is set, for log redaction: each agent key on its own too."""
+        found = [v for v in (getattr(self, n) for n in self.__slots__) if v]
+        for pair in (self.web_agent_keys or "").split(","):
+            key = pair.partition(":")[2].strip()
+            if key:
+                found.append(key)
+        return found
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

@@ -42,23 +42,57 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+MIN_SECRET = 6  # shorter values would redact ordinary words
+_GENERATED: set[str] = set()  # secrets made at run time (signing secret, agent key file)
+# Third-party loggers whose DEBUG lines carry SQL parameters or message bodies: customer
+# text and secrets. They stay at WARNING (SQL) or INFO (platform clients) even at DEBUG.
+QUIET_LOGGERS = {
+    "aiosqlite": logging.WARNING,
+    "httpx": logging.WARNING,  # every request URL at INFO, and Telegram URLs hold the token
+    "httpcore": logging.WARNING,
+    "apscheduler.executors.default": logging.WARNING,
+    "telegram": logging.INFO,
+    "slack_sdk": logging.INFO,
+    "slack_bolt": logging.INFO,
+}
+
+
+def redact(secret: str) -> None:
+    """Never log ``secret`` from now on (for secrets the bot generates or reads from files)."""
+    if len(secret) >= MIN_SECRET:
+        _GENERATED.add(secret)
+
+
 class RedactSecrets(logging.Filter):
-    """Replaces every configured secret in a record's rendered message with «***»."""
+    """Replaces every configured or generated secret in a record with «***».
+
+    The rendered message and the traceback text are both checked: an exception's
+    message may quote a value it was given.
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 6]
+        self._secrets = {s for s in secrets if len(s) >= MIN_SECRET}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
+        secrets = sorted(self._secrets | _GENERATED, key=len, reverse=True)
+        if not secrets:
             return True
         message = record.getMessage()
-        redacted = message
-        for secret in self._secrets:
-            redacted = redacted.replace(secret, "***")
+        redacted = _scrub(message, secrets)
         if redacted != message:
             record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _scrub(record.exc_text, secrets)
         return True
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def setup_logging(
@@ -79,6 +113,5 @@ def setup_logging(
     # Replace only our own handler (a second setup, e.g. tests calling main twice).
     root.handlers[:] = [h for h in root.handlers if h.get_name() != HANDLER_NAME] + [handler]
     root.setLevel(getattr(logging, name, logging.INFO))
-    # httpx logs every request URL at INFO, and Telegram URLs contain the bot token.
-    for noisy in ("httpx", "httpcore", "apscheduler.executors.default"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for noisy, floor in QUIET_LOGGERS.items():
+        logging.getLogger(noisy).setLevel(floor if root.level < floor else logging.NOTSET)

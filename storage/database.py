@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -41,6 +42,28 @@ def _migrations() -> list[tuple[int, str, str]]:
     return found
 
 
+def owner_only(path: Path, *, create: bool = False) -> None:
+    """Make ``path`` readable by its owner only (creating it empty if asked).
+
+    The database holds every customer's messages. SQLite gives the -wal and -shm files
+    the database's own mode, so a database created 0600 keeps them private too; files
+    left with looser modes by an older version are tightened here.
+    """
+    if create:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return
+        except FileExistsError:
+            pass
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except FileNotFoundError:
+        pass
+    except PermissionError as exc:
+        log.warning("cannot make %s private: %s", path, exc.strerror)
+
+
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -62,6 +85,7 @@ class Database:
         target = str(path)
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
+            owner_only(Path(target), create=True)
         try:
             conn = await aiosqlite.connect(target, isolation_level=None)
         except sqlite3.Error as exc:
@@ -76,6 +100,9 @@ class Database:
             await conn.execute("PRAGMA foreign_keys = ON")
             # Deleted or overwritten personal data is zeroed, not left in free pages.
             await conn.execute("PRAGMA secure_delete = ON")
+            if target != ":memory:":
+                for suffix in ("-wal", "-shm", "-journal"):
+                    owner_only(Path(target + suffix))
             await db._migrate()
         except sqlite3.OperationalError as exc:
             await conn.close()

@@ -1,4 +1,4 @@
-"""The web channel's own tables: each visitor's transcript, its persisted secret, and the
+"""The web channel's own tables: each visitor's transcript, small settings, and the
 agents' alerts shown in the console.
 
 A website visitor has no platform server keeping their messages (as Telegram does),
@@ -9,13 +9,13 @@ console has no channel history: its alerts, and what each agent has read, live h
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from storage.database import Database, Row
 
-SECRET_KEY = "token_secret"
+SECRET_KEY = "token_secret"  # where earlier versions kept the generated secret
+GENERATION_PREFIX = "session_generation:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +78,34 @@ class WebStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def secret(self) -> str:
-        """The token-signing secret, generated once and kept so tokens survive restarts."""
+    async def legacy_secret(self) -> str | None:
+        """The token secret older versions kept here (now in its own file), if any."""
+        row = await self.db.fetchone("SELECT value FROM web_settings WHERE key = ?", (SECRET_KEY,))
+        return None if row is None else str(row["value"])
+
+    async def forget_legacy_secret(self) -> None:
+        """Delete the old secret row, its bytes overwritten (not left in a free page)."""
+        await self.db.conn.execute("PRAGMA secure_delete = ON")
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute("DELETE FROM web_settings WHERE key = ?", (SECRET_KEY,))
+        finally:
+            await self.db.conn.execute("PRAGMA secure_delete = OFF")
+
+    async def session_generations(self) -> dict[str, int]:
+        """Per agent, how many times their sessions were ended (logout)."""
+        rows = await self.db.fetchall(
+            "SELECT key, value FROM web_settings WHERE key LIKE ?", (GENERATION_PREFIX + "%",)
+        )
+        return {str(r["key"]).removeprefix(GENERATION_PREFIX): int(r["value"]) for r in rows}
+
+    async def set_session_generation(self, agent: str, generation: int) -> None:
         async with self.db.transaction() as conn:
             await conn.execute(
-                "INSERT OR IGNORE INTO web_settings(key, value) VALUES (?, ?)",
-                (SECRET_KEY, secrets.token_hex(32)),
+                "INSERT INTO web_settings(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (GENERATION_PREFIX + agent, str(generation)),
             )
-        row = await self.db.fetchone("SELECT value FROM web_settings WHERE key = ?", (SECRET_KEY,))
-        assert row is not None
-        return str(row["value"])
 
     async def append(
         self,

@@ -45,8 +45,8 @@ ARGS = [
 ]
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / os.environ.get("SUPPORTBOT_SCREENSHOTS", "out/screenshots")
-KEY = "paul-key-2468"
-KEY_MARIE = "marie-key-1357"
+KEY = "paul-key-2468-0123456789"
+KEY_MARIE = "marie-key-1357-0123456789"
 XSS = "<img src=x onerror=alert(1)>"
 ZONE = "Europe/Paris"
 LIMIT = 1200  # web.max_message_length of the limit's test (the default is 4000)

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -531,6 +532,23 @@ async def test_agent_links_stay_clickable_for_customers(
     assert last_message(slack, dm.chat_id).text == (
         "Suivi : <https://example.com/track?a=1&amp;b=2>. Merci"
     )
+
+
+async def test_an_agent_cannot_hide_a_link_behind_words(
+    slack: FakeSlack, outbound: SlackTransport
+) -> None:
+    """Typed as text, Slack's masked-link syntax reaches the customer with the real URL."""
+    typed = slack_to_plain(
+        "Voir &lt;https://evil.example/x|cliquez ici&gt; ou <https://ok.example>"
+    )
+    dm = Address("slack", slack.dm_channel(CUSTOMER))
+    await outbound.send(dm, typed)
+    plain_message = last_message(slack, dm.chat_id).text
+    await outbound.send(dm, typed, [[Choice("OK", "c1:help:yes")]])  # blocks this time
+    for shown in (plain_message, *last_message(slack, dm.chat_id).mrkdwn_texts()):
+        links = re.findall(r"<([^<>]*)>", shown)
+        assert "https://evil.example/x" in links  # clickable, and showing where it goes
+        assert not any("|" in link for link in links)
 
 
 # ---------------------------------------------------------------------- the desk

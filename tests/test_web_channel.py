@@ -26,7 +26,7 @@ from bot.config import Secrets
 from bot.conversation.model import InboundEvent, Outcome
 from bot.errors import ConfigError
 from handlers.web import WebTransport
-from handlers.web.auth import AgentKeys, Signer, key_file_for
+from handlers.web.auth import AgentKeys, Sessions, Signer, key_file_for
 from handlers.web.limits import RateLimiter
 from tests.fakes.clock import FakeClock
 from tests.fakes.telegram_server import running_server
@@ -34,7 +34,9 @@ from tests.reliability.inprocess import QUESTION, answers, telegram_app
 from tests.test_app import SlackDeskLike, settings_for
 from tests.waiting import eventually
 
-KEYS = "alice:alice-key-123,bob:bob-key-4567"
+ALICE_KEY = "alice-key-0123456789abcdef"
+BOB_KEY = "bob-key-0123456789abcdef"
+KEYS = f"alice:{ALICE_KEY},bob:{BOB_KEY}"
 _ids = itertools.count(1)
 
 
@@ -57,11 +59,11 @@ class Served:
         url = f"{self.base}/ws/widget?token={token}&since={since}&lang={lang}"
         return Visitor(await self.http.ws_connect(url, **kw))
 
-    def auth(self, key: str = "alice-key-123") -> dict[str, str]:
+    def auth(self, key: str = ALICE_KEY) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
     async def act(
-        self, cid: int, action: str, key: str = "alice-key-123", status: int = 200, **body: Any
+        self, cid: int, action: str, key: str = ALICE_KEY, status: int = 200, **body: Any
     ) -> Any:
         url = f"{self.base}/api/agent/conversations/{cid}/{action}"
         body.setdefault("id", f"c{next(_ids)}")
@@ -233,7 +235,7 @@ async def test_foreign_origin_refused_listed_origin_accepted(
     assert refused.value.status == 403
     own = await served.widget(token, origin=served.base)
     await own.close()
-    served.web.config = served.web.config.model_copy(
+    served.web.site.config = served.web.config.model_copy(
         update={"allowed_origins": ["https://shop.example"]}
     )
     listed = await served.widget(token, origin="https://shop.example")
@@ -317,7 +319,7 @@ async def test_agent_routes_need_the_key(served: Served) -> None:
     assert refused.value.status == 401
     async with served.http.post(base + "/agent/login", json={"key": "nope-nope"}) as resp:
         assert resp.status == 401
-    async with served.http.post(base + "/agent/login", json={"key": "bob-key-4567"}) as resp:
+    async with served.http.post(base + "/agent/login", json={"key": BOB_KEY}) as resp:
         assert resp.status == 200
         assert "httponly" in resp.headers["Set-Cookie"].lower()
         assert "samesite=strict" in resp.headers["Set-Cookie"].lower()
@@ -337,7 +339,7 @@ async def test_console_take_reply_resolve_then_survey(served: Served) -> None:
         assert (await served.act(cid, "take"))["ok"]
         pushed = await asyncio.wait_for(console.receive_json(), 5)
         assert pushed == {"type": "changed", "id": cid}
-    refused = await served.act(cid, "take", key="bob-key-4567", status=409)
+    refused = await served.act(cid, "take", key=BOB_KEY, status=409)
     assert (refused["ok"], refused["notice"]) == (False, "Déjà pris en charge par alice.")
     await served.act(cid, "reply", text="Bonjour, je regarde votre commande.")
     await eventually(lambda: visitor.has("je regarde votre commande"))
@@ -367,7 +369,7 @@ async def test_transfer_to_another_agent_and_back_to_queue(served: Served) -> No
     [conv] = await served.conversations()
     assert conv["agent"] == "bob"
     assert not conv["mine"]
-    await served.act(cid, "transfer", key="bob-key-4567")
+    await served.act(cid, "transfer", key=BOB_KEY)
     [conv] = await served.conversations()
     assert conv["state"] == "queued"
     assert conv["waiting_s"] is not None
@@ -448,8 +450,8 @@ def test_rate_limiter_refills_over_time() -> None:
 
 
 def test_agent_keys_from_env_or_generated_file(tmp_path: Path) -> None:
-    keys = AgentKeys.load("ann:0123456789", tmp_path / "x.agent-key")
-    assert keys.agent_for("0123456789") == "ann"
+    keys = AgentKeys.load("ann:0123456789abcdefghij", tmp_path / "x.agent-key")
+    assert keys.agent_for("0123456789abcdefghij") == "ann"
     assert keys.agent_for("wrong") is None
     path = key_file_for(tmp_path / "support.db")
     assert path.name == "support.agent-key"
@@ -458,15 +460,19 @@ def test_agent_keys_from_env_or_generated_file(tmp_path: Path) -> None:
     assert generated.agent_for(key) == "agent"
     assert path.stat().st_mode & 0o777 == 0o600
     assert AgentKeys.load(None, path).agent_for(key) == "agent"  # kept across restarts
+    path.write_text("short-key\n")
+    with pytest.raises(ConfigError, match="shorter than 20 characters; delete the file"):
+        AgentKeys.load(None, path)
 
 
 def test_session_cookie_expires_and_resists_forgery() -> None:
-    signer = Signer("s3cret")
-    cookie = signer.session("alice", now=1000.0)
-    assert signer.session_agent(cookie, now=2000.0) == "alice"
-    assert signer.session_agent(cookie, now=1000.0 + 13 * 3600) is None
-    assert signer.session_agent(cookie.replace("alice", "bob"), now=2000.0) is None
-    assert Signer("other").session_agent(cookie, now=2000.0) is None
+    keys = AgentKeys.parse(KEYS)
+    sessions = Sessions(Signer("s3cret"), keys, {})
+    cookie = sessions.issue("alice", now=1000.0)
+    assert sessions.agent_of(cookie, now=2000.0) == "alice"
+    assert sessions.agent_of(cookie, now=1000.0 + 13 * 3600) is None
+    assert sessions.agent_of(cookie.replace("alice", "bob"), now=2000.0) is None
+    assert Sessions(Signer("other"), keys, {}).agent_of(cookie, now=2000.0) is None
 
 
 async def test_an_english_question_in_the_french_widget_gets_an_english_answer(
@@ -515,7 +521,7 @@ async def test_web_desk_alerts_are_kept_pushed_and_read_per_agent(served: Served
     alert = {"id": pushed["alert"]["id"], "conversation": cid, "at": to_ms(remind_at),
              "text": text}  # fmt: skip
     assert pushed == {"type": "alert", "alert": alert}
-    alice, bob = "alice-key-123", "bob-key-4567"
+    alice, bob = ALICE_KEY, BOB_KEY
     assert await alerts_of(served, alice) == {"alerts": [alert], "unread": 1}
     url = f"{served.base}/api/agent/alerts/read"
     async with served.http.post(url, json={"up_to": alert["id"]}, headers=served.auth()) as r:

@@ -23,7 +23,7 @@ from bot.insights.kpi_series import trend_buckets
 from bot.insights.kpi_texts import KpiTexts
 from bot.insights.report import kpi_command
 from handlers.web.dashboard import dashboard_routes
-from handlers.web.transport import static_dir
+from handlers.web.site import static_dir
 from storage.database import Database
 from tests.fakes.clock import FakeClock
 from tests.harness import make_settings

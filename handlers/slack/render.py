@@ -47,7 +47,10 @@ LABELS: dict[str, dict[str, str]] = {
 
 AUTHOR_ICONS = {"customer": "👤", "bot": "🤖", "agent": "🧑‍💼", "note": "📝", "system": "ℹ️"}
 
-_URL = re.compile(r"https?://[^\s<>]+[^\s<>.,;:!?)\]'\"]")
+# A bare URL in escaped text. Never "|" (``<url|label>`` is Slack's masked link: an agent
+# typing ``<https://evil|cliquez ici>`` must show the customer the real address) and
+# never an escaped ``<`` or ``>``, which end the URL as they would in the raw text.
+_URL = re.compile(r"https?://(?:(?!&[lg]t;)[^\s<>|])*(?:(?!&[lg]t;)[^\s<>|.,;:!?)\]'\"])")
 
 
 def label(language: str, key: str) -> str:

@@ -3,7 +3,9 @@
 A visitor token is ``<visitor id>.<HMAC>``: the browser keeps it, and only the
 server can make one, so a visitor can never name another visitor's conversation.
 Agents log in with a key from ``WEB_AGENT_KEYS`` (or a generated key file) and then
-carry a signed session cookie.
+carry a signed session cookie, which ends at logout, after ``SESSION_TTL_S``, or when
+the agent's key changes. Generated secrets live in owner-only files beside the
+database, never in it: whoever can read a copy of the database cannot sign cookies.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import hmac
 import logging
 import os
 import secrets
-import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bot.errors import ConfigError
+from bot.logs import redact
 
 log = logging.getLogger(__name__)
 
 DEFAULT_AGENT = "agent"
 SESSION_TTL_S = 12 * 3600
+MIN_KEY_LENGTH = 20  # a guessable key would make the login limit the only defence
 
 
 class Signer:
@@ -53,19 +57,9 @@ class Signer:
             return None
         return value.removeprefix("v1:")
 
-    def session(self, agent: str, now: float | None = None) -> str:
-        expires = int((now if now is not None else time.time()) + SESSION_TTL_S)
-        return self.sign(f"s1:{agent}:{expires}")
-
-    def session_agent(self, cookie: str, now: float | None = None) -> str | None:
-        value = self.verify(cookie)
-        if value is None or not value.startswith("s1:"):
-            return None
-        agent, _, expires = value.removeprefix("s1:").rpartition(":")
-        current = now if now is not None else time.time()
-        if not expires.isdigit() or int(expires) < current:
-            return None
-        return agent
+    def fingerprint(self, value: str) -> str:
+        """A short keyed digest of ``value`` (an agent's key): says when it changed, not what."""
+        return hmac.new(self._key, f"fp:{value}".encode(), hashlib.sha256).hexdigest()[:16]
 
 
 class AgentKeys:
@@ -81,6 +75,9 @@ class AgentKeys:
     def __contains__(self, name: object) -> bool:
         return name in self._keys
 
+    def key_of(self, name: str) -> str | None:
+        return self._keys.get(name)
+
     def agent_for(self, key: str) -> str | None:
         """The agent whose key this is (constant-time comparison), else None."""
         found = None
@@ -91,16 +88,30 @@ class AgentKeys:
 
     @classmethod
     def parse(cls, spec: str) -> AgentKeys:
-        """``name:key,name2:key2`` as in WEB_AGENT_KEYS."""
+        """``name:key,name2:key2`` as in WEB_AGENT_KEYS (errors name agents, never keys)."""
         keys: dict[str, str] = {}
-        for pair in spec.split(","):
-            name, sep, key = pair.strip().partition(":")
-            if not sep or not name.strip() or len(key.strip()) < 8:
+        for number, pair in enumerate(spec.split(","), start=1):
+            name, sep, key = (part.strip() for part in pair.strip().partition(":"))
+            if not sep or not name or not key:
                 raise ConfigError(
                     "WEB_AGENT_KEYS",
-                    "must be comma-separated name:key pairs, each key at least 8 characters",
+                    f"entry {number} is not name:key (comma-separated name:key pairs)",
                 )
-            keys[name.strip()] = key.strip()
+            if len(key) < MIN_KEY_LENGTH:
+                raise ConfigError(
+                    "WEB_AGENT_KEYS",
+                    f"the key of agent {name!r} is shorter than {MIN_KEY_LENGTH} characters; "
+                    "use a long random key, e.g. the output of "
+                    "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'",
+                )
+            if name in keys:
+                raise ConfigError("WEB_AGENT_KEYS", f"agent {name!r} is listed twice")
+            twin = next((other for other, k in keys.items() if k == key), None)
+            if twin is not None:
+                raise ConfigError(
+                    "WEB_AGENT_KEYS", f"agents {twin!r} and {name!r} have the same key"
+                )
+            keys[name] = key
         return cls(keys)
 
     @classmethod
@@ -108,19 +119,90 @@ class AgentKeys:
         """From WEB_AGENT_KEYS, else from the key file, generated at first start."""
         if spec:
             return cls.parse(spec)
-        if key_file.exists():
-            key = key_file.read_text(encoding="utf-8").strip()
-        else:
-            key = secrets.token_urlsafe(24)
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(key + "\n")
+        existed = key_file.exists()
+        key = secret_file(key_file, lambda: secrets.token_urlsafe(24))
+        if len(key) < MIN_KEY_LENGTH:
+            raise ConfigError(
+                str(key_file),
+                f"the agent key in this file is shorter than {MIN_KEY_LENGTH} characters; "
+                "delete the file to have a new key generated at the next start",
+            )
+        if not existed:
             log.warning("generated an agent key for the web console in %s", key_file)
         log.info("web console: agent %r logs in with the key in %s", DEFAULT_AGENT, key_file)
         return cls({DEFAULT_AGENT: key})
 
 
+class Sessions:
+    """Agents' session cookies, revocable by the server.
+
+    A cookie signs the agent, its expiry, the agent's session generation and a
+    fingerprint of the agent's key. Logging out raises the generation (every session
+    of that agent ends, on every browser); a new key changes the fingerprint. The
+    generations are stored by the caller, so a restart revives no ended session.
+    """
+
+    def __init__(self, signer: Signer, keys: AgentKeys, generations: Mapping[str, int]) -> None:
+        self.signer = signer
+        self.keys = keys
+        self._generations = dict(generations)
+        self._prints = {name: signer.fingerprint(keys.key_of(name) or "") for name in keys.names}
+
+    def generation(self, agent: str) -> int:
+        return self._generations.get(agent, 0)
+
+    def issue(self, agent: str, now: float) -> str:
+        expires = int(now + SESSION_TTL_S)
+        stamp = f"{self.generation(agent)}:{self._prints[agent]}"
+        return self.signer.sign(f"s2:{agent}:{expires}:{stamp}")
+
+    def agent_of(self, cookie: str, now: float) -> str | None:
+        """The agent of a live session cookie, else None (forged, expired, ended, old key)."""
+        value = self.signer.verify(cookie)
+        if value is None or not value.startswith("s2:"):
+            return None
+        parts = value.removeprefix("s2:").rsplit(":", 3)
+        if len(parts) != 4:
+            return None
+        agent, expires, generation, fingerprint = parts
+        if agent not in self.keys or not expires.isdigit() or int(expires) < now:
+            return None
+        if generation != str(self.generation(agent)):
+            return None
+        if not hmac.compare_digest(fingerprint, self._prints[agent]):
+            return None
+        return agent
+
+    def end(self, agent: str) -> int:
+        """End every session of ``agent``; returns the new generation, for the caller to store."""
+        self._generations[agent] = self.generation(agent) + 1
+        return self._generations[agent]
+
+
+def secret_file(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in ``path`` (owner-only), written from ``make()`` the first time.
+
+    The value is registered with the log redaction, like the environment's secrets.
+    """
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # written by an older version, or copied with loose modes
+        value = path.read_text(encoding="utf-8").strip()
+    else:
+        value = make()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(value + "\n")
+    redact(value)
+    return value
+
+
 def key_file_for(database: Path) -> Path:
     """``support.db`` → ``support.agent-key`` next to it."""
     return database.with_name(database.stem + ".agent-key")
+
+
+def secret_file_for(database: Path) -> Path:
+    """``support.db`` → ``support.web-secret`` next to it: the token-signing secret."""
+    return database.with_name(database.stem + ".web-secret")

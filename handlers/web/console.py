@@ -1,11 +1,13 @@
 """The agent console's HTTP API and live socket, and the login that guards them.
 
 Every agent page and API (the dashboard included) goes through ``guard``: a signed
-session cookie set at login, or ``Authorization: Bearer <key>`` for scripts. The
-console works from SQLite, whatever the desk, so console agents and Slack/Telegram
-agents see the same conversations; actions become ``AgentMessage``/``AgentAction``
-events with ``Agent(desk="web")``. The console also keeps the desk's alerts (see
-``post_alert``), so that agents who work only here hear of detractors and waiting customers.
+session cookie set at login, or ``Authorization: Bearer <key>`` for scripts. Wrong keys
+count against the same per-address limit whichever way they come, and are logged
+(never the key). The console works from SQLite, whatever the desk, so console agents
+and Slack/Telegram agents see the same conversations; actions become
+``AgentMessage``/``AgentAction`` events with ``Agent(desk="web")``. The console also
+keeps the desk's alerts (see ``post_alert``), so that agents who work only here hear of
+detractors and waiting customers.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -24,19 +26,20 @@ from bot.conversation.model import (
     AgentActionKind,
     AgentMessage,
     InboundEvent,
+    Outcome,
 )
-from handlers.web.auth import SESSION_TTL_S, AgentKeys, Signer
+from handlers.web.auth import SESSION_TTL_S, AgentKeys, Sessions
+from handlers.web.site import Site, bad_request, file_handler
+from handlers.web.sockets import Outlet
 from storage.web_store import WebStore
-
-if TYPE_CHECKING:
-    from bot.conversation.engine import ConversationService
-    from handlers.web.transport import WebTransport
 
 log = logging.getLogger(__name__)
 
 COOKIE = "supportbot_agent"
 AGENT = web.RequestKey("agent", str)  # set on the request by guard: the logged-in agent
 PROTECTED = ("/api/agent", "/ws/agent", "/dashboard", "/api/kpi")
+SAME_ORIGIN_ONLY = ("/agent/login", "/agent/logout")  # no login CSRF, no forced logout
+MAX_CONVERSATION_ID = 2**53  # beyond any real id; SQLite's integers end at 2**63
 RECENT_RESOLVED_MS = 24 * 3600 * 1000
 TRANSCRIPT_LIMIT = 200
 ALERTS_SHOWN = 100
@@ -47,6 +50,7 @@ ACTIONS = {
     "note": AgentActionKind.NOTE,
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
 
 
 def _shown(author: str, name: str) -> str:
@@ -61,24 +65,23 @@ class Console:
 
     def __init__(
         self,
-        transport: WebTransport,
-        engine: ConversationService,
+        site: Site,
+        on_event: EventHandler,
         store: WebStore,
-        signer: Signer,
+        sessions: Sessions,
         keys: AgentKeys,
     ) -> None:
-        self.transport = transport
-        self.engine = engine
+        self.site = site
+        self.on_event = on_event
         self.store = store
-        self.signer = signer
+        self.sessions = sessions
         self.keys = keys
-        self.sockets: set[web.WebSocketResponse] = set()
+        self.sockets: set[Outlet] = set()
 
     def add_routes(self, app: web.Application, files: Path) -> None:
-        file = self.transport.file_handler
-        app.router.add_get("/agent", file(files / "agent.html"))
-        app.router.add_get("/agent/agent.js", file(files / "agent.js"))
-        app.router.add_get("/agent/agent.css", file(files / "agent.css"))
+        app.router.add_get("/agent", file_handler(files / "agent.html"))
+        app.router.add_get("/agent/agent.js", file_handler(files / "agent.js"))
+        app.router.add_get("/agent/agent.css", file_handler(files / "agent.css"))
         app.router.add_post("/agent/login", self._login)
         app.router.add_post("/agent/logout", self._logout)
         app.router.add_get("/api/agent/me", self._me)
@@ -91,28 +94,44 @@ class Console:
 
     # ------------------------------------------------------------------ authentication
 
-    def agent_of(self, request: web.Request) -> str | None:
-        """The logged-in agent's name (bearer key or session cookie), else None."""
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            return self.keys.agent_for(header.removeprefix("Bearer ").strip())
+    def _now(self) -> float:
+        return self.site.clock.now().timestamp()
+
+    def _session_agent(self, request: web.Request) -> str | None:
         cookie = request.cookies.get(COOKIE)
-        if cookie:
-            name = self.signer.session_agent(cookie)
-            if name in self.keys:
-                return name
-        return None
+        return self.sessions.agent_of(cookie, self._now()) if cookie else None
+
+    def _bearer_agent(self, request: web.Request, key: str) -> str | None:
+        """The agent of a bearer key; a wrong key counts as a failed login (429 when spent)."""
+        ip = self.site.client_ip(request)
+        if self.site.limiter.exhausted(f"login:{ip}"):
+            raise web.HTTPTooManyRequests(text="slow down")  # not even checked: no guessing
+        name = self.keys.agent_for(key)
+        if name is None:
+            self.site.limiter.allow(f"login:{ip}")
+            log.warning(
+                "agent key refused from %s (Authorization header, %s %s)",
+                request.remote,
+                request.method,
+                request.path,
+            )
+        return name
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(PROTECTED):
+        protected = request.path.startswith(PROTECTED)
+        if not protected and request.path not in SAME_ORIGIN_ONLY:
             return await handler(request)
-        origin = request.headers.get("Origin")
-        own = f"{request.scheme}://{request.host}".lower()
-        if origin is not None and origin.lower() != own:
-            log.warning("console request refused: origin %r", origin)
+        if not self.site.same_origin(request):
+            log.warning("console request refused: origin %r", request.headers.get("Origin"))
             raise web.HTTPForbidden(text="origin not allowed")
-        name = self.agent_of(request)
+        if not protected:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            name = self._bearer_agent(request, header.removeprefix("Bearer ").strip())
+        else:
+            name = self._session_agent(request)
         if name is None:
             if request.path.startswith("/dashboard") and request.method == "GET":
                 raise web.HTTPFound("/agent?next=/dashboard")
@@ -127,31 +146,33 @@ class Console:
         return request[AGENT]
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        ip = self.transport.client_ip(request)
-        if not self.transport.limiter.allow(f"login:{ip}"):
+        ip = self.site.client_ip(request)
+        if not self.site.limiter.allow(f"login:{ip}"):
             raise web.HTTPTooManyRequests(text="slow down")
-        if request.content_type == "application/json":
-            key = str((await request.json()).get("key", ""))
-        else:
-            key = str((await request.post()).get("key", ""))
-        name = self.keys.agent_for(key.strip())
+        body = await self.site.json_body(request, "agent login")
+        name = self.keys.agent_for(str(body.get("key", "")).strip())
         if name is None:
-            log.warning("agent login refused from %s (wrong key)", ip)
+            log.warning("agent login refused from %s (wrong key)", request.remote)
             return web.json_response({"error": "wrong_key"}, status=401)
         response = web.json_response({"agent": name})
         response.set_cookie(
             COOKIE,
-            self.signer.session(name),
+            self.sessions.issue(name, self._now()),
             max_age=SESSION_TTL_S,
             httponly=True,
             samesite="Strict",
             path="/",
-            secure=request.secure,
+            secure=request.secure,  # https, or a trusted proxy saying so
         )
         log.info("agent %s logged into the console", name)
         return response
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
+        """End the agent's sessions on the server too: a copied cookie stops working."""
+        name = self._session_agent(request)
+        if name is not None:
+            await self.store.set_session_generation(name, self.sessions.end(name))
+            log.info("agent %s logged out (every session of theirs ended)", name)
         response = web.json_response({"ok": True})
         response.del_cookie(COOKIE, path="/")
         return response
@@ -179,20 +200,29 @@ class Console:
         }
 
     async def summaries(self, me: str) -> list[dict[str, Any]]:
-        now = to_ms(self.transport.clock.now())
+        now = to_ms(self.site.clock.now())
         rows = await self.store.console_conversations(now - RECENT_RESOLVED_MS)
         return [self._summary(row, me, now) for row in rows]
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"conversations": await self.summaries(self._me_of(request))})
 
+    @staticmethod
+    def _conversation_id(request: web.Request) -> int:
+        """The URL's conversation id; an absurd one is a 400, not a database error."""
+        digits = request.match_info["id"]
+        if len(digits) > 16 or int(digits) > MAX_CONVERSATION_ID:
+            log.warning("console: conversation id of %d digits refused", len(digits))
+            raise bad_request("bad_id")
+        return int(digits)
+
     async def _detail(self, request: web.Request) -> web.StreamResponse:
-        cid = int(request.match_info["id"])
+        cid = self._conversation_id(request)
         me = self._me_of(request)
         row = await self.store.console_conversation(cid)
         if row is None:
             raise web.HTTPNotFound(text='{"error": "unknown"}', content_type="application/json")
-        summary = self._summary(row, me, to_ms(self.transport.clock.now()))
+        summary = self._summary(row, me, to_ms(self.site.clock.now()))
         lines = await self.store.console_transcript(cid, TRANSCRIPT_LIMIT)
         transcript = [{**line, "name": _shown(line["author"], line["name"])} for line in lines]
         return web.json_response({"conversation": summary, "transcript": transcript})
@@ -221,21 +251,16 @@ class Console:
 
     async def _act(self, request: web.Request) -> web.StreamResponse:
         me: str = self._me_of(request)
-        cid = int(request.match_info["id"])
+        cid = self._conversation_id(request)
         action = request.match_info["action"]
-        try:
-            body = await request.json()
-        except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
+        body = await self.site.json_body(request, "console action")
         client_id = str(body.get("id", ""))[:64]
         if not client_id:
             raise web.HTTPBadRequest(
                 text='{"error": "id required"}', content_type="application/json"
             )
         event = self._event(Agent("web", me, me), cid, action, body, f"console:{me}:{client_id}")
-        outcome = await self.transport.on_event(event)
+        outcome = await self.on_event(event)
         # Refused (taken by someone else, already in the queue, closed…): 409 and the reason.
         return web.json_response(
             {"ok": outcome.ok, "notice": outcome.notice, "chosen": outcome.chosen},
@@ -249,10 +274,9 @@ class Console:
         if action in ("reply", "note"):
             if not text:
                 raise web.HTTPBadRequest(text='{"error": "empty"}', content_type="application/json")
-            if len(text) > self.transport.config.max_message_length:
-                raise web.HTTPRequestEntityTooLarge(
-                    max_size=self.transport.config.max_message_length, actual_size=len(text)
-                )
+            limit = self.site.config.max_message_length
+            if len(text) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(text))
         if action == "reply":
             return AgentMessage(agent, None, text, dedup, conversation_id=cid)
         kind = ACTIONS.get(action)
@@ -276,39 +300,38 @@ class Console:
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=4096, heartbeat=30)
         await ws.prepare(request)
-        self.sockets.add(ws)
+        outlet = Outlet(
+            ws,
+            request,
+            send_timeout=self.site.config.send_timeout.total_seconds(),
+            who=f"agent {self._me_of(request)}",
+        )
+        outlet.start()
+        self.sockets.add(outlet)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
                     break
         finally:
-            self.sockets.discard(ws)
+            self.sockets.discard(outlet)
+            await outlet.stop()
         return ws
 
     def changed(self, conversation_id: int) -> None:
-        """Engine observer: tell open consoles to refresh this conversation."""
-        for ws in list(self.sockets):
-            self.transport.spawn(self._notify(ws, conversation_id))
-
-    async def _notify(self, ws: web.WebSocketResponse, conversation_id: int) -> None:
-        await self._send(ws, {"type": "changed", "id": conversation_id})
-
-    async def _send(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
-        try:
-            await ws.send_json(frame)
-        except (ConnectionError, RuntimeError):
-            self.sockets.discard(ws)
+        """Engine observer: tell open consoles to refresh this conversation (never waits)."""
+        for outlet in list(self.sockets):
+            outlet.push({"type": "changed", "id": conversation_id})
 
     async def post_alert(self, alert_id: int, conversation_id: int | None, text: str) -> None:
         """Keep an alert (once per id) and push it to the open consoles."""
-        at = to_ms(self.transport.clock.now())
+        at = to_ms(self.site.clock.now())
         alert = await self.store.add_alert(alert_id, conversation_id, text, at)
         if alert is None:
             return  # a redelivery: already kept and shown
         frame = {"type": "alert", "alert": alert.json()}
-        for ws in list(self.sockets):
-            await self._send(ws, frame)
+        for outlet in list(self.sockets):
+            outlet.push(frame)
 
     async def close_all(self) -> None:
-        for ws in list(self.sockets):
-            await ws.close()
+        for outlet in list(self.sockets):
+            await outlet.close()

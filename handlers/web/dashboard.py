@@ -27,7 +27,7 @@ from bot.insights.dashboard import (
     requested_period,
 )
 from bot.insights.gaps import dashboard_gaps
-from handlers.web.transport import static_dir
+from handlers.web.site import static_dir
 from storage.database import Database
 
 log = logging.getLogger(__name__)

@@ -1,30 +1,30 @@
 """The web channel: an aiohttp server in the bot's event loop.
 
 It serves the demo page and the embeddable widget (visitors talk over a WebSocket),
-the agent console (see ``handlers.web.console``) and, when present, the KPI dashboard
-behind the agents' login. Like the other handlers it only translates: widget frames
+the agent console (``handlers.web.console``) and the KPI dashboard
+(``handlers.web.dashboard``) behind the agents' login; this module composes them, and
+they import nothing back. Like the other handlers it only translates: widget frames
 become ``CustomerMessage``/``CustomerChoice`` events, and ``send`` writes what the
-engine says into the visitor's transcript before pushing it to their open sockets.
+engine says into the visitor's transcript before queueing it for the visitor's open
+sockets (``handlers.web.sockets``: a push never waits for a browser).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import html
 import json
 import logging
 import re
+import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from importlib import resources
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from bot.clock import Clock, to_ms
-from bot.config import Secrets, Settings
+from bot.config import Secrets, Settings, WebSettings
 from bot.conversation.model import (
     Address,
     Choice,
@@ -37,35 +37,39 @@ from bot.conversation.model import (
     Sent,
 )
 from bot.errors import ConfigError, StorageError
-from handlers.web.auth import AgentKeys, Signer, key_file_for
-from handlers.web.limits import RateLimiter
+from handlers.web.auth import (
+    AgentKeys,
+    Sessions,
+    Signer,
+    key_file_for,
+    secret_file,
+    secret_file_for,
+)
+from handlers.web.console import Console
+from handlers.web.dashboard import dashboard_routes
+from handlers.web.site import Site, static_dir
+from handlers.web.sockets import Outlet
 from storage.web_store import WebStore
 
 if TYPE_CHECKING:
     from bot.conversation.engine import ConversationService
-    from handlers.web.console import Console
     from storage.database import Database
+
+__all__ = ["WebTransport", "static_dir"]
 
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
 MAX_FRAME = 64 * 1024
 MAX_CLIENT_ID = 64
+MAX_SEQ = 2**53  # a line number beyond this is not one we gave (and JSON numbers end there)
 DEMO_ORIGIN = "http://127.0.0.1:8080"  # in index.html's snippet, replaced by the real one
 WIDGET_LIMIT = "var MAX_LENGTH = 4000;"  # in widget.js, replaced by web.max_message_length
 _COMMAND = re.compile(r"^/([a-z]+)\b\s*(.*)$", re.DOTALL)
-STRICT_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'"
-)
 
 
-def static_dir() -> Path:
-    return Path(str(resources.files("handlers.web") / "static"))
+class BadFrame(ValueError):
+    """A widget frame we cannot use: the socket is closed with 1003."""
 
 
 class WebTransport:
@@ -86,16 +90,13 @@ class WebTransport:
         # Not required (web.enabled: auto beside Telegram or Slack): a busy port must not
         # take the other channels down with it.
         self.required = required
-        self.config = settings.web
         self.secrets = secrets
         self.on_event = on_event
         self.clock = clock
-        capacity, period = self.config.rate_limit
-        self.limiter = RateLimiter(capacity, period)
-        self.visitors: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
+        self.site = Site(settings.web, clock)
+        self.visitors: dict[str, set[Outlet]] = defaultdict(set)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._store: WebStore | None = None
         self._signer: Signer | None = None
         self._keys: AgentKeys | None = None
@@ -106,17 +107,36 @@ class WebTransport:
 
     async def attach(self, db: Database, engine: ConversationService) -> None:
         """Receive the database and the engine (called by SupportApp before ``start``)."""
-        from handlers.web.console import Console
-
         self._db = db
         self._store = WebStore(db)
-        secret = self.secrets.web_secret or await self._store.secret()
-        self._signer = Signer(secret)
+        self._signer = Signer(await self._secret())
         self._keys = AgentKeys.load(
             self.secrets.web_agent_keys, key_file_for(self.settings.storage.path)
         )
-        self.console = Console(self, engine, self._store, self._signer, self._keys)
+        sessions = Sessions(self._signer, self._keys, await self._store.session_generations())
+        self.console = Console(self.site, self.on_event, self._store, sessions, self._keys)
         engine.add_observer(self.console.changed)
+
+    async def _secret(self) -> str:
+        """WEB_SECRET, else the generated one in its own 0600 file, never in the database.
+
+        Older versions kept the generated secret in ``web_settings``: it moves to the
+        file (so visitors' tokens and sessions stay valid) and the row is erased.
+        """
+        legacy = await self.store.legacy_secret()
+        if self.secrets.web_secret:
+            secret = self.secrets.web_secret
+        else:
+            path = secret_file_for(self.settings.storage.path)
+            secret = secret_file(path, lambda: legacy or secrets.token_hex(32))
+        if legacy is not None:
+            await self.store.forget_legacy_secret()
+            log.info("web channel: the signing secret is no longer kept in the database")
+        return secret
+
+    @property
+    def config(self) -> WebSettings:
+        return self.site.config
 
     @property
     def store(self) -> WebStore:
@@ -130,8 +150,9 @@ class WebTransport:
 
     def build_app(self) -> web.Application:
         assert self.console is not None, "attach() first"
+        assert self._db is not None, "attach() first"
         app = web.Application(
-            middlewares=[self._headers, self.console.guard], client_max_size=MAX_FRAME
+            middlewares=[*self.site.middlewares, self.console.guard], client_max_size=MAX_FRAME
         )
         files = static_dir()
         app.router.add_get("/", self._demo_page(files / "index.html"))
@@ -139,18 +160,15 @@ class WebTransport:
         app.router.add_post("/api/web/session", self._session)
         app.router.add_get("/ws/widget", self._widget_socket)
         self.console.add_routes(app, files)
-        app.router.add_routes(self._dashboard_routes())
+        # The KPI dashboard has no auth of its own: ``Console.guard`` covers its paths.
+        app.router.add_routes(dashboard_routes(self._db, self.settings, self.clock))
         return app
 
-    def _dashboard_routes(self) -> list[web.RouteDef]:
-        """The KPI dashboard (no auth of its own: ``Console.guard`` covers its paths)."""
-        from handlers.web.dashboard import dashboard_routes
-
-        assert self._db is not None, "attach() first"
-        return dashboard_routes(self._db, self.settings, self.clock)
-
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        # Idle keep-alive connections, and requests whose headers never finish, are
+        # closed after idle_timeout (aiohttp starts this timer as a connection opens).
+        idle = self.config.idle_timeout.total_seconds()
+        self._runner = web.AppRunner(self.build_app(), access_log=None, keepalive_timeout=idle)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         try:
@@ -174,21 +192,14 @@ class WebTransport:
         )
 
     async def stop(self) -> None:
-        for sockets in list(self.visitors.values()):
-            for ws in list(sockets):
-                await ws.close()
+        for outlets in list(self.visitors.values()):
+            for outlet in list(outlets):
+                await outlet.close(WSCloseCode.GOING_AWAY)
         if self.console is not None:
             await self.console.close_all()
-        for task in list(self._tasks):
-            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ CustomerChannel
 
@@ -201,13 +212,13 @@ class WebTransport:
         """Store the line (the source of truth), then push it to the visitor's open sockets."""
         rows = [[{"label": c.label, "token": c.token} for c in row] for row in choices]
         if await self.store.erased(to.chat_id):  # e.g. the goodbye after /forget: not stored
-            await self._push(to.chat_id, {"type": "notice", "text": text})
-            for ws in list(self.visitors.get(to.chat_id, ())):
-                await ws.close()
+            self._push(to.chat_id, {"type": "notice", "text": text})
+            for outlet in list(self.visitors.get(to.chat_id, ())):
+                await outlet.close(flush=True)
             return Sent()
         line = await self.store.append(to.chat_id, self._now(), author, text, rows)
         assert line is not None
-        await self._push(to.chat_id, line.json())
+        self._push(to.chat_id, line.json())
         return Sent(message_id=str(line.seq))
 
     async def send_media(self, to: Address, media: Media, caption: str) -> Sent:
@@ -227,31 +238,6 @@ class WebTransport:
 
     def _now(self) -> int:
         return to_ms(self.clock.now())
-
-    @web.middleware
-    async def _headers(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        response = await handler(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if request.path == "/":
-            response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
-        elif not request.path.startswith("/widget.js"):
-            response.headers.setdefault("Content-Security-Policy", STRICT_CSP)
-            response.headers.setdefault("X-Frame-Options", "DENY")
-        return response
-
-    def file_handler(self, path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            response = web.FileResponse(path)
-            response.headers["Cache-Control"] = "no-cache"
-            if path.suffix == ".js":
-                # The widget is embedded by other sites: they may load the script itself.
-                response.headers["Access-Control-Allow-Origin"] = "*"
-            return response
-
-        return handler
 
     def _demo_page(self, path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """The demo page, its embed snippet showing the address the visitor used."""
@@ -275,6 +261,7 @@ class WebTransport:
         )
 
         async def handler(request: web.Request) -> web.StreamResponse:
+            # The widget is embedded by other sites: they may load the script itself.
             return web.Response(
                 text=body,
                 content_type="text/javascript",
@@ -283,107 +270,131 @@ class WebTransport:
 
         return handler
 
-    def origin_allowed(self, request: web.Request) -> bool:
-        """Same origin always; other sites only when listed in ``web.allowed_origins``."""
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return True  # not a browser: nothing can be forged on a visitor's behalf
-        origin = origin.lower()
-        own = f"{request.scheme}://{request.host}".lower()
-        return origin == own or origin in self.config.allowed_origins
-
-    def client_ip(self, request: web.Request) -> str:
-        return request.remote or "?"
-
-    def _cors(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin and origin.lower() in self.config.allowed_origins:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
-        return response
-
     # ------------------------------------------------------------------ widget
 
     async def _session(self, request: web.Request) -> web.StreamResponse:
         """A new visitor token (the widget asks when the browser has none)."""
-        if not self.origin_allowed(request):
+        if not self.site.origin_allowed(request):
             raise web.HTTPForbidden(text="origin not allowed")
-        if not self.limiter.allow(f"session:{self.client_ip(request)}"):
+        if not self.site.limiter.allow(f"session:{self.site.client_ip(request)}"):
             raise web.HTTPTooManyRequests(text="slow down")
         _visitor, token = self.signer.new_visitor()
-        return self._cors(request, web.json_response({"token": token}))
+        return self.site.cors(request, web.json_response({"token": token}))
 
     async def _widget_socket(self, request: web.Request) -> web.StreamResponse:
-        if not self.origin_allowed(request):
+        if not self.site.origin_allowed(request):
             log.warning("widget socket refused: origin %r", request.headers.get("Origin"))
             raise web.HTTPForbidden(text="origin not allowed")
         visitor = self.signer.visitor_of(request.query.get("token", ""))
+        ip = self.site.client_ip(request)
         if visitor is None or await self.store.erased(visitor):
-            log.warning("widget socket refused: bad visitor token from %s", self.client_ip(request))
+            log.warning("widget socket refused: bad visitor token from %s", ip)
             raise web.HTTPUnauthorized(text="invalid token")
-        since = request.query.get("since", "0")
-        lang = request.query.get("lang", "")[:8] or None
+        caps = {
+            f"visitor:{visitor}": self.config.max_sockets_per_visitor,
+            f"ip:{ip}": self.config.max_sockets_per_ip,
+        }
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30)
-        await ws.prepare(request)
-        self.visitors[visitor].add(ws)
+        if not self.site.sockets.reserve(caps):
+            # Opened then closed "try again later": the widget keeps its token and retries;
+            # a refused handshake would make it start over as a new visitor.
+            log.warning("widget socket refused: too many open from %s", request.remote)
+            await ws.prepare(request)
+            refused = Outlet(ws, request, send_timeout=0, who=ip)
+            await refused.close(WSCloseCode.TRY_AGAIN_LATER, "too many connections")
+            return ws
         try:
-            lines = await self.store.since(visitor, int(since) if since.isdigit() else 0)
-            for line in lines:
-                await ws.send_json(line.json())
+            await ws.prepare(request)
+            await self._serve_visitor(request, ws, visitor, ip)
+        finally:
+            self.site.sockets.release(caps)
+        return ws
+
+    async def _serve_visitor(
+        self, request: web.Request, ws: web.WebSocketResponse, visitor: str, ip: str
+    ) -> None:
+        """Replay what the visitor has not seen, then turn their frames into events."""
+        send_timeout = self.config.send_timeout.total_seconds()
+        outlet = Outlet(ws, request, send_timeout=send_timeout, who=ip)
+        outlet.start()
+        self.visitors[visitor].add(outlet)
+        try:
+            since = request.query.get("since", "0")
+            first = int(since) if since.isdigit() and len(since) < 16 else 0
+            for line in await self.store.since(visitor, first):
+                outlet.push(line.json())
+            lang = request.query.get("lang", "")[:8] or None
             customer = Customer("web", visitor, f"Web {visitor[:6]}", lang)
-            ip = self.client_ip(request)
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     continue
-                await self._widget_frame(ws, customer, ip, msg.data)
+                try:
+                    await self._widget_frame(outlet, customer, ip, msg.data)
+                except BadFrame as exc:
+                    log.warning("widget frame refused from %s: %s", request.remote, exc)
+                    await outlet.close(WSCloseCode.UNSUPPORTED_DATA)
+                    break
         finally:
-            self.visitors[visitor].discard(ws)
+            self.visitors[visitor].discard(outlet)
             if not self.visitors[visitor]:
                 del self.visitors[visitor]
-        return ws
+            await outlet.stop()
 
-    async def _widget_frame(
-        self, ws: web.WebSocketResponse, customer: Customer, ip: str, data: str
-    ) -> None:
+    @staticmethod
+    def _frame(data: str) -> tuple[dict[str, Any], str, str]:
+        """A frame's fields, or ``BadFrame`` saying what is wrong (never the text itself)."""
         try:
             frame = json.loads(data)
-            kind, client_id = str(frame["type"]), str(frame["id"])[:MAX_CLIENT_ID]
-        except (ValueError, KeyError, TypeError):
-            await ws.send_json({"type": "error", "code": "bad_frame"})
-            return
+        except RecursionError:
+            raise BadFrame("JSON nested too deep") from None
+        except ValueError:
+            raise BadFrame(f"not JSON ({len(data)} characters)") from None
+        if not isinstance(frame, dict) or "type" not in frame or "id" not in frame:
+            raise BadFrame("not an object with a type and an id")
+        if not isinstance(frame["type"], str) or not isinstance(frame["id"], str | int):
+            raise BadFrame("type or id of the wrong kind")
+        return frame, frame["type"], str(frame["id"])[:MAX_CLIENT_ID]
+
+    async def _widget_frame(self, outlet: Outlet, customer: Customer, ip: str, data: str) -> None:
+        frame, kind, client_id = self._frame(data)
         if await self.store.erased(customer.user_id):  # erased meanwhile (CLI or /forget)
-            await ws.close()
+            await outlet.close()
             return
-        if not self.limiter.allow(f"visitor:{customer.user_id}", f"ip:{ip}"):
-            await ws.send_json({"type": "error", "code": "rate_limited", "id": client_id})
+        if not self.site.limiter.allow(f"visitor:{customer.user_id}", f"ip:{ip}"):
+            outlet.push({"type": "error", "code": "rate_limited", "id": client_id})
             return
         try:
             if kind == "message":
-                await self._visitor_message(ws, customer, client_id, str(frame.get("text", "")))
+                text = frame.get("text", "")
+                if not isinstance(text, str):
+                    raise BadFrame("message text is not a string")
+                await self._visitor_message(outlet, customer, client_id, text)
             elif kind == "hello":
                 await self._visitor_hello(customer)
             elif kind == "choice":
-                seq, token = frame.get("seq"), str(frame.get("token", ""))
-                if isinstance(seq, int):
-                    await self._visitor_choice(ws, customer, client_id, seq, token)
+                seq, token = frame.get("seq"), frame.get("token", "")
+                if isinstance(seq, bool) or not isinstance(seq, int) or not 0 < seq < MAX_SEQ:
+                    raise BadFrame("choice without a line number we gave")
+                if not isinstance(token, str):
+                    raise BadFrame("choice token is not a string")
+                await self._visitor_choice(outlet, customer, client_id, seq, token)
         except StorageError:
             log.exception("web channel: could not store a visitor frame")
-            await ws.send_json({"type": "error", "code": "unavailable", "id": client_id})
+            outlet.push({"type": "error", "code": "unavailable", "id": client_id})
 
     async def _visitor_message(
-        self, ws: web.WebSocketResponse, customer: Customer, client_id: str, text: str
+        self, outlet: Outlet, customer: Customer, client_id: str, text: str
     ) -> None:
         if len(text) > self.config.max_message_length:
             limit = self.config.max_message_length
-            await ws.send_json({"type": "error", "code": "too_long", "limit": limit,
-                                "id": client_id})  # fmt: skip
+            outlet.push({"type": "error", "code": "too_long", "limit": limit, "id": client_id})
             return
         if not text.strip():
             return
         visitor = customer.user_id
         line = await self.store.append(visitor, self._now(), "customer", text, client_id=client_id)
         if line is not None:
-            await self._push(visitor, line.json())
+            self._push(visitor, line.json())
         match = _COMMAND.match(text.strip())
         command, body = (match.group(1), match.group(2)) if match else (None, text)
         event = CustomerMessage(
@@ -391,7 +402,7 @@ class WebTransport:
         )
         outcome = await self.on_event(event)
         if outcome.notice:
-            await ws.send_json({"type": "notice", "text": outcome.notice})
+            outlet.push({"type": "notice", "text": outcome.notice})
 
     async def _visitor_hello(self, customer: Customer) -> None:
         """The widget opened on an empty transcript: the bot greets, as ``/start`` does on
@@ -405,11 +416,11 @@ class WebTransport:
         await self.on_event(event)
 
     async def _visitor_choice(
-        self, ws: web.WebSocketResponse, customer: Customer, client_id: str, seq: int, token: str
+        self, outlet: Outlet, customer: Customer, client_id: str, seq: int, token: str
     ) -> None:
         visitor = customer.user_id
         if not await self.store.offered(visitor, seq, token):
-            await ws.send_json({"type": "error", "code": "question_closed", "seq": seq})
+            outlet.push({"type": "error", "code": "question_closed", "seq": seq})
             return
         event = CustomerChoice(
             customer, Address("web", visitor), token, f"web:{visitor}:{client_id}"
@@ -417,12 +428,13 @@ class WebTransport:
         outcome = await self.on_event(event)
         if outcome.chosen:
             await self.store.mark_chosen(visitor, seq, outcome.chosen)
-            await self._push(visitor, {"type": "chosen", "seq": seq, "label": outcome.chosen})
+            self._push(visitor, {"type": "chosen", "seq": seq, "label": outcome.chosen})
         elif outcome.notice:
-            await ws.send_json({"type": "notice", "text": outcome.notice})
+            outlet.push({"type": "notice", "text": outcome.notice})
 
-    async def _push(self, visitor: str, frame: dict[str, Any]) -> None:
-        """Send to every open socket of the visitor; an offline visitor replays on reconnect."""
-        for ws in list(self.visitors.get(visitor, ())):
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.send_json(frame)
+    def _push(self, visitor: str, frame: dict[str, Any]) -> None:
+        """Queue for every open socket of the visitor (never waits: see ``Outlet``).
+
+        An offline visitor, or one whose socket is dropped, replays on reconnect."""
+        for outlet in list(self.visitors.get(visitor, ())):
+            outlet.push(frame)
