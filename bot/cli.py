@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from bot.clock import Clock, SystemClock
 from bot.config import Secrets, Settings, load_settings
 from bot.errors import AlreadyRunningError, ConfigError, KnowledgeBaseError, SupportbotError
 from bot.logs import setup_logging
@@ -33,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING…")
     parser = argparse.ArgumentParser(
         prog="supportbot",
-        description="Self-hosted customer-support bot for Telegram and Slack.",
+        description="Self-hosted customer-support bot: a website chat widget with an agent "
+        "console (no token needed), plus Telegram and Slack when their tokens are set.",
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -56,18 +60,22 @@ def _parser() -> argparse.ArgumentParser:
     mode = digest.add_mutually_exclusive_group()
     mode.add_argument("--now", action="store_true", help="post the digest immediately")
     mode.add_argument("--dry-run", action="store_true", help="print it; write the chart")
-    digest.add_argument("--out", type=Path, help="chart file for --dry-run (digest.png)")
+    digest.add_argument(
+        "--out", type=Path, help="chart file for --dry-run (default: a new temporary file)"
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
+    """Run one command. ``clock`` is every "now" the command uses (tests pass a fake one)."""
     args = _parser().parse_args(argv)
+    clock = clock or SystemClock()
     config: Path = getattr(args, "config", DEFAULT_CONFIG)
     secrets = Secrets.from_env()
     setup_logging(secrets.values(), getattr(args, "log_level", None))
     try:
         settings = load_settings(config)
-        return _dispatch(args, settings, secrets)
+        return _dispatch(args, settings, secrets, clock)
     except (ConfigError, KnowledgeBaseError) as exc:
         print(f"supportbot: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -81,9 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets, clock: Clock) -> int:
     if args.command == "run":
-        return _run(settings, secrets)
+        return _run(settings, secrets, clock)
     if args.command == "check":
         return _check(settings, secrets)
     if args.command == "kb":
@@ -91,21 +99,26 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets) ->
             return _kb_ask(settings, args.question, as_json=args.json, lang=args.lang)
         return _kb_eval(settings, args.dataset)
     if args.command == "kpi":
-        from bot.report import kpi_command
+        from bot.report import kpi_command, local_today
 
         out = asyncio.run(
             kpi_command(
-                settings, date_from=args.date_from, date_to=args.date_to, by=args.by, fmt=args.fmt
-            )  # fmt: skip
+                settings,
+                date_from=args.date_from,
+                date_to=args.date_to,
+                by=args.by,
+                fmt=args.fmt,
+                today=local_today(settings, clock),
+            )
         )
         print(out)
         return 0
     if args.command == "digest":
-        return _digest(settings, secrets, now=args.now, dry_run=args.dry_run, out=args.out)
+        return _digest(settings, secrets, clock, now=args.now, dry_run=args.dry_run, out=args.out)
     return 2  # pragma: no cover - argparse requires a command
 
 
-def _run(settings: Settings, secrets: Secrets) -> int:
+def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:
     from bot.app import SupportApp, plan_channels
 
     plan = plan_channels(settings, secrets)
@@ -113,7 +126,7 @@ def _run(settings: Settings, secrets: Secrets) -> int:
         print(
             "supportbot: no channel can start (web.enabled is false). Set, in the environment:"
             "\n  - "
-            + "\n  - ".join(plan.problems[:2])
+            + "\n  - ".join(plan.off[:2])
             + "\nThen run again (see README, 'Connect Telegram / Slack').",
             file=sys.stderr,
         )
@@ -121,12 +134,12 @@ def _run(settings: Settings, secrets: Secrets) -> int:
     from bot.instance import InstanceLock
 
     with InstanceLock(settings.storage.path):
-        asyncio.run(SupportApp(settings, secrets).serve_forever())
+        asyncio.run(SupportApp(settings, secrets, clock=clock).serve_forever())
     return 0
 
 
 def _check(settings: Settings, secrets: Secrets) -> int:
-    from bot.app import plan_channels
+    from bot.app import describe_desk, plan_channels
     from bot.knowledge import KnowledgeBase
 
     kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
@@ -149,10 +162,14 @@ def _check(settings: Settings, secrets: Secrets) -> int:
     print(f"slack: {'enabled' if plan.slack else 'off'}")
     web = settings.web
     print(f"web: {f'enabled on http://{web.host}:{web.port}' if plan.web else 'off'}")
-    print(f"desk: {settings.desk}")
+    console = f"http://{web.host}:{web.port}/agent" if plan.web else None
+    alone = not (plan.telegram or plan.slack)
+    print(f"desk: {describe_desk(plan.desk, settings, console, alone=alone)}")
     digest = settings.digest
     targets = ", ".join(digest.targets) or "no targets"
     print(f"digest: {'on' if digest.enabled else 'off'} — '{digest.schedule}' → {targets}")
+    for hint in plan.off:
+        print(f"off: {hint}")
     for problem in plan.problems:
         print(f"warning: {problem}")
     return 0
@@ -196,35 +213,45 @@ def _kb_eval(settings: Settings, dataset: Path | None) -> int:
 
 
 def _digest(
-    settings: Settings, secrets: Secrets, *, now: bool, dry_run: bool, out: Path | None
+    settings: Settings,
+    secrets: Secrets,
+    clock: Clock,
+    *,
+    now: bool,
+    dry_run: bool,
+    out: Path | None,
 ) -> int:
     from bot.digest import digest_command
 
     if dry_run:
-        print(asyncio.run(digest_command(settings, now=False, dry_run=True, out=out)))
+        chart = out or _temporary_chart()
+        print(
+            asyncio.run(digest_command(settings, now=False, dry_run=True, out=chart, clock=clock))
+        )
         return 0
-    print(asyncio.run(_post_digest(settings, secrets, out)))
+    print(asyncio.run(_post_digest(settings, secrets, clock, now=now)))
     return 0
 
 
-async def _post_digest(settings: Settings, secrets: Secrets, out: Path | None) -> str:
-    """Start the configured platforms just long enough to post the digest."""
-    from bot.app import SupportApp
+def _temporary_chart() -> Path:
+    """A new file in the system's temporary folder: a preview never litters the working tree."""
+    fd, name = tempfile.mkstemp(prefix="supportbot-digest-", suffix=".png")
+    os.close(fd)
+    return Path(name)
+
+
+async def _post_digest(settings: Settings, secrets: Secrets, clock: Clock, *, now: bool) -> str:
+    """Connect to the target platforms only to post: no polling, no socket, no web server."""
+    from bot.app import digest_publishers
     from bot.digest import digest_command
 
-    app = SupportApp(settings, secrets)
-    transports = app.build_transports()
-    publishers = {t.platform: t for t in transports if hasattr(t, "platform")}
-    for transport in transports:
-        await transport.start()
-    try:
+    if not settings.digest.targets:
+        raise ConfigError("digest.targets", "no target to post to: add e.g. slack:C0123ABC")
+    async with digest_publishers(settings, secrets) as publishers:
         result: str = await digest_command(
-            settings, now=True, dry_run=False, out=out, publishers=publishers
+            settings, now=now, dry_run=False, out=None, publishers=publishers, clock=clock
         )
         return result
-    finally:
-        for transport in transports:
-            await transport.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from babel.dates import format_date
 
 from bot.chart import Spread, TrendPoint, render_chart
-from bot.clock import Clock, SystemClock, from_ms, to_ms
+from bot.clock import Clock, from_ms, to_ms
 from bot.config import Settings
 from bot.errors import ConfigError, DeliveryError, PermanentDeliveryError, StorageError
 from bot.kpi import NONE_KEY, Figures, Group, KpiReport, Period
@@ -603,17 +603,17 @@ async def digest_command(
     now: bool,
     dry_run: bool,
     out: Path | None,
+    clock: Clock,
     publishers: Mapping[str, DigestPublisher] | None = None,
-    clock: Clock | None = None,
 ) -> str:
-    """``supportbot digest``: --dry-run prints it and writes the chart; --now posts it.
+    """``supportbot digest``: --dry-run prints it and writes the chart to ``out``; --now
+    posts it.
 
     --now posts the last full period even if it was already posted; without either
-    flag the latest scheduled digest is posted if it has not been yet.
+    flag the latest scheduled digest is posted if it has not been yet. "Now" is ``clock``'s.
     """
     from storage.database import Database
 
-    clock = clock or SystemClock()
     path = settings.storage.path
     if not await asyncio.to_thread(_exists, path):
         raise StorageError(f"no database at {path} (start the bot once, or pass --config)")
@@ -624,10 +624,10 @@ async def digest_command(
         service = DigestService(settings, db, publishers or {}, clock)
         if dry_run:
             content = await service.compose(digest_period(settings, clock.now()))
-            target = out or Path("digest.png")
-            if content.chart is not None:
-                await asyncio.to_thread(target.write_bytes, content.chart)
-            return f"{content.text}\n\n[chart: {target}]"
+            if content.chart is None or out is None:
+                return content.text
+            await asyncio.to_thread(out.write_bytes, content.chart)
+            return f"{content.text}\n\n[chart: {out}]"
         if now:
             outcome: DigestOutcome | None = await service.send(
                 digest_period(settings, clock.now()).end, force=True

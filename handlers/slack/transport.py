@@ -108,16 +108,13 @@ class SlackTransport:
         ack_budget: float = 2.0,
         connect_timeout: float = 10.0,
     ) -> None:
-        if settings.mode == "http" and not signing_secret:
-            raise ConfigError("slack.mode", "http mode needs SLACK_SIGNING_SECRET")
-        if settings.mode == "socket" and not app_token:
-            raise ConfigError("slack.mode", "socket mode needs SLACK_APP_TOKEN (xapp-…)")
         self.settings = settings
         self.language = language if language in render.LABELS else "en"
         self._texts = Texts(self.language)
         self._on_event = on_event
         self._kpi_summary = kpi_summary
         self._app_token = app_token
+        self._signing_secret = signing_secret
         self._ack_budget = ack_budget
         self._connect_timeout = connect_timeout
         self._members_ttl = members_ttl
@@ -177,6 +174,20 @@ class SlackTransport:
 
     async def start(self) -> None:
         """Learn who we are, then listen (Socket Mode connection or HTTP endpoint)."""
+        # Checked here, not when built: posting alone (``connect``) needs only the bot token.
+        if self.settings.mode == "http" and not self._signing_secret:
+            raise ConfigError("slack.mode", "http mode needs SLACK_SIGNING_SECRET")
+        if self.settings.mode == "socket" and not self._app_token:
+            raise ConfigError("slack.mode", "socket mode needs SLACK_APP_TOKEN (xapp-…)")
+        await self.connect()
+        if self.settings.mode == "socket":
+            await self._start_socket()
+        else:
+            await self._start_http()
+
+    async def connect(self) -> None:
+        """The Web API client and our identity (auth.test): enough to post (``supportbot
+        digest`` needs no more), while nothing is received until ``start`` listens."""
         if self.client.session is None or self.client.session.closed:
             # slack_sdk opens a new HTTP connection per call unless given a session: one
             # kept-alive session instead (half again as many replies a second under load: bench/).
@@ -190,10 +201,6 @@ class SlackTransport:
             raise ConfigError("SLACK_BOT_TOKEN", f"Slack refused the bot token ({exc})") from None
         except DeliveryError as exc:
             log.warning("slack: auth.test failed (%s); will retry on the first event", exc)
-        if self.settings.mode == "socket":
-            await self._start_socket()
-        else:
-            await self._start_http()
 
     async def _start_socket(self) -> None:
         app_token = self._app_token or ""

@@ -174,16 +174,8 @@ class TelegramTransport:
                 "telegram.mode",
                 "webhook mode needs telegram.webhook_url and TELEGRAM_WEBHOOK_SECRET",
             )
-        try:
-            await self.application.initialize()
-        except InvalidToken:
-            raise ConfigError("TELEGRAM_BOT_TOKEN", "Telegram refused this bot token") from None
-        except TelegramError as exc:
-            raise TransientDeliveryError(
-                f"cannot reach Telegram at {settings.api_url}: {exc.message}"
-            ) from None
+        await self.connect()
         me = self.bot.bot
-        self.translator.bot_id, self.translator.bot_username = me.id, me.username
         await self._inspect_desk()
         await self.application.start()
         if webhook:
@@ -191,6 +183,20 @@ class TelegramTransport:
         else:
             await self._poller.start()
         log.info("telegram: connected as @%s (%s)", me.username, settings.mode)
+
+    async def connect(self) -> None:
+        """getMe and the HTTP clients: enough to send (``supportbot digest`` needs no more),
+        while nothing is received until ``start`` polls or serves the webhook."""
+        try:
+            await self.application.initialize()
+        except InvalidToken:
+            raise ConfigError("TELEGRAM_BOT_TOKEN", "Telegram refused this bot token") from None
+        except TelegramError as exc:
+            raise TransientDeliveryError(
+                f"cannot reach Telegram at {self.settings.api_url}: {exc.message}"
+            ) from None
+        me = self.bot.bot
+        self.translator.bot_id, self.translator.bot_username = me.id, me.username
 
     async def stop(self) -> None:
         app = self.application

@@ -13,7 +13,6 @@ import hmac
 import logging
 import os
 import secrets
-import time
 from pathlib import Path
 
 from bot.errors import ConfigError
@@ -53,17 +52,18 @@ class Signer:
             return None
         return value.removeprefix("v1:")
 
-    def session(self, agent: str, now: float | None = None) -> str:
-        expires = int((now if now is not None else time.time()) + SESSION_TTL_S)
+    def session(self, agent: str, now: float) -> str:
+        """A session cookie for ``agent``, valid ``SESSION_TTL_S`` from ``now`` (the app
+        clock's epoch seconds)."""
+        expires = int(now + SESSION_TTL_S)
         return self.sign(f"s1:{agent}:{expires}")
 
-    def session_agent(self, cookie: str, now: float | None = None) -> str | None:
+    def session_agent(self, cookie: str, now: float) -> str | None:
         value = self.verify(cookie)
         if value is None or not value.startswith("s1:"):
             return None
         agent, _, expires = value.removeprefix("s1:").rpartition(":")
-        current = now if now is not None else time.time()
-        if not expires.isdigit() or int(expires) < current:
+        if not expires.isdigit() or int(expires) < now:
             return None
         return agent
 

@@ -95,7 +95,7 @@ class Console:
             return self.keys.agent_for(header.removeprefix("Bearer ").strip())
         cookie = request.cookies.get(COOKIE)
         if cookie:
-            name = self.signer.session_agent(cookie)
+            name = self.signer.session_agent(cookie, self._epoch_s())
             if name in self.keys:
                 return name
         return None
@@ -119,6 +119,10 @@ class Console:
         request[AGENT] = name
         return await handler(request)
 
+    def _epoch_s(self) -> float:
+        """Now, by the app's clock: session cookies expire on it, not on the wall clock."""
+        return self.transport.clock.now().timestamp()
+
     def _me_of(self, request: web.Request) -> str:
         """The agent of a request that passed ``guard`` (checked there, once)."""
         return request[AGENT]
@@ -138,7 +142,7 @@ class Console:
         response = web.json_response({"agent": name})
         response.set_cookie(
             COOKIE,
-            self.signer.session(name),
+            self.signer.session(name, self._epoch_s()),
             max_age=SESSION_TTL_S,
             httponly=True,
             samesite="Strict",
