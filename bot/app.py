@@ -199,6 +199,7 @@ async def digest_publishers(
                 bot_token=secrets.slack_bot_token,
                 on_event=_no_events,
                 language=settings.language,
+                listen=False,
             )
         else:
             log.warning("digest: slack targets need SLACK_BOT_TOKEN in the environment")

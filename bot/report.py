@@ -265,11 +265,9 @@ def render_table(
     console, buffer = _console(width)
     start, end = report.period.start, report.period.end
     last_day = (end.astimezone(start.tzinfo) - timedelta(microseconds=1)).date()
-    title = t(
-        "report_title_today" if today is not None and last_day == today else "report_title",
-        period=t.period(start, end),
-        tz=start.tzinfo,
-    )
+    title = t("report_title", period=t.period(start, end), tz=start.tzinfo)
+    if today is not None and last_day == today:
+        title += "\n" + t("report_today")
     table = Table(title=title, box=box.SIMPLE_HEAD, show_lines=False, title_justify="left")
     table.add_column(t("col_kpi"), no_wrap=True)
     table.add_column(t("col_value"), overflow="fold")

@@ -107,14 +107,21 @@ class SlackTransport:
         people_ttl: float = 3600.0,
         ack_budget: float = 2.0,
         connect_timeout: float = 10.0,
+        listen: bool = True,
     ) -> None:
+        """``listen=False``: only ``connect`` and post (``supportbot digest``), for which
+        the bot token is enough."""
+        if listen and settings.mode == "http" and not signing_secret:
+            raise ConfigError("slack.mode", "http mode needs SLACK_SIGNING_SECRET")
+        if listen and settings.mode == "socket" and not app_token:
+            raise ConfigError("slack.mode", "socket mode needs SLACK_APP_TOKEN (xapp-…)")
+        self._listen = listen
         self.settings = settings
         self.language = language if language in render.LABELS else "en"
         self._texts = Texts(self.language)
         self._on_event = on_event
         self._kpi_summary = kpi_summary
         self._app_token = app_token
-        self._signing_secret = signing_secret
         self._ack_budget = ack_budget
         self._connect_timeout = connect_timeout
         self._members_ttl = members_ttl
@@ -174,11 +181,8 @@ class SlackTransport:
 
     async def start(self) -> None:
         """Learn who we are, then listen (Socket Mode connection or HTTP endpoint)."""
-        # Checked here, not when built: posting alone (``connect``) needs only the bot token.
-        if self.settings.mode == "http" and not self._signing_secret:
-            raise ConfigError("slack.mode", "http mode needs SLACK_SIGNING_SECRET")
-        if self.settings.mode == "socket" and not self._app_token:
-            raise ConfigError("slack.mode", "socket mode needs SLACK_APP_TOKEN (xapp-…)")
+        if not self._listen:
+            raise RuntimeError("built with listen=False: connect() and post only")
         await self.connect()
         if self.settings.mode == "socket":
             await self._start_socket()

@@ -124,6 +124,9 @@ class TelegramTransport:
         self._runner: web.AppRunner | None = None
         self.webhook_port: int | None = None
         api = settings.api_url.rstrip("/")
+        # Kept: PTB does not close them when initialize() fails (getMe refused).
+        self._requests = (AiohttpRequest(HTTP_CONNECTIONS, pool_timeout=HTTP_POOL_WAIT_S),
+                          AiohttpRequest(1))  # fmt: skip
         builder = (
             Application.builder()
             .token(token)
@@ -131,8 +134,8 @@ class TelegramTransport:
             .base_file_url(f"{api}/file/bot")
             .rate_limiter(ChatPacer(limits))
             .concurrent_updates(PerChatUpdates())
-            .request(AiohttpRequest(HTTP_CONNECTIONS, pool_timeout=HTTP_POOL_WAIT_S))
-            .get_updates_request(AiohttpRequest(1))
+            .request(self._requests[0])
+            .get_updates_request(self._requests[1])
             .job_queue(None)
         )
         builder = builder.updater(None)  # polling is ConfirmingPoller's, webhook our route's
@@ -189,12 +192,17 @@ class TelegramTransport:
         while nothing is received until ``start`` polls or serves the webhook."""
         try:
             await self.application.initialize()
-        except InvalidToken:
-            raise ConfigError("TELEGRAM_BOT_TOKEN", "Telegram refused this bot token") from None
-        except TelegramError as exc:
-            raise TransientDeliveryError(
-                f"cannot reach Telegram at {self.settings.api_url}: {exc.message}"
-            ) from None
+        except BaseException as exc:
+            # PTB leaves its HTTP sessions open when initialize() fails: close them here.
+            for request in self._requests:
+                await request.shutdown()
+            if isinstance(exc, InvalidToken):
+                raise ConfigError("TELEGRAM_BOT_TOKEN", "Telegram refused this bot token") from None
+            if isinstance(exc, TelegramError):
+                raise TransientDeliveryError(
+                    f"cannot reach Telegram at {self.settings.api_url}: {exc.message}"
+                ) from None
+            raise
         me = self.bot.bot
         self.translator.bot_id, self.translator.bot_username = me.id, me.username
 
