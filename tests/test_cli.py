@@ -9,9 +9,9 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,17 +128,41 @@ def test_kb_ask_human_output(project: Path, capsys: pytest.CaptureFixture[str]) 
     assert "score" in capsys.readouterr().out
 
 
-def test_console_script_is_installed(project: Path) -> None:
+@dataclass(frozen=True)
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+PROMPTLY_S = 60.0  # a generous bound: a hanging process is killed and the test fails
+
+
+async def supportbot(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Done:
+    """The installed console script as a user runs it, killed after ``PROMPTLY_S``.
+
+    asyncio's child watcher, not ``subprocess.run(timeout=…)``: that polls with time.sleep,
+    which libfaketime breaks (EINVAL) under ``make test-dates``.
+    """
     exe = Path(sys.executable).parent / "supportbot"
-    env = {k: v for k, v in os.environ.items() if k not in TOKENS}
-    done = subprocess.run(
-        [str(exe), "--config", str(project / "config.yaml"), "kb", "ask", "--json", "facture"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    base = {k: v for k, v in os.environ.items() if k not in TOKENS}
+    proc = await asyncio.create_subprocess_exec(
+        str(exe), *args, cwd=cwd, env={**base, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), PROMPTLY_S)
+    finally:
+        if proc.returncode is None:  # timed out: the test fails, the process goes
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return Done(proc.returncode, out.decode(), err.decode())
+
+
+async def test_console_script_is_installed(project: Path) -> None:
+    config = str(project / "config.yaml")
+    done = await supportbot(project, "--config", config, "kb", "ask", "--json", "facture")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["id"]
 
@@ -173,29 +197,20 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _supportbot(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).parent / "supportbot"
-    env = {k: v for k, v in os.environ.items() if k not in TOKENS}
-    return subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False,
-        cwd=project,
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize("schedule", ["0 25 * * mon", "0 9 * * lundi"])
-def test_run_with_an_invalid_cron_exits_2_at_once(project: Path, schedule: str) -> None:
+async def test_run_with_an_invalid_cron_exits_2_at_once(project: Path, schedule: str) -> None:
     config = project / "cron.yaml"
     config.write_text(
         f'web:\n  port: {_free_port()}\ndigest:\n  schedule: "{schedule}"\n  targets: '
         '["slack:C1"]\n',
         encoding="utf-8",
     )
-    done = _supportbot(project, "run", "--config", str(config))
+    done = await supportbot(project, "run", "--config", str(config))
     assert done.returncode == 2, done.stderr
     assert "digest.schedule" in done.stderr
 
 
-def test_run_with_a_busy_port_exits_2_at_once_naming_the_key(project: Path) -> None:
+async def test_run_with_a_busy_port_exits_2_at_once_naming_the_key(project: Path) -> None:
     """A start-up error after the database is open used to print and then hang."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -203,7 +218,7 @@ def test_run_with_a_busy_port_exits_2_at_once_naming_the_key(project: Path) -> N
         port = busy.getsockname()[1]
         config = project / "busy.yaml"
         config.write_text(f"web:\n  enabled: true\n  port: {port}\n", encoding="utf-8")
-        done = _supportbot(project, "run", "--config", str(config))
+        done = await supportbot(project, "run", "--config", str(config))
     assert done.returncode == 2, done.stderr
     assert "web.port" in done.stderr
     assert "cannot listen" in done.stderr
@@ -219,23 +234,12 @@ async def test_run_refused_by_telegram_exits_2_and_frees_the_web_port(project: P
             f"web:\n  port: {port}\ntelegram:\n  enabled: true\n  api_url: {tg.url}\n",
             encoding="utf-8",
         )
-        exe = Path(sys.executable).parent / "supportbot"
-        env = {k: v for k, v in os.environ.items() if k not in TOKENS}
-        env["TELEGRAM_BOT_TOKEN"] = "42:not-the-servers-token"
-        proc = await asyncio.create_subprocess_exec(
-            str(exe), "run", "--config", str(config), cwd=project, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), 60)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        token = {"TELEGRAM_BOT_TOKEN": "42:not-the-servers-token"}
+        done = await supportbot(project, "run", "--config", str(config), env=token)
         assert tg.calls_to("getMe")  # it did get that far
-    assert proc.returncode == 2, err.decode()
-    assert "TELEGRAM_BOT_TOKEN" in err.decode()
-    assert "web channel on" in err.decode()  # the port had been opened…
+    assert done.returncode == 2, done.stderr
+    assert "TELEGRAM_BOT_TOKEN" in done.stderr
+    assert "web channel on" in done.stderr  # the port had been opened…
     with socket.socket() as again:  # …and is free again
         again.bind(("127.0.0.1", port))
 
