@@ -280,20 +280,23 @@ class SupportApp:
         kb = KnowledgeBase.load(settings.knowledge.path, settings.knowledge.threshold)
         self._db = await Database.open(settings.storage.path, settings.storage.busy_timeout)
         store = SqliteStore(self._db)
+        plan: ChannelPlan | None = None
         if self._given_transports is None:
             plan = plan_channels(settings, self.secrets)
-            self.transports = self.build_transports(plan)
             desk_name = plan.desk
-            alone = not (plan.telegram or plan.slack)
         else:
-            self.transports = list(self._given_transports)
             desk_name = settings.desk
             if desk_name == "auto":
-                desk_name = next((t.desk for t in self.transports if hasattr(t, "desk")), "web")
-            alone = False
+                given = self._given_transports
+                desk_name = next((t.desk for t in given if hasattr(t, "desk")), "web")
         if desk_name is not None and desk_name != settings.desk:
             # Everything built from here on sees where agents actually work.
             self.settings = settings = settings.model_copy(update={"desk": desk_name})
+        if plan is None:
+            self.transports = list(self._given_transports or ())
+        else:
+            self.transports = self.build_transports(plan)
+        alone = plan is not None and not (plan.telegram or plan.slack)
         customers = {t.channel: t for t in self.transports if hasattr(t, "channel")}
         # No transport is the "web" desk: console agents work from SQLite, without a thread.
         desk = next((t for t in self.transports if getattr(t, "desk", None) == desk_name), None)
