@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -224,20 +222,10 @@ def _digest(
     from bot.digest import digest_command
 
     if dry_run:
-        chart = out or _temporary_chart()
-        print(
-            asyncio.run(digest_command(settings, now=False, dry_run=True, out=chart, clock=clock))
-        )
+        print(asyncio.run(digest_command(settings, now=False, dry_run=True, out=out, clock=clock)))
         return 0
     print(asyncio.run(_post_digest(settings, secrets, clock, now=now)))
     return 0
-
-
-def _temporary_chart() -> Path:
-    """A new file in the system's temporary folder: a preview never litters the working tree."""
-    fd, name = tempfile.mkstemp(prefix="supportbot-digest-", suffix=".png")
-    os.close(fd)
-    return Path(name)
 
 
 async def _post_digest(settings: Settings, secrets: Secrets, clock: Clock, *, now: bool) -> str:

@@ -29,6 +29,7 @@ import logging
 import os
 import secrets
 import socket
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -582,6 +583,13 @@ def _exists(path: Path) -> bool:
     return str(path) == ":memory:" or path.exists()
 
 
+def _temporary_chart() -> Path:
+    """A new file in the system's temporary folder, for a preview's chart."""
+    fd, name = tempfile.mkstemp(prefix="supportbot-digest-", suffix=".png")
+    os.close(fd)
+    return Path(name)
+
+
 def describe(outcome: DigestOutcome | None, language: str = "en") -> str:
     if outcome is None:
         return "No digest is due."
@@ -606,8 +614,8 @@ async def digest_command(
     clock: Clock,
     publishers: Mapping[str, DigestPublisher] | None = None,
 ) -> str:
-    """``supportbot digest``: --dry-run prints it and writes the chart to ``out``; --now
-    posts it.
+    """``supportbot digest``: --dry-run prints it and writes the chart to ``out`` (default:
+    a new temporary file, never the working tree); --now posts it.
 
     --now posts the last full period even if it was already posted; without either
     flag the latest scheduled digest is posted if it has not been yet. "Now" is ``clock``'s.
@@ -624,10 +632,11 @@ async def digest_command(
         service = DigestService(settings, db, publishers or {}, clock)
         if dry_run:
             content = await service.compose(digest_period(settings, clock.now()))
-            if content.chart is None or out is None:
+            if content.chart is None:
                 return content.text
-            await asyncio.to_thread(out.write_bytes, content.chart)
-            return f"{content.text}\n\n[chart: {out}]"
+            target: Path = out if out is not None else await asyncio.to_thread(_temporary_chart)
+            await asyncio.to_thread(target.write_bytes, content.chart)
+            return f"{content.text}\n\n[chart: {target}]"
         if now:
             outcome: DigestOutcome | None = await service.send(
                 digest_period(settings, clock.now()).end, force=True
