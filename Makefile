@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint types unit browser screenshots bench kb-eval clean
+.PHONY: run test check lint types unit browser faketime test-dates screenshots bench kb-eval clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,27 @@ browser:
 
 unit: $(STAMP) browser
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -q
+
+## The whole suite with the clock moved far from today (libfaketime, by an offset so that
+## the subprocesses of the tests share one clock; monotonic clocks left alone): two Europe/Paris
+## daylight-saving days and a New Year's Eve. One date: `make test-dates DATES=2027-12-31T23:30:00Z`.
+DATES ?= 2027-03-28T01:30:00Z 2027-03-28T12:00:00Z 2027-10-31T01:30:00Z 2027-10-31T12:00:00Z 2027-12-31T23:30:00Z
+
+faketime:
+	command -v faketime >/dev/null || (apt-get update -qq && apt-get install -y -qq faketime)
+
+test-dates: $(STAMP) browser faketime
+	@lib=$$(dpkg -L libfaketime | grep '/libfaketime\.so\.1$$' | head -n 1); \
+	test -n "$$lib" || { echo "libfaketime.so.1 not found (dpkg -L libfaketime)"; exit 1; }; \
+	for at in $(DATES); do \
+	  offset=$$(( $$(date -d "$$at" +%s) - $$(date +%s) )); \
+	  case $$offset in -*) ;; *) offset="+$$offset" ;; esac; \
+	  echo "== the suite at $$at (FAKETIME=$$offset)"; \
+	  env LD_PRELOAD="$$lib" FAKETIME="$$offset" DONT_FAKE_MONOTONIC=1 \
+	    FAKETIME_DONT_FAKE_MONOTONIC=1 FAKETIME_FORCE_MONOTONIC_FIX=0 \
+	    NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost \
+	    $(BIN)/pytest -q -x || exit 1; \
+	done
 
 ## The README's screenshots (docs/screenshots/), from the browser test; `make unit` writes
 ## them to out/screenshots/ instead, so a test run leaves the tree clean.

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,12 +43,20 @@ class Transport(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ChannelPlan:
-    """Which platforms run, decided from settings and the environment."""
+    """Which platforms run and where agents work, decided from settings and the environment.
+
+    ``off`` says how to turn on each channel that stays off (a hint, not a fault: the web
+    channel alone is a working product); ``problems`` are settings that do not do what
+    they say (warnings). ``desk`` is where agents actually work: "telegram", "slack",
+    "web" (the console) or None (nobody: the web channel is off too).
+    """
 
     telegram: bool
     slack: bool
     problems: tuple[str, ...] = ()
     web: bool = False
+    off: tuple[str, ...] = ()
+    desk: str | None = None
 
     @property
     def any(self) -> bool:
@@ -57,7 +65,7 @@ class ChannelPlan:
 
 def plan_channels(settings: Settings, secrets: Secrets) -> ChannelPlan:
     """Decide which channels start; explain exactly what is missing for the others."""
-    problems: list[str] = []
+    off: list[str] = []
     telegram = False
     tg = settings.telegram
     if tg.enabled is not False:
@@ -74,7 +82,7 @@ def plan_channels(settings: Settings, secrets: Secrets) -> ChannelPlan:
                 "telegram.enabled", "is true but TELEGRAM_BOT_TOKEN is not set in the environment"
             )
         else:
-            problems.append("Telegram: set TELEGRAM_BOT_TOKEN (the token from @BotFather)")
+            off.append("Telegram: set TELEGRAM_BOT_TOKEN (the token from @BotFather)")
     slack = False
     sl = settings.slack
     if sl.enabled is not False:
@@ -91,22 +99,122 @@ def plan_channels(settings: Settings, secrets: Secrets) -> ChannelPlan:
                 f"is true but {' and '.join(needed)} is not set in the environment",
             )
         else:
-            problems.append(f"Slack ({sl.mode} mode): set {' and '.join(needed)}")
+            off.append(f"Slack ({sl.mode} mode): set {' and '.join(needed)}")
     web = settings.web.enabled is not False
-    if not desk_configured(settings):
-        where = "telegram.agents_chat_id" if settings.desk == "telegram" else "slack.agents_channel"
-        reach = "only the web console" if web else "no agent"
-        problems.append(f"desk is {settings.desk} but {where} is not set: handoffs reach {reach}")
-    return ChannelPlan(telegram=telegram, slack=slack, problems=tuple(problems), web=web)
+    running = {"telegram": telegram, "slack": slack, "web": web}
+    desk, problems = _resolve_desk(settings, running)
+    return ChannelPlan(telegram, slack, tuple(problems), web, tuple(off), desk)
 
 
-def desk_configured(settings: Settings) -> bool:
-    """Whether the chosen desk names the group/channel where agents work."""
+_DESK_KEYS = {"telegram": "telegram.agents_chat_id", "slack": "slack.agents_channel"}
+
+
+def _resolve_desk(settings: Settings, running: Mapping[str, bool]) -> tuple[str | None, list[str]]:
+    """Where agents work: the configured desk when it can work, else the web console.
+
+    ``desk: auto`` (the default) takes Telegram or Slack when that platform runs and names
+    its agents' group/channel, else the console: a start with no token at all has the web
+    console as its desk. A desk named explicitly that cannot work is a warning.
+    """
+    fallback = "web" if running["web"] else None
+    if settings.desk == "auto":
+        for name in ("telegram", "slack"):
+            if running[name] and desk_configured(settings, name):
+                return name, []
+        return fallback, []
     if settings.desk == "web":
-        return True  # the console needs no external group/channel
-    if settings.desk == "telegram":
+        return fallback, [] if running["web"] else [
+            "desk is web but web.enabled is false: handoffs reach no agent"
+        ]
+    name = settings.desk
+    if running[name] and desk_configured(settings, name):
+        return name, []
+    why = f"{_DESK_KEYS[name]} is not set" if running[name] else f"{name} is not connected"
+    reach = "only the web console" if fallback else "no agent"
+    return fallback, [f"desk is {name} but {why}: handoffs reach {reach}"]
+
+
+def desk_configured(settings: Settings, desk: str | None = None) -> bool:
+    """Whether ``desk`` (default: the configured one) names the group/channel where agents
+    work; the console needs none."""
+    desk = desk or settings.desk
+    if desk == "telegram":
         return settings.telegram.agents_chat_id is not None
-    return bool(settings.slack.agents_channel)
+    if desk == "slack":
+        return bool(settings.slack.agents_channel)
+    return True
+
+
+def describe_desk(
+    desk: str | None, settings: Settings, console: str | None, *, alone: bool = False
+) -> str:
+    """Where agents work, in words: the console's address, the group or the channel.
+
+    ``console`` is the console's URL when the web channel listens; ``alone`` says that no
+    Telegram or Slack token is set (the zero-configuration start).
+    """
+    if desk == "web" and console is not None:
+        why = " (no Telegram or Slack token set)" if alone else ""
+        return f"the web console at {console}{why}"
+    if desk == "telegram":
+        return f"Telegram group {settings.telegram.agents_chat_id}"
+    if desk == "slack":
+        return f"Slack channel {settings.slack.agents_channel}"
+    return "none (handoffs reach no agent)"
+
+
+async def _no_events(event: Any) -> Any:
+    """The event sink of a connection that only posts: it never listens, so never called."""
+    raise RuntimeError(f"an outbound-only connection received {type(event).__name__}")
+
+
+@contextlib.asynccontextmanager
+async def digest_publishers(
+    settings: Settings, secrets: Secrets
+) -> AsyncIterator[dict[str, DigestPublisher]]:
+    """Connections that only post, to the platforms the digest targets name.
+
+    ``supportbot digest`` runs beside the bot: it must not poll Telegram (two pollers
+    steal each other's updates), open a Socket Mode connection, or serve the web port.
+    Telegram needs only TELEGRAM_BOT_TOKEN and Slack only SLACK_BOT_TOKEN here; a platform
+    left out (disabled, or no token) makes its targets fail with the reason in the output.
+    """
+    wanted = {target.partition(":")[0] for target in settings.digest.targets}
+    built: dict[str, Any] = {}
+    if "telegram" in wanted and settings.telegram.enabled is not False:
+        if secrets.telegram_bot_token:
+            from handlers.telegram import TelegramTransport
+
+            built["telegram"] = TelegramTransport(
+                settings.telegram, secrets.telegram_bot_token, _no_events, settings.language
+            )
+        else:
+            log.warning("digest: telegram targets need TELEGRAM_BOT_TOKEN in the environment")
+    if "slack" in wanted and settings.slack.enabled is not False:
+        if secrets.slack_bot_token:
+            from handlers.slack import SlackTransport
+
+            built["slack"] = SlackTransport(
+                settings.slack,
+                bot_token=secrets.slack_bot_token,
+                on_event=_no_events,
+                language=settings.language,
+                listen=False,
+            )
+        else:
+            log.warning("digest: slack targets need SLACK_BOT_TOKEN in the environment")
+    connected: list[Any] = []
+    try:
+        for publisher in built.values():
+            connected.append(publisher)
+            await publisher.connect()
+        yield dict(built)
+    finally:
+        for publisher in reversed(connected):
+            try:
+                await publisher.stop()
+            except Exception:
+                log.exception("error while disconnecting %s", type(publisher).__name__)
 
 
 @dataclass
@@ -144,6 +252,7 @@ class SupportApp:
         self._digest: Any = None
         self.privacy: Any = None  # bot.privacy.PrivacyService once started
         self._stopped = asyncio.Event()
+        self._running = False  # start() completed
 
     @property
     def digest(self) -> Any:
@@ -156,6 +265,15 @@ class SupportApp:
         return self.components.engine
 
     async def start(self) -> None:
+        """Build and start everything; on any error, release what was started (ports, the
+        database, background tasks) before raising, so that the process can exit."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         from storage.conversations import SqliteStore
         from storage.database import Database
 
@@ -163,12 +281,26 @@ class SupportApp:
         kb = KnowledgeBase.configured(settings)
         self._db = await Database.open(settings.storage.path, settings.storage.busy_timeout)
         store = SqliteStore(self._db)
-        self.transports = list(self._given_transports or self.build_transports())
+        plan: ChannelPlan | None = None
+        if self._given_transports is None:
+            plan = plan_channels(settings, self.secrets)
+            desk_name = plan.desk
+        else:
+            desk_name = settings.desk
+            if desk_name == "auto":
+                given = self._given_transports
+                desk_name = next((t.desk for t in given if hasattr(t, "desk")), "web")
+        if desk_name is not None and desk_name != settings.desk:
+            # Everything built from here on sees where agents actually work.
+            self.settings = settings = settings.model_copy(update={"desk": desk_name})
+        if plan is None:
+            self.transports = list(self._given_transports or ())
+        else:
+            self.transports = self.build_transports(plan)
+        alone = plan is not None and not (plan.telegram or plan.slack)
         customers = {t.channel: t for t in self.transports if hasattr(t, "channel")}
         # No transport is the "web" desk: console agents work from SQLite, without a thread.
-        desk = next((t for t in self.transports if getattr(t, "desk", None) == settings.desk), None)
-        if self._given_transports is None and not desk_configured(settings):
-            desk = None  # no agents' group/channel: handoffs are queued without a thread
+        desk = next((t for t in self.transports if getattr(t, "desk", None) == desk_name), None)
         publishers = {t.platform: t for t in self.transports if hasattr(t, "platform")}
         boards = [t for t in self.transports if hasattr(t, "post_alert")]  # the web console
         dispatcher = Dispatcher(
@@ -185,7 +317,7 @@ class SupportApp:
             settings,
             self.clock,
             dispatcher,
-            desk=settings.desk if desk is not None else None,
+            desk=desk_name if desk is not None else None,
             authority=desk,
         )
         self.components = Components(engine, dispatcher, customers, desk, publishers)
@@ -199,12 +331,22 @@ class SupportApp:
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
         self._tasks.append(asyncio.create_task(self._privacy_job(), name="privacy"))
         await self._start_digest(publishers)
+        self._running = True
         log.info(
-            "supportbot started: channels %s, desk %s, %d knowledge-base entries",
+            "supportbot started: channels %s; desk: %s; %d knowledge-base entries",
             ", ".join(sorted(customers)) or "none",
-            settings.desk if desk else "none",
+            describe_desk(desk_name, settings, self._console_url(customers), alone=alone),
             len(kb.entries),
         )
+
+    @staticmethod
+    def _console_url(customers: Mapping[str, Any]) -> str | None:
+        """The agent console's address, when the web channel listens."""
+        web = customers.get("web")
+        port = getattr(web, "port", None)
+        if web is None or port is None:
+            return None
+        return f"http://{web.config.host}:{port}/agent"
 
     async def _start_digest(self, publishers: dict[str, DigestPublisher]) -> None:
         if not (self.settings.digest.enabled and self.settings.digest.targets):
@@ -214,8 +356,10 @@ class SupportApp:
         self._digest = DigestService(self.settings, self._db, publishers, self.clock)
         await self._digest.start()
 
-    def build_transports(self) -> list[Any]:
-        plan = plan_channels(self.settings, self.secrets)
+    def build_transports(self, plan: ChannelPlan | None = None) -> list[Any]:
+        plan = plan or plan_channels(self.settings, self.secrets)
+        for hint in plan.off:
+            log.info("off: %s", hint)
         for problem in plan.problems:
             log.warning("%s", problem)
         built: list[Any] = []
@@ -276,7 +420,7 @@ class SupportApp:
     async def _kpi_summary(self) -> str:
         from bot.insights.report import week_summary
 
-        result: str = await week_summary(self.settings, self._db)
+        result: str = await week_summary(self.settings, self._db, now=self.clock.now())
         return result
 
     async def _customer_gone(self, item: OutboxItem) -> None:
@@ -353,8 +497,9 @@ class SupportApp:
         self._tasks.clear()
         if self._digest is not None:
             await self._digest.stop()
-        if self.components is not None:
-            # Deliver what was already decided while the platforms are still connected.
+        if self.components is not None and self._running:
+            # Deliver what was already decided while the platforms are still connected
+            # (not after a failed start: it must exit at once; the outbox resumes later).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_DRAIN_S):
                     await self.components.dispatcher.drain()
@@ -368,4 +513,5 @@ class SupportApp:
         if self._db is not None:
             await self._db.close()
             self._db = None
+        self._running = False
         log.info("supportbot stopped")

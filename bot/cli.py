@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from bot.clock import Clock, SystemClock
 from bot.config import Secrets, Settings, load_settings
 from bot.errors import AlreadyRunningError, ConfigError, KnowledgeBaseError, SupportbotError
 from bot.logs import setup_logging
@@ -40,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="supportbot",
-        description="Self-hosted customer-support bot for Telegram and Slack.",
+        description="Self-hosted customer-support bot: a website chat widget with an agent "
+        "console (no token needed), plus Telegram and Slack when their tokens are set.",
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -82,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     mode = digest.add_mutually_exclusive_group()
     mode.add_argument("--now", action="store_true", help="post the digest immediately")
     mode.add_argument("--dry-run", action="store_true", help="print it; write the chart")
-    digest.add_argument("--out", type=Path, help="chart file for --dry-run (digest.png)")
+    digest.add_argument(
+        "--out", type=Path, help="chart file for --dry-run (default: a new temporary file)"
+    )
     customer = sub.add_parser("customer", parents=[common], help="one customer's stored data")
     cust_sub = customer.add_subparsers(dest="customer_command", required=True, metavar="ACTION")
     for action, text in (
@@ -96,10 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
+    """Run one command. ``clock`` is every "now" the command uses (tests pass a fake one)."""
     # Every file the bot writes (database, lock, keys, exports) is for its owner only.
     os.umask(0o077)
     args = _parser().parse_args(argv)
+    clock = clock or SystemClock()
     config: Path = getattr(args, "config", DEFAULT_CONFIG)
     secrets = Secrets.from_env()
     setup_logging(
@@ -107,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = load_settings(config)
-        return _dispatch(args, settings, secrets)
+        return _dispatch(args, settings, secrets, clock)
     except (ConfigError, KnowledgeBaseError) as exc:
         print(f"supportbot: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -121,29 +127,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets, clock: Clock) -> int:
     if args.command == "run":
-        return _run(settings, secrets)
+        return _run(settings, secrets, clock)
     if args.command == "check":
         return _check(settings, secrets)
     if args.command == "kb":
         if args.kb_command == "ask":
             return _kb_ask(settings, args.question, as_json=args.json, lang=args.lang)
         if args.kb_command in ("gaps", "picks"):
-            return _kb_report(settings, args)
+            return _kb_report(settings, args, clock)
         return _kb_eval(settings, args)
     if args.command == "kpi":
-        from bot.insights.report import kpi_command
+        from bot.insights.report import kpi_command, local_today
 
         out = asyncio.run(
             kpi_command(
-                settings, date_from=args.date_from, date_to=args.date_to, by=args.by, fmt=args.fmt
-            )  # fmt: skip
+                settings,
+                date_from=args.date_from,
+                date_to=args.date_to,
+                by=args.by,
+                fmt=args.fmt,
+                today=local_today(settings, clock),
+            )
         )
         print(out)
         return 0
     if args.command == "digest":
-        return _digest(settings, secrets, now=args.now, dry_run=args.dry_run, out=args.out)
+        return _digest(settings, secrets, clock, now=args.now, dry_run=args.dry_run, out=args.out)
     if args.command in ("customer", "backup"):
         from bot.privacy import backup_command, customer_command
 
@@ -155,7 +166,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets) ->
     return 2  # pragma: no cover - argparse requires a command
 
 
-def _run(settings: Settings, secrets: Secrets) -> int:
+def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:
     from bot.app import SupportApp, plan_channels
 
     plan = plan_channels(settings, secrets)
@@ -163,7 +174,7 @@ def _run(settings: Settings, secrets: Secrets) -> int:
         print(
             "supportbot: no channel can start (web.enabled is false). Set, in the environment:"
             "\n  - "
-            + "\n  - ".join(plan.problems[:2])
+            + "\n  - ".join(plan.off[:2])
             + "\nThen run again (see README, 'Connect Telegram / Slack').",
             file=sys.stderr,
         )
@@ -171,12 +182,12 @@ def _run(settings: Settings, secrets: Secrets) -> int:
     from bot.instance import InstanceLock
 
     with InstanceLock(settings.storage.path):
-        asyncio.run(SupportApp(settings, secrets).serve_forever())
+        asyncio.run(SupportApp(settings, secrets, clock=clock).serve_forever())
     return 0
 
 
 def _check(settings: Settings, secrets: Secrets) -> int:
-    from bot.app import plan_channels
+    from bot.app import describe_desk, plan_channels
     from bot.knowledge import KnowledgeBase
 
     kb = KnowledgeBase.configured(settings)
@@ -199,10 +210,14 @@ def _check(settings: Settings, secrets: Secrets) -> int:
     print(f"slack: {'enabled' if plan.slack else 'off'}")
     web = settings.web
     print(f"web: {f'enabled on http://{web.host}:{web.port}' if plan.web else 'off'}")
-    print(f"desk: {settings.desk}")
+    console = f"http://{web.host}:{web.port}/agent" if plan.web else None
+    alone = not (plan.telegram or plan.slack)
+    print(f"desk: {describe_desk(plan.desk, settings, console, alone=alone)}")
     digest = settings.digest
     targets = ", ".join(digest.targets) or "no targets"
     print(f"digest: {'on' if digest.enabled else 'off'} — '{digest.schedule}' → {targets}")
+    for hint in plan.off:
+        print(f"off: {hint}")
     for problem in plan.problems:
         print(f"warning: {problem}")
     return 0
@@ -240,10 +255,15 @@ def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: st
     return 0
 
 
-def _kb_report(settings: Settings, args: argparse.Namespace) -> int:
+def _kb_report(settings: Settings, args: argparse.Namespace, clock: Clock) -> int:
     from bot.insights.gaps import gaps_command, picks_command
+    from bot.insights.report import local_today
 
-    period = {"date_from": args.date_from, "date_to": args.date_to}
+    period = {
+        "date_from": args.date_from,
+        "date_to": args.date_to,
+        "today": local_today(settings, clock),
+    }
     if args.kb_command == "gaps":
         print(asyncio.run(gaps_command(settings, fmt=args.fmt, **period)))
     else:
@@ -281,35 +301,35 @@ def _kb_eval(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _digest(
-    settings: Settings, secrets: Secrets, *, now: bool, dry_run: bool, out: Path | None
+    settings: Settings,
+    secrets: Secrets,
+    clock: Clock,
+    *,
+    now: bool,
+    dry_run: bool,
+    out: Path | None,
 ) -> int:
     from bot.insights.digest_service import digest_command
 
     if dry_run:
-        print(asyncio.run(digest_command(settings, now=False, dry_run=True, out=out)))
+        print(asyncio.run(digest_command(settings, now=False, dry_run=True, out=out, clock=clock)))
         return 0
-    print(asyncio.run(_post_digest(settings, secrets, out)))
+    print(asyncio.run(_post_digest(settings, secrets, clock, now=now)))
     return 0
 
 
-async def _post_digest(settings: Settings, secrets: Secrets, out: Path | None) -> str:
-    """Start the configured platforms just long enough to post the digest."""
-    from bot.app import SupportApp
+async def _post_digest(settings: Settings, secrets: Secrets, clock: Clock, *, now: bool) -> str:
+    """Connect to the target platforms only to post: no polling, no socket, no web server."""
+    from bot.app import digest_publishers
     from bot.insights.digest_service import digest_command
 
-    app = SupportApp(settings, secrets)
-    transports = app.build_transports()
-    publishers = {t.platform: t for t in transports if hasattr(t, "platform")}
-    for transport in transports:
-        await transport.start()
-    try:
+    if not settings.digest.targets:
+        raise ConfigError("digest.targets", "no target to post to: add e.g. slack:C0123ABC")
+    async with digest_publishers(settings, secrets) as publishers:
         result: str = await digest_command(
-            settings, now=True, dry_run=False, out=out, publishers=publishers
+            settings, now=now, dry_run=False, out=None, publishers=publishers, clock=clock
         )
         return result
-    finally:
-        for transport in transports:
-            await transport.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

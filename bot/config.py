@@ -238,8 +238,18 @@ class DigestSettings(_Section):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
+        """Checked with the parser the scheduler uses, so `check` refuses what `run` would."""
+        from apscheduler.triggers.cron import CronTrigger
+
         if len(value.split()) != 5:
             raise ValueError(f"{value!r} is not a 5-field cron expression like '0 9 * * mon'")
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a valid cron expression ({exc}); "
+                "fields: minute hour day-of-month month day-of-week, e.g. '0 9 * * mon'"
+            ) from None
         return value
 
     @field_validator("targets")
@@ -264,7 +274,8 @@ class Settings(_Section):
     telegram: TelegramSettings = TelegramSettings()
     slack: SlackSettings = SlackSettings()
     web: WebSettings = WebSettings()
-    desk: Literal["telegram", "slack", "web"] = "telegram"
+    # auto: Telegram or Slack when it runs with its agents' group/channel, else the web console
+    desk: Literal["auto", "telegram", "slack", "web"] = "auto"
     digest: DigestSettings = DigestSettings()
     privacy: PrivacySettings = PrivacySettings()
     messages: dict[Language, dict[str, str]] = Field(default_factory=dict)

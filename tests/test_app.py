@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import shutil
+import socket
 from datetime import timedelta
 from pathlib import Path
+
+import pytest
+import yaml
 
 from bot.app import SupportApp, plan_channels
 from bot.config import Secrets, Settings, settings_from_mapping
 from bot.conversation.model import Address, Agent, AgentMessage, Customer, CustomerMessage
+from bot.errors import ConfigError
 from tests.fakes.clock import FakeClock
 from tests.fakes.recording import RecordingChannel, RecordingDesk
+from tests.fakes.telegram_server import running_server
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +110,10 @@ def test_plan_channels_from_environment() -> None:
     plan = plan_channels(base, Secrets(telegram_bot_token="1:x"))
     assert plan.telegram
     assert not plan.slack
-    assert any("SLACK_BOT_TOKEN and SLACK_APP_TOKEN" in p for p in plan.problems)
+    assert any("SLACK_BOT_TOKEN and SLACK_APP_TOKEN" in p for p in plan.off)
+    assert plan.desk == "web"  # desk: slack, but Slack is not connected
+    assert plan.problems == ("desk is slack but slack is not connected: handoffs reach only "
+                             "the web console",)  # fmt: skip
     http = settings_from_mapping({"slack": {"mode": "http"}})
     plan = plan_channels(http, Secrets(slack_bot_token="xoxb-1", slack_signing_secret="s"))
     assert plan.slack
@@ -163,3 +174,83 @@ async def test_kpi_summary_for_the_slash_command_reads_the_live_database(tmp_pat
         assert "100" in summary  # one promoter, no detractor
     finally:
         await app.stop()
+
+
+def test_desk_auto_is_telegram_or_slack_when_usable_else_the_console() -> None:
+    tg_desk = {"agents_chat_id": -100123}
+    cases: list[tuple[dict[str, object], Secrets, str | None, int]] = [
+        # (settings, secrets, desk expected, warnings expected)
+        ({}, Secrets(), "web", 0),  # the zero-configuration start
+        ({"telegram": tg_desk}, Secrets(telegram_bot_token="1:x"), "telegram", 0),
+        ({}, Secrets(telegram_bot_token="1:x"), "web", 0),  # no agents' group named: console
+        (
+            {"slack": {"agents_channel": "C1", "mode": "http"}},
+            Secrets(slack_bot_token="xoxb-1", slack_signing_secret="s"),
+            "slack",
+            0,
+        ),  # fmt: skip
+        ({"desk": "telegram"}, Secrets(), "web", 1),  # named, not connected: said, then console
+        (
+            {"desk": "telegram", "web": {"enabled": False}},
+            Secrets(telegram_bot_token="1:x"),
+            None,
+            1,
+        ),  # fmt: skip
+        ({"desk": "web", "web": {"enabled": False}}, Secrets(telegram_bot_token="1:x"), None, 1),
+        ({"desk": "web", "telegram": tg_desk}, Secrets(telegram_bot_token="1:x"), "web", 0),
+    ]
+    for data, secrets, desk, warnings in cases:
+        plan = plan_channels(settings_from_mapping(data), secrets)
+        assert (plan.desk, len(plan.problems)) == (desk, warnings), (data, plan)
+
+
+async def test_zero_configuration_start_says_in_one_line_that_the_console_is_the_desk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shipped config.yaml and no token: no warning, one line naming the console."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    config["storage"]["path"] = str(tmp_path / "supportbot.db")
+    config["knowledge"]["path"] = str(ROOT / "knowledge.yaml")
+    config["web"]["port"] = 0
+    app = SupportApp(settings_from_mapping(config), Secrets(), clock=FakeClock())
+    caplog.set_level(logging.INFO)
+    await app.start()
+    try:
+        web = app.components.customers["web"] if app.components else None
+        port = getattr(web, "port", None)
+        assert port
+        assert app.engine.settings.desk == "web"  # what the engine (alerts…) goes by
+        records = [r for r in caplog.records if r.name.startswith(("bot", "handlers"))]
+        warnings = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+        assert [w for w in warnings if "generated an agent key" not in w] == []  # first start
+        desk_lines = [r.getMessage() for r in records if "desk" in r.getMessage()]
+        assert desk_lines == [
+            f"supportbot started: channels web; desk: the web console at "
+            f"http://127.0.0.1:{port}/agent (no Telegram or Slack token set); "
+            f"{len(app.engine.kb.entries)} knowledge-base entries"
+        ]
+    finally:
+        await app.stop()
+
+
+async def test_a_failed_start_releases_the_port_and_the_database(tmp_path: Path) -> None:
+    """Telegram refuses the token after the web server listens: all is released, so that
+    ``supportbot run`` exits instead of hanging on an open database thread and port."""
+    async with running_server() as tg:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        settings = settings_for(
+            tmp_path,
+            web={"enabled": True, "port": port},
+            telegram={"enabled": True, "api_url": tg.url},
+            desk="auto",
+        )
+        app = SupportApp(settings, Secrets(telegram_bot_token="42:refused"), clock=FakeClock())
+        with pytest.raises(ConfigError, match="TELEGRAM_BOT_TOKEN"):
+            await app.start()
+        assert app._db is None  # closed: no aiosqlite thread keeps the process alive
+        with socket.socket() as again:  # the port is free again
+            again.bind(("127.0.0.1", port))
+        assert [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()
+                and not t.get_name().startswith("Task-")] == []  # fmt: skip

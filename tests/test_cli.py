@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import logging
 import os
 import shutil
-import subprocess
+import socket
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bot.cli import main
+from storage.database import Database
+from tests.fakes.clock import FakeClock
+from tests.fakes.telegram_server import running_server
+from tests.kpi_seed import seed_week
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = (
@@ -34,6 +43,18 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """``main`` installs the product's log handler on the root logger: undo it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def test_check_reports_what_is_enabled(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,17 +130,41 @@ def test_kb_ask_human_output(project: Path, capsys: pytest.CaptureFixture[str]) 
     assert "score" in capsys.readouterr().out
 
 
-def test_console_script_is_installed(project: Path) -> None:
+@dataclass(frozen=True)
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+PROMPTLY_S = 60.0  # a generous bound: a hanging process is killed and the test fails
+
+
+async def supportbot(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Done:
+    """The installed console script as a user runs it, killed after ``PROMPTLY_S``.
+
+    asyncio's child watcher, not ``subprocess.run(timeout=…)``: that polls with time.sleep,
+    which libfaketime breaks (EINVAL) under ``make test-dates``.
+    """
     exe = Path(sys.executable).parent / "supportbot"
-    env = {k: v for k, v in os.environ.items() if k not in TOKENS}
-    done = subprocess.run(
-        [str(exe), "--config", str(project / "config.yaml"), "kb", "ask", "--json", "facture"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    base = {k: v for k, v in os.environ.items() if k not in TOKENS}
+    proc = await asyncio.create_subprocess_exec(
+        str(exe), *args, cwd=cwd, env={**base, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), PROMPTLY_S)
+    finally:
+        if proc.returncode is None:  # timed out: the test fails, the process goes
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return Done(proc.returncode, out.decode(), err.decode())
+
+
+async def test_console_script_is_installed(project: Path) -> None:
+    config = str(project / "config.yaml")
+    done = await supportbot(project, "--config", config, "kb", "ask", "--json", "facture")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["id"]
 
@@ -253,3 +298,117 @@ def test_kb_eval_unknown_set_is_a_usage_error(
 ) -> None:
     assert main(["kb", "eval", "--set", "nope"]) == 2
     assert "shop/eval" in capsys.readouterr().err
+
+
+def test_help_names_the_web_channel(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "for Telegram and Slack." not in text
+    assert "chat widget" in text
+    assert "agent console" in text
+
+
+@pytest.mark.parametrize(
+    ("schedule", "why"),
+    [("0 25 * * mon", "higher than the maximum value (23)"), ("0 9 * * lundi", "lundi")],
+)
+def test_check_refuses_an_invalid_cron_naming_the_key(
+    project: Path, capsys: pytest.CaptureFixture[str], schedule: str, why: str
+) -> None:
+    config = project / "cron.yaml"
+    config.write_text(f'digest:\n  schedule: "{schedule}"\n', encoding="utf-8")
+    assert main(["check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "digest.schedule" in err
+    assert why in err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("schedule", ["0 25 * * mon", "0 9 * * lundi"])
+async def test_run_with_an_invalid_cron_exits_2_at_once(project: Path, schedule: str) -> None:
+    config = project / "cron.yaml"
+    config.write_text(
+        f'web:\n  port: {_free_port()}\ndigest:\n  schedule: "{schedule}"\n  targets: '
+        '["slack:C1"]\n',
+        encoding="utf-8",
+    )
+    done = await supportbot(project, "run", "--config", str(config))
+    assert done.returncode == 2, done.stderr
+    assert "digest.schedule" in done.stderr
+
+
+async def test_run_with_a_busy_port_exits_2_at_once_naming_the_key(project: Path) -> None:
+    """A start-up error after the database is open used to print and then hang."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = project / "busy.yaml"
+        config.write_text(f"web:\n  enabled: true\n  port: {port}\n", encoding="utf-8")
+        done = await supportbot(project, "run", "--config", str(config))
+    assert done.returncode == 2, done.stderr
+    assert "web.port" in done.stderr
+    assert "cannot listen" in done.stderr
+
+
+async def test_run_refused_by_telegram_exits_2_and_frees_the_web_port(project: Path) -> None:
+    """The web server listens before Telegram refuses the token: the port is released and
+    the process ends (it used to stay up with the port open)."""
+    port = _free_port()
+    async with running_server() as tg:
+        config = project / "refused.yaml"
+        config.write_text(
+            f"web:\n  port: {port}\ntelegram:\n  enabled: true\n  api_url: {tg.url}\n",
+            encoding="utf-8",
+        )
+        token = {"TELEGRAM_BOT_TOKEN": "42:not-the-servers-token"}
+        done = await supportbot(project, "run", "--config", str(config), env=token)
+        assert tg.calls_to("getMe")  # it did get that far
+    assert done.returncode == 2, done.stderr
+    assert "TELEGRAM_BOT_TOKEN" in done.stderr
+    assert "web channel on" in done.stderr  # the port had been opened…
+    with socket.socket() as again:  # …and is free again
+        again.bind(("127.0.0.1", port))
+
+
+async def test_kpi_default_is_the_dashboards_seven_days_today_included(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without dates: the last 7 days up to now, by the app's clock, the period on top;
+    groups without a key are named in the configured language."""
+    db = await Database.open(project / "supportbot.db")
+    try:
+        await seed_week(db)  # 16–22 Nov 2026, and a conversation on 23 Nov 00:00
+    finally:
+        await db.close()
+    sunday = FakeClock(datetime(2026, 11, 22, 20, 0, tzinfo=UTC))
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["kpi", "--format", "json"], sunday) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["period"]["start"] == "2026-11-16T00:00:00+01:00"
+    assert report["period"]["end"] == "2026-11-23T00:00:00+01:00"
+    assert report["conversations"]["started"] == 13  # the week's, the Sunday 23:59 one too
+
+    assert await asyncio.to_thread(main, ["kpi", "--by", "agent"], sunday) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[:2] == [
+        "KPI du support — du 16 nov. 2026 au 22 nov. 2026 (Europe/Paris)",
+        "Aujourd'hui inclus, jusqu'à maintenant.",
+    ]
+    assert "(aucun)" in table  # conversations no agent took
+    assert "(none)" not in table
+
+    monday = FakeClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+    assert await asyncio.to_thread(main, ["kpi"], monday) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        "KPI du support — du 17 nov. 2026 au 23 nov. 2026 (Europe/Paris)",
+        "Aujourd'hui inclus, jusqu'à maintenant.",
+    ]
+    assert await asyncio.to_thread(main, ["kpi", "--to", "2026-11-23"], monday) == 0
+    assert "Aujourd'hui" not in capsys.readouterr().out  # a period that ended

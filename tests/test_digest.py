@@ -436,7 +436,9 @@ async def test_now_posts_even_a_period_already_posted(db: Database) -> None:
 async def test_command_errors(db: Database, tmp_path: Path) -> None:
     no_targets = make_settings(Path(db.path), digest={"targets": []})
     with pytest.raises(ConfigError, match="digest.targets"):
-        await digest_command(no_targets, now=True, dry_run=False, out=None)
+        await digest_command(no_targets, now=True, dry_run=False, out=None, clock=FakeClock())
     missing = make_settings(tmp_path / "nowhere.db", digest={"targets": TARGETS})
     with pytest.raises(StorageError, match="no database"):
-        await digest_command(missing, now=False, dry_run=True, out=tmp_path / "x.png")
+        await digest_command(
+            missing, now=False, dry_run=True, out=tmp_path / "x.png", clock=FakeClock()
+        )

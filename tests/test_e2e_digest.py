@@ -47,11 +47,13 @@ from storage.database import Database
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.fakes.telegram_server import FakeChat, FakeUser, TelegramServer, running_server
+from tests.kpi_seed import seed_week
 from tests.waiting import eventually
 
 JSON = dict[str, Any]
 PARIS = ZoneInfo("Europe/Paris")
-KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+KNOWLEDGE = ROOT / "knowledge.yaml"
 WAIT = 10.0  # generous: the first chart render imports matplotlib
 
 SLACK_DIGEST = "C0DIGEST"
@@ -701,3 +703,119 @@ async def test_kpi_command_reports_the_week(
     assert int(values["conversations.started"]) == WEEK.started
     assert float(values["nps.score"]) == pytest.approx(WEEK.nps)
     assert int(values["conversations.abandoned"]) == WEEK.abandoned
+
+
+# ---------------------------------------------------------------------- 5. supportbot digest
+
+
+def digest_config(w: World, tmp_path: Path) -> Path:
+    """The shipped config.yaml (web channel on by default), pointed at the fake platforms."""
+    data = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    data["storage"]["path"] = str(w.db_path)
+    data["knowledge"]["path"] = str(KNOWLEDGE)
+    data["telegram"]["api_url"] = w.tg.url
+    data["slack"]["api_url"] = w.slack.api_url
+    data["digest"]["targets"] = TARGETS
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return config
+
+
+def is_png(path: Path) -> bool:
+    return path.read_bytes().startswith(PNG)
+
+
+async def digest_cli(
+    capsys: pytest.CaptureFixture[str], clock: FakeClock, *args: str
+) -> tuple[int, str]:
+    """``supportbot digest ...`` as a user runs it (in a thread: it runs its own loop)."""
+    capsys.readouterr()
+    code = await asyncio.to_thread(cli.main, ["digest", *args], clock)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_digest_command_posts_through_outbound_connections_only(
+    world: World,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Plain ``digest`` posts the due digest once; ``--now`` posts again. Neither polls
+    Telegram, opens a Socket Mode connection nor starts the web server (it used to start
+    every channel, and crashed on the web one)."""
+    w = world
+    db = await Database.open(w.db_path)
+    try:
+        await seed_week(db)
+    finally:
+        await db.close()
+    config = digest_config(w, tmp_path)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", w.tg.token)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    for name in ("SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):  # posting needs neither
+        monkeypatch.delenv(name, raising=False)
+    clock = FakeClock(SLOT + timedelta(hours=1))
+    caplog.set_level(logging.INFO)
+
+    code, out = await digest_cli(capsys, clock, "--config", str(config))
+    assert code == 0, out
+    assert f"posted to {', '.join(TARGETS)}" in out
+    assert w.digest_calls() == ONE_DIGEST
+    code, out = await digest_cli(capsys, clock, "--config", str(config))
+    assert (code, "already sent" in out) == (0, True), out
+    assert w.digest_calls() == ONE_DIGEST
+    code, out = await digest_cli(capsys, clock, "--now", "--config", str(config))
+    assert code == 0, out
+    assert f"posted to {', '.join(TARGETS)}" in out  # --now: even a period already posted
+    assert w.digest_calls() == {k: 2 * v for k, v in ONE_DIGEST.items()}
+
+    assert w.tg.calls_to("getUpdates") == []
+    assert w.tg.calls_to("deleteWebhook") == []  # what starting to poll does first
+    assert w.slack.calls_to("apps.connections.open") == []
+    assert not [r for r in caplog.records if r.name.startswith("handlers.web")]
+    posted = w.rows("SELECT target, status FROM digest_deliveries")
+    assert sorted((r["target"], r["status"]) for r in posted) == [(t, "sent") for t in TARGETS]
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_digest_dry_run_writes_its_chart_outside_the_working_tree(
+    world: World,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = world
+    db = await Database.open(w.db_path)
+    try:
+        await seed_week(db)
+    finally:
+        await db.close()
+    config = digest_config(w, tmp_path)
+    work = tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    clock = FakeClock(SLOT + timedelta(hours=1))
+
+    code, out = await digest_cli(capsys, clock, "--dry-run", "--config", str(config))
+    assert code == 0, out
+    assert out.startswith("📊 Indicateurs du support — du 16 nov. 2026 au 22 nov. 2026")
+    chart = Path(out.rstrip().rsplit("[chart: ", 1)[1].removesuffix("]"))
+    try:
+        assert is_png(chart)
+        assert work not in chart.parents
+        assert list(work.iterdir()) == []  # no digest.png in the working tree
+    finally:
+        chart.unlink()  # noqa: ASYNC240  # a local temporary file
+
+    given = tmp_path / "preview.png"
+    code, out = await digest_cli(
+        capsys, clock, "--dry-run", "--out", str(given), "--config", str(config)
+    )
+    assert code == 0, out
+    assert out.rstrip().endswith(f"[chart: {given}]")
+    assert is_png(given)
+    assert list(work.iterdir()) == []
+    assert w.digest_calls() == NO_DIGEST  # a preview posts nothing

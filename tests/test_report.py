@@ -22,7 +22,7 @@ from tests.harness import make_settings
 from tests.kpi_seed import Seeder, seed_week
 
 PARIS = ZoneInfo("Europe/Paris")
-TODAY = date(2026, 11, 23)  # a Monday
+TODAY = date(2026, 11, 22)  # a Sunday: the default period (7 days, today included) is the week
 
 
 def paris(*args: int) -> datetime:
@@ -45,7 +45,7 @@ async def run(settings: Settings, **kwargs: Any) -> str:
     return await kpi_command(settings, today=TODAY, **options)
 
 
-async def test_json_default_period_is_the_last_seven_full_days(
+async def test_json_default_period_is_the_last_seven_days_today_included(
     seeded: tuple[Settings, Database],
 ) -> None:
     settings, _ = seeded
@@ -94,19 +94,19 @@ async def test_the_same_instants_fall_on_other_days_in_another_time_zone(
     assert data["conversations"]["started"] == 2
 
 
-async def test_from_alone_ends_today_and_to_alone_covers_seven_days(
+async def test_from_alone_ends_after_today_and_to_alone_covers_seven_days(
     seeded: tuple[Settings, Database],
 ) -> None:
     settings, _ = seeded
     data = json.loads(await run(settings, date_from=date(2026, 11, 20)))
-    assert data["period"]["end"] == "2026-11-23T00:00:00+01:00"
+    assert data["period"]["end"] == "2026-11-23T00:00:00+01:00"  # today (22nd) included
     data = json.loads(await run(settings, date_to=date(2026, 11, 20)))
     assert data["period"]["start"] == "2026-11-13T00:00:00+01:00"
 
 
 def test_period_across_daylight_saving_keeps_local_midnights() -> None:
     settings = make_settings(Path("unused.db"))
-    period = report_period(settings, date(2026, 10, 19), date(2026, 10, 26))
+    period = report_period(settings, date(2026, 10, 19), date(2026, 10, 26), TODAY)
     assert period.start.isoformat() == "2026-10-19T00:00:00+02:00"
     assert period.end.isoformat() == "2026-10-26T00:00:00+01:00"
 
@@ -114,11 +114,9 @@ def test_period_across_daylight_saving_keeps_local_midnights() -> None:
 async def test_bad_dates_and_a_missing_database_are_clear_errors(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "missing.db")
     with pytest.raises(SupportbotError, match="must be before --to"):
-        await kpi_command(
-            settings, date_from=date(2026, 11, 20), date_to=date(2026, 11, 20), by=None, fmt="json"
-        )
+        await run(settings, date_from=date(2026, 11, 20), date_to=date(2026, 11, 20))
     with pytest.raises(StorageError, match="no database"):
-        await kpi_command(settings, date_from=None, date_to=None, by=None, fmt="json")
+        await run(settings)
     assert not (tmp_path / "missing.db").exists()
 
 

@@ -465,6 +465,22 @@ def test_agent_keys_from_env_or_generated_file(tmp_path: Path) -> None:
         AgentKeys.load(None, path)
 
 
+async def test_console_session_expires_by_the_app_clock(served: Served) -> None:
+    """The cookie's 12 hours are counted on the app's clock, not the wall clock."""
+    async with served.http.post(served.base + "/agent/login", json={"key": "bob-key-4567"}) as r:
+        assert r.status == 200
+    async with served.http.get(served.base + "/api/agent/me") as resp:
+        assert resp.status == 200
+    clock = served.app.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(timedelta(hours=11, minutes=59))
+    async with served.http.get(served.base + "/api/agent/me") as resp:
+        assert resp.status == 200
+    clock.advance(timedelta(minutes=2))
+    async with served.http.get(served.base + "/api/agent/me") as resp:
+        assert resp.status == 401
+
+
 def test_session_cookie_expires_and_resists_forgery() -> None:
     keys = AgentKeys.parse(KEYS)
     sessions = Sessions(Signer("s3cret"), keys, {})

@@ -32,6 +32,7 @@ from tests.kpi_seed import Seeder, seed_week
 PARIS = ZoneInfo("Europe/Paris")
 TODAY = date(2026, 11, 23)  # a Monday; the fake clock's default day
 WEEK = {"from": "2026-11-16", "to": "2026-11-23"}
+WEEK_DATES = {"date_from": date(2026, 11, 16), "date_to": date(2026, 11, 23)}
 
 
 def paris(*args: int) -> datetime:
@@ -99,9 +100,9 @@ async def test_default_period_is_the_cli_report_of_the_last_seven_days_today_inc
             (gone, int(paris(2026, 11, 19, 8, 0).timestamp() * 1000)),
         )
     data = await get_json(client, "/api/kpi")
-    expected = json.loads(
-        await cli(db, "json", date_from=date(2026, 11, 17), date_to=date(2026, 11, 24))
-    )
+    # `supportbot kpi` without dates: the same default period, today included.
+    expected = json.loads(await cli(db, "json"))
+    assert expected["period"]["start"] == "2026-11-17T00:00:00+01:00"
     assert expected["retention"]["start_customers"] == 4  # the 16th is before the period now
     assert expected["retention"]["rate_pct"] is not None
     assert expected["conversations"]["started"] == 13  # 3 + the 10 surveyed ones
@@ -114,7 +115,7 @@ async def test_breakdowns_are_the_cli_groups(db: Database, client: TestClient[An
     await seed_week(db)
     data = await get_json(client, "/api/kpi", **WEEK)
     for by in ("channel", "agent", "topic"):
-        expected = json.loads(await cli(db, "json", by=by))
+        expected = json.loads(await cli(db, "json", by=by, **WEEK_DATES))
         assert data["by"][by] == expected["groups"]
         assert [g["key"] for g in data["display"]["by"][by]] == [
             g["key"] for g in expected["groups"]
@@ -340,7 +341,7 @@ async def test_csv_is_the_cli_csv(
         f'attachment; filename="supportbot-kpi-2026-11-16-2026-11-23{suffix}.csv"'
     )
     text = await response.text()
-    assert text == await cli(db, "csv", by=by)
+    assert text == await cli(db, "csv", by=by, **WEEK_DATES)
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows
     assert rows[0]["period.start"] == "2026-11-16T00:00:00+01:00"

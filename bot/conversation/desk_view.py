@@ -15,6 +15,9 @@ from bot.conversation.model import AgentActionKind, Choice, State, ThreadHeader,
 from bot.conversation.store import ConversationRecord, NewMessage
 
 DeskText = Callable[..., str]
+# A name as a header shows it. Platforms cap theirs (Telegram: 64 + 64) but a name is typed
+# by its owner: uncut, a huge one made a header that no desk accepts, retried for ever.
+MAX_NAME = 128
 """``texts.get`` bound to the desk's language: key and values → sentence."""
 
 
@@ -57,7 +60,7 @@ def thread_header(
     return ThreadHeader(
         conversation_id=conv.id,
         title=title[:128],
-        customer_name=customer,
+        customer_name=customer[:MAX_NAME],
         channel=conv.channel,
         language=conv.language,
         topic=topic,

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, timedelta
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from babel.dates import format_date
 
 from bot.config import Settings
 from bot.errors import InvalidParameterError
-from bot.insights.kpi import BREAKDOWNS, NONE_KEY, Figures, Group, KpiReport, Period
+from bot.insights.kpi import BREAKDOWNS, Figures, Group, KpiReport, Period
 from bot.insights.kpi_series import FRT_EDGES_S, Histogram, trend_buckets
 from bot.insights.kpi_texts import CATALOG, KpiTexts
-from bot.insights.report import DEFAULT_DAYS, render_csv
+from bot.insights.report import default_days, group_name, render_csv
 
 if TYPE_CHECKING:
     from storage.database import Database
@@ -52,14 +52,11 @@ def _day(name: str, value: str | None) -> date | None:
 def requested_period(settings: Settings, params: Mapping[str, str], today: date) -> Period:
     """``from``/``to`` of a request as local days (``to`` exclusive), like ``supportbot kpi``.
 
-    Without them: the last ``DEFAULT_DAYS`` days, today included. Unlike the CLI's report
-    (full days, for a digest-like summary) a dashboard is opened to see what just happened:
-    a survey answered a minute ago must show.
+    Without them: the last ``DEFAULT_DAYS`` days, today included, the same default as the
+    CLI (``bot.insights.report.default_days``): a survey answered a minute ago must show.
     """
-    first = _day("from", params.get("from"))
     given_end = _day("to", params.get("to"))
-    end = given_end or today + timedelta(days=1)
-    first = first or end - timedelta(days=DEFAULT_DAYS)
+    first, end = default_days(_day("from", params.get("from")), given_end, today)
     if first >= end:
         if given_end is None:
             raise InvalidParameterError(
@@ -134,7 +131,7 @@ def display(t: KpiTexts, f: Figures, keys: Iterable[str] = tuple(_FORMATS)) -> d
 
 
 def _group_name(t: KpiTexts, by: str, g: Group) -> str:
-    return t("none_topic") if by == "topic" and g.key == NONE_KEY else g.name
+    return group_name(t, by, g)
 
 
 def bucket_labels(t: KpiTexts, edges: tuple[int, ...]) -> list[str]:

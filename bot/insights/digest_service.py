@@ -27,13 +27,14 @@ import logging
 import os
 import secrets
 import socket
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.clock import Clock, SystemClock, from_ms, to_ms
+from bot.clock import Clock, from_ms, to_ms
 from bot.config import Settings
 from bot.conversation.ports import DigestPublisher
 from bot.errors import ConfigError, DeliveryError, PermanentDeliveryError, StorageError
@@ -342,6 +343,13 @@ def _exists(path: Path) -> bool:
     return str(path) == ":memory:" or path.exists()
 
 
+def _temporary_chart() -> Path:
+    """A new file in the system's temporary folder, for a preview's chart."""
+    fd, name = tempfile.mkstemp(prefix="supportbot-digest-", suffix=".png")
+    os.close(fd)
+    return Path(name)
+
+
 def describe(outcome: DigestOutcome | None, language: str = "en") -> str:
     if outcome is None:
         return "No digest is due."
@@ -363,17 +371,17 @@ async def digest_command(
     now: bool,
     dry_run: bool,
     out: Path | None,
+    clock: Clock,
     publishers: Mapping[str, DigestPublisher] | None = None,
-    clock: Clock | None = None,
 ) -> str:
-    """``supportbot digest``: --dry-run prints it and writes the chart; --now posts it.
+    """``supportbot digest``: --dry-run prints it and writes the chart to ``out`` (default:
+    a new temporary file, never the working tree); --now posts it.
 
     --now posts the last full period even if it was already posted; without either
-    flag the latest scheduled digest is posted if it has not been yet.
+    flag the latest scheduled digest is posted if it has not been yet. "Now" is ``clock``'s.
     """
     from storage.database import Database
 
-    clock = clock or SystemClock()
     path = settings.storage.path
     if not await asyncio.to_thread(_exists, path):
         raise StorageError(f"no database at {path} (start the bot once, or pass --config)")
@@ -384,9 +392,10 @@ async def digest_command(
         service = DigestService(settings, db, publishers or {}, clock)
         if dry_run:
             content = await service.compose(digest_period(settings, clock.now()))
-            target = out or Path("digest.png")
-            if content.chart is not None:
-                await asyncio.to_thread(target.write_bytes, content.chart)
+            if content.chart is None:
+                return content.text
+            target: Path = out if out is not None else await asyncio.to_thread(_temporary_chart)
+            await asyncio.to_thread(target.write_bytes, content.chart)
             return f"{content.text}\n\n[chart: {target}]"
         if now:
             outcome: DigestOutcome | None = await service.send(

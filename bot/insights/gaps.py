@@ -122,8 +122,8 @@ async def gaps_command(
     date_from: date | None,
     date_to: date | None,
     fmt: str,
+    today: date,
     db_path: Path | None = None,
-    today: date | None = None,
 ) -> str:
     """The text ``supportbot kb gaps`` prints."""
     if fmt not in FORMATS:
@@ -173,8 +173,8 @@ async def picks_command(
     *,
     date_from: date | None,
     date_to: date | None,
+    today: date,
     db_path: Path | None = None,
-    today: date | None = None,
 ) -> str:
     """``supportbot kb picks``: the period's picks as eval.yaml cases (paste under ``cases:``)."""
     from storage.kb_questions import KbQuestions

@@ -1,7 +1,8 @@
 """``supportbot kpi``: one period's KPIs as a table, JSON or CSV; and the weekly summary.
 
 Dates are local days of the configured time zone; ``--to`` is exclusive. Without
-dates the report covers the last 7 full days, ending today at 00:00 local time.
+dates the report covers the last 7 days, today included (``default_days``, which the web
+dashboard uses too), so that what just happened shows. "Today" is the app clock's.
 The JSON and CSV field names are a public interface (see ``bot.insights.kpi.KpiReport.to_json``).
 """
 
@@ -20,10 +21,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from bot.clock import Clock
 from bot.config import Settings
 from bot.errors import StorageError, SupportbotError
-from bot.insights.kpi import NONE_KEY, Durations, Figures, KpiReport, Period, flatten
-from bot.insights.kpi_texts import KpiTexts
+from bot.insights.kpi import NONE_KEY, Durations, Figures, Group, KpiReport, Period, flatten
+from bot.insights.kpi_texts import CATALOG, KpiTexts
 
 if TYPE_CHECKING:
     from storage.database import Database
@@ -34,18 +36,32 @@ FORMATS = ("table", "json", "csv")
 DEFAULT_DAYS = 7
 
 
+def local_today(settings: Settings, clock: Clock) -> date:
+    """Today in the configured time zone, by the app's clock (never the wall clock)."""
+    return clock.now().astimezone(settings.tz).date()
+
+
+def default_days(date_from: date | None, date_to: date | None, today: date) -> tuple[date, date]:
+    """The local days [first, end) a report covers when dates are left out.
+
+    Shared by ``supportbot kpi`` and the dashboard so that both show the same figures:
+    without ``date_to`` the period ends after today (today included); without
+    ``date_from`` it is ``DEFAULT_DAYS`` days long.
+    """
+    end = date_to or today + timedelta(days=1)
+    return date_from or end - timedelta(days=DEFAULT_DAYS), end
+
+
 def report_period(
-    settings: Settings, date_from: date | None, date_to: date | None, today: date | None = None
+    settings: Settings, date_from: date | None, date_to: date | None, today: date
 ) -> Period:
-    """The local days [date_from, date_to); by default the 7 full days before today."""
-    tz = settings.tz
-    end = date_to or today or datetime.now(tz).date()
-    start = date_from or end - timedelta(days=DEFAULT_DAYS)
+    """The local days [date_from, date_to); by default the last 7 days, today included."""
+    start, end = default_days(date_from, date_to, today)
     if start >= end:
         raise SupportbotError(
             f"--from {start.isoformat()} must be before --to {end.isoformat()} (--to is exclusive)"
         )
-    return Period.of_days(start, end, tz)
+    return Period.of_days(start, end, settings.tz)
 
 
 async def kpi_command(
@@ -55,8 +71,8 @@ async def kpi_command(
     date_to: date | None,
     by: str | None,
     fmt: str,
+    today: date,
     db_path: Path | None = None,
-    today: date | None = None,
 ) -> str:
     """The text ``supportbot kpi`` prints."""
     from storage.database import Database
@@ -73,19 +89,27 @@ async def kpi_command(
         report = await KpiQueries(db).report(period, calendar=settings.calendar(), by=by)
     finally:
         await db.close()
-    return render(report, fmt, settings.language)
+    return render(report, fmt, settings.language, today)
 
 
 def _exists(path: Path) -> bool:
     return str(path) == ":memory:" or path.exists()
 
 
-def render(report: KpiReport, fmt: str, language: str = "en") -> str:
+def render(report: KpiReport, fmt: str, language: str = "en", today: date | None = None) -> str:
     if fmt == "json":
         return render_json(report)
     if fmt == "csv":
         return render_csv(report)
-    return render_table(report, language)
+    return render_table(report, language, today=today)
+
+
+def group_name(t: KpiTexts, by: str | None, group: Group) -> str:
+    """A group's name for people: the stored "(none)" key said in the report's language."""
+    if group.key != NONE_KEY:
+        return group.name
+    key = f"none_{by}"
+    return t(key) if key in CATALOG["en"] else t("none_group")
 
 
 def render_json(report: KpiReport) -> str:
@@ -232,15 +256,18 @@ def figure_rows(t: KpiTexts, f: Figures) -> list[tuple[str, str]]:
     return rows
 
 
-def render_table(report: KpiReport, language: str = "en", width: int = 80) -> str:
-    """Human-readable tables that fit an 80-column terminal."""
+def render_table(
+    report: KpiReport, language: str = "en", width: int = 80, *, today: date | None = None
+) -> str:
+    """Human-readable tables that fit an 80-column terminal, under a line naming the period
+    (and saying so when it includes ``today``, a day not over yet)."""
     t = KpiTexts(language)
     console, buffer = _console(width)
-    title = t(
-        "report_title",
-        period=t.period(report.period.start, report.period.end),
-        tz=report.period.start.tzinfo,
-    )
+    start, end = report.period.start, report.period.end
+    last_day = (end.astimezone(start.tzinfo) - timedelta(microseconds=1)).date()
+    title = t("report_title", period=t.period(start, end), tz=start.tzinfo)
+    if today is not None and last_day == today:
+        title += "\n" + t("report_today")
     table = Table(title=title, box=box.SIMPLE_HEAD, show_lines=False, title_justify="left")
     table.add_column(t("col_kpi"), no_wrap=True)
     table.add_column(t("col_value"), overflow="fold")
@@ -262,9 +289,8 @@ def render_table(report: KpiReport, language: str = "en", width: int = 80) -> st
             groups.add_column(t(key), justify="right", no_wrap=True)
         for g in report.groups:
             f = g.figures
-            name = t("none_topic") if g.key == NONE_KEY and report.by == "topic" else g.name
             groups.add_row(
-                name,
+                group_name(t, report.by, g),
                 t.integer(f.conversations.started),
                 t.score(f.nps.score),
                 t.pct(f.csat.score_pct, 0),
@@ -277,16 +303,16 @@ def render_table(report: KpiReport, language: str = "en", width: int = 80) -> st
     return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines()) + "\n"
 
 
-async def week_summary(settings: Settings, db: Database, *, now: datetime | None = None) -> str:
-    """A few lines on the current week (Monday 00:00 local → now), for /support-kpi."""
+async def week_summary(settings: Settings, db: Database, *, now: datetime) -> str:
+    """A few lines on the current week (Monday 00:00 local → ``now``, the app clock's), for
+    /support-kpi."""
     from storage.kpi_queries import KpiQueries
 
     tz = settings.tz
-    moment = (now or datetime.now(tz)).astimezone(tz)
+    moment = now.astimezone(tz)
     monday = datetime.combine(moment.date() - timedelta(days=moment.weekday()), time(0), tz)
-    if moment <= monday:  # the very first instant of the week: nothing yet
-        moment = monday + timedelta(milliseconds=1)
-    period = Period(monday, moment)
+    # Up to and including this instant: what happened "now" counts (periods end exclusive).
+    period = Period(monday, moment + timedelta(milliseconds=1))
     report = await KpiQueries(db).report(period, calendar=settings.calendar())
     t = KpiTexts(settings.language)
     f = report.figures

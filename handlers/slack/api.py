@@ -62,11 +62,15 @@ class SlackApi(ABC):
         people_ttl: float = 3600.0,
         ack_budget: float = 2.0,
         connect_timeout: float = 10.0,
+        listen: bool = True,
     ) -> None:
-        if settings.mode == "http" and not signing_secret:
+        """``listen=False``: only ``connect`` and post (``supportbot digest``), for which
+        the bot token is enough."""
+        if listen and settings.mode == "http" and not signing_secret:
             raise ConfigError("slack.mode", "http mode needs SLACK_SIGNING_SECRET")
-        if settings.mode == "socket" and not app_token:
+        if listen and settings.mode == "socket" and not app_token:
             raise ConfigError("slack.mode", "socket mode needs SLACK_APP_TOKEN (xapp-…)")
+        self._receives = listen
         self.settings = settings
         self.language = language if language in render.LABELS else "en"
         self._texts = Texts(self.language)

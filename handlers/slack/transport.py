@@ -52,6 +52,17 @@ class SlackTransport(SlackInbound, SlackOutbound):
 
     async def start(self) -> None:
         """Learn who we are, then listen (Socket Mode connection or HTTP endpoint)."""
+        if not self._receives:
+            raise RuntimeError("built with listen=False: connect() and post only")
+        await self.connect()
+        if self.settings.mode == "socket":
+            await self._start_socket()
+        else:
+            await self._start_http()
+
+    async def connect(self) -> None:
+        """The Web API client and our identity (auth.test): enough to post (``supportbot
+        digest`` needs no more), while nothing is received until ``start`` listens."""
         if self.client.session is None or self.client.session.closed:
             # slack_sdk opens a new HTTP connection per call unless given a session: one
             # kept-alive session instead (half again as many replies a second under load: bench/).
@@ -65,10 +76,6 @@ class SlackTransport(SlackInbound, SlackOutbound):
             raise ConfigError("SLACK_BOT_TOKEN", f"Slack refused the bot token ({exc})") from None
         except DeliveryError as exc:
             log.warning("slack: auth.test failed (%s); will retry on the first event", exc)
-        if self.settings.mode == "socket":
-            await self._start_socket()
-        else:
-            await self._start_http()
 
     async def _start_socket(self) -> None:
         app_token = self._app_token or ""

@@ -71,6 +71,9 @@ class TelegramClient(ABC):
         self._runner: web.AppRunner | None = None
         self.webhook_port: int | None = None
         api = settings.api_url.rstrip("/")
+        # Kept: PTB does not close them when initialize() fails (getMe refused).
+        self._requests = (AiohttpRequest(HTTP_CONNECTIONS, pool_timeout=HTTP_POOL_WAIT_S),
+                          AiohttpRequest(1))  # fmt: skip
         builder = (
             Application.builder()
             .token(token)
@@ -78,8 +81,8 @@ class TelegramClient(ABC):
             .base_file_url(f"{api}/file/bot")
             .rate_limiter(ChatPacer(limits))
             .concurrent_updates(PerChatUpdates())
-            .request(AiohttpRequest(HTTP_CONNECTIONS, pool_timeout=HTTP_POOL_WAIT_S))
-            .get_updates_request(AiohttpRequest(1))
+            .request(self._requests[0])
+            .get_updates_request(self._requests[1])
             .job_queue(None)
         )
         builder = builder.updater(None)  # polling is ConfirmingPoller's, webhook our route's

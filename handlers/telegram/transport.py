@@ -51,16 +51,8 @@ class TelegramTransport(TelegramInbound, TelegramOutbound):
                 "telegram.mode",
                 "webhook mode needs telegram.webhook_url and TELEGRAM_WEBHOOK_SECRET",
             )
-        try:
-            await self.application.initialize()
-        except InvalidToken:
-            raise ConfigError("TELEGRAM_BOT_TOKEN", "Telegram refused this bot token") from None
-        except TelegramError as exc:
-            raise TransientDeliveryError(
-                f"cannot reach Telegram at {settings.api_url}: {exc.message}"
-            ) from None
+        await self.connect()
         me = self.bot.bot
-        self.translator.bot_id, self.translator.bot_username = me.id, me.username
         await self._inspect_desk()
         await self.application.start()
         if webhook:
@@ -68,6 +60,25 @@ class TelegramTransport(TelegramInbound, TelegramOutbound):
         else:
             await self._poller.start()
         log.info("telegram: connected as @%s (%s)", me.username, settings.mode)
+
+    async def connect(self) -> None:
+        """getMe and the HTTP clients: enough to send (``supportbot digest`` needs no more),
+        while nothing is received until ``start`` polls or serves the webhook."""
+        try:
+            await self.application.initialize()
+        except BaseException as exc:
+            # PTB leaves its HTTP sessions open when initialize() fails: close them here.
+            for request in self._requests:
+                await request.shutdown()
+            if isinstance(exc, InvalidToken):
+                raise ConfigError("TELEGRAM_BOT_TOKEN", "Telegram refused this bot token") from None
+            if isinstance(exc, TelegramError):
+                raise TransientDeliveryError(
+                    f"cannot reach Telegram at {self.settings.api_url}: {exc.message}"
+                ) from None
+            raise
+        me = self.bot.bot
+        self.translator.bot_id, self.translator.bot_username = me.id, me.username
 
     async def stop(self) -> None:
         app = self.application

@@ -20,7 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.conversation.desk_view import MAX_NAME, thread_header
+from bot.conversation.model import Address, State
+from bot.conversation.store import ConversationRecord
 from handlers.telegram import TelegramTransport
+from handlers.telegram.render import MAX_TEXT, render_header
 from tests.fakes.telegram_server import FakeChat, TelegramServer
 from tests.reliability.inprocess import (
     QUESTION,
@@ -259,3 +263,17 @@ def test_a_malformed_update_is_refused_with_a_line_naming_it(
     lines = [r.getMessage() for r in recorder.records[before:] if r.levelno == logging.WARNING]
     assert any(line.startswith("telegram: update 424242 rejected: malformed") for line in lines)
     assert recorder.errors(since=before, prefixes=CRASHES) == []
+
+
+def test_a_huge_customer_name_is_cut_in_the_desk_header() -> None:
+    """Found by the fuzz above: a 100,000-character first name made a header over 1 MB,
+    refused at every attempt, which held the conversation's desk lane for ever."""
+    conv = ConversationRecord(
+        id=7, customer_id=1, customer_key="telegram:1", customer_name="👾" * 100_000,
+        customer_reachable=True, last_surveyed_at=None, channel="telegram",
+        address=Address("telegram", "1"), language="fr", state=State.QUEUED, started_at=0,
+    )  # fmt: skip
+    header = thread_header(conv, lambda key, **values: key)
+    assert len(header.customer_name) == MAX_NAME
+    html, _ = render_header(header)
+    assert len(html) < 4 * MAX_TEXT
