@@ -167,7 +167,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets, cl
 
 
 def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:
-    from bot.app import SupportApp, plan_channels
+    from bot.app import SupportApp
+    from bot.channels import plan_channels
 
     plan = plan_channels(settings, secrets)
     if not plan.any:
@@ -187,7 +188,7 @@ def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:
 
 
 def _check(settings: Settings, secrets: Secrets) -> int:
-    from bot.app import describe_desk, plan_channels
+    from bot.channels import describe_desk, plan_channels
     from bot.knowledge import KnowledgeBase
 
     kb = KnowledgeBase.configured(settings)
@@ -320,7 +321,7 @@ def _digest(
 
 async def _post_digest(settings: Settings, secrets: Secrets, clock: Clock, *, now: bool) -> str:
     """Connect to the target platforms only to post: no polling, no socket, no web server."""
-    from bot.app import digest_publishers
+    from bot.channels import digest_publishers
     from bot.insights.digest_service import digest_command
 
     if not settings.digest.targets:

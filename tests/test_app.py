@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.app import SupportApp, plan_channels
+from bot.app import SupportApp
+from bot.channels import plan_channels
 from bot.config import Secrets, Settings, settings_from_mapping
 from bot.conversation.model import Address, Agent, AgentMessage, Customer, CustomerMessage
 from bot.errors import ConfigError

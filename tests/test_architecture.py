@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "handlers", "storage")
 PLATFORM_SDKS = ("telegram", "slack_bolt", "slack_sdk", "aiohttp", "aiosqlite")
-LAZY_HANDLERS = frozenset({"bot.app"})
+LAZY_HANDLERS = frozenset({"bot.app", "bot.channels"})
 LAZY_STORAGE = frozenset(
     {
         "bot.app",

@@ -26,7 +26,9 @@ from bot.knowledge.evaluation import (
     load_dataset,
     shipped_sets,
 )
+from bot.knowledge.kb import MATCHED_CHARS
 from bot.knowledge.semantic import EmbeddingCache
+from bot.knowledge.text import LONGEST_WORD, stem
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -374,3 +376,17 @@ def test_pair_is_the_mean_of_an_entrys_two_best_questions() -> None:
         own = np.sort(cosines[start : ends[number]])[::-1]
         assert sims.pair[number] == pytest.approx(own[:2].mean(), abs=1e-5)
         assert sims.question[number] >= own[0] - 1e-6
+
+
+def test_a_huge_message_is_matched_on_its_beginning(kb: KnowledgeBase) -> None:
+    """A pasted novel (or a fuzzer's 40,000 « ﷺ ») once cost 30 s of CPU on the event loop:
+    only the first ``MATCHED_CHARS`` characters are matched, and giant "words" are not
+    stemmed."""
+    question = "Quel est le délai de livraison ? "
+    huge = question + "ﷺ" * 40_000
+    cut = huge[:MATCHED_CHARS]
+    assert kb.match(huge, "fr").id == kb.match(cut, "fr").id
+    assert kb.match(huge, "fr").score == kb.match(cut, "fr").score
+    word = "x" * (LONGEST_WORD + 1)
+    assert stem(word, "fr") == word  # returned as is, not run through Snowball
+    assert stem("livrées", "fr") == "livr"

@@ -42,7 +42,12 @@ def raw_bytes(db: Path) -> bytes:
 
 async def kpis(h: Harness) -> str:
     return await kpi_command(
-        h.settings, date_from=date(2026, 11, 1), date_to=date(2026, 12, 31), by=None, fmt="json"
+        h.settings,
+        date_from=date(2026, 11, 1),
+        date_to=date(2026, 12, 31),
+        by=None,
+        fmt="json",
+        today=date(2026, 12, 31),
     )
 
 

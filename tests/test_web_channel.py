@@ -467,7 +467,7 @@ def test_agent_keys_from_env_or_generated_file(tmp_path: Path) -> None:
 
 async def test_console_session_expires_by_the_app_clock(served: Served) -> None:
     """The cookie's 12 hours are counted on the app's clock, not the wall clock."""
-    async with served.http.post(served.base + "/agent/login", json={"key": "bob-key-4567"}) as r:
+    async with served.http.post(served.base + "/agent/login", json={"key": BOB_KEY}) as r:
         assert r.status == 200
     async with served.http.get(served.base + "/api/agent/me") as resp:
         assert resp.status == 200

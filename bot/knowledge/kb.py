@@ -20,7 +20,7 @@ from bot.errors import KnowledgeBaseError
 from bot.knowledge import calibration
 from bot.knowledge.encoder import BUILTIN, Encoder, load_encoder
 from bot.knowledge.entries import Candidate, KbEntry, KbMatch
-from bot.knowledge.language import detect_language
+from bot.knowledge.language import detect_language, warm_up
 from bot.knowledge.lexical import LexicalIndex, Synonyms
 from bot.knowledge.loader import parse
 from bot.knowledge.semantic import EmbeddingCache, SemanticIndex
@@ -36,6 +36,9 @@ eval set, 0.36–0.39 all keep accuracy ≥ 90 % with out-of-scope rejection ≥
 
 DEFAULT_THRESHOLD: Final = calibration.DEFAULT_THRESHOLD
 CANDIDATES: Final = 3
+MATCHED_CHARS: Final = 1_000
+"""A message is matched on its first thousand characters: a question is shorter, and the
+encoder's cost grows with the length (40,000 characters took 21 s of CPU)."""
 AMBIGUOUS_SHARE: Final = 0.8
 """A "did you mean" candidate needs, on its own, this share of the answer threshold."""
 AMBIGUOUS_GAP: Final = 0.25
@@ -65,6 +68,7 @@ class KnowledgeBase:
         self.threshold = float(threshold)
         self._lexical = LexicalIndex(self.entries, Synonyms(synonyms))
         self._semantic = SemanticIndex(encoder, self.entries, cache) if encoder else None
+        warm_up()
 
     @property
     def encoder(self) -> str:
@@ -125,6 +129,7 @@ class KnowledgeBase:
         encoder, encoding the message costs 1–3 ms of CPU: run ``match`` in a
         thread when the event loop must stay responsive.
         """
+        text = text[:MATCHED_CHARS]
         detected = detect_language(text)
         ranked = self._ranked(text, detected or language)
         if not ranked:

@@ -34,6 +34,11 @@ def _langid() -> Any:
         return _identifier
 
 
+def warm_up() -> None:
+    """Load the model now (≈ 0.7 s, once a process), not on a customer's first message."""
+    _langid()
+
+
 def detect_language(text: str) -> str | None:
     """ "fr" or "en" when the message itself tells, else None."""
     if sum(ch.isalpha() for ch in text) < MIN_LETTERS:
