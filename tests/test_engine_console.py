@@ -134,7 +134,8 @@ async def alerts_of_a_day(h: Harness) -> list[str]:
         "Conversation #1 en attente depuis 5 min.",
         "Conversation #1 en attente depuis 10 min.",
         "Conversation #1 abandonnée (timeout) : recontactez le client.",
-        "⚠️ Détracteur : Marie a donné 3/10 (conversation #2, Paul). Recontactez ce client.",
+        "⚠️ Détracteur : Marie a donné 3/10 (conversation #2, Paul). Recontactez ce client.\n"
+        "Suivi #2 — responsable : Paul ; à recontacter avant mercredi 25 novembre à 11:15.",
     ]
 
 
