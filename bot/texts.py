@@ -120,8 +120,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "followup_ask_note": "Ajoutez le résultat : {command} {id} note <texte>.",
         "followup_unknown": "Suivi #{id} inconnu.",
         "followup_closed": "Le suivi #{id} est déjà clos ({status}).",
-        "followup_usage": "Usage : {command} ID take|contacted|resolved|unreachable|note "
-        "[note]",
+        "followup_usage": "Usage : {command} ID take|contacted|resolved|unreachable|note [note]",
     },
     "en": {
         "greeting": "Hello{name}! I'm the customer service assistant. Ask me your question; "

@@ -8,10 +8,8 @@ engine (``SqliteFollowups``), ``supportbot followups``, the console and the KPIs
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
 from bot.conversation.followup_types import (
-    FollowupChange,
     FollowupOpen,
     FollowupRecord,
     FollowupStatus,
@@ -36,10 +34,11 @@ def write_followup_changes(
     for change in unit.followups:
         if isinstance(change, FollowupOpen):
             conn.execute(
-                "INSERT INTO followups (id, customer_id, nps, csat, owner_key,"
+                "INSERT INTO followups (id, conversation_id, customer_id, nps, csat, owner_key,"
                 " owner_name, status, opened_at, due_at, remind_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (conversation_id, customer_id, change.nps, change.csat, change.owner_key,
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (conversation_id, conversation_id, customer_id, change.nps, change.csat,
+                 change.owner_key,
                  change.owner_name, unit.now, change.due_at, change.due_at),
             )  # fmt: skip
             continue
@@ -51,6 +50,16 @@ def write_followup_changes(
                 f"UPDATE followups SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
                 [*(change.values[n] for n in names), change.id],
             )
+
+
+def close_erased(conn: sqlite3.Connection, customer_id: int, now: int) -> None:
+    """An erased customer can no longer be contacted: their follow-ups still waiting
+    close as unreachable, and are never reminded (inside the erasure's transaction)."""
+    conn.execute(
+        "UPDATE followups SET status = 'unreachable', closed_at = ?, remind_at = NULL"
+        " WHERE customer_id = ? AND status IN ('open', 'contacted')",
+        (now, customer_id),
+    )
 
 
 def _record(row: sqlite3.Row) -> FollowupRecord:

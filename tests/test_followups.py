@@ -101,7 +101,10 @@ async def test_detractor_nps_opens_one_followup_for_the_agent_due_in_two_busines
     assert f["remind_at"] == f["due_at"]
     [(text, labels, tokens)] = followup_alerts(h)
     assert "Détracteur : Marie a donné 3/10 (conversation #1, U_Agent)" in text
-    assert "Suivi #1 — responsable : U_Agent ; à recontacter avant mercredi 25 novembre à 11:00" in text
+    assert (
+        "Suivi #1 — responsable : U_Agent ; à recontacter avant mercredi 25 novembre à 11:00"
+        in text
+    )
     assert labels == BUTTON_LABELS
     assert tokens == ["a1:fu_take", "a1:fu_contacted", "a1:fu_resolved", "a1:fu_unreachable"]
     # The unhappy smiley that follows belongs to the same survey: recorded, not reopened.
@@ -112,7 +115,7 @@ async def test_detractor_nps_opens_one_followup_for_the_agent_due_in_two_busines
     assert len(followup_alerts(h)) == 1
     [(kind, actor, data)] = await followup_events(h)
     assert (kind, actor) == ("followup_opened", "bot")
-    assert data["nps"] == 3 and data["owner"] == "slack:U_AGENT"
+    assert (data["nps"], data["owner"]) == (3, "slack:U_AGENT")
 
 
 async def test_unhappy_smiley_opens_an_unassigned_followup_when_nps_did_not(
@@ -159,8 +162,12 @@ def test_due_after_counts_business_days_and_else_business_time() -> None:
     settings = settings_from_mapping({"business_hours": HOURS})
     cal = settings.calendar()
     utc = lambda d: d.astimezone(UTC)  # noqa: E731
-    assert cal.add_business_days(utc(paris(27, 17)), 2) == utc(datetime(2026, 12, 1, 17, tzinfo=PARIS))
-    assert cal.add_business_days(utc(paris(28, 10)), 2) == utc(datetime(2026, 12, 2, 9, tzinfo=PARIS))
+    assert cal.add_business_days(utc(paris(27, 17)), 2) == utc(
+        datetime(2026, 12, 1, 17, tzinfo=PARIS)
+    )
+    assert cal.add_business_days(utc(paris(28, 10)), 2) == utc(
+        datetime(2026, 12, 2, 9, tzinfo=PARIS)
+    )
     assert cal.add_business_days(utc(paris(23, 13)), 2) == utc(paris(25, 14))  # lunch break
     assert settings.followup.due_after == timedelta(days=2)
     hours = settings_from_mapping({"followup": {"due_after": "4h"}}).followup.due_after
@@ -184,7 +191,11 @@ async def test_an_agent_message_to_the_customer_in_a_new_conversation_counts_as_
     assert (await followup(h))["status"] == "open"  # a note reaches nobody
     await h.agent_says("Bonjour Marie, je reviens vers vous.", agent="U_AGENT2", thread=thread)
     f = await followup(h)
-    assert (f["status"], f["contacted_at"], f["remind_at"]) == ("contacted", to_ms(paris(23, 12)), None)
+    assert (f["status"], f["contacted_at"], f["remind_at"]) == (
+        "contacted",
+        to_ms(paris(23, 12)),
+        None,
+    )
     assert f["owner_key"] == "slack:U_AGENT"  # the owner stays who served
     kinds = [(kind, actor, data.get("via")) for kind, actor, data in await followup_events(h)]
     assert kinds[-1] == ("followup_contacted", "slack:U_AGENT2", "message")
@@ -205,7 +216,11 @@ async def test_buttons_take_contacted_resolved_then_the_note(office: Harness) ->
     assert (await followup(h))["owner_key"] == "slack:U_AGENT"
 
     outcome = await h.agent_presses(take, agent="U_AGENT2")
-    assert (outcome.ok, outcome.notice, outcome.chosen) == (True, "Suivi #1 : pris en charge par U_Agent2.", None)
+    assert (outcome.ok, outcome.notice, outcome.chosen) == (
+        True,
+        "Suivi #1 : pris en charge par U_Agent2.",
+        None,
+    )
     assert (await followup(h))["owner_key"] == "slack:U_AGENT2"
     h.clock.advance(timedelta(minutes=30))
     outcome = await h.agent_presses(contacted, agent="U_AGENT2")
@@ -239,7 +254,11 @@ async def test_unreachable_with_its_note_in_one_command(office: Harness) -> None
     outcome = await act(h, "unreachable", note="Trois appels sans réponse")
     assert outcome.notice == "Suivi #1 : client injoignable (U_Agent)."
     f = await followup(h)
-    assert (f["status"], f["note"], f["contacted_at"]) == ("unreachable", "Trois appels sans réponse", None)
+    assert (f["status"], f["note"], f["contacted_at"]) == (
+        "unreachable",
+        "Trois appels sans réponse",
+        None,
+    )
     bad = await act(h, "maybe")
     assert (bad.ok, bad.notice) == (
         False, "Usage : !followup ID take|contacted|resolved|unreachable|note [note]")  # fmt: skip
@@ -313,3 +332,22 @@ async def test_overdue_followups_are_reminded_once_a_business_day_across_a_resta
     assert len(await reminders(h)) == 4  # contacted: no longer overdue
     f = await followup(h)
     assert f["remind_at"] is None
+
+
+async def test_an_erased_customer_is_not_reminded_and_their_note_goes(office: Harness) -> None:
+    h = office
+    await served_and_rated(h, "3")
+    await h.press("🙁")
+    await h.press("Passer")
+    await act(h, "take", note="Client très fâché, appeler M. Dupont")
+    assert (await followup(h))["note"] == "Client très fâché, appeler M. Dupont"
+    await h.say("", command="forget")
+    await h.press("Oui, effacer mes données")
+    assert (await followup(h))["note"] is None
+    h.clock.set(paris(25, 11).astimezone(UTC))
+    assert h.engine is not None
+    await h.engine.sweep()
+    await h.drain()
+    assert await reminders(h) == []
+    f = await followup(h)
+    assert (f["status"], f["remind_at"]) == ("unreachable", None)

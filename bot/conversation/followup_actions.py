@@ -43,13 +43,17 @@ class FollowupDesk(AgentActions):
     def _command(self, agent: Agent) -> str:
         return COMMAND_PREFIX.get(agent.desk, "/followup")
 
+    def _usage(self, agent: Agent) -> Outcome:
+        return Outcome(
+            ok=False, notice=self._desk_t("followup_usage", command=self._command(agent))
+        )
+
     async def _followup_action(self, ev: FollowupAction) -> Outcome:
         if not await self._authorized(ev.agent):
             return self._refused()
         step = ev.step.strip().lower()
         if step not in STEPS:
-            return Outcome(ok=False, notice=self._desk_t("followup_usage",
-                                                         command=self._command(ev.agent)))  # fmt: skip
+            return self._usage(ev.agent)
         unknown = Outcome(ok=False, notice=self._desk_t("followup_unknown", id=ev.followup_id))
         conv = await self.store.load(ev.followup_id)
         if conv is None:
@@ -86,8 +90,7 @@ class FollowupDesk(AgentActions):
         values: dict[str, object] = {}
         if step == "note":
             if note is None:
-                return Outcome(ok=False, notice=self._desk_t("followup_usage",
-                                                             command=self._command(agent)))  # fmt: skip
+                return self._usage(agent)
             text = self._desk_t("followup_note_saved", id=fid)
         elif step == "take":
             values.update(owner_key=agent.key, owner_name=name)

@@ -149,15 +149,23 @@ class Followups(Timers):
                     continue  # reminded meanwhile
                 log_conversation.set(fresh.id)
                 unit = Unit(now, conversation=fresh)
-                unit.followups.append(FollowupChange(record.id,
-                                                     {"remind_at": self._next_reminder(now)}))  # fmt: skip
-                unit.event("followup_reminder", "bot", followup=record.id)
-                text = self._desk_t("followup_reminder", id=record.id, scores=self._scores(record),
-                                    customer=record.customer_name or record.customer_key,
-                                    due=self._when(record.due_at),
-                                    owner=self._owner(record.owner_key, record.owner_name))  # fmt: skip
-                self._alert(fresh, unit, text, self._followup_buttons(record.id), in_thread=False)
+                self._remind(fresh, record, unit)
                 await self._commit(unit)
                 fired += 1
         log_conversation.set(None)
         return fired
+
+    def _remind(self, conv: ConversationRecord, record: FollowupRecord, unit: Unit) -> None:
+        """Remind the whole desk (the old thread is closed) and set the next reminder."""
+        next_at = self._next_reminder(unit.now)
+        unit.followups.append(FollowupChange(record.id, {"remind_at": next_at}))
+        unit.event("followup_reminder", "bot", followup=record.id)
+        text = self._desk_t(
+            "followup_reminder",
+            id=record.id,
+            scores=self._scores(record),
+            customer=record.customer_name or record.customer_key,
+            due=self._when(record.due_at),
+            owner=self._owner(record.owner_key, record.owner_name),
+        )
+        self._alert(conv, unit, text, self._followup_buttons(record.id), in_thread=False)

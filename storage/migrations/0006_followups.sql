@@ -4,6 +4,8 @@
 -- written to the append-only events log (followup_* kinds).
 CREATE TABLE followups (
     id              INTEGER PRIMARY KEY REFERENCES conversations(id),  -- the surveyed one
+    conversation_id INTEGER NOT NULL UNIQUE REFERENCES conversations(id),  -- = id (for the
+                                            -- per-conversation export and erasure)
     customer_id     INTEGER NOT NULL REFERENCES customers(id),
     nps             INTEGER,                -- the scores that opened it (or came with it)
     csat            INTEGER,
