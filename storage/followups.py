@@ -15,6 +15,7 @@ from bot.conversation.followup_types import (
     FollowupStatus,
 )
 from bot.conversation.store import Unit
+from bot.insights.kpi import NONE_KEY
 from storage.database import Database
 
 # Only these columns may be set by a change (the names go into the SQL text).
@@ -121,9 +122,11 @@ async def followup_kpi_rows(
 ) -> list[tuple[str | None, int, int, int | None]]:
     """(group key, opened_at, due_at, contacted_at) of the follow-ups opened in [lo, hi).
 
-    Groups: ``agent`` → the owner, ``channel`` → the conversation's channel; any other
-    breakdown has no follow-up key (None)."""
-    key = {"agent": "f.owner_key", "channel": "c.channel"}.get(by or "", "NULL")
+    Groups: ``agent`` → the owner (``(none)`` when unassigned), ``channel`` → the
+    conversation's channel; any other breakdown has no follow-up key (None)."""
+    key = {"agent": f"COALESCE(f.owner_key, '{NONE_KEY}')", "channel": "c.channel"}.get(
+        by or "", "NULL"
+    )
     rows = await db.fetchall(
         f"""SELECT {key} AS k, f.opened_at, f.due_at, f.contacted_at
             FROM followups f JOIN conversations c ON c.id = f.id
