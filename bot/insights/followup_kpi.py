@@ -19,14 +19,15 @@ from bot.insights.kpi_texts import KpiTexts
 
 
 def _median(values: list[float]) -> float | None:
-    """Type-7 interpolation, as ``bot.insights.durations`` (which imports kpi: no cycle)."""
+    """The middle value, or the mean of the two middle ones (what type-7 interpolation
+    gives at p = 0.5, computed without its rounding)."""
     if not values:
         return None
     ordered = sorted(values)
-    h = (len(ordered) - 1) * 0.5
-    low = int(h)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (h - low) * (ordered[high] - ordered[low])
+    half = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[half]
+    return (ordered[half - 1] + ordered[half]) / 2
 
 
 def _pct(numerator: int, denominator: int) -> float | None:
