@@ -28,13 +28,18 @@ from tests.test_followups import HOURS, paris, served_and_rated
 
 async def two_followups(tmp_path: Path) -> Harness:
     """#1: Marie, NPS 3, served by U_AGENT, resolved with a note; #3: Paul, NPS 5, open."""
-    h = Harness(make_settings(tmp_path / "cli.db", business_hours=HOURS),
-                FakeClock(paris(23, 11).astimezone(UTC)))  # fmt: skip
+    h = Harness(
+        make_settings(tmp_path / "cli.db", business_hours=HOURS),
+        FakeClock(paris(23, 11).astimezone(UTC)),
+    )
     await h.start()
     await served_and_rated(h, "3")
     assert h.engine is not None
-    await h.engine.handle(FollowupAction(Agent("slack", "U_AGENT", "Paul"), 1, "resolved",
-                                         h.key(), "Geste commercial accepté"))  # fmt: skip
+    await h.engine.handle(
+        FollowupAction(
+            Agent("slack", "U_AGENT", "Paul"), 1, "resolved", h.key(), "Geste commercial accepté"
+        )
+    )
     await served_and_rated(h, "5", user="77")
     await h.stop()
     return h
@@ -113,16 +118,25 @@ async def seeded(path: Path, seed: int) -> list[dict[str, Any]]:
     rows = []
     base = to_ms(datetime(2026, 3, 20, tzinfo=UTC))  # across the DST change of 29 March
     async with db.transaction() as conn:
-        await conn.execute("INSERT INTO customers (id, key, channel, user_id, name, language,"
-                           " first_seen_at) VALUES (1, 'telegram:1', 'telegram', '1', 'A', 'fr', 0)")  # fmt: skip
+        await conn.execute(
+            "INSERT INTO customers (id, key, channel, user_id, name, language,"
+            " first_seen_at) VALUES (1, 'telegram:1', 'telegram', '1', 'A', 'fr', 0)"
+        )
         for n in range(1, rnd.randint(40, 90)):
             opened = base + rnd.randint(0, 20 * 86_400_000)
             due = opened + 2 * 86_400_000
             contacted = None if rnd.random() < 0.3 else opened + rnd.randint(0, 4 * 86_400_000)
             owner = rnd.choice([None, "slack:U1", "slack:U2"])
             channel = rnd.choice(["telegram", "slack"])
-            rows.append({"opened_at": opened, "due_at": due, "contacted_at": contacted,
-                         "owner": owner, "channel": channel})  # fmt: skip
+            rows.append(
+                {
+                    "opened_at": opened,
+                    "due_at": due,
+                    "contacted_at": contacted,
+                    "owner": owner,
+                    "channel": channel,
+                }
+            )
             await conn.execute(
                 "INSERT INTO conversations (id, customer_id, channel, address_key, chat_id,"
                 " language, state, started_at, updated_at) VALUES (?, 1, ?, ?, '1', 'fr',"
@@ -144,8 +158,11 @@ async def test_followup_kpis_match_an_independent_computation(tmp_path: Path, se
     settings = make_settings(tmp_path / "k.db")
     db = await Database.open(tmp_path / "k.db")
     try:
-        for first, end in ((date(2026, 3, 22), date(2026, 4, 2)), (date(2026, 3, 26), date(2026, 3, 30)),
-                           (date(2026, 5, 1), date(2026, 5, 8))):  # fmt: skip
+        for first, end in (
+            (date(2026, 3, 22), date(2026, 4, 2)),
+            (date(2026, 3, 26), date(2026, 3, 30)),
+            (date(2026, 5, 1), date(2026, 5, 8)),
+        ):
             period = Period.of_days(first, end, settings.tz)
             lo, hi = period.start_ms, period.end_ms
             report = await KpiQueries(db).report(period, calendar=settings.calendar())
@@ -173,7 +190,11 @@ async def test_no_followups_is_null_not_zero_and_table_and_csv_show_them(tmp_pat
         empty = Period.of_days(date(2025, 1, 1), date(2025, 1, 8), settings.tz)
         report = await KpiQueries(db).report(empty, calendar=settings.calendar())
         assert report.to_json()["followups"] == {
-            "opened": 0, "contacted": 0, "contacted_in_time_pct": None, "median_contact_s": None}  # fmt: skip
+            "opened": 0,
+            "contacted": 0,
+            "contacted_in_time_pct": None,
+            "median_contact_s": None,
+        }
         full = Period.of_days(date(2026, 3, 1), date(2026, 5, 1), settings.tz)
         report = await KpiQueries(db).report(full, calendar=settings.calendar())
     finally:
