@@ -119,3 +119,14 @@ class FollowupStore(Protocol):
     async def listing(self, *, open_only: bool, limit: int = 1000) -> list[FollowupRecord]:
         """Newest first; ``open_only``: not resolved nor unreachable."""
         ...
+
+
+def parse_followup_args(rest: str) -> tuple[int, str, str | None]:
+    """ "12 resolved Bon d'achat envoyé" → (12, "resolved", "Bon d'achat envoyé"), as typed
+    after ``/followup`` (``!followup`` on Slack). Anything else gives (0, "", None), which
+    the engine answers with the usage line."""
+    parts = rest.strip().split(maxsplit=2)
+    if len(parts) < 2 or not parts[0].lstrip("#").isdigit() or len(parts[0]) > 16:
+        return 0, "", None
+    note = parts[2].strip() if len(parts) == 3 else None
+    return int(parts[0].lstrip("#")), parts[1].lower(), note or None
