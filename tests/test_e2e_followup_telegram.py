@@ -4,7 +4,7 @@ agents' group, a stranger refused, Paul's presses, and ``/followup`` typed on th
 from __future__ import annotations
 
 from bot.app import SupportApp
-from tests.test_e2e_telegram import (  # noqa: F401 - fixtures
+from tests.test_e2e_telegram import (  # noqa: F401, F811 - fixtures
     AGENTS_ONLY,
     NPS_QUESTION,
     World,
