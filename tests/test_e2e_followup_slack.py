@@ -21,7 +21,9 @@ from tests.test_e2e_slack import (  # noqa: F401, F811 - fixtures
 AGENTS_ONLY = "Réservé aux agents du service client."
 
 
-async def test_follow_up_buttons_and_command_in_the_agents_channel(product: Product) -> None:
+async def test_follow_up_buttons_and_command_in_the_agents_channel(
+    product: Product,  # noqa: F811
+) -> None:
     p, fake = product, product.slack
     assert isinstance(fake, FakeSlack)
     await p.event(fake.dm_message(CUSTOMER, ASK_PERSON))
@@ -32,8 +34,6 @@ async def test_follow_up_buttons_and_command_in_the_agents_channel(product: Prod
     await p.press(CUSTOMER, nps, label="1")
     (alert,) = with_text(p.thread_posts(header), "Suivi #1")
     assert "Détracteur : marie a donné 1/10 (conversation #1, paul)" in words(alert)
-        alert.plain_texts()
-    )
     assert labels(alert) == ["Je m'en charge", "Contacté", "Résolu", "Injoignable"]
 
     await p.press(STRANGER, alert, label="Contacté")

@@ -22,7 +22,8 @@ FOLLOWUP_BUTTONS = [
 
 
 async def test_buttons_on_the_detractor_alert_and_the_followup_command(
-    world: World, app: SupportApp
+    world: World,  # noqa: F811
+    app: SupportApp,  # noqa: F811
 ) -> None:
     tg = world.tg
     thread, header = await world.handed_off()
