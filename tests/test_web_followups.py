@@ -83,3 +83,15 @@ async def test_followup_routes_need_the_key(served: Served) -> None:  # noqa: F8
         wrong = {"Authorization": "Bearer not-a-key-at-all-0000"}
         async with anonymous.get(f"{base}/api/agent/followups", headers=wrong) as resp:
             assert resp.status == 401
+
+
+async def test_the_console_page_loads_the_followups_section(served: Served) -> None:  # noqa: F811
+    async with served.http.get(f"{served.base}/agent") as resp:
+        page = await resp.text()
+    assert '<script src="/agent/agent-followups.js" defer></script>' in page
+    assert 'id="followups"' in page
+    async with served.http.get(f"{served.base}/agent/agent-followups.js") as resp:
+        assert resp.status == 200
+        script = await resp.text()
+    assert "/api/agent/followups?open=1" in script
+    assert "innerHTML" not in script  # data only ever as text

@@ -11,6 +11,7 @@ becomes a ``FollowupAction`` of ``Agent("web", name)`` for the engine.
 from __future__ import annotations
 
 from datetime import tzinfo
+from pathlib import Path
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from bot.clock import to_ms
 from bot.conversation.followup_types import FollowupStore
 from bot.conversation.model import Agent, FollowupAction
 from handlers.web.console import AGENT, Console
+from handlers.web.site import file_handler
 
 NOTE_LIMIT = 2000
 MAX_ID = 2**53
@@ -31,7 +33,8 @@ class FollowupRoutes:
         self.followups = followups
         self.tz = tz
 
-    def add_routes(self, app: web.Application) -> None:
+    def add_routes(self, app: web.Application, files: Path) -> None:
+        app.router.add_get("/agent/agent-followups.js", file_handler(files / "agent-followups.js"))
         app.router.add_get("/api/agent/followups", self._list)
         app.router.add_post("/api/agent/followups/{id:\\d{1,16}}/{step}", self._act)
 

@@ -162,7 +162,8 @@ class WebTransport:
         app.router.add_post("/api/web/session", self._session)
         app.router.add_get("/ws/widget", self._widget_socket)
         self.console.add_routes(app, files)
-        FollowupRoutes(self.console, SqliteFollowups(self._db), self.settings.tz).add_routes(app)
+        followups = FollowupRoutes(self.console, SqliteFollowups(self._db), self.settings.tz)
+        followups.add_routes(app, files)
         # The KPI dashboard has no auth of its own: ``Console.guard`` covers its paths.
         app.router.add_routes(dashboard_routes(self._db, self.settings, self.clock))
         return app
