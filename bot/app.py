@@ -276,7 +276,7 @@ class SupportApp:
     async def _kpi_summary(self) -> str:
         from bot.insights.report import week_summary
 
-        result: str = await week_summary(self.settings, self._db)
+        result: str = await week_summary(self.settings, self._db, now=self.clock.now())
         return result
 
     async def _customer_gone(self, item: OutboxItem) -> None:
