@@ -152,6 +152,8 @@ async def test_with_the_web_desk_alerts_reach_the_console(web_desk: Harness) -> 
 async def test_console_alerts_say_what_the_slack_desk_says(
     harness: Harness, web_desk: Harness
 ) -> None:
+    start = harness.clock.now()  # one clock for both: the same day, the same due times
     await alerts_of_a_day(harness)
+    web_desk.clock.set(start)
     await alerts_of_a_day(web_desk)
     assert [text for text, _thread in harness.desk.alerts] == web_desk.board.texts()
