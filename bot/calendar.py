@@ -126,3 +126,24 @@ class BusinessCalendar:
                 remaining -= b - lo
             day += timedelta(days=1)
         return start + delta
+
+    def add_business_days(self, start: datetime, days: int) -> datetime:
+        """The same local time ``days`` working days after ``start`` (counted from the
+        next opening when ``start`` is outside working time), moved to the next opening if
+        the team is not at work then: Monday 10:00 + 2 → Wednesday 10:00; Saturday + 2 →
+        Wednesday at opening time. Always open: ``days`` calendar days, wall-clock."""
+        if self.always_open:
+            return (start.astimezone(self.tz) + timedelta(days=days)).astimezone(UTC)
+        begin = self.next_open(start)
+        if begin is None:
+            return start + timedelta(days=days)
+        local = begin.astimezone(self.tz)
+        day, counted = local.date(), 0
+        for _ in range(800):
+            if counted >= days:
+                break
+            day += timedelta(days=1)
+            if any(True for _ in self.intervals(day)):
+                counted += 1
+        target = datetime.combine(day, local.time(), self.tz).astimezone(UTC)
+        return self.next_open(target) or target

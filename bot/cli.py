@@ -1,4 +1,4 @@
-"""The ``supportbot`` command: run, check, kb, kpi, digest, customer, backup.
+"""The ``supportbot`` command: run, check, kb, kpi, digest, followups, customer, backup.
 
 Every command takes ``--config PATH`` (default ./config.yaml). Exit codes: 0 done,
 1 failed while running, 2 bad configuration or knowledge base, 3 ``run`` refused because
@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     ):
         cmd = cust_sub.add_parser(action, parents=[common], help=text)
         cmd.add_argument("key", metavar="KEY", help="the customer's key, e.g. telegram:4242")
+    followups = sub.add_parser("followups", parents=[common], help="detractors' follow-ups")
+    followups.add_argument("--open", dest="open_only", action="store_true",
+                           help="only those not resolved nor unreachable")  # fmt: skip
+    followups.add_argument("--format", dest="fmt", choices=["table", "json"], default="table")
     backup = sub.add_parser("backup", parents=[common], help="consistent copy of the database")
     backup.add_argument("path", type=Path, metavar="PATH", help="backup file, or a directory")
     return parser
@@ -155,13 +159,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets, cl
         return 0
     if args.command == "digest":
         return _digest(settings, secrets, clock, now=args.now, dry_run=args.dry_run, out=args.out)
+    if args.command == "followups":
+        from bot.followup_report import followups_command
+
+        command = followups_command(settings, open_only=args.open_only, fmt=args.fmt, clock=clock)
+        print(asyncio.run(command))
+        return 0
     if args.command in ("customer", "backup"):
         from bot.privacy import backup_command, customer_command
 
         if args.command == "backup":
-            print(asyncio.run(backup_command(settings, args.path)))
+            print(asyncio.run(backup_command(settings, args.path, clock)))
         else:
-            print(asyncio.run(customer_command(settings, args.customer_command, args.key)))
+            print(asyncio.run(customer_command(settings, args.customer_command, args.key, clock)))
         return 0
     return 2  # pragma: no cover - argparse requires a command
 

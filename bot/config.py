@@ -261,6 +261,22 @@ class DigestSettings(_Section):
         return value
 
 
+class FollowupSettings(_Section):
+    """Closing the loop: a detractor's survey opens a follow-up for agents."""
+
+    enabled: bool = True
+    # Whole days count business days ("2d": the same time two working days later);
+    # anything else counts business time ("4h": four working hours).
+    due_after: Duration = timedelta(days=2)
+
+    @field_validator("due_after")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0")
+        return value
+
+
 class Settings(_Section):
     """The whole of config.yaml, validated."""
 
@@ -279,6 +295,7 @@ class Settings(_Section):
     digest: DigestSettings = DigestSettings()
     privacy: PrivacySettings = PrivacySettings()
     messages: dict[Language, dict[str, str]] = Field(default_factory=dict)
+    followup: FollowupSettings = FollowupSettings()
 
     @field_validator("timezone")
     @classmethod

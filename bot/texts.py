@@ -101,6 +101,26 @@ CATALOG: dict[str, dict[str, str]] = {
         "unknown_conversation": "Conversation inconnue.",
         "title": "#{id} · {customer}{topic}",
         "erased_customer": "client effacé (RGPD)",
+        # follow-ups (closing the loop)
+        "followup_csat_alert": "⚠️ Client insatisfait : {customer} a donné {face} ({rating}/5) "
+        "(conversation #{id}{agent}). Recontactez ce client.",
+        "followup_line": "Suivi #{id} — responsable : {owner} ; à recontacter avant {due}.",
+        "followup_unassigned": "personne (prenez-le)",
+        "followup_reminder": "⏰ Suivi #{id} en retard : {customer} ({scores}) n'a pas été "
+        "recontacté (échéance {due}) ; responsable : {owner}.",
+        "followup_button_take": "Je m'en charge",
+        "followup_button_contacted": "Contacté",
+        "followup_button_resolved": "Résolu",
+        "followup_button_unreachable": "Injoignable",
+        "followup_taken": "Suivi #{id} : pris en charge par {agent}.",
+        "followup_contacted": "Suivi #{id} : client contacté par {agent}.",
+        "followup_resolved": "Suivi #{id} : résolu par {agent}.",
+        "followup_unreachable": "Suivi #{id} : client injoignable ({agent}).",
+        "followup_note_saved": "Suivi #{id} : note enregistrée.",
+        "followup_ask_note": "Ajoutez le résultat : {command} {id} note <texte>.",
+        "followup_unknown": "Suivi #{id} inconnu.",
+        "followup_closed": "Le suivi #{id} est déjà clos ({status}).",
+        "followup_usage": "Usage : {command} ID take|contacted|resolved|unreachable|note [note]",
     },
     "en": {
         "greeting": "Hello{name}! I'm the customer service assistant. Ask me your question; "
@@ -187,6 +207,26 @@ CATALOG: dict[str, dict[str, str]] = {
         "unknown_conversation": "Unknown conversation.",
         "title": "#{id} · {customer}{topic}",
         "erased_customer": "erased customer (GDPR)",
+        # follow-ups (closing the loop)
+        "followup_csat_alert": "⚠️ Unhappy customer: {customer} answered {face} ({rating}/5) "
+        "(conversation #{id}{agent}). Please follow up with this customer.",
+        "followup_line": "Follow-up #{id} — owner: {owner}; contact them before {due}.",
+        "followup_unassigned": "nobody yet (take it)",
+        "followup_reminder": "⏰ Follow-up #{id} is overdue: {customer} ({scores}) has not been "
+        "contacted (due {due}); owner: {owner}.",
+        "followup_button_take": "Take",
+        "followup_button_contacted": "Contacted",
+        "followup_button_resolved": "Resolved",
+        "followup_button_unreachable": "Unreachable",
+        "followup_taken": "Follow-up #{id}: taken by {agent}.",
+        "followup_contacted": "Follow-up #{id}: customer contacted by {agent}.",
+        "followup_resolved": "Follow-up #{id}: resolved by {agent}.",
+        "followup_unreachable": "Follow-up #{id}: customer unreachable ({agent}).",
+        "followup_note_saved": "Follow-up #{id}: note saved.",
+        "followup_ask_note": "Add the outcome: {command} {id} note <text>.",
+        "followup_unknown": "Unknown follow-up #{id}.",
+        "followup_closed": "Follow-up #{id} is already closed ({status}).",
+        "followup_usage": "Usage: {command} ID take|contacted|resolved|unreachable|note [note]",
     },
 }
 

@@ -24,6 +24,7 @@ from bot.conversation.store import (
     Unit,
 )
 from storage.database import Database
+from storage.followups import SqliteFollowups, write_followup_changes
 from storage.kb_questions import latest_kb_question, write_kb_changes
 from storage.outbox_rows import enqueue, insert_many, outbox_item, record_sent
 from storage.privacy import erase_customer
@@ -82,6 +83,7 @@ class SqliteStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.followups = SqliteFollowups(db)
 
     async def load_open(self, address_key: str) -> ConversationRecord | None:
         row = await self.db.fetchone(
@@ -333,6 +335,7 @@ def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
             )
     if conversation_id is not None:
         write_kb_changes(conn, unit, conversation_id, message_ids)
+        write_followup_changes(conn, unit, conversation_id, customer_id)
     if customer_id is not None:
         _customer_changes(conn, unit, customer_id)
     items = enqueue(conn, unit.outbox, conversation_id, message_ids, now)

@@ -25,6 +25,7 @@ from typing import Any
 
 from bot.calendar import BusinessCalendar
 from bot.insights.durations import BusinessTime
+from bot.insights.followup_kpi import FollowupFigures, followup_figures
 from bot.insights.kpi import (
     BREAKDOWNS,
     NONE_KEY,
@@ -39,6 +40,7 @@ from bot.insights.kpi import (
     SurveyCounts,
     Volumes,
 )
+from storage.followups import followup_kpi_rows
 from storage.kpi_cohort import COHORT, CohortQueries
 
 # The group key of each breakdown of survey rows.
@@ -115,6 +117,7 @@ class KpiQueries(CohortQueries):
         csat = await self._csat(lo, hi, by)
         surveys = await self._surveys(lo, hi, by)
         retention = await self._retention(lo, hi, by_channel=by == "channel")
+        followups = await followup_kpi_rows(self.db, lo, hi, by)
         total = Figures(
             conversations=sum(cohort.volumes(), Volumes()),
             nps=sum(nps.values(), Nps()),
@@ -122,13 +125,16 @@ class KpiQueries(CohortQueries):
             times=cohort.total_times(),
             surveys=sum(surveys.values(), SurveyCounts()),
             retention=sum(retention.values(), Retention()),
+            followups=followup_figures(row[1:] for row in followups),
         )
         if by is None:
             return KpiReport(period=period, figures=total)
         volumes = dict(zip(cohort_keys, cohort.volumes(), strict=True))
         times = dict(zip(cohort_keys, cohort.times(), strict=True))
         labels = await self._agent_names(lo, hi, cohort_keys) if by == "agent" else {}
-        keys = sorted(set(cohort_keys) | set(nps) | set(csat) | set(surveys), key=_order)
+        by_key = _followups_by_key(followups)
+        keys = sorted(set(cohort_keys) | set(nps) | set(csat) | set(surveys) | set(by_key),
+                      key=_order)  # fmt: skip
         groups = tuple(
             Group(
                 key=key,
@@ -140,6 +146,7 @@ class KpiQueries(CohortQueries):
                     times=times.get(key, ResponseTimes()),
                     surveys=surveys.get(key, SurveyCounts()),
                     retention=retention.get(key, Retention()) if by == "channel" else None,
+                    followups=by_key.get(key, FollowupFigures()),
                 ),
             )
             for key in keys
@@ -306,3 +313,14 @@ class KpiQueries(CohortQueries):
         """When the first conversation started (UTC ms), None on an empty database."""
         rows = await self._tuples("SELECT min(started_at) FROM conversations")
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+def _followups_by_key(
+    rows: Sequence[tuple[str | None, int, int, int | None]],
+) -> dict[str, FollowupFigures]:
+    """Follow-up figures per group key; none when the breakdown has no follow-up key."""
+    grouped: dict[str, list[tuple[int, int, int | None]]] = {}
+    for key, opened_at, due_at, contacted_at in rows:
+        if key is not None:
+            grouped.setdefault(key, []).append((opened_at, due_at, contacted_at))
+    return {key: followup_figures(values) for key, values in grouped.items()}

@@ -22,6 +22,7 @@ from typing import Any
 
 from storage.customer_export import OPTIONAL_TEXT, export_customer, table_columns
 from storage.database import Database
+from storage.followups import close_erased
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def erase_customer(conn: sqlite3.Connection, customer_id: int, now: int, actor: 
     )
     _clear_digests(conn, comments)
     _clear_optional(conn, ids)
+    close_erased(conn, customer_id, now)
     _clear_outbox(conn, ids, addresses, now)
     _clear_events(conn, customer_id, ids)
     web_lines = _forget_visitors(conn, visitors, now)

@@ -134,7 +134,8 @@ async def alerts_of_a_day(h: Harness) -> list[str]:
         "Conversation #1 en attente depuis 5 min.",
         "Conversation #1 en attente depuis 10 min.",
         "Conversation #1 abandonnée (timeout) : recontactez le client.",
-        "⚠️ Détracteur : Marie a donné 3/10 (conversation #2, Paul). Recontactez ce client.",
+        "⚠️ Détracteur : Marie a donné 3/10 (conversation #2, Paul). Recontactez ce client.\n"
+        "Suivi #2 — responsable : Paul ; à recontacter avant mercredi 25 novembre à 11:15.",
     ]
 
 
@@ -151,6 +152,8 @@ async def test_with_the_web_desk_alerts_reach_the_console(web_desk: Harness) -> 
 async def test_console_alerts_say_what_the_slack_desk_says(
     harness: Harness, web_desk: Harness
 ) -> None:
+    start = harness.clock.now()  # one clock for both: the same day, the same due times
     await alerts_of_a_day(harness)
+    web_desk.clock.set(start)
     await alerts_of_a_day(web_desk)
     assert [text for text, _thread in harness.desk.alerts] == web_desk.board.texts()

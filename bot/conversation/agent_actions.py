@@ -55,6 +55,7 @@ class AgentActions(Surveys):
             if conv.state == State.QUEUED:
                 self._take(conv, unit, ev.agent, announce=False)
             self._relay_to_customer(conv, unit, ev)
+            await self._mark_contacted(conv, unit, ev.agent)
             return Outcome(duplicate=not await self._commit(unit))
 
     def _note(self, conv: ConversationRecord, unit: Unit, agent: Agent, text: str) -> None:

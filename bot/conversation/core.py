@@ -176,14 +176,26 @@ class EngineCore:
             return
         unit.outbox.append(NewOutbox(P.desk_lane(conv.id), op, dict(payload)))
 
-    def _alert(self, conv: ConversationRecord | None, unit: Unit, text: str) -> None:
+    def _alert(
+        self,
+        conv: ConversationRecord | None,
+        unit: Unit,
+        text: str,
+        buttons: Sequence[Choice] = (),
+        *,
+        in_thread: bool = True,
+    ) -> None:
         """Queue an alert for agents: the desk shows it (in the conversation's thread when
-        it has one), and so does the web console, which keeps it until read."""
+        it has one, unless ``in_thread`` is False), with ``buttons`` under it if any, and so
+        does the web console, which keeps it until read."""
         if self.desk is None and not self._observers:
             return  # no desk and no console: nobody to tell
         lane = P.desk_lane(conv.id if conv else None)
-        in_thread = conv is not None and conv.desk is not None
-        unit.outbox.append(NewOutbox(lane, P.ALERT, {"text": text, "in_thread": in_thread}))
+        threaded = in_thread and conv is not None and conv.desk is not None
+        payload: dict[str, object] = {"text": text, "in_thread": threaded}
+        if buttons:
+            payload["buttons"] = P.choices_json([buttons])
+        unit.outbox.append(NewOutbox(lane, P.ALERT, payload))
 
     def _business_deadline(self, start_ms: int, delta: timedelta) -> int:
         return to_ms(self.calendar.add_business_time(from_ms(start_ms), delta))

@@ -92,7 +92,7 @@ class CustomerTurns(Leaving):
         elif conv.state in WITH_AGENTS:
             self._customer_to_agents(conv, unit, ev, text)
         elif conv.state == State.SURVEYING:
-            self._survey_text(conv, unit, text)
+            await self._survey_text(conv, unit, text)
         return Outcome(duplicate=not await self._commit(unit))
 
     def _stateless_reply(
@@ -208,6 +208,6 @@ class CustomerTurns(Leaving):
         elif question == "nps":
             self._record_nps(conv, unit, int(value))
         elif question == "csat":
-            self._record_csat(conv, unit, int(value))
+            await self._record_csat(conv, unit, int(value))
         elif question == "comment":
             self._record_comment(conv, unit, None)

@@ -6,13 +6,14 @@ to deliver, in one transaction). Delivery happens afterwards, from the outbox, s
 crash never loses a decided action and a restart resumes everything.
 
 The concerns live in their own modules (``customer_turns``, ``agent_actions``,
-``surveys``, ``timers``) over the shared ``core``; this class joins them.
+``surveys``, ``followups``, ``followup_actions``, ``timers``) over the shared ``core``;
+this class joins them.
 """
 
 from __future__ import annotations
 
-from bot.conversation.agent_actions import AgentActions
 from bot.conversation.customer_turns import CustomerTurns
+from bot.conversation.followup_actions import FollowupDesk
 from bot.conversation.model import (
     AgentAction,
     AgentMessage,
@@ -20,6 +21,7 @@ from bot.conversation.model import (
     CustomerLeft,
     CustomerMessage,
     CustomerReturned,
+    FollowupAction,
     InboundEvent,
     Outcome,
 )
@@ -27,7 +29,7 @@ from bot.conversation.timers import Timers
 from bot.logs import conversation_id as log_conversation
 
 
-class ConversationService(CustomerTurns, AgentActions, Timers):
+class ConversationService(CustomerTurns, FollowupDesk, Timers):
     """Applies the SPEC lifecycle to normalized events; the one entry point is ``handle``."""
 
     async def handle(self, event: InboundEvent) -> Outcome:
@@ -46,4 +48,6 @@ class ConversationService(CustomerTurns, AgentActions, Timers):
                 return await self._customer_left(event)
             case CustomerReturned():
                 return await self._customer_returned(event)
+            case FollowupAction():
+                return await self._followup_action(event)
         raise TypeError(f"not an inbound event: {event!r}")

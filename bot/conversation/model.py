@@ -35,6 +35,11 @@ class AgentActionKind(StrEnum):
     RESOLVE = "resolve"
     TRANSFER = "transfer"
     NOTE = "note"
+    # Follow-up buttons on a detractor alert (the token names the follow-up's conversation)
+    FOLLOWUP_TAKE = "fu_take"
+    FOLLOWUP_CONTACTED = "fu_contacted"
+    FOLLOWUP_RESOLVED = "fu_resolved"
+    FOLLOWUP_UNREACHABLE = "fu_unreachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +176,27 @@ class AgentAction:
     target: Agent | None = None  # transfer target; None puts the conversation back in the queue
 
 
+@dataclass(frozen=True, slots=True)
+class FollowupAction:
+    """An agent acted on a follow-up: a button on its alert, ``/followup ID STEP [note]``
+    typed on the desk, or the console. ``followup_id`` is the surveyed conversation's id
+    (one follow-up per survey); ``step``: take | contacted | resolved | unreachable | note."""
+
+    agent: Agent
+    followup_id: int
+    step: str
+    dedup_key: str
+    note: str | None = None
+
+
 InboundEvent = (
-    CustomerMessage | CustomerChoice | CustomerLeft | CustomerReturned | AgentMessage | AgentAction
+    CustomerMessage
+    | CustomerChoice
+    | CustomerLeft
+    | CustomerReturned
+    | AgentMessage
+    | AgentAction
+    | FollowupAction
 )
 
 

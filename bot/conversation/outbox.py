@@ -254,7 +254,8 @@ class Dispatcher:
         if self.desk is not None:
             ref = await self._thread(item)
             in_thread = ref.thread if ref is not None and item.payload.get("in_thread") else None
-            await self.desk.alert(text, in_thread)
+            buttons = P.choices_from(item.payload.get("buttons") or [])
+            await self.desk.alert(text, in_thread, buttons=buttons)
 
     async def _thread(self, item: OutboxItem) -> ThreadRef | None:
         cid = item.conversation_id

@@ -92,8 +92,11 @@ class AgentDesk(Protocol):
 
     async def reopen_thread(self, thread: str) -> None: ...
 
-    async def alert(self, text: str, thread: str | None = None) -> Sent:
-        """Post an alert to the whole desk (detractor follow-up, waiting reminders)."""
+    async def alert(
+        self, text: str, thread: str | None = None, *, buttons: Sequence[Sequence[Choice]] = ()
+    ) -> Sent:
+        """Post an alert to the whole desk (detractor follow-up, waiting reminders), with
+        rows of agent buttons under it when given (a follow-up's Take / Contacted / …)."""
         ...
 
     async def is_agent(self, user_id: str) -> bool:

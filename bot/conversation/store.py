@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot.conversation.followup_types import FollowupChange, FollowupOpen, FollowupStore
 from bot.conversation.model import Address, Customer, State, TranscriptLine
 
 # Columns of `conversations` the engine may change (ConversationRecord attributes).
@@ -195,6 +196,7 @@ class Unit:
     customer_forget: bool = False
     kb_question: KbQuestion | None = None
     kb_verdict: KbVerdict | None = None
+    followups: list[FollowupOpen | FollowupChange] = field(default_factory=list)
 
     def set_timer(self, kind: str, due: int) -> None:
         self.timers_set[kind] = due
@@ -245,6 +247,9 @@ class DueTimer:
 
 
 class Store(Protocol):
+    @property
+    def followups(self) -> FollowupStore: ...
+
     async def load_open(self, address_key: str) -> ConversationRecord | None: ...
 
     async def load(self, conversation_id: int) -> ConversationRecord | None: ...

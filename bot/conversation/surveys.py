@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from bot.conversation import payloads as P
 from bot.conversation.buttons import customer_choice
-from bot.conversation.core import EngineCore
+from bot.conversation.followups import DETRACTOR_NPS, Followups
 from bot.conversation.intents import parse_csat, parse_nps
 from bot.conversation.model import Agent, Choice, State
 from bot.conversation.store import ConversationRecord, Unit
 from bot.texts import CSAT_FACES
 
 
-class Surveys(EngineCore):
+class Surveys(Followups):
     """Resolving a conversation, then surveying its customer."""
 
     def _resolve_by_bot(self, conv: ConversationRecord, unit: Unit) -> None:
@@ -78,7 +78,7 @@ class Surveys(EngineCore):
             [customer_choice(face, conv.id, "csat", str(n)) for n, face in enumerate(CSAT_FACES, 1)]
         ]
 
-    def _survey_text(self, conv: ConversationRecord, unit: Unit, text: str) -> None:
+    async def _survey_text(self, conv: ConversationRecord, unit: Unit, text: str) -> None:
         lang = conv.language
         if conv.awaiting == "nps":
             score = parse_nps(text)
@@ -95,7 +95,7 @@ class Surveys(EngineCore):
                 self._say(conv, unit, conv.address, self._t(lang, "csat_reprompt"),
                           self._csat_choices(conv))  # fmt: skip
                 return
-            self._record_csat(conv, unit, rating)
+            await self._record_csat(conv, unit, rating)
         elif conv.awaiting == "comment":
             self._record_comment(conv, unit, text)
 
@@ -103,20 +103,21 @@ class Surveys(EngineCore):
         unit.survey_update.update(nps=score, nps_at=unit.now)
         unit.event("nps_answered", "customer", score=score)
         conv.update(awaiting="csat")
-        if score <= 6:
+        if score <= DETRACTOR_NPS:
             agent = f", {conv.agent_name}" if conv.agent_name else ""
             customer = conv.customer_name or conv.customer_key
             text = self._desk_t("detractor_alert", customer=customer, score=score, id=conv.id,
                                 agent=agent)  # fmt: skip
-            self._alert(conv, unit, text)
+            self._open_followup(conv, unit, text, nps=score)
             unit.event("detractor_alert", "bot", score=score)
         lang = conv.language
         self._say(conv, unit, conv.address, self._t(lang, "csat_question"),
                   self._csat_choices(conv))  # fmt: skip
 
-    def _record_csat(self, conv: ConversationRecord, unit: Unit, rating: int) -> None:
+    async def _record_csat(self, conv: ConversationRecord, unit: Unit, rating: int) -> None:
         unit.survey_update.update(csat=rating, csat_at=unit.now)
         unit.event("csat_answered", "customer", rating=rating)
+        await self._csat_followup(conv, unit, rating)
         conv.update(awaiting="comment")
         skip = customer_choice(self._t(conv.language, "choice_skip"), conv.id, "comment", "skip")
         self._say(conv, unit, conv.address, self._t(conv.language, "comment_question"), [[skip]])

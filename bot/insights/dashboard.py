@@ -18,6 +18,7 @@ from babel.dates import format_date
 
 from bot.config import Settings
 from bot.errors import InvalidParameterError
+from bot.insights.followup_kpi import followups_value
 from bot.insights.kpi import BREAKDOWNS, Figures, Group, KpiReport, Period
 from bot.insights.kpi_series import FRT_EDGES_S, Histogram, trend_buckets
 from bot.insights.kpi_texts import CATALOG, KpiTexts
@@ -112,6 +113,7 @@ _FORMATS: dict[str, Format] = {
     "resolved_by_bot": lambda t, f: t.integer(f.conversations.resolved_by_bot),
     "handed_off": lambda t, f: t.integer(f.conversations.handed_off),
     "abandoned": lambda t, f: t.integer(f.conversations.abandoned),
+    "followups": lambda t, f: followups_value(t, f.followups),
 }
 # The columns of the breakdown tables (value, header label), as `supportbot kpi --by` shows.
 # Only these are formatted per group: Babel formatting dominates a long breakdown.

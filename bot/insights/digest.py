@@ -19,6 +19,7 @@ from babel.dates import format_date
 
 from bot.config import Settings
 from bot.insights.chart import Spread, TrendPoint, render_chart
+from bot.insights.followup_kpi import followups_value
 from bot.insights.kpi import NONE_KEY, Figures, Group, KpiReport, Period
 from bot.insights.kpi_texts import KpiTexts
 
@@ -179,6 +180,7 @@ def digest_text(
             change=t.change_points(f.survey_response_rate_pct, p.survey_response_rate_pct),
         )
     )
+    lines.append(t("followups_line", value=followups_value(t, f.followups)))
     lines.append(
         t(
             "volumes_line",

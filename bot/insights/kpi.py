@@ -40,6 +40,7 @@ time zone and compared as UTC epoch milliseconds:
   already coalesced). A missing key is the group ``"(none)"``. The groups are the keys
   with a conversation started, or a survey sent or answered, in the period. Retention
   is split by channel only: agent and topic groups report it as null.
+- ``followups``: see ``bot.insights.followup_kpi``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from bot.insights.followup_kpi import FollowupFigures
 
 NONE_KEY = "(none)"
 BREAKDOWNS = ("channel", "agent", "topic")
@@ -231,6 +234,7 @@ class Figures:
     times: ResponseTimes = ResponseTimes()
     surveys: SurveyCounts = SurveyCounts()
     retention: Retention | None = None
+    followups: FollowupFigures = FollowupFigures()
 
     @property
     def abandonment_rate_pct(self) -> float | None:
@@ -285,6 +289,7 @@ class Figures:
             "bot_resolution_rate_pct": _round(self.bot_resolution_rate_pct, 2),
             "survey_response_rate_pct": _round(self.survey_response_rate_pct, 2),
             "surveys": {"sent": self.surveys.sent, "answered": self.surveys.answered},
+            "followups": self.followups.to_json(),
         }
 
 

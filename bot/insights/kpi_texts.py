@@ -135,6 +135,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "dash_csv": "Télécharger en CSV",
         "dash_breakdowns": "Détail",
         "dash_table": "Données du graphique",
+        "row_followups": "Suivis des détracteurs",
+        "followups_line": "Suivis des détracteurs : {value}",
+        "row_followups_value": "{opened} ouverts · {contacted} contactés · {pct} à temps · "
+        "médiane {median}",
     },
     "en": {
         "digest_title": "📊 Support KPIs — {period}",
@@ -253,6 +257,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "dash_csv": "Download CSV",
         "dash_breakdowns": "Breakdowns",
         "dash_table": "Chart data",
+        "row_followups": "Detractor follow-ups",
+        "followups_line": "Detractor follow-ups: {value}",
+        "row_followups_value": "{opened} opened · {contacted} contacted · {pct} in time · "
+        "median {median}",
     },
 }
 

@@ -24,6 +24,7 @@ from rich.table import Table
 from bot.clock import Clock
 from bot.config import Settings
 from bot.errors import StorageError, SupportbotError
+from bot.insights.followup_kpi import followups_value
 from bot.insights.kpi import NONE_KEY, Durations, Figures, Group, KpiReport, Period, flatten
 from bot.insights.kpi_texts import CATALOG, KpiTexts
 
@@ -252,6 +253,7 @@ def figure_rows(t: KpiTexts, f: Figures) -> list[tuple[str, str]]:
             t("row_survey"),
             _rate(t, f.survey_response_rate_pct, f.surveys.answered, f.surveys.sent),
         ),
+        (t("row_followups"), followups_value(t, f.followups)),
     ]
     return rows
 

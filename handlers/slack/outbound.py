@@ -112,10 +112,12 @@ class SlackOutbound(SlackApi):
     async def reopen_thread(self, thread: str) -> None:
         await self._thread_note(thread, "reopened")
 
-    async def alert(self, text: str, thread: str | None = None) -> Sent:
+    async def alert(
+        self, text: str, thread: str | None = None, *, buttons: Sequence[Sequence[Choice]] = ()
+    ) -> Sent:
         kwargs: dict[str, Any] = {
             "text": render.fallback(text),
-            "blocks": render.plain_sections(text, self.language),
+            "blocks": [*render.plain_sections(text, self.language), *render.buttons(buttons, "a")],
         }
         if thread:
             kwargs["thread_ts"] = thread

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.conversation.followup_types import parse_followup_args
 from bot.conversation.model import (
     Address,
     Agent,
@@ -23,6 +24,7 @@ from bot.conversation.model import (
     CustomerLeft,
     CustomerMessage,
     CustomerReturned,
+    FollowupAction,
     LeaveReason,
     Media,
 )
@@ -196,6 +198,22 @@ def agent_command(raw: str, thread: str, person: Person, dedup_key: str) -> Agen
         text=slack_to_plain(rest) if kind == AgentActionKind.NOTE else None,
         target=target,
     )
+
+
+_FOLLOWUP_COMMAND = re.compile(r"^!followup\b\s*(.*)$", re.DOTALL | re.I)
+
+
+def is_followup(event: Payload) -> bool:
+    return _FOLLOWUP_COMMAND.match(str(event.get("text") or "").strip()) is not None
+
+
+def followup_command(event: Payload, person: Person, dedup_key: str) -> FollowupAction | None:
+    """``!followup ID STEP [note]`` typed anywhere in the agents' channel."""
+    match = _FOLLOWUP_COMMAND.match(str(event.get("text") or "").strip())
+    if match is None:
+        return None
+    fid, step, note = parse_followup_args(slack_to_plain(match.group(1)))
+    return FollowupAction(person.as_agent(), fid, step, dedup_key, note)
 
 
 def agent_message(

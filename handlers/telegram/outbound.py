@@ -262,12 +262,17 @@ class TelegramOutbound(TelegramClient):
             if not is_not_modified(exc):
                 raise delivery_error(exc, customer=False) from exc
 
-    async def alert(self, text: str, thread: str | None = None) -> Sent:
-        """To the General topic (or the whole group), or into one conversation's thread."""
+    async def alert(
+        self, text: str, thread: str | None = None, *, buttons: Sequence[Sequence[Choice]] = ()
+    ) -> Sent:
+        """To the General topic (or the whole group), or into one conversation's thread;
+        the buttons go under the last part."""
         await self._is_forum()
         sent: Message | None = None
-        for part in split_text(text):
-            sent = await self._desk_send(part, thread, html=False)
+        parts = split_text(text)
+        for n, part in enumerate(parts, 1):
+            markup = keyboard(buttons) if n == len(parts) else None
+            sent = await self._desk_send(part, thread, html=False, markup=markup)
         assert sent is not None
         return Sent(str(sent.message_id))
 

@@ -15,6 +15,7 @@ from telegram import CallbackQuery, ChatMember, ChatMemberUpdated, Message, Mess
 from telegram import User as TgUser
 from telegram.constants import ChatType
 
+from bot.conversation.followup_types import parse_followup_args
 from bot.conversation.model import (
     Address,
     Agent,
@@ -26,6 +27,7 @@ from bot.conversation.model import (
     CustomerLeft,
     CustomerMessage,
     CustomerReturned,
+    FollowupAction,
     InboundEvent,
     LeaveReason,
     Media,
@@ -170,9 +172,13 @@ class Translator:
 
     def desk_message(
         self, update: Update, message: Message, user: TgUser
-    ) -> AgentMessage | AgentAction | None:
+    ) -> AgentMessage | AgentAction | FollowupAction | None:
         if user.username:
             self._remember(user)
+        followup = parse_command(message.text, self.bot_username) if message.text else None
+        if followup is not None and followup.for_us and followup.name == "followup":
+            fid, step, note = parse_followup_args(followup.rest)  # anywhere on the desk
+            return FollowupAction(agent_of(user), fid, step, dedup_key(update), note)
         thread = self.thread_of(message)
         if thread is None:
             return None

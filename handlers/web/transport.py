@@ -47,8 +47,10 @@ from handlers.web.auth import (
 )
 from handlers.web.console import Console
 from handlers.web.dashboard import dashboard_routes
+from handlers.web.followups import FollowupRoutes
 from handlers.web.site import Site, static_dir
 from handlers.web.sockets import Outlet
+from storage.followups import SqliteFollowups
 from storage.web_store import WebStore
 
 if TYPE_CHECKING:
@@ -160,6 +162,8 @@ class WebTransport:
         app.router.add_post("/api/web/session", self._session)
         app.router.add_get("/ws/widget", self._widget_socket)
         self.console.add_routes(app, files)
+        followups = FollowupRoutes(self.console, SqliteFollowups(self._db), self.settings.tz)
+        followups.add_routes(app, files)
         # The KPI dashboard has no auth of its own: ``Console.guard`` covers its paths.
         app.router.add_routes(dashboard_routes(self._db, self.settings, self.clock))
         return app

@@ -88,6 +88,7 @@ class RecordingDesk(_Failing):
         self.agents = set(agents)
         self.threads: dict[str, Thread] = {}
         self.alerts: list[tuple[str, str | None]] = []
+        self.alert_buttons: list[tuple[Choice, ...]] = []  # beside each alert
 
     @property
     def desk(self) -> str:
@@ -125,9 +126,12 @@ class RecordingDesk(_Failing):
         self._record("reopen_thread", thread=thread)
         self.threads[thread].closed = False
 
-    async def alert(self, text: str, thread: str | None = None) -> Sent:
-        self._record("alert", text=text, thread=thread)
+    async def alert(
+        self, text: str, thread: str | None = None, *, buttons: Sequence[Sequence[Choice]] = ()
+    ) -> Sent:
+        self._record("alert", text=text, thread=thread, buttons=buttons)
         self.alerts.append((text, thread))
+        self.alert_buttons.append(tuple(c for row in buttons for c in row))
         return Sent(str(next(_ids)))
 
     async def is_agent(self, user_id: str) -> bool:
