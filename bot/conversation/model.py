@@ -35,6 +35,7 @@ class AgentActionKind(StrEnum):
     RESOLVE = "resolve"
     TRANSFER = "transfer"
     NOTE = "note"
+    COMPLAINT = "complaint"  # mark the conversation as a complaint
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,9 @@ class AgentAction:
     tag: str | None = None  # topic tag at resolution
     text: str | None = None  # note text
     target: Agent | None = None  # transfer target; None puts the conversation back in the queue
+    # Complaint fields chosen in the console at resolution: ("cause", "retard de livraison"),
+    # ("solution", "refund"), ("category", …), ("note", …). Desk commands type them instead.
+    details: tuple[tuple[str, str], ...] = ()
 
 
 InboundEvent = (

@@ -38,6 +38,8 @@ CONVERSATION_FIELDS = (
     "desk",
     "desk_thread",
     "desk_header",
+    "touchpoint",
+    "stage",
 )
 
 
@@ -78,6 +80,8 @@ class ConversationRecord:
     desk: str | None = None
     desk_thread: str | None = None
     desk_header: str | None = None
+    touchpoint: str | None = None  # journey: the answered entry's, or the resolution tag's
+    stage: str | None = None  # before | during | after the purchase
     changes: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **values: Any) -> None:
@@ -139,6 +143,19 @@ class SurveyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ComplaintRecord:
+    """A conversation's complaint record, as stored (see migration 0007)."""
+
+    conversation_id: int
+    opened_at: int
+    opened_by: str
+    category: str | None = None
+    cause: str | None = None
+    solution: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KbQuestion:
     """A customer message the knowledge base handled: a reference, never a copy of the text.
 
@@ -195,6 +212,11 @@ class Unit:
     customer_forget: bool = False
     kb_question: KbQuestion | None = None
     kb_verdict: KbVerdict | None = None
+    complaint: dict[str, Any] | None = None  # columns of the complaint record to write
+
+    def complain(self, **values: Any) -> None:
+        """Create or change the conversation's complaint record (merged per step)."""
+        self.complaint = {**(self.complaint or {}), **values}
 
     def set_timer(self, kind: str, due: int) -> None:
         self.timers_set[kind] = due
@@ -282,6 +304,10 @@ class Store(Protocol):
         ...
 
     async def due_timers(self, now: int, limit: int) -> list[DueTimer]: ...
+
+    async def complaint(self, conversation_id: int) -> ComplaintRecord | None:
+        """The conversation's complaint record, None when it is not a complaint."""
+        ...
 
     async def pending_outbox(self) -> list[OutboxItem]: ...
 
