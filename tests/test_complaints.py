@@ -84,12 +84,14 @@ def test_console_details_are_checked_exactly() -> None:
     ok = check_details((("cause", "Produit défectueux"), ("solution", "replacement")), CHOICES)
     assert ok == ResolveArgs(cause="produit défectueux", solution="replacement")
     bad = check_details((("cause", "produit"),), CHOICES)
-    assert isinstance(bad, Refusal) and bad.field == "cause"
+    assert isinstance(bad, Refusal)
+    assert bad.field == "cause"
 
 
 def test_complaint_tokens() -> None:
     token = parse_complaint_token("k12:c:3")
-    assert token is not None and (token.conversation_id, token.field, token.index) == (
+    assert token is not None
+    assert (token.conversation_id, token.field, token.index) == (
         12,
         "cause",
         3,
@@ -110,8 +112,10 @@ async def test_a_complaint_handoff_opens_a_record_kept_across_a_restart(harness:
     h = harness
     await h.say("Je veux déposer une réclamation, mon colis est arrivé cassé")
     record = await complaint_row(h)
-    assert record is not None and record["opened_by"] == "customer"
-    assert record["cause"] is None and record["solution"] is None
+    assert record is not None
+    assert record["opened_by"] == "customer"
+    assert record["cause"] is None
+    assert record["solution"] is None
 
     await h.restart()
     await h.agent_does(RESOLVE)  # without cause nor solution: the menu is posted
@@ -124,7 +128,9 @@ async def test_a_complaint_handoff_opens_a_record_kept_across_a_restart(harness:
 
     await h.restart()  # the menu still works after a restart, and after the resolution
     outcome = await h.agent_presses(tokens["colis endommagé"])
-    assert outcome.ok and outcome.notice is not None and "colis endommagé" in outcome.notice
+    assert outcome.ok
+    assert outcome.notice is not None
+    assert "colis endommagé" in outcome.notice
     outcome = await h.agent_presses(tokens["Remplacement"])
     assert outcome.ok
     record = await complaint_row(h)
@@ -154,7 +160,8 @@ async def test_resolve_with_cause_and_solution_posts_no_menu(harness: Harness) -
     )
     assert h.desk.ops("post_choices") == []
     conv = await h.row("SELECT tag, touchpoint, stage, state FROM conversations WHERE id = 1")
-    assert conv["tag"] == "livraison" and conv["touchpoint"] == "livraison"
+    assert conv["tag"] == "livraison"
+    assert conv["touchpoint"] == "livraison"
     assert conv["state"] in ("surveying", "closed")
 
 
@@ -165,14 +172,17 @@ async def test_an_unknown_cause_is_refused_and_nothing_is_resolved(harness: Harn
     assert not outcome.ok
     assert outcome.notice is not None
     assert "Cause inconnue « la pluie »" in outcome.notice
-    assert "retard de livraison" in outcome.notice and "service client injoignable" in outcome.notice
+    assert "retard de livraison" in outcome.notice
+    assert "service client injoignable" in outcome.notice
     conv = await h.row("SELECT state FROM conversations WHERE id = 1")
     assert conv["state"] == "queued"
     assert await complaint_row(h) is None
 
     outcome = await h.agent_does(RESOLVE, tag="cause=autre solution=gift")
-    assert not outcome.ok and outcome.notice is not None
-    assert "Solution inconnue « gift »" in outcome.notice and "partial_refund" in outcome.notice
+    assert not outcome.ok
+    assert outcome.notice is not None
+    assert "Solution inconnue « gift »" in outcome.notice
+    assert "partial_refund" in outcome.notice
 
 
 async def test_an_agent_marks_a_complaint_and_a_plain_resolve_asks_for_the_rest(
@@ -181,7 +191,9 @@ async def test_an_agent_marks_a_complaint_and_a_plain_resolve_asks_for_the_rest(
     h = harness
     await h.say("Je veux parler à un conseiller")
     outcome = await h.agent_does(COMPLAINT)
-    assert outcome.ok and outcome.notice is not None and "réclamation" in outcome.notice
+    assert outcome.ok
+    assert outcome.notice is not None
+    assert "réclamation" in outcome.notice
     assert (await complaint_row(h) or {})["opened_by"] == "slack:U_AGENT"
     again = await h.agent_does(COMPLAINT)
     assert again.notice == "Cette conversation est déjà une réclamation."
@@ -190,7 +202,8 @@ async def test_an_agent_marks_a_complaint_and_a_plain_resolve_asks_for_the_rest(
     menus = h.desk.ops("post_choices")
     assert len(menus) == 1  # only the solution is missing
     labels = [c.label for row in menus[0]["choices"] for c in row]
-    assert "erreur de commande" not in labels and "Aucune" in labels
+    assert "erreur de commande" not in labels
+    assert "Aucune" in labels
 
 
 async def test_a_plain_conversation_resolved_without_fields_has_no_record(
@@ -203,7 +216,8 @@ async def test_a_plain_conversation_resolved_without_fields_has_no_record(
     assert h.desk.ops("post_choices") == []
     token = "k1:c:0"  # a forged menu press on a conversation that is no complaint
     outcome = await h.agent_presses(token)
-    assert not outcome.ok and outcome.notice == "Cette conversation n'est pas une réclamation."
+    assert not outcome.ok
+    assert outcome.notice == "Cette conversation n'est pas une réclamation."
 
 
 async def test_the_console_sends_its_selects_as_details(harness: Harness) -> None:
