@@ -173,7 +173,9 @@ class KpiQueries(CohortQueries):
             self._tuples, before.start_ms, before.end_ms, "cause", business
         )
         all_complaints = total.closing.complaint_count
-        extras: dict[str, tuple[tuple[str, Any], ...]] = {}
+        extras: dict[str, tuple[tuple[str, Any], ...]] = {
+            NONE_KEY: (("share_pct", None), ("previous_count", None), ("change", None))
+        }
         for key in set(now) | set(previous):
             if key == NONE_KEY:
                 continue
@@ -181,7 +183,7 @@ class KpiQueries(CohortQueries):
             was = previous[key].complaint_count if key in previous else 0
             share = round(100.0 * count / all_complaints, 2) if all_complaints else None
             extras[key] = (("share_pct", share), ("previous_count", was), ("change", count - was))
-        return extras, set(extras) - set(now)
+        return extras, set(extras) - set(now) - {NONE_KEY}
 
     async def _agent_names(self, lo: int, hi: int, agents: Sequence[str]) -> dict[str, str]:
         """Each agent's name on their latest conversation of the period."""
