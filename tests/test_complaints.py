@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import settings_from_mapping
 from bot.config_complaints import DEFAULT_CATEGORIES, DEFAULT_CAUSES, SOLUTIONS
 from bot.conversation.complaint_args import (
     Choices,
@@ -18,6 +19,7 @@ from bot.conversation.complaint_args import (
 )
 from bot.conversation.complaints import parse_complaint_token
 from bot.conversation.model import Agent, AgentAction, AgentActionKind
+from bot.errors import ConfigError
 from tests.fakes.clock import FakeClock
 from tests.harness import Harness, make_settings
 
@@ -266,3 +268,23 @@ async def test_touchpoint_from_the_answered_entry_and_from_the_tag_mapping(
         )
     finally:
         await h.stop()
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"touchpoints": {"facture": {"touchpoint": "facturation", "stage": "later"}}}, "stage"),
+        ({"complaints": {"causes": ["retard", "Retard"]}}, "complaints.causes"),
+        ({"complaints": {"causes": []}}, "complaints.causes"),
+    ],
+)
+def test_bad_complaint_settings_name_their_key(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        settings_from_mapping(data)
+    assert key in str(error.value)
+
+
+def test_default_complaint_settings() -> None:
+    settings = settings_from_mapping({})
+    assert "retard de livraison" in settings.complaints.causes
+    assert settings.touchpoints == {}
