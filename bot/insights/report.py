@@ -332,9 +332,8 @@ async def week_summary(settings: Settings, db: Database, *, now: datetime | None
     tz = settings.tz
     moment = (now or datetime.now(tz)).astimezone(tz)
     monday = datetime.combine(moment.date() - timedelta(days=moment.weekday()), time(0), tz)
-    if moment <= monday:  # the very first instant of the week: nothing yet
-        moment = monday + timedelta(milliseconds=1)
-    period = Period(monday, moment)
+    # Up to and including this instant: what happened "now" (same millisecond) counts.
+    period = Period(monday, moment + timedelta(milliseconds=1))
     report = await KpiQueries(db).report(period, calendar=settings.calendar())
     t = KpiTexts(settings.language)
     f = report.figures
