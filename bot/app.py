@@ -237,6 +237,7 @@ class SupportApp:
     async def _kpi_summary(self) -> str:
         from bot.insights.report import week_summary
 
+        # The app's clock, not the machine's: the week is the one the bot lives in.
         result: str = await week_summary(self.settings, self._db, now=self.clock.now())
         return result
 

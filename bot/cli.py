@@ -19,6 +19,7 @@ from pathlib import Path
 from bot.clock import Clock, SystemClock
 from bot.config import Secrets, Settings, load_settings
 from bot.errors import AlreadyRunningError, ConfigError, KnowledgeBaseError, SupportbotError
+from bot.insights.kpi import BREAKDOWNS
 from bot.logs import setup_logging
 
 DEFAULT_CONFIG = Path("config.yaml")
@@ -78,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     kpi = sub.add_parser("kpi", parents=[common], help="KPI report for a period")
     kpi.add_argument("--from", dest="date_from", type=date.fromisoformat, help="YYYY-MM-DD")
     kpi.add_argument("--to", dest="date_to", type=date.fromisoformat, help="YYYY-MM-DD, exclusive")
-    kpi.add_argument("--by", choices=["channel", "agent", "topic"])
+    kpi.add_argument("--by", choices=list(BREAKDOWNS))
     kpi.add_argument("--format", dest="fmt", choices=["table", "json", "csv"], default="table")
     digest = sub.add_parser("digest", parents=[common], help="post or preview the KPI digest")
     mode = digest.add_mutually_exclusive_group()

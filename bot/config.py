@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from bot.calendar import WEEKDAYS, BusinessCalendar, Shift, parse_shifts
+from bot.config_complaints import ComplaintsSettings, TouchpointSettings
 from bot.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
@@ -296,6 +297,8 @@ class Settings(_Section):
     privacy: PrivacySettings = PrivacySettings()
     messages: dict[Language, dict[str, str]] = Field(default_factory=dict)
     followup: FollowupSettings = FollowupSettings()
+    complaints: ComplaintsSettings = ComplaintsSettings()
+    touchpoints: dict[str, TouchpointSettings] = Field(default_factory=dict)  # tag → journey
 
     @field_validator("timezone")
     @classmethod

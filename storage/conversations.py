@@ -15,6 +15,7 @@ from typing import Any
 from bot.conversation.model import Address, Customer, State, TranscriptLine
 from bot.conversation.store import (
     Applied,
+    ComplaintRecord,
     ConversationRecord,
     Delivery,
     DueTimer,
@@ -23,6 +24,7 @@ from bot.conversation.store import (
     SurveyRecord,
     Unit,
 )
+from storage.complaints import load_complaint, write_complaint
 from storage.database import Database
 from storage.followups import SqliteFollowups, write_followup_changes
 from storage.kb_questions import latest_kb_question, write_kb_changes
@@ -75,6 +77,8 @@ def _record(row: sqlite3.Row) -> ConversationRecord:
         desk=row["desk"],
         desk_thread=row["desk_thread"],
         desk_header=row["desk_header"],
+        touchpoint=row["touchpoint"],
+        stage=row["stage"],
     )
 
 
@@ -225,6 +229,9 @@ class SqliteStore:
         )
         return [DueTimer(r["conversation_id"], r["kind"], r["due_at"]) for r in rows]
 
+    async def complaint(self, conversation_id: int) -> ComplaintRecord | None:
+        return await load_complaint(self.db, conversation_id)
+
     async def pending_outbox(self) -> list[OutboxItem]:
         rows = await self.db.fetchall(
             "SELECT * FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id"
@@ -336,6 +343,8 @@ def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
     if conversation_id is not None:
         write_kb_changes(conn, unit, conversation_id, message_ids)
         write_followup_changes(conn, unit, conversation_id, customer_id)
+        if unit.complaint is not None:
+            write_complaint(conn, conversation_id, unit.complaint, now)
     if customer_id is not None:
         _customer_changes(conn, unit, customer_id)
     items = enqueue(conn, unit.outbox, conversation_id, message_ids, now)

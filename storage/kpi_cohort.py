@@ -25,12 +25,18 @@ from bot.insights.durations import (
 )
 from bot.insights.kpi import NONE_KEY
 from storage.database import Database
+from storage.kpi_closing import conversation_key
 
 log = logging.getLogger(__name__)
 
 
-# The group key of each breakdown of conversation rows.
-_CONVERSATION_KEY = {"channel": "channel", "agent": "agent_key", "topic": "COALESCE(tag, topic)"}
+# The group key of each breakdown of conversation rows (journey and cause keys: not cached).
+_CONVERSATION_KEY = {
+    "channel": "channel",
+    "agent": "agent_key",
+    "topic": "COALESCE(tag, topic)",
+    **{by: conversation_key(by, "conversations") for by in ("touchpoint", "stage", "cause")},
+}
 
 # The conversation flags travel in the bits of started_at above 2^42 ms (year 2109).
 _FLAG_SHIFT = 42
@@ -81,7 +87,7 @@ class CohortQueries:
         parts: list[_Rows] = []
         live = [(lo, hi)]
         keys = _Keys()
-        if end_day - first_day >= max(self.cache_days, 1):
+        if end_day - first_day >= max(self.cache_days, 1) and (by is None or by in _CACHE_FIELD):
             await self._fill_cache(first_day, end_day)
             cached, missing = await self._cached(first_day, end_day, by)
             keys = _Keys(await self._known_keys())  # after the read: ids are never removed

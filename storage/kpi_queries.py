@@ -29,6 +29,7 @@ from bot.insights.followup_kpi import FollowupFigures, followup_figures
 from bot.insights.kpi import (
     BREAKDOWNS,
     NONE_KEY,
+    Closing,
     Csat,
     Figures,
     Group,
@@ -41,10 +42,16 @@ from bot.insights.kpi import (
     Volumes,
 )
 from storage.followups import followup_kpi_rows
+from storage.kpi_closing import closing_figures, survey_key
 from storage.kpi_cohort import COHORT, CohortQueries
 
 # The group key of each breakdown of survey rows.
-_SURVEY_KEY = {"channel": "channel", "agent": "agent_key", "topic": "topic"}
+_SURVEY_KEY = {
+    "channel": "channel",
+    "agent": "agent_key",
+    "topic": "topic",
+    **{by: survey_key(by) for by in ("touchpoint", "stage", "cause")},
+}
 
 # Buckets of the response-time distribution (upper bounds, seconds) for the digest chart.
 HISTOGRAM_EDGES = (10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
@@ -118,6 +125,8 @@ class KpiQueries(CohortQueries):
         surveys = await self._surveys(lo, hi, by)
         retention = await self._retention(lo, hi, by_channel=by == "channel")
         followups = await followup_kpi_rows(self.db, lo, hi, by)
+        business = BusinessTime(calendar)
+        closing_total = await closing_figures(self._tuples, lo, hi, None, business)
         total = Figures(
             conversations=sum(cohort.volumes(), Volumes()),
             nps=sum(nps.values(), Nps()),
@@ -126,19 +135,26 @@ class KpiQueries(CohortQueries):
             surveys=sum(surveys.values(), SurveyCounts()),
             retention=sum(retention.values(), Retention()),
             followups=followup_figures(row[1:] for row in followups),
+            closing=closing_total.get(NONE_KEY, Closing()),
         )
         if by is None:
             return KpiReport(period=period, figures=total)
+        closing = await closing_figures(self._tuples, lo, hi, by, business)
         volumes = dict(zip(cohort_keys, cohort.volumes(), strict=True))
         times = dict(zip(cohort_keys, cohort.times(), strict=True))
         labels = await self._agent_names(lo, hi, cohort_keys) if by == "agent" else {}
         by_key = _followups_by_key(followups)
         keys = sorted(set(cohort_keys) | set(nps) | set(csat) | set(surveys) | set(by_key),
                       key=_order)  # fmt: skip
+        extras: dict[str, tuple[tuple[str, Any], ...]] = {}
+        if by == "cause":
+            extras, gone = await self._cause_trend(period, business, closing, total)
+            keys = sorted(set(keys) | gone, key=_order)
         groups = tuple(
             Group(
                 key=key,
                 label=labels.get(key, ""),
+                extra=extras.get(key, ()),
                 figures=Figures(
                     conversations=volumes.get(key, Volumes()),
                     nps=nps.get(key, Nps()),
@@ -147,11 +163,34 @@ class KpiQueries(CohortQueries):
                     surveys=surveys.get(key, SurveyCounts()),
                     retention=retention.get(key, Retention()) if by == "channel" else None,
                     followups=by_key.get(key, FollowupFigures()),
+                    closing=closing.get(key, Closing()),
                 ),
             )
             for key in keys
         )
         return KpiReport(period=period, figures=total, by=by, groups=groups)
+
+    async def _cause_trend(
+        self, period: Period, business: BusinessTime, now: dict[str, Closing], total: Figures
+    ) -> tuple[dict[str, tuple[tuple[str, Any], ...]], set[str]]:
+        """Per root cause: share of the period's complaints, count in the previous period
+        and the change; plus the causes seen only in the previous period (now at 0)."""
+        before = period.previous()
+        previous = await closing_figures(
+            self._tuples, before.start_ms, before.end_ms, "cause", business
+        )
+        all_complaints = total.closing.complaint_count
+        extras: dict[str, tuple[tuple[str, Any], ...]] = {
+            NONE_KEY: (("share_pct", None), ("previous_count", None), ("change", None))
+        }
+        for key in set(now) | set(previous):
+            if key == NONE_KEY:
+                continue
+            count = now[key].complaint_count if key in now else 0
+            was = previous[key].complaint_count if key in previous else 0
+            share = round(100.0 * count / all_complaints, 2) if all_complaints else None
+            extras[key] = (("share_pct", share), ("previous_count", was), ("change", count - was))
+        return extras, set(extras) - set(now) - {NONE_KEY}
 
     async def _agent_names(self, lo: int, hi: int, agents: Sequence[str]) -> dict[str, str]:
         """Each agent's name on their latest conversation of the period."""

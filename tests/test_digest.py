@@ -442,3 +442,48 @@ async def test_command_errors(db: Database, tmp_path: Path) -> None:
         await digest_command(
             missing, now=False, dry_run=True, out=tmp_path / "x.png", clock=FakeClock()
         )
+
+
+async def test_recurring_causes_section_with_change_against_the_previous_week(
+    db: Database,
+) -> None:
+    await seed_week(db)
+    seed = Seeder(db)
+    rows = []
+    for i, (when, cause) in enumerate(
+        [
+            (paris(2026, 11, 17, 10, 0), "retard de livraison"),
+            (paris(2026, 11, 18, 10, 0), "retard de livraison"),
+            (paris(2026, 11, 18, 11, 0), None),
+            (paris(2026, 11, 10, 10, 0), "retard de livraison"),  # the week before
+            (paris(2026, 11, 11, 10, 0), "colis endommagé"),  # the week before only
+        ]
+    ):
+        cid = await seed.conversation(
+            when, customer=f"telegram:angry{i}", handed_off_s=5, resolved_s=7200
+        )
+        rows.append((cid, cause))
+    async with db.transaction() as conn:
+        await conn.executemany(
+            "INSERT INTO complaints (conversation_id, opened_at, opened_by, cause, updated_at) "
+            "VALUES (?, 0, 'customer', ?, 0)",
+            rows,
+        )
+    text = (await compose(digest_settings(db, "fr"), db, WEEK, chart=False)).text
+    lines = text.splitlines()
+    start = lines.index("Causes récurrentes des réclamations :")
+    section = lines[start + 1 : start + 3]
+    assert section == [
+        "• retard de livraison — 2 (67\u00a0%) (▲ 1)",
+        "• (non renseignée) — 1 (33\u00a0%) (▲ 1)",
+    ]
+    assert "colis endommagé" not in text  # no complaint this week: not a recurring cause
+    assert any(line.startswith("Délai de résolution : médiane") for line in lines)
+    english = (await compose(digest_settings(db, "en"), db, WEEK, chart=False)).text
+    assert "Recurring complaint causes:" in english
+
+
+async def test_no_causes_section_without_complaints(db: Database) -> None:
+    await seed_week(db)
+    text = (await compose(digest_settings(db, "fr"), db, WEEK, chart=False)).text
+    assert "Causes récurrentes" not in text

@@ -684,3 +684,45 @@ async def test_secrets_never_reach_debug_logs_with_http_logging_on(
     assert any(r.name == "handlers.slack.sdk" for r in records)  # HTTP logging was on
     assert any("chat.postMessage" in r.getMessage() for r in records)
     assert_no_secret_logged(caplog, [BOT_TOKEN, SIGNING_SECRET, APP_TOKEN])
+
+
+# ---------------------------------------------------------------------- complaints
+
+
+async def test_complaint_commands_and_the_menu_in_the_thread(product: Product) -> None:
+    p, slack = product, product.slack
+    await p.event(slack.dm_message(CUSTOMER, ASK_PERSON))
+    (header,) = p.threads()
+    await p.event(slack.channel_message(AGENTS, AGENT, "!complaint", thread_ts=header.ts))
+    assert with_text(p.thread_posts(header), "marquée comme réclamation par paul")
+    (record,) = p.rows("SELECT opened_by, cause FROM complaints")
+    assert tuple(record) == (f"slack:{AGENT}", None)
+
+    # an unknown solution: refused with the valid ones, nothing resolved
+    await p.event(
+        slack.channel_message(AGENTS, AGENT, "!resolve solution=cadeau", thread_ts=header.ts)
+    )
+    (refusal,) = [e for e in slack.ephemerals if e.user == AGENT and "cadeau" in e.text]
+    assert "Solution inconnue « cadeau »" in refusal.text
+    assert "Remboursement partiel (partial_refund)" in refusal.text
+    (conv,) = p.rows("SELECT state FROM conversations")
+    assert conv["state"] == "queued"
+
+    # a cause typed, the solution left: the menu offers the solutions only
+    await p.event(
+        slack.channel_message(
+            AGENTS, AGENT, "!resolve cause=erreur de facturation", thread_ts=header.ts
+        )
+    )
+    (menu,) = with_text(p.thread_posts(header), "choisissez la cause et la solution")
+    assert button_rows(menu) == [
+        ["Remboursement", "Remboursement partiel"],
+        ["Remplacement", "Bon d'achat"],
+        ["Livraison offerte", "Médiation"],
+        ["Aucune"],
+    ]
+    await p.press(AGENT, menu, label="Bon d'achat")
+    (record,) = p.rows("SELECT cause, solution FROM complaints")
+    assert tuple(record) == ("erreur de facturation", "voucher")
+    assert labels(menu)  # the menu stays, to correct a mis-tap
+    assert any("Bon d'achat" in e.text for e in slack.ephemerals if e.user == AGENT)

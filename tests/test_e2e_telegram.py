@@ -913,3 +913,46 @@ async def test_secrets_never_reach_the_logs(
     # HTTP logging was on: PTB logged every call (our aiohttp client logs no URL at all).
     assert any("Calling Bot API endpoint `sendMessage`" in r.getMessage() for r in records)
     assert_no_secret_logged(caplog, [tg.token, tg.token.split(":", 1)[1], WEBHOOK_SECRET])
+
+
+# ---------------------------------------------------------------------- complaints
+
+
+async def test_a_complaint_resolved_without_cause_gets_a_menu_in_its_topic(
+    world: World, app: SupportApp
+) -> None:
+    tg, ana, paul = world.tg, world.ana, world.paul
+    mark = tg.mark()
+    await tg.customer_sends(ana, "Je veux déposer une réclamation, colis jamais reçu")
+    thread, _ = await world.topic_opened(since=mark)
+    cid = world.row("SELECT id FROM conversations")["id"]
+    await world.settle()
+    assert world.row("SELECT opened_by FROM complaints")["opened_by"] == "customer"
+
+    mark = tg.mark()
+    await tg.agent_writes(paul, thread, "/resolve cause=la météo")  # refused, still open
+    await world.to_desk("Cause inconnue « la météo »", since=mark)
+    await world.settle()
+    assert world.row("SELECT state FROM conversations")["state"] == "queued"
+
+    mark = tg.mark()
+    await tg.agent_writes(paul, thread, "/resolve livraison")
+    menu = await world.to_desk("choisissez la cause et la solution", thread=thread, since=mark)
+    rows = buttons(menu)
+    assert rows[0] == [("retard de livraison", f"k{cid}:c:0"), ("colis endommagé", f"k{cid}:c:1")]
+    assert ("Livraison offerte", f"k{cid}:s:4") in [b for row in rows for b in row]
+    await world.settle()
+
+    press = await tg.press_button(paul, menu, button(menu, "colis perdu"))
+    answer = await world.answer_to(press)
+    assert answer["show_alert"] is False
+    assert "colis perdu" in answer["text"]
+    press = await tg.press_button(paul, menu, button(menu, "Livraison offerte"))
+    assert "Livraison offerte" in (await world.answer_to(press))["text"]
+    await world.settle()
+    record = world.row("SELECT cause, solution, updated_by FROM complaints")
+    assert tuple(record) == ("colis perdu", "free_delivery", f"telegram:{paul.id}")
+
+    refused = await tg.press_button(world.eve, menu, button(menu, "autre"))  # not an agent
+    assert await world.answer_to(refused) == {"text": AGENTS_ONLY, "show_alert": True}
+    assert world.row("SELECT cause FROM complaints")["cause"] == "colis perdu"

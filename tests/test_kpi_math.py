@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from bot.calendar import BusinessCalendar, parse_shifts
 from bot.insights.durations import BusinessTime, percentile, summarize
 from bot.insights.kpi import (
+    UNSET_CAUSE,
+    Closing,
     Csat,
     Durations,
     Figures,
@@ -240,9 +242,11 @@ SPEC_NAMES = {
     "csat.responses",
     *(
         f"{k}.{f}"
-        for k in ("first_response_s", "agent_first_response_s")
+        for k in ("first_response_s", "agent_first_response_s", "resolution_s")
         for f in ("median", "mean", "p90", "count")
     ),
+    "complaints.count",
+    "recontact_rate_pct",
     "abandonment_rate_pct",
     "retention.start_customers",
     "retention.end_customers",
@@ -286,3 +290,29 @@ def test_json_groups_carry_key_and_the_same_fields() -> None:
     assert set(flatten(g)) - {"key"} >= SPEC_NAMES - {"period.start", "period.end"}
     assert g["nps"]["score"] == 100.0
     assert g["retention"]["rate_pct"] is None  # no retention figures for this group
+
+
+def test_closing_figures_json_is_the_pinned_shape() -> None:
+    closing = Closing(
+        resolution=summarize([60.0, 120.0, 3600.0]),
+        complaints=(("retard de livraison", 3), (UNSET_CAUSE, 1)),
+        resolved=4,
+        returned=1,
+    )
+    data = Figures(closing=closing).to_json()
+    assert data["resolution_s"] == {"median": 120.0, "mean": 1260.0, "p90": 2904.0, "count": 3}
+    assert data["resolution_business_s"]["median"] is None
+    assert data["complaints"] == {
+        "count": 4,
+        "by_cause": {"retard de livraison": 3, "(non renseignée)": 1},
+    }
+    assert data["recontact_rate_pct"] == 25.0
+    empty = Figures().to_json()
+    assert empty["complaints"] == {"count": 0, "by_cause": {}}
+    assert empty["recontact_rate_pct"] is None  # nothing resolved: no data, not 0 %
+
+
+def test_cause_groups_carry_their_trend() -> None:
+    group = Group("colis endommagé", Figures(), extra=(("share_pct", 50.0), ("change", -2)))
+    [g] = _report((group,), by="cause").to_json()["groups"]
+    assert (g["key"], g["share_pct"], g["change"]) == ("colis endommagé", 50.0, -2)

@@ -24,7 +24,15 @@ from hypothesis import strategies as st
 
 from bot.calendar import BusinessCalendar, parse_shifts
 from bot.conversation.model import AgentActionKind
-from bot.insights.kpi import NONE_KEY, Figures, KpiReport, Period, Retention, SurveyCounts
+from bot.insights.kpi import (
+    NONE_KEY,
+    UNSET_CAUSE,
+    Figures,
+    KpiReport,
+    Period,
+    Retention,
+    SurveyCounts,
+)
 from storage.database import Database
 from storage.kpi_queries import KpiQueries
 from tests.fakes.clock import FakeClock
@@ -36,6 +44,10 @@ CHANNELS = ("telegram", "slack", "web")
 AGENTS = {"slack:UA": "Alice", "slack:UB": "Bruno", "telegram:7": "Chloé"}
 TOPICS = (None, "livraison", "facture", "remboursement")
 TAGS = (None, None, "litige", "livraison")
+TOUCHPOINTS = (None, "livraison", "site web", "facturation")
+STAGES = (None, "before", "during", "after")
+CAUSES = (None, "retard de livraison", "colis endommagé")  # None: a complaint without cause
+RECONTACT_MS = 7 * DAY_MS
 
 # Windows of generated activity, each around a daylight-saving change in Paris.
 WINDOWS = (date(2026, 3, 22), date(2026, 10, 18))
@@ -72,6 +84,10 @@ class Conversation:
     abandoned_at: int | None = None
     topic: str | None = None
     tag: str | None = None
+    touchpoint: str | None = None
+    stage: str | None = None
+    complaint: bool = False
+    cause: str | None = None
 
 
 @dataclass
@@ -139,6 +155,10 @@ def datasets(draw: st.DrawFn) -> Data:
             c = Conversation(next_conversation, customer_id, channel, started)
             next_conversation += 1
             c.topic = draw(st.sampled_from(TOPICS))
+            c.touchpoint = draw(st.sampled_from(TOUCHPOINTS))
+            c.stage = draw(st.sampled_from(STAGES))
+            if draw(st.integers(0, 3)) == 0:
+                c.complaint, c.cause = True, draw(st.sampled_from(CAUSES))
             if draw(st.booleans()):
                 skew = draw(st.booleans()) and draw(st.booleans()) and draw(st.booleans())
                 c.first_response_at = started + (
@@ -218,8 +238,8 @@ async def insert(db: Database, data: Data) -> None:
             """INSERT INTO conversations (id, customer_id, channel, address_key, chat_id,
                    language, state, topic, tag, started_at, updated_at, first_response_at,
                    handed_off_at, agent_key, agent_name, first_agent_response_at, resolved_at,
-                   resolved_by, abandoned_at)
-               VALUES (?, ?, ?, ?, ?, 'fr', 'closed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   resolved_by, abandoned_at, touchpoint, stage)
+               VALUES (?, ?, ?, ?, ?, 'fr', 'closed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 (
                     c.id,
@@ -239,8 +259,19 @@ async def insert(db: Database, data: Data) -> None:
                     c.resolved_at,
                     c.resolved_by,
                     c.abandoned_at,
+                    c.touchpoint,
+                    c.stage,
                 )
                 for c in data.conversations
+            ],
+        )
+        await conn.executemany(
+            "INSERT INTO complaints (conversation_id, opened_at, opened_by, cause, updated_at) "
+            "VALUES (?, ?, 'customer', ?, ?)",
+            [
+                (c.id, c.started_at, c.cause, c.started_at)
+                for c in data.conversations
+                if c.complaint
             ],
         )
         await conn.executemany(
@@ -306,8 +337,10 @@ def reference_figures(
     lo: int,
     hi: int,
     cal: BusinessCalendar,
+    everyone: list[Conversation] | None = None,
 ) -> dict[str, Any]:
-    """Every KPI, from the rows of one group (or of everything)."""
+    """Every KPI, from the rows of one group (or of everything); ``everyone``: all the
+    conversations, where a customer's return is looked for."""
     cohort = [c for c in convs if lo <= c.started_at < hi]
     started = len(cohort)
     resolved = [c for c in cohort if c.resolved_at is not None]
@@ -359,7 +392,30 @@ def reference_figures(
         "surveys.sent": len(sent),
         "surveys.answered": sum(1 for s in sent if s.nps is not None),
         "survey_response_rate_pct": pct(sum(1 for s in sent if s.nps is not None), len(sent)),
+        **spread("resolution_s", [secs(c.started_at, c.resolved_at) for c in resolved]),
+        **spread(
+            "resolution_business_s", [business(c.started_at, c.resolved_at) for c in resolved]
+        ),
     }
+    causes: dict[str, int] = {}
+    for c in cohort:
+        if c.complaint:
+            causes[c.cause or UNSET_CAUSE] = causes.get(c.cause or UNSET_CAUSE, 0) + 1
+    out["complaints.count"] = sum(causes.values())
+    out["complaints.by_cause"] = causes
+
+    def came_back(c: Conversation) -> bool:
+        assert c.resolved_at is not None
+        return any(
+            n.customer_id == c.customer_id
+            and c.resolved_at < n.started_at <= c.resolved_at + RECONTACT_MS
+            for n in everyone or convs
+        )
+
+    returned = sum(1 for c in resolved if came_back(c))
+    out["recontacts.resolved"] = len(resolved)
+    out["recontacts.returned"] = returned
+    out["recontact_rate_pct"] = pct(returned, len(resolved))
     if customers is None:
         out.update(
             dict.fromkeys(
@@ -387,10 +443,20 @@ def reference_figures(
 
 
 def conversation_key(c: Conversation, by: str) -> str | None:
-    return {"channel": c.channel, "agent": c.agent_key, "topic": c.tag or c.topic}[by]
+    return {
+        "channel": c.channel,
+        "agent": c.agent_key,
+        "topic": c.tag or c.topic,
+        "touchpoint": c.touchpoint,
+        "stage": c.stage,
+        "cause": (c.cause or UNSET_CAUSE) if c.complaint else None,
+    }[by]
 
 
-def survey_key(s: Survey, by: str) -> str | None:
+def survey_key(s: Survey, by: str, data: Data) -> str | None:
+    if by in ("touchpoint", "stage", "cause"):  # the survey's conversation's
+        conv = next(c for c in data.conversations if c.id == s.conversation_id)
+        return conversation_key(conv, by)
     return {"channel": s.channel, "agent": s.agent_key, "topic": s.topic}[by]
 
 
@@ -401,19 +467,20 @@ def reference(data: Data, period: Period, by: str | None) -> dict[str, dict[str,
     out = {
         "(total)": reference_figures(data.conversations, data.surveys, data.customers, lo, hi, cal)
     }
+    everyone = data.conversations
     if by is None:
         return out
     active: set[str | None] = set()
     active |= {conversation_key(c, by) for c in data.conversations if lo <= c.started_at < hi}
     for s in data.surveys:
         if any(t is not None and lo <= t < hi for t in (s.nps_at, s.csat_at, s.sent_at)):
-            active.add(survey_key(s, by))
+            active.add(survey_key(s, by, data))
     for key in active:
         convs = [c for c in data.conversations if conversation_key(c, by) == key]
-        surveys = [s for s in data.surveys if survey_key(s, by) == key]
+        surveys = [s for s in data.surveys if survey_key(s, by, data) == key]
         customers = [c for c in data.customers if c.channel == key] if by == "channel" else None
         out[NONE_KEY if key is None else key] = reference_figures(
-            convs, surveys, customers, lo, hi, cal
+            convs, surveys, customers, lo, hi, cal, everyone
         )
     return out
 
@@ -446,12 +513,19 @@ def flat(f: Figures) -> dict[str, Any]:
         "retention.end_customers": r.end_customers if r else None,
         "retention.new_customers": r.new_customers if r else None,
         "retention.rate_pct": r.rate_pct if r else None,
+        "complaints.count": f.closing.complaint_count,
+        "complaints.by_cause": dict(f.closing.complaints),
+        "recontacts.resolved": f.closing.resolved,
+        "recontacts.returned": f.closing.returned,
+        "recontact_rate_pct": f.closing.recontact_rate_pct,
     }
     for name, d in (
         ("first_response_s", t.first),
         ("agent_first_response_s", t.agent_first),
         ("first_response_business_s", t.first_business),
         ("agent_first_response_business_s", t.agent_first_business),
+        ("resolution_s", f.closing.resolution),
+        ("resolution_business_s", f.closing.resolution_business),
     ):
         out.update(
             {
@@ -478,6 +552,8 @@ def assert_same(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]])
             found = got[group][name]
             if value is None:
                 assert found is None, f"{group} {name}: expected None, got {found}"
+            elif isinstance(value, dict):
+                assert found == value, f"{group} {name}"
             else:
                 assert found == pytest.approx(value, rel=1e-9, abs=1e-6), f"{group} {name}"
 
@@ -501,7 +577,7 @@ async def run_report(
 # --- the properties ----------------------------------------------------------------------
 
 
-BREAKDOWN = st.sampled_from([None, "channel", "agent", "topic"])
+BREAKDOWN = st.sampled_from([None, "channel", "agent", "topic", "touchpoint", "stage", "cause"])
 
 
 @settings(max_examples=45, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -512,11 +588,38 @@ def test_sql_kpis_equal_the_reference(
     report = asyncio.run(run_report(data, period, by, cache_days=CACHED if cached else LIVE))
     assert report.by == by
     assert_same(actual(report), reference(data, period, by))
+    if by == "cause":
+        assert_cause_trend(report, data, period)
     if by == "agent":
         for g in report.groups:
             assert g.label == (
                 AGENTS[g.key] if g.key in AGENTS and g.figures.conversations.started else ""
             )
+
+
+def assert_cause_trend(report: KpiReport, data: Data, period: Period) -> None:
+    """Each cause's share of the period's complaints, and its count the period before."""
+
+    def counts(p: Period) -> dict[str, int]:
+        lo, hi = ms(p.start), ms(p.end)
+        found: dict[str, int] = {}
+        for c in data.conversations:
+            if c.complaint and lo <= c.started_at < hi:
+                found[c.cause or UNSET_CAUSE] = found.get(c.cause or UNSET_CAUSE, 0) + 1
+        return found
+
+    now, before = counts(period), counts(period.previous())
+    total = sum(now.values())
+    want = {
+        k: {
+            "share_pct": round(now.get(k, 0) * 100 / total, 2) if total else None,
+            "previous_count": before.get(k, 0),
+            "change": now.get(k, 0) - before.get(k, 0),
+        }
+        for k in set(now) | set(before)
+    }
+    got = {g.key: dict(g.extra) for g in report.groups if g.key != NONE_KEY}
+    assert got == want
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -534,6 +637,17 @@ def test_a_period_without_activity_has_counts_of_zero_and_no_scores(data: Data) 
     assert f.retention is not None
     assert f.retention.start_customers == 0
     assert f.retention.rate_pct is None
+    assert f.closing.resolution.median is None
+    assert f.closing.resolution.count == 0
+    assert f.closing.complaint_count == 0
+    assert f.closing.recontact_rate_pct is None
+    assert report.to_json()["resolution_s"] == {
+        "median": None,
+        "mean": None,
+        "p90": None,
+        "count": 0,
+    }
+    assert report.to_json()["complaints"] == {"count": 0, "by_cause": {}}
 
 
 def test_period_bounds_are_half_open_across_the_autumn_change() -> None:
@@ -544,9 +658,18 @@ def test_period_bounds_are_half_open_across_the_autumn_change() -> None:
     data = Data(customers=[Customer(1, "telegram", lo - 1)])
     for i, started in enumerate((lo - 1, lo, hi - 1, hi), start=1):
         data.conversations.append(
-            Conversation(i, 1, "telegram", started, first_response_at=started + 1000)
+            Conversation(
+                i,
+                1,
+                "telegram",
+                started,
+                first_response_at=started + 1000,
+                resolved_at=started + 3_600_000,  # across the fold: one hour of real time
+                complaint=i % 2 == 0,
+            )
         )
     report = asyncio.run(run_report(data, period, None))
+    assert report.figures.closing.resolution.median == 3600.0
     assert report.figures.conversations.started == 2  # lo and hi − 1, not lo − 1 nor hi
     assert report.figures.times.first.median == 1.0
     assert_same(actual(report), reference(data, period, None))
@@ -748,3 +871,22 @@ async def test_kpis_of_conversations_run_through_the_engine(
     assert f.retention == Retention(start_customers=0, end_customers=1, new_customers=2)
     assert [g.key for g in report.groups] == ["litige", "livraison"]
     assert report.groups[0].figures.nps.detractors == 1
+
+
+def test_recontacts_count_returns_within_seven_days_after_the_resolution() -> None:
+    period = Period.of_days(date(2026, 3, 23), date(2026, 3, 30), PARIS)
+    t = ms(period.start) + 10 * 3_600_000
+    data = Data(customers=[Customer(i, "telegram", t - DAY_MS) for i in (1, 2, 3, 4)])
+    convs = data.conversations
+    convs.append(Conversation(1, 1, "telegram", t, resolved_at=t + 1000))
+    convs.append(Conversation(2, 1, "telegram", t + 1000 + RECONTACT_MS))  # at the limit: back
+    convs.append(Conversation(3, 2, "telegram", t, resolved_at=t + 1000))
+    convs.append(Conversation(4, 2, "telegram", t + 1001 + RECONTACT_MS))  # 1 ms too late
+    convs.append(Conversation(5, 3, "telegram", t, resolved_at=t + 5000))
+    convs.append(Conversation(6, 3, "telegram", t + 10))  # started before the resolution
+    convs.append(Conversation(7, 4, "telegram", t + 20))  # someone else's return
+    report = asyncio.run(run_report(data, period, None))
+    closing = report.figures.closing
+    assert (closing.resolved, closing.returned) == (3, 1)
+    assert closing.recontact_rate_pct == pytest.approx(100 / 3)
+    assert_same(actual(report), reference(data, period, None))

@@ -223,3 +223,99 @@ async def test_week_summary_covers_monday_to_now(seeded: tuple[Settings, Databas
     monday = await week_summary(settings, db, now=paris(2026, 11, 23, 0, 0) + timedelta(hours=1))
     assert "23 Nov 2026" in monday
     assert monday.splitlines()[1].startswith("1 conversations")
+
+
+async def complaints_seeded(seeded: tuple[Settings, Database]) -> Settings:
+    """Three complaints this week (two late deliveries, one without a cause) and one the
+    week before; touchpoints and stages on two conversations."""
+    settings, db = seeded
+    seed = Seeder(db)
+    rows = []
+    for day, cause in ((17, "retard de livraison"), (18, "retard de livraison"), (19, None)):
+        cid = await seed.conversation(
+            paris(2026, 11, day, 10, 0),
+            customer=f"telegram:complainer{day}",
+            handed_off_s=5,
+            resolved_s=3600,
+            tag="livraison",
+        )
+        rows.append((cid, cause))
+    before = await seed.conversation(
+        paris(2026, 11, 10, 10, 0), customer="telegram:earlier", handed_off_s=5
+    )
+    rows.append((before, "colis endommagé"))
+    async with db.transaction() as conn:
+        await conn.executemany(
+            "INSERT INTO complaints (conversation_id, opened_at, opened_by, cause, updated_at) "
+            "VALUES (?, 0, 'customer', ?, 0)",
+            rows,
+        )
+        await conn.execute(
+            "UPDATE conversations SET touchpoint = 'livraison', stage = 'after' WHERE id IN (?, ?)",
+            (rows[0][0], rows[1][0]),
+        )
+    return settings
+
+
+async def test_json_by_cause_has_counts_shares_and_the_previous_week(
+    seeded: tuple[Settings, Database],
+) -> None:
+    settings = await complaints_seeded(seeded)
+    data = json.loads(await run(settings, by="cause"))
+    assert data["complaints"] == {
+        "count": 3,
+        "by_cause": {"retard de livraison": 2, "(non renseignée)": 1},
+    }
+    groups = {g["key"]: g for g in data["groups"]}
+    late = groups["retard de livraison"]
+    assert late["complaints"]["count"] == 2
+    assert (late["share_pct"], late["previous_count"], late["change"]) == (66.67, 0, 2)
+    assert late["resolution_s"] == {"median": 3600.0, "mean": 3600.0, "p90": 3600.0, "count": 2}
+    unset = groups["(non renseignée)"]  # reported, never dropped
+    assert (unset["complaints"]["count"], unset["share_pct"]) == (1, 33.33)
+    gone = groups["colis endommagé"]  # only last week: shown at 0 with its fall
+    assert (gone["complaints"]["count"], gone["previous_count"], gone["change"]) == (0, 1, -1)
+    assert groups["(none)"]["complaints"]["count"] == 0  # the conversations that are no complaint
+    assert data["resolution_s"]["count"] == data["conversations"]["resolved"]
+
+
+async def test_csv_by_cause_keeps_one_set_of_columns(seeded: tuple[Settings, Database]) -> None:
+    settings = await complaints_seeded(seeded)
+    rows = list(csv.DictReader(io.StringIO(await run(settings, fmt="csv", by="cause"))))
+    by_key = {r["key"]: r for r in rows}
+    assert by_key["retard de livraison"]["complaints.count"] == "2"
+    assert by_key["retard de livraison"]["share_pct"] == "66.67"
+    assert json.loads(by_key["retard de livraison"]["complaints.by_cause"]) == {
+        "retard de livraison": 2
+    }
+    assert by_key["(none)"]["share_pct"] == ""
+    total = list(csv.DictReader(io.StringIO(await run(settings, fmt="csv"))))[0]
+    data = json.loads(await run(settings))
+    assert total["resolution_s.median"] == str(data["resolution_s"]["median"])
+    assert total["resolution_s.count"] == str(data["conversations"]["resolved"])
+    assert total["complaints.count"] == "3"
+
+
+@pytest.mark.parametrize(("by", "key"), [("touchpoint", "livraison"), ("stage", "after")])
+async def test_json_by_touchpoint_and_stage(
+    seeded: tuple[Settings, Database], by: str, key: str
+) -> None:
+    settings = await complaints_seeded(seeded)
+    data = json.loads(await run(settings, by=by))
+    groups = {g["key"]: g for g in data["groups"]}
+    assert groups[key]["conversations"]["started"] == 2
+    assert groups[key]["complaints"]["count"] == 2
+    assert sum(g["conversations"]["started"] for g in groups.values()) == 16
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+async def test_table_by_cause_fits_80_columns(
+    seeded: tuple[Settings, Database], language: str
+) -> None:
+    settings = await complaints_seeded(seeded)
+    local = settings.model_copy(update={"language": language})
+    text = await run(local, fmt="table", by="cause")
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "retard de livraison" in text
+    assert "(non renseignée)" in text
+    assert ("Délai de résolution" if language == "fr" else "Resolution time") in text

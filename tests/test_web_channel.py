@@ -577,3 +577,26 @@ async def test_console_transcript_lines_carry_their_time(served: Served) -> None
         ("bot", asked + 3 * 60_000),  # "alice a rejoint la conversation."
         ("agent", asked + 3 * 60_000),
     ]
+
+
+async def test_console_marks_a_complaint_and_resolves_with_its_selects(served: Served) -> None:
+    _visitor, cid = await queued_conversation(served)
+    marked = await served.act(cid, "complaint")
+    assert marked["ok"]
+    assert "marquée comme réclamation" in marked["notice"]
+    refused = await served.act(cid, "resolve", cause="la pluie", status=409)
+    assert refused["notice"].startswith("Cause inconnue « la pluie »")
+    done = await served.act(
+        cid, "resolve", tag="livraison", cause="Retard de livraison", solution="voucher",
+        note="bon de 10 €",
+    )  # fmt: skip
+    assert done["ok"]
+    assert served.app.components is not None
+    record = await served.app.components.engine.store.complaint(cid)
+    assert record is not None
+    assert (record.opened_by, record.cause, record.solution, record.note) == (
+        "web:alice",
+        "retard de livraison",
+        "voucher",
+        "bon de 10 €",
+    )

@@ -114,7 +114,7 @@ async def test_default_period_is_the_cli_report_of_the_last_seven_days_today_inc
 async def test_breakdowns_are_the_cli_groups(db: Database, client: TestClient[Any, Any]) -> None:
     await seed_week(db)
     data = await get_json(client, "/api/kpi", **WEEK)
-    for by in ("channel", "agent", "topic"):
+    for by in ("channel", "agent", "topic", "touchpoint", "stage", "cause"):
         expected = json.loads(await cli(db, "json", by=by, **WEEK_DATES))
         assert data["by"][by] == expected["groups"]
         assert [g["key"] for g in data["display"]["by"][by]] == [
@@ -129,7 +129,9 @@ async def test_breakdowns_are_the_cli_groups(db: Database, client: TestClient[An
         "Agent",
         "Aband.",
         "Bot",
-    ]  # the headers of `supportbot kpi --by`
+        "Resolution",
+        "Compl.",
+    ]  # the headers of `supportbot kpi --by`, then resolution time and complaints
     for rows in data["display"]["by"].values():
         assert all(set(row) == {"key", "name"} | {c["key"] for c in columns} for row in rows)
     channels = {g["key"]: g for g in data["display"]["by"]["channel"]}
@@ -265,7 +267,11 @@ async def test_empty_period_is_null_and_dashes(db: Database, client: TestClient[
     assert all(p["nps"]["score"] is None for p in data["series"]["trend"])
     assert all(p["abandonment_rate_pct"] is None for p in data["series"]["trend"])
     assert data["series"]["frt_histogram"]["first"] == [0] * 6
-    assert data["by"] == {"channel": [], "agent": [], "topic": []}
+    assert data["by"] == dict.fromkeys(
+        ("channel", "agent", "topic", "touchpoint", "stage", "cause"), []
+    )
+    assert data["resolution_s"] == {"median": None, "mean": None, "p90": None, "count": 0}
+    assert shown["resolution_median"] == "—"
     assert "NaN" not in json.dumps(data)
 
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from bot.conversation import payloads as P
 from bot.conversation.buttons import parse_agent_token
+from bot.conversation.complaints import Complaints, parse_complaint_token
 from bot.conversation.lifecycle import WITH_AGENTS
 from bot.conversation.model import Agent, AgentAction, AgentActionKind, AgentMessage, Outcome, State
-from bot.conversation.store import ConversationRecord, NewMessage, NewOutbox, Unit
-from bot.conversation.surveys import Surveys
+from bot.conversation.store import ComplaintRecord, ConversationRecord, NewMessage, NewOutbox, Unit
 from bot.logs import conversation_id as log_conversation
 
 NOTE_PREFIXES = ("//", "note:")
 CONSOLE_DESK = "web"  # agents of the web console, authenticated by their key upstream
 
 
-class AgentActions(Surveys):
+_COMPLAINT_KINDS = (AgentActionKind.RESOLVE, AgentActionKind.COMPLAINT)
+
+
+class AgentActions(Complaints):
     """Everything an agent does at the desk or in the console."""
 
     async def _authorized(self, agent: Agent) -> bool:
@@ -110,7 +113,10 @@ class AgentActions(Surveys):
     async def _agent_action(self, ev: AgentAction) -> Outcome:
         kind = ev.kind
         conversation_id = ev.conversation_id
-        if ev.token is not None:
+        picked = parse_complaint_token(ev.token) if ev.token is not None else None
+        if picked is not None:
+            kind, conversation_id = AgentActionKind.COMPLAINT, picked.conversation_id
+        elif ev.token is not None:
             token = parse_agent_token(ev.token)
             if token is None:
                 return Outcome(ok=False, notice=self._desk_t("unknown_conversation"))
@@ -127,13 +133,22 @@ class AgentActions(Surveys):
             assert conv is not None
             log_conversation.set(conv.id)
             unit = Unit(self._now(), ev.dedup_key, conversation=conv)
-            outcome = self._agent_step(conv, unit, ev, kind)
+            known = await self.store.complaint(conv.id) if kind in _COMPLAINT_KINDS else None
+            if picked is not None:
+                outcome = self._pick_complaint(conv, unit, ev.agent, picked, known)
+            else:
+                outcome = self._agent_step(conv, unit, ev, kind, known)
             if not await self._commit(unit):
                 return Outcome(duplicate=True)
             return outcome
 
     def _agent_step(
-        self, conv: ConversationRecord, unit: Unit, ev: AgentAction, kind: AgentActionKind
+        self,
+        conv: ConversationRecord,
+        unit: Unit,
+        ev: AgentAction,
+        kind: AgentActionKind,
+        known: ComplaintRecord | None = None,
     ) -> Outcome:
         agent = ev.agent
         name = agent.name or agent.key
@@ -151,8 +166,10 @@ class AgentActions(Surveys):
             self._take(conv, unit, agent, announce=True)
             return Outcome(ok=True, chosen=self._desk_t("status_taken", agent=name))
         if kind == AgentActionKind.RESOLVE:
-            self._resolve_by_agent(conv, unit, agent, (ev.tag or "").strip() or None)
-            return Outcome(ok=True, chosen=self._desk_t("status_resolved"))
+            refused = self._resolve_with_complaint(conv, unit, ev, known)
+            return refused or Outcome(ok=True, chosen=self._desk_t("status_resolved"))
+        if kind == AgentActionKind.COMPLAINT:
+            return self._mark_complaint(conv, unit, agent, known)
         # transfer
         target = ev.target
         if target is not None:

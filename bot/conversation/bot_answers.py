@@ -146,7 +146,8 @@ class BotAnswers(Handoff):
         via: str | None = None,
     ) -> None:
         lang = conv.language
-        conv.update(misses=0, topic=entry.topic, kb_entry=entry.id, awaiting=AWAITING_HELP)
+        conv.update(misses=0, topic=entry.topic, kb_entry=entry.id, awaiting=AWAITING_HELP,
+                    touchpoint=entry.touchpoint or entry.topic, stage=entry.stage)  # fmt: skip
         data: dict[str, object] = {"entry": entry.id, "topic": entry.topic}
         if score is not None:
             data["score"] = round(score, 3)

@@ -6,17 +6,17 @@ import logging
 
 from bot.clock import from_ms
 from bot.conversation import payloads as P
+from bot.conversation.complaints import Complaints
 from bot.conversation.desk_view import thread_header, transcript_line
 from bot.conversation.model import State
 from bot.conversation.store import ConversationRecord, Unit
-from bot.conversation.surveys import Surveys
 
 log = logging.getLogger(__name__)
 
 TRANSCRIPT_LINES = 30
 
 
-class Handoff(Surveys):
+class Handoff(Complaints):
     """Handing a conversation to people: the queue, the customer told when, the thread."""
 
     async def _handoff(self, conv: ConversationRecord, unit: Unit, reason: str) -> None:
@@ -27,6 +27,8 @@ class Handoff(Surveys):
         conv.update(handed_off_at=now, handoff_reason=reason, awaiting=None,
                     desk=self.desk, pending_since=pending)  # fmt: skip
         unit.clear_timer("idle")
+        if reason == "complaint":
+            self._open_complaint(conv, unit, "customer")
         unit.set_timer("abandon", self._business_deadline(pending, self._conv.abandon_after))
         unit.set_timer("remind", self._business_deadline(now, self._conv.remind_after))
         at = from_ms(now)

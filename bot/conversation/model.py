@@ -40,6 +40,7 @@ class AgentActionKind(StrEnum):
     FOLLOWUP_CONTACTED = "fu_contacted"
     FOLLOWUP_RESOLVED = "fu_resolved"
     FOLLOWUP_UNREACHABLE = "fu_unreachable"
+    COMPLAINT = "complaint"  # mark the conversation as a complaint
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,9 @@ class AgentAction:
     tag: str | None = None  # topic tag at resolution
     text: str | None = None  # note text
     target: Agent | None = None  # transfer target; None puts the conversation back in the queue
+    # Complaint fields chosen in the console at resolution: ("cause", "retard de livraison"),
+    # ("solution", "refund"), ("category", …), ("note", …). Desk commands type them instead.
+    details: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,13 @@ from bot.clock import Clock, to_ms
 from bot.conversation import payloads as P
 from bot.conversation.busy import patiently
 from bot.conversation.model import ThreadRef
-from bot.conversation.ports import AgentDesk, AlertBoard, AuthorAwareChannel, CustomerChannel
+from bot.conversation.ports import (
+    AgentDesk,
+    AlertBoard,
+    AuthorAwareChannel,
+    ChoiceDesk,
+    CustomerChannel,
+)
 from bot.conversation.store import Delivery, NewOutbox, OutboxItem, Store
 from bot.errors import (
     PermanentDeliveryError,
@@ -239,6 +245,13 @@ class Dispatcher:
             await desk.close_thread(ref.thread)
         elif item.op == P.REOPEN_THREAD:
             await desk.reopen_thread(ref.thread)
+        elif item.op == P.POST_CHOICES:
+            choices = P.choices_from(payload["choices"])
+            if isinstance(desk, ChoiceDesk):
+                await desk.post_choices(ref.thread, payload["text"], choices)
+            else:  # a desk without buttons: the menu's labels, for /resolve cause=…
+                labels = "\n".join(" · ".join(c.label for c in row) for row in choices)
+                await desk.post(ref.thread, f"{payload['text']}\n{labels}", "system", "")
         else:
             raise PermanentDeliveryError(f"unknown outbox operation {item.op!r}")
         return Delivery()

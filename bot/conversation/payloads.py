@@ -23,6 +23,7 @@ MARK_RELAYED = "mark_relayed"
 CLOSE_THREAD = "close_thread"
 REOPEN_THREAD = "reopen_thread"
 ALERT = "alert"
+POST_CHOICES = "post_choices"  # desk lane: a post with rows of agent buttons (menus)
 
 CUSTOMER_OPS = frozenset({SEND, SEND_MEDIA})
 

@@ -104,6 +104,17 @@ class AgentDesk(Protocol):
         ...
 
 
+@runtime_checkable
+class ChoiceDesk(Protocol):
+    """A desk that can post rows of agent buttons into a thread (complaint menus)."""
+
+    async def post_choices(
+        self, thread: str, text: str, choices: Sequence[Sequence[Choice]]
+    ) -> Sent:
+        """Post ``text`` with the buttons; a press comes back as an ``AgentAction`` token."""
+        ...
+
+
 class AlertBoard(Protocol):
     """Keeps agents' alerts where no desk thread shows them: the web console.
 

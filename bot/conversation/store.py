@@ -39,6 +39,8 @@ CONVERSATION_FIELDS = (
     "desk",
     "desk_thread",
     "desk_header",
+    "touchpoint",
+    "stage",
 )
 
 
@@ -79,6 +81,8 @@ class ConversationRecord:
     desk: str | None = None
     desk_thread: str | None = None
     desk_header: str | None = None
+    touchpoint: str | None = None  # journey: the answered entry's, or the resolution tag's
+    stage: str | None = None  # before | during | after the purchase
     changes: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **values: Any) -> None:
@@ -140,6 +144,19 @@ class SurveyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ComplaintRecord:
+    """A conversation's complaint record, as stored (see migration 0007)."""
+
+    conversation_id: int
+    opened_at: int
+    opened_by: str
+    category: str | None = None
+    cause: str | None = None
+    solution: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KbQuestion:
     """A customer message the knowledge base handled: a reference, never a copy of the text.
 
@@ -197,6 +214,11 @@ class Unit:
     kb_question: KbQuestion | None = None
     kb_verdict: KbVerdict | None = None
     followups: list[FollowupOpen | FollowupChange] = field(default_factory=list)
+    complaint: dict[str, Any] | None = None  # columns of the complaint record to write
+
+    def complain(self, **values: Any) -> None:
+        """Create or change the conversation's complaint record (merged per step)."""
+        self.complaint = {**(self.complaint or {}), **values}
 
     def set_timer(self, kind: str, due: int) -> None:
         self.timers_set[kind] = due
@@ -287,6 +309,10 @@ class Store(Protocol):
         ...
 
     async def due_timers(self, now: int, limit: int) -> list[DueTimer]: ...
+
+    async def complaint(self, conversation_id: int) -> ComplaintRecord | None:
+        """The conversation's complaint record, None when it is not a complaint."""
+        ...
 
     async def pending_outbox(self) -> list[OutboxItem]: ...
 

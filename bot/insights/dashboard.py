@@ -114,6 +114,10 @@ _FORMATS: dict[str, Format] = {
     "handed_off": lambda t, f: t.integer(f.conversations.handed_off),
     "abandoned": lambda t, f: t.integer(f.conversations.abandoned),
     "followups": lambda t, f: followups_value(t, f.followups),
+    "resolution_median": lambda t, f: t.duration(f.closing.resolution.median),
+    "resolution_p90": lambda t, f: t.duration(f.closing.resolution.p90),
+    "recontact": lambda t, f: t.pct(f.closing.recontact_rate_pct),
+    "complaints": lambda t, f: t.integer(f.closing.complaint_count),
 }
 # The columns of the breakdown tables (value, header label), as `supportbot kpi --by` shows.
 # Only these are formatted per group: Babel formatting dominates a long breakdown.
@@ -125,6 +129,8 @@ COLUMNS = (
     ("agent_frt_median", "col_agent_frt"),
     ("abandonment", "col_car"),
     ("bot_resolution", "col_bot"),
+    ("resolution_median", "col_resolution"),
+    ("complaints", "col_complaints"),
 )
 
 

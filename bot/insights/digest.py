@@ -33,6 +33,7 @@ MAX_TOPIC_LINES = 3
 MIN_TOPIC_ANSWERS = 3
 MAX_COMMENTS = 3
 MAX_GAP_LINES = 3
+MAX_CAUSE_LINES = 5
 COMMENT_CHARS = 200
 
 
@@ -104,9 +105,11 @@ def digest_text(
     topics: Sequence[Group],
     comments: Sequence[DetractorComment],
     gaps: Sequence[tuple[str, int]] = (),
+    causes: Sequence[Group] = (),
 ) -> str:
     """The digest message. ``current`` is broken down by agent; ``topics`` by topic;
-    ``gaps`` are the largest groups of unanswered questions (representative, count)."""
+    ``gaps`` are the largest groups of unanswered questions (representative, count);
+    ``causes`` the complaint root causes (a report ``by="cause"``)."""
     t = KpiTexts(language)
     f, p = current.figures, previous
     lines = [t("digest_title", period=t.period(current.period.start, current.period.end))]
@@ -192,6 +195,7 @@ def digest_text(
             abandoned=t.integer(c.abandoned),
         )
     )
+    lines += closing_lines(t, f, p, causes)
     agents = sorted(
         (g for g in current.groups if g.key != NONE_KEY),
         key=lambda g: (-g.figures.conversations.started, g.name),
@@ -224,6 +228,17 @@ def digest_text(
                     csat=t.pct(g.figures.csat.score_pct, 0),
                 )
             )
+    top = recurring_causes(causes)
+    if top:
+        lines += ["", t("causes_title")]
+        total = f.closing.complaint_count
+        for g in top:
+            count = g.figures.closing.complaint_count
+            before = int(dict(g.extra).get("previous_count") or 0)
+            share = t.pct(100.0 * count / total if total else None, 0)
+            change = t.change_count(count, before)
+            lines.append(t("cause_line", cause=g.key, count=t.integer(count), share=share,
+                           change=change))  # fmt: skip
     if comments:
         lines += ["", t("comments_title")]
         for comment in comments[:MAX_COMMENTS]:
@@ -238,6 +253,25 @@ def digest_text(
     return "\n".join(lines)
 
 
+def closing_lines(t: KpiTexts, f: Figures, p: Figures, causes: Sequence[Group]) -> list[str]:
+    """Resolution time and re-contacts, when anything was resolved."""
+    k = f.closing
+    if not k.resolution.count:
+        return []
+    median = t.duration(k.resolution.median)
+    median += t.change_duration(k.resolution.median, p.closing.resolution.median)
+    recontact = t.pct(k.recontact_rate_pct)
+    return [t("digest_resolution", median=median, p90=t.duration(k.resolution.p90),
+              recontact=recontact)]  # fmt: skip
+
+
+def recurring_causes(groups: Sequence[Group], limit: int = MAX_CAUSE_LINES) -> list[Group]:
+    """The root causes with complaints in the period, most frequent first."""
+    found = [g for g in groups if g.key != NONE_KEY and g.figures.closing.complaint_count]
+    found.sort(key=lambda g: (-g.figures.closing.complaint_count, g.key))
+    return found[:limit]
+
+
 async def compose(
     settings: Settings, db: Database, period: Period, *, chart: bool = True
 ) -> DigestContent:
@@ -250,10 +284,12 @@ async def compose(
     current = await queries.report(period, calendar=calendar, by="agent")
     previous = await queries.report(period.previous(), calendar=calendar)
     topics = await queries.report(period, calendar=calendar, by="topic")
+    causes = await queries.report(period, calendar=calendar, by="cause")
     comments = await queries.detractor_comments(period, MAX_COMMENTS)
     unanswered = (await gaps_report(settings, db, period)).gaps[:MAX_GAP_LINES]
     gaps = [(g.group.question, g.group.count) for g in unanswered]
-    text = digest_text(settings.language, current, previous.figures, topics.groups, comments, gaps)
+    text = digest_text(settings.language, current, previous.figures, topics.groups, comments, gaps,
+                       causes.groups)  # fmt: skip
     image = None
     if chart:
         periods = [period]

@@ -41,6 +41,16 @@ time zone and compared as UTC epoch milliseconds:
   with a conversation started, or a survey sent or answered, in the period. Retention
   is split by channel only: agent and topic groups report it as null.
 - ``followups``: see ``bot.insights.followup_kpi``.
+- ``touchpoint``/``stage`` group by the conversation's columns (the answered entry's, or
+  the resolution tag's mapping); surveys by their conversation's. ``cause`` groups
+  complaint conversations by root cause (``UNSET_CAUSE`` when not set) and every other
+  conversation under ``"(none)"``; ``--by cause`` adds each cause's share of the
+  complaints and its count in the previous period.
+- ``resolution_s``: the cohort's resolved conversations, ``resolved_at − started_at``
+  (and in business seconds). ``complaints``: the cohort's complaint conversations, by
+  root cause. ``recontact_rate_pct``: the cohort's resolved conversations whose customer
+  started another conversation within ``RECONTACT_DAYS`` days after the resolution
+  (known when the report runs) ÷ those resolved conversations.
 """
 
 from __future__ import annotations
@@ -54,7 +64,9 @@ from zoneinfo import ZoneInfo
 from bot.insights.followup_kpi import FollowupFigures
 
 NONE_KEY = "(none)"
-BREAKDOWNS = ("channel", "agent", "topic")
+UNSET_CAUSE = "(non renseignée)"  # a complaint whose root cause nobody set: never dropped
+BREAKDOWNS = ("channel", "agent", "topic", "touchpoint", "stage", "cause")
+RECONTACT_DAYS = 7
 
 
 # --- periods ---------------------------------------------------------------------------
@@ -225,6 +237,34 @@ class ResponseTimes:
 
 
 @dataclass(frozen=True, slots=True)
+class Closing:
+    """Resolution times, complaints by root cause, and re-contacts (issue 16)."""
+
+    resolution: Durations = Durations()
+    resolution_business: Durations = Durations()
+    complaints: tuple[tuple[str, int], ...] = ()  # (cause, count), largest first
+    resolved: int = 0  # resolved conversations of the cohort …
+    returned: int = 0  # … whose customer came back within RECONTACT_DAYS
+
+    @property
+    def complaint_count(self) -> int:
+        return sum(n for _, n in self.complaints)
+
+    @property
+    def recontact_rate_pct(self) -> float | None:
+        return rate_pct(self.returned, self.resolved)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "resolution_s": _durations(self.resolution),
+            "resolution_business_s": _durations(self.resolution_business),
+            "complaints": {"count": self.complaint_count, "by_cause": dict(self.complaints)},
+            "recontact_rate_pct": _round(self.recontact_rate_pct, 2),
+            "recontacts": {"resolved": self.resolved, "returned": self.returned},
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Figures:
     """Every KPI of one period, for everything or for one group of a breakdown."""
 
@@ -235,6 +275,7 @@ class Figures:
     surveys: SurveyCounts = SurveyCounts()
     retention: Retention | None = None
     followups: FollowupFigures = FollowupFigures()
+    closing: Closing = Closing()
 
     @property
     def abandonment_rate_pct(self) -> float | None:
@@ -290,6 +331,7 @@ class Figures:
             "survey_response_rate_pct": _round(self.survey_response_rate_pct, 2),
             "surveys": {"sent": self.surveys.sent, "answered": self.surveys.answered},
             "followups": self.followups.to_json(),
+            **self.closing.to_json(),
         }
 
 
@@ -300,6 +342,7 @@ class Group:
     key: str
     figures: Figures
     label: str = ""
+    extra: tuple[tuple[str, Any], ...] = ()  # --by cause: share_pct, previous_count, change
 
     @property
     def name(self) -> str:
@@ -330,7 +373,12 @@ class KpiReport:
         if self.by is not None:
             out["by"] = self.by
             out["groups"] = [
-                {"key": g.key, **({"label": g.label} if g.label else {}), **g.figures.to_json()}
+                {
+                    "key": g.key,
+                    **({"label": g.label} if g.label else {}),
+                    **dict(g.extra),
+                    **g.figures.to_json(),
+                }
                 for g in self.groups
             ]
         return out

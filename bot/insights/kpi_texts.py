@@ -13,6 +13,8 @@ from babel import Locale
 from babel.dates import format_date, format_datetime
 from babel.numbers import NumberPattern, parse_pattern
 
+from bot.insights.kpi_texts_closing import CLOSING_TEXTS
+
 LOCALES = {"fr": "fr_FR", "en": "en_GB"}
 
 CATALOG: dict[str, dict[str, str]] = {
@@ -263,6 +265,9 @@ CATALOG: dict[str, dict[str, str]] = {
         "median {median}",
     },
 }
+
+for _language, _closing in CLOSING_TEXTS.items():
+    CATALOG[_language].update(_closing)
 
 _UNITS = {
     "fr": {"s": "s", "min": "min", "h": "h", "d": "j"},

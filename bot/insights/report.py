@@ -130,6 +130,9 @@ def render_csv(report: KpiReport) -> str:
     """One header line, then one row per group (with --by) or one row for everything."""
     data = report.to_json()
     base = {"period.start": data["period"]["start"], "period.end": data["period"]["end"]}
+    for part in (data, *data.get("groups", [])):  # one column, whatever the causes
+        part["complaints"]["by_cause"] = json.dumps(part["complaints"]["by_cause"],
+                                                    ensure_ascii=False)  # fmt: skip
     if report.by is None:
         figures = {k: v for k, v in data.items() if k not in ("period", "by", "groups")}
         rows = [{**base, **flatten(figures)}]
@@ -146,6 +149,7 @@ def render_csv(report: KpiReport) -> str:
         ]
         if not rows:  # still one header line, so that scripts can rely on the columns
             empty = Figures().to_json()
+            empty["complaints"]["by_cause"] = "{}"
             header = [*base, "by", "key", "label", *flatten(empty)]
             return ",".join(header) + "\n"
     out = io.StringIO()
@@ -254,8 +258,50 @@ def figure_rows(t: KpiTexts, f: Figures) -> list[tuple[str, str]]:
             _rate(t, f.survey_response_rate_pct, f.surveys.answered, f.surveys.sent),
         ),
         (t("row_followups"), followups_value(t, f.followups)),
+        *closing_rows(t, f),
     ]
     return rows
+
+
+def closing_rows(t: KpiTexts, f: Figures) -> list[tuple[str, str]]:
+    """Resolution time, complaints by root cause and re-contacts, for people."""
+    k = f.closing
+    causes = ", ".join(f"{cause} {t.integer(n)}" for cause, n in k.complaints)
+    return [
+        (t("row_resolution"), _times(t, k.resolution)),
+        (t("row_resolution_business"), _times(t, k.resolution_business)),
+        (
+            t("row_complaints"),
+            t(
+                "row_complaints_value",
+                count=t.integer(k.complaint_count),
+                causes=f" ({causes})" if causes else "",
+            ),
+        ),  # fmt: skip
+        (t("row_recontact"), _rate(t, k.recontact_rate_pct, k.returned, k.resolved)),
+    ]
+
+
+def cause_table(t: KpiTexts, report: KpiReport) -> Table:
+    """--by cause: each root cause's complaints, share, previous period and resolution."""
+    table = Table(box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column(t("group_cause"), overflow="fold", max_width=28)
+    for key in ("col_complaints", "col_share", "col_previous", "col_resolution"):
+        table.add_column(t(key), justify="right", no_wrap=True)
+    for g in report.groups:
+        if g.key == NONE_KEY:
+            continue
+        extra = dict(g.extra)
+        count = g.figures.closing.complaint_count
+        table.add_row(
+            g.name,
+            t.integer(count),
+            t.pct(extra.get("share_pct"), 0),
+            t.integer(int(extra.get("previous_count") or 0))
+            + t.change_count(count, int(extra.get("previous_count") or 0)),
+            t.duration(g.figures.closing.resolution.median),
+        )
+    return table
 
 
 def render_table(
@@ -302,6 +348,8 @@ def render_table(
                 t.pct(f.bot_resolution_rate_pct, 0),
             )
         console.print(groups)
+        if report.by == "cause":
+            console.print(cause_table(t, report))
     return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines()) + "\n"
 
 

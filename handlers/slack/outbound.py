@@ -80,6 +80,18 @@ class SlackOutbound(SlackApi):
             blocks=render.post_blocks(text, author, name, self.language),
         )
 
+    async def post_choices(
+        self, thread: str, text: str, choices: Sequence[Sequence[Choice]]
+    ) -> Sent:
+        """A menu in the thread (complaint cause and solution); presses come back as agent
+        actions because the thread is in the agents' channel."""
+        return await self._post(
+            self._agents_channel(),
+            thread_ts=thread,
+            text=render.fallback(text),
+            blocks=[*render.plain_sections(text, self.language), *render.buttons(choices, "k")],
+        )
+
     async def post_media(self, thread: str, media: Media, caption: str) -> Sent:
         return await self._post(
             self._agents_channel(),

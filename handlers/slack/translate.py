@@ -172,7 +172,7 @@ def customer_message(
     )
 
 
-_AGENT_COMMAND = re.compile(r"^!(take|resolve|transfer|note)\b\s*(.*)$", re.DOTALL | re.I)
+_AGENT_COMMAND = re.compile(r"^!(take|resolve|transfer|note|complaint)\b\s*(.*)$", re.DOTALL | re.I)
 _MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|([^>]*))?>")
 
 

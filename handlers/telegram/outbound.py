@@ -20,12 +20,14 @@ from handlers.telegram.client import TelegramClient
 from handlers.telegram.failures import delivery_error, is_not_modified
 from handlers.telegram.render import (
     MAX_CAPTION,
+    MAX_TEXT,
     keyboard,
     post_parts,
     render_header,
     split_text,
     topic_name,
     transcript_parts,
+    truncate,
     utf16_len,
 )
 from handlers.telegram.translate import CHANNEL
@@ -227,6 +229,15 @@ class TelegramOutbound(TelegramClient):
         for part in post_parts(text, author, name):
             sent = await self._desk_send(part, thread, html=True)
         assert sent is not None
+        return Sent(str(sent.message_id))
+
+    async def post_choices(
+        self, thread: str, text: str, choices: Sequence[Sequence[Choice]]
+    ) -> Sent:
+        """A menu in the topic (complaint cause and solution): text and inline buttons."""
+        await self._is_forum()
+        sent = await self._desk_send(truncate(text, MAX_TEXT), thread, html=False,
+                                     markup=keyboard(choices))  # fmt: skip
         return Sent(str(sent.message_id))
 
     async def post_media(self, thread: str, media: Media, caption: str) -> Sent:

@@ -39,6 +39,7 @@ AGENT_COMMANDS = {
     "resolve": AgentActionKind.RESOLVE,
     "transfer": AgentActionKind.TRANSFER,
     "note": AgentActionKind.NOTE,
+    "complaint": AgentActionKind.COMPLAINT,
 }
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]+))?(?=\s|$)\s*(.*)$", re.DOTALL)
 

@@ -48,6 +48,7 @@ ACTIONS = {
     "resolve": AgentActionKind.RESOLVE,
     "transfer": AgentActionKind.TRANSFER,
     "note": AgentActionKind.NOTE,
+    "complaint": AgentActionKind.COMPLAINT,
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
@@ -291,9 +292,15 @@ class Console:
                 )
             target = Agent("web", name, name)
         tag = str(body.get("tag", "")).strip()[:60] or None
-        return AgentAction(
-            agent, dedup, kind, conversation_id=cid, tag=tag, text=text or None, target=target
+        details = tuple(
+            (name, str(body[name])[:1000])
+            for name in ("category", "cause", "solution", "note")
+            if kind == AgentActionKind.RESOLVE and body.get(name)
         )
+        return AgentAction(
+            agent, dedup, kind, conversation_id=cid, tag=tag, text=text or None, target=target,
+            details=details,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ live updates
 

@@ -109,6 +109,13 @@ class RecordingDesk(_Failing):
         self.threads[thread].posts.append((author, text))
         return Sent(str(next(_ids)))
 
+    async def post_choices(
+        self, thread: str, text: str, choices: Sequence[Sequence[Choice]]
+    ) -> Sent:
+        self._record("post_choices", thread=thread, text=text, choices=choices)
+        self.threads[thread].posts.append(("system", text))
+        return Sent(str(next(_ids)))
+
     async def post_media(self, thread: str, media: Media, caption: str) -> Sent:
         self._record("post_media", thread=thread, media=media, caption=caption)
         self.threads[thread].posts.append(("media", media.kind))

@@ -5,7 +5,7 @@
 
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
-  const BREAKDOWNS = ["channel", "agent", "topic"];
+  const BREAKDOWNS = ["channel", "agent", "topic", "touchpoint", "stage", "cause"];
   let labels = {};
   let today = null;
   let chartIds = 0;
