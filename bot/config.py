@@ -251,6 +251,27 @@ class DigestSettings(_Section):
         return value
 
 
+class RoutingSettings(_Section):
+    """Who gets a handed-off conversation: agents take it themselves (manual), or the bot
+    gives it to an available agent under their cap; an untaken one is escalated once."""
+
+    mode: Literal["manual", "round_robin", "least_busy"] = "manual"
+    max_open_per_agent: int = Field(default=3, ge=1, le=100)
+    escalate_after: Duration = timedelta(minutes=10)  # working time in the queue
+    escalate_to: str | None = None  # Slack user (U…) or group (S…); Telegram id or @username
+
+    @field_validator("escalate_to")
+    @classmethod
+    def _who(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not re.fullmatch(r"@?[A-Za-z0-9_]{2,64}", value):
+            raise ValueError(f"{value!r} must be a user or group id (U0123, S0123, 4242) "
+                             "or a Telegram @username")  # fmt: skip
+        return value
+
+
 class Settings(_Section):
     """The whole of config.yaml, validated."""
 
@@ -268,6 +289,7 @@ class Settings(_Section):
     digest: DigestSettings = DigestSettings()
     privacy: PrivacySettings = PrivacySettings()
     messages: dict[Language, dict[str, str]] = Field(default_factory=dict)
+    routing: RoutingSettings = RoutingSettings()
 
     @field_validator("timezone")
     @classmethod

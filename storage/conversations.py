@@ -27,6 +27,7 @@ from storage.database import Database
 from storage.kb_questions import latest_kb_question, write_kb_changes
 from storage.outbox_rows import enqueue, insert_many, outbox_item, record_sent
 from storage.privacy import erase_customer
+from storage.routing import RoutingQueries
 
 _SELECT = """
 SELECT c.*, cu.key AS customer_key, cu.name AS customer_name,
@@ -77,7 +78,7 @@ def _record(row: sqlite3.Row) -> ConversationRecord:
     )
 
 
-class SqliteStore:
+class SqliteStore(RoutingQueries):
     """Conversation storage on one ``Database``."""
 
     def __init__(self, db: Database) -> None:

@@ -16,6 +16,7 @@ from bot.conversation.customer_turns import CustomerTurns
 from bot.conversation.model import (
     AgentAction,
     AgentMessage,
+    AgentPresence,
     CustomerChoice,
     CustomerLeft,
     CustomerMessage,
@@ -32,6 +33,17 @@ class ConversationService(CustomerTurns, AgentActions, Timers):
 
     async def handle(self, event: InboundEvent) -> Outcome:
         """Process one normalized event; the result tells the handler what to show."""
+        outcome = await self._handle(event)
+        await self._route_pending()  # the queue may move: assign, escalate, retell
+        return outcome
+
+    async def sweep(self, limit: int = 500) -> int:
+        """Fire due timers, then a routing pass (hours reopened, escalations due)."""
+        fired = await super().sweep(limit)
+        await self._route_pending(force=True)
+        return fired
+
+    async def _handle(self, event: InboundEvent) -> Outcome:
         log_conversation.set(None)  # each step names its conversation once it knows it
         match event:
             case CustomerMessage():
@@ -46,4 +58,6 @@ class ConversationService(CustomerTurns, AgentActions, Timers):
                 return await self._customer_left(event)
             case CustomerReturned():
                 return await self._customer_returned(event)
+            case AgentPresence():
+                return await self._presence_change(event)
         raise TypeError(f"not an inbound event: {event!r}")

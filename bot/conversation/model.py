@@ -171,8 +171,23 @@ class AgentAction:
     target: Agent | None = None  # transfer target; None puts the conversation back in the queue
 
 
+@dataclass(frozen=True, slots=True)
+class AgentPresence:
+    """An agent says they are available for new conversations, or away (routing)."""
+
+    agent: Agent
+    available: bool
+    dedup_key: str
+
+
 InboundEvent = (
-    CustomerMessage | CustomerChoice | CustomerLeft | CustomerReturned | AgentMessage | AgentAction
+    CustomerMessage
+    | CustomerChoice
+    | CustomerLeft
+    | CustomerReturned
+    | AgentMessage
+    | AgentAction
+    | AgentPresence
 )
 
 

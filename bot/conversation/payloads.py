@@ -23,6 +23,7 @@ MARK_RELAYED = "mark_relayed"
 CLOSE_THREAD = "close_thread"
 REOPEN_THREAD = "reopen_thread"
 ALERT = "alert"
+MENTION = "mention"  # desk lane: a post that notifies one person or group
 
 CUSTOMER_OPS = frozenset({SEND, SEND_MEDIA})
 

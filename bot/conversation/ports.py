@@ -101,6 +101,16 @@ class AgentDesk(Protocol):
         ...
 
 
+@runtime_checkable
+class MentioningDesk(Protocol):
+    """A desk that can call someone by name so that they are notified (routing)."""
+
+    async def mention(self, who: str, name: str, text: str, thread: str | None) -> Sent:
+        """Post ``text`` after a mention of ``who`` (a user or group id, or an @username;
+        ``name`` is what to show): in the conversation's thread, or to the whole desk."""
+        ...
+
+
 class AlertBoard(Protocol):
     """Keeps agents' alerts where no desk thread shows them: the web console.
 

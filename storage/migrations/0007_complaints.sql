@@ -1,0 +1,2 @@
+-- Placeholder so that 0008 is in sequence on this branch; the real 0007_complaints.sql comes
+-- from its own branch: on merge, keep that one.
