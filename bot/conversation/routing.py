@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from bot.clock import from_ms
@@ -306,7 +307,7 @@ class Routing(Surveys):
                 continue
             minutes = int(waited // 60)
             text = self._desk_t("escalated", id=entry.id, minutes=minutes)
-            await self._step_if_queued(entry.id, lambda c, u, t=text: self._escalation(c, u, t))
+            await self._step_if_queued(entry.id, partial(self._escalation, text=text))
 
     def _escalation(self, conv: ConversationRecord, unit: Unit, text: str) -> None:
         who = self._routing.escalate_to
@@ -328,9 +329,7 @@ class Routing(Surveys):
                 continue
             place = await self._place(conv.language, position, now, agents)
             text = f"{self._t(conv.language, 'queue_update')} {place}"
-            await self._step_if_queued(
-                entry.id, lambda c, u, t=text, p=position: self._tell(c, u, t, p)
-            )
+            await self._step_if_queued(entry.id, partial(self._tell, text=text, position=position))
 
     def _tell(self, conv: ConversationRecord, unit: Unit, text: str, position: int) -> None:
         unit.event("queue_told", "bot", position=position)
