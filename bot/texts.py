@@ -117,6 +117,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "rien ne lui sera attribué avant la réouverture).",
         "presence_away": "{agent} est absent : plus aucune conversation ne lui est attribuée.",
         "routed_to_you": "Cette conversation vous est attribuée : à vous de répondre.",
+        "agent_joined_unnamed": "Un conseiller a rejoint la conversation.",
         "escalated": "La conversation #{id} attend depuis {minutes} min sans être prise en charge.",
     },
     "en": {
@@ -218,6 +219,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "is assigned before we reopen).",
         "presence_away": "{agent} is away: no more conversations are assigned to them.",
         "routed_to_you": "This conversation is assigned to you: please answer.",
+        "agent_joined_unnamed": "A member of our team joined the conversation.",
         "escalated": "Conversation #{id} has been waiting for {minutes} min and nobody has "
         "taken it.",
     },

@@ -94,7 +94,7 @@ class Routing(Surveys):
             agents.append(
                 AgentState(
                     key=key,
-                    name=said.name if said and said.name else key.partition(":")[2],
+                    name=said.name if said else "",  # unknown until they say
                     available=at_work and (said.available if said else True),
                     load=self._book.load.get(key, 0),
                     last_assigned_at=said.last_assigned_at if said else None,
@@ -110,7 +110,7 @@ class Routing(Surveys):
         agents = [
             {
                 "key": a.key,
-                "name": a.name,
+                "name": a.name or a.key.partition(":")[2],
                 "available": self._presence[a.key].available if a.key in self._presence else True,
                 "at_work": a.available,
                 "open": a.load,
@@ -257,15 +257,17 @@ class Routing(Surveys):
             unit = Unit(self._now(), conversation=fresh)
             self._move(fresh, unit, State.ASSIGNED, actor="bot", target_agent=agent.key,
                        routing=self._routing.mode)  # fmt: skip
-            fresh.update(agent_key=agent.key, agent_name=agent.name)
-            unit.clear_timer("remind")
-            joined = self._t(fresh.language, "agent_joined", agent=agent.name)
-            self._say(fresh, unit, fresh.address, joined)
             desk, _, user_id = agent.key.partition(":")
+            fresh.update(agent_key=agent.key, agent_name=agent.name or user_id)
+            unit.clear_timer("remind")
+            if agent.name:
+                joined = self._t(fresh.language, "agent_joined", agent=agent.name)
+            else:  # never a platform id to the customer
+                joined = self._t(fresh.language, "agent_joined_unnamed")
+            self._say(fresh, unit, fresh.address, joined)
             who = user_id if desk == fresh.desk else None
-            self._mention(
-                fresh, unit, who, agent.name, self._desk_t("routed_to_you"), in_thread=True
-            )
+            text = self._desk_t("routed_to_you")
+            self._mention(fresh, unit, who, agent.name or user_id, text, in_thread=True)
             self._refresh_header(fresh, unit)
             done = await self._commit(unit)
         log_conversation.set(None)
