@@ -15,7 +15,13 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.response import BoltResponse
 
-from bot.conversation.model import AgentAction, AgentMessage, InboundEvent, Outcome
+from bot.conversation.model import (
+    AgentAction,
+    AgentMessage,
+    AgentPresence,
+    InboundEvent,
+    Outcome,
+)
 from bot.errors import DeliveryError, TransientDeliveryError
 from handlers.slack import render, translate
 from handlers.slack.api import SlackApi
@@ -89,10 +95,10 @@ class SlackInbound(SlackApi):
             if inbound is None:
                 return
             outcome = await self._on_event(inbound)
-            if isinstance(inbound, AgentMessage | AgentAction) and outcome.notice:
+            if isinstance(inbound, AgentMessage | AgentAction | AgentPresence) and outcome.notice:
                 if isinstance(inbound, AgentMessage) and outcome.ok:
                     return  # a relayed message needs no notice
-                thread = inbound.thread
+                thread = translate.thread_of(event)
                 await self._ephemeral(str(event["channel"]), inbound.agent.user_id,
                                       outcome.notice, thread)  # fmt: skip
 
@@ -131,6 +137,9 @@ class SlackInbound(SlackApi):
         thread = translate.thread_of(event)
         parent = event.get("parent_user_id")
         if channel == self.settings.agents_channel:
+            text = str(event.get("text") or "")
+            if translate.is_presence_command(text):  # anywhere in the channel
+                return translate.presence_command(text, await self.person(user, hint), dedup_key)
             if thread is None or (parent and parent != ident.user_id):
                 return None  # agents talking among themselves, not in a conversation thread
             return translate.agent_message(event, await self.person(user, hint), dedup_key)

@@ -18,6 +18,7 @@ from bot.conversation.model import (
     AgentAction,
     AgentActionKind,
     AgentMessage,
+    AgentPresence,
     Customer,
     CustomerChoice,
     CustomerLeft,
@@ -196,6 +197,21 @@ def agent_command(raw: str, thread: str, person: Person, dedup_key: str) -> Agen
         text=slack_to_plain(rest) if kind == AgentActionKind.NOTE else None,
         target=target,
     )
+
+
+_PRESENCE = re.compile(r"^!(available|away)\s*$", re.I)
+
+
+def is_presence_command(raw: str) -> bool:
+    return _PRESENCE.match(raw.strip()) is not None
+
+
+def presence_command(raw: str, person: Person, dedup_key: str) -> AgentPresence | None:
+    """``!available`` / ``!away``, typed anywhere in the agents' channel."""
+    match = _PRESENCE.match(raw.strip())
+    if match is None:
+        return None
+    return AgentPresence(person.as_agent(), match.group(1).lower() == "available", dedup_key)
 
 
 def agent_message(

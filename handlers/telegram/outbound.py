@@ -20,6 +20,7 @@ from handlers.telegram.client import TelegramClient
 from handlers.telegram.failures import delivery_error, is_not_modified
 from handlers.telegram.render import (
     MAX_CAPTION,
+    escape,
     keyboard,
     post_parts,
     render_header,
@@ -269,6 +270,17 @@ class TelegramOutbound(TelegramClient):
         for part in split_text(text):
             sent = await self._desk_send(part, thread, html=False)
         assert sent is not None
+        return Sent(str(sent.message_id))
+
+    async def mention(self, who: str, name: str, text: str, thread: str | None) -> Sent:
+        """Routing's call: a user id becomes a link that notifies them, an @username stays
+        as typed (Telegram notifies it); then the text."""
+        await self._is_forum()
+        if who.isdigit():
+            call = f'<a href="tg://user?id={who}">{escape(name or who)}</a>'
+        else:
+            call = escape(who if who.startswith("@") else f"@{who}")
+        sent = await self._desk_send(f"{call} {escape(text)}", thread, html=True)
         return Sent(str(sent.message_id))
 
     async def is_agent(self, user_id: str) -> bool:

@@ -21,6 +21,7 @@ from bot.conversation.model import (
     AgentAction,
     AgentActionKind,
     AgentMessage,
+    AgentPresence,
     Customer,
     CustomerChoice,
     CustomerLeft,
@@ -38,6 +39,7 @@ AGENT_COMMANDS = {
     "transfer": AgentActionKind.TRANSFER,
     "note": AgentActionKind.NOTE,
 }
+PRESENCE_COMMANDS = {"available": True, "away": False}  # anywhere in the agents' group
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]+))?(?=\s|$)\s*(.*)$", re.DOTALL)
 
 
@@ -170,9 +172,12 @@ class Translator:
 
     def desk_message(
         self, update: Update, message: Message, user: TgUser
-    ) -> AgentMessage | AgentAction | None:
+    ) -> AgentMessage | AgentAction | AgentPresence | None:
         if user.username:
             self._remember(user)
+        presence = self.presence(update, message, user)
+        if presence is not None:
+            return presence
         thread = self.thread_of(message)
         if thread is None:
             return None
@@ -202,6 +207,13 @@ class Translator:
             if kind == AgentActionKind.TRANSFER
             else None,
         )
+
+    def presence(self, update: Update, message: Message, user: TgUser) -> AgentPresence | None:
+        """``/available`` or ``/away``, typed anywhere in the agents' group."""
+        command = parse_command(message.text or "", self.bot_username) if message.text else None
+        if command is None or not command.for_us or command.name not in PRESENCE_COMMANDS:
+            return None
+        return AgentPresence(agent_of(user), PRESENCE_COMMANDS[command.name], dedup_key(update))
 
     def thread_of(self, message: Message) -> str | None:
         """The conversation a desk message belongs to, or None (General topic, chatter)."""
