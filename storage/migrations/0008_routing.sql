@@ -3,7 +3,7 @@
 -- Who said they are available or away (and who was last given a conversation, for the
 -- round robin). Agents listed in the desk's agent_ids who never said count as available.
 CREATE TABLE agent_presence (
-    agent_key        TEXT PRIMARY KEY,      -- Agent.key: "slack:U0123", "telegram:4242", "web:Paul"
+    agent_key        TEXT PRIMARY KEY,      -- Agent.key: "slack:U0123", "telegram:1001", "web:Paul"
     name             TEXT NOT NULL DEFAULT '',
     available        INTEGER NOT NULL,      -- 1 available, 0 away (as the agent last said)
     changed_at       INTEGER NOT NULL,
