@@ -18,49 +18,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
 )
 
 from bot.calendar import WEEKDAYS, BusinessCalendar, Shift, parse_shifts
+from bot.config_agents import FollowupSettings, RoutingSettings
 from bot.config_complaints import ComplaintsSettings, TouchpointSettings
+from bot.config_types import Duration, Language, Section, parse_duration
 from bot.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-
-def parse_duration(value: object) -> timedelta:
-    """ "30s", "15m", "24h", "7d" (or a number of seconds) → timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 15m, 24h or 7d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f"{value!r} is not a duration like 30s, 15m, 24h or 7d")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return timedelta(seconds=seconds)
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-Language = Literal["fr", "en"]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BusinessHoursSettings(_Section):
+class BusinessHoursSettings(Section):
     mon: str = ""
     tue: str = ""
     wed: str = ""
@@ -81,12 +52,12 @@ class BusinessHoursSettings(_Section):
         return {day: parse_shifts(getattr(self, day)) for day in WEEKDAYS}
 
 
-class StorageSettings(_Section):
+class StorageSettings(Section):
     path: Path = Path("supportbot.db")
     busy_timeout: Duration = timedelta(seconds=10)
 
 
-class KnowledgeSettings(_Section):
+class KnowledgeSettings(Section):
     path: Path = Path("knowledge.yaml")
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     # "use-multilingual" (built in), "none" (words only), or a model2vec /
@@ -94,7 +65,7 @@ class KnowledgeSettings(_Section):
     encoder: str = "use-multilingual"
 
 
-class ConversationSettings(_Section):
+class ConversationSettings(Section):
     abandon_after: Duration = timedelta(minutes=15)
     remind_after: Duration = timedelta(minutes=5)
     close_idle_after: Duration = timedelta(hours=2)
@@ -102,7 +73,7 @@ class ConversationSettings(_Section):
     sweep_every: Duration = timedelta(seconds=5)
 
 
-class SurveySettings(_Section):
+class SurveySettings(Section):
     enabled: bool = True
     expires_after: Duration = timedelta(hours=24)
     cooldown: Duration = timedelta(days=7)
@@ -118,14 +89,14 @@ def _retention(value: object) -> timedelta | None:
     return duration
 
 
-class PrivacySettings(_Section):
+class PrivacySettings(Section):
     """Personal data: how long message texts are kept, and the notice at first contact."""
 
     retain_messages: Annotated[timedelta | None, BeforeValidator(_retention)] = None
     notice: dict[Language, str] = Field(default_factory=dict)  # one sentence with a link
 
 
-class TelegramSettings(_Section):
+class TelegramSettings(Section):
     enabled: bool | Literal["auto"] = "auto"
     api_url: str = "https://api.telegram.org"
     agents_chat_id: int | None = None
@@ -146,7 +117,7 @@ class TelegramSettings(_Section):
         return value.rstrip("/")
 
 
-class SlackSettings(_Section):
+class SlackSettings(Section):
     enabled: bool | Literal["auto"] = "auto"
     api_url: str = "https://slack.com/api/"
     agents_channel: str | None = None
@@ -183,7 +154,7 @@ def parse_rate(value: object) -> tuple[int, float]:
     return count, period
 
 
-class WebSettings(_Section):
+class WebSettings(Section):
     enabled: bool | Literal["auto"] = "auto"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port
@@ -230,7 +201,7 @@ class WebSettings(_Section):
 _TARGET = re.compile(r"^(slack|telegram):\S+$")
 
 
-class DigestSettings(_Section):
+class DigestSettings(Section):
     enabled: bool = True
     schedule: str = "0 9 * * mon"
     targets: list[str] = Field(default_factory=list)
@@ -262,23 +233,7 @@ class DigestSettings(_Section):
         return value
 
 
-class FollowupSettings(_Section):
-    """Closing the loop: a detractor's survey opens a follow-up for agents."""
-
-    enabled: bool = True
-    # Whole days count business days ("2d": the same time two working days later);
-    # anything else counts business time ("4h": four working hours).
-    due_after: Duration = timedelta(days=2)
-
-    @field_validator("due_after")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be longer than 0")
-        return value
-
-
-class Settings(_Section):
+class Settings(Section):
     """The whole of config.yaml, validated."""
 
     language: Language = "fr"
@@ -299,6 +254,7 @@ class Settings(_Section):
     followup: FollowupSettings = FollowupSettings()
     complaints: ComplaintsSettings = ComplaintsSettings()
     touchpoints: dict[str, TouchpointSettings] = Field(default_factory=dict)  # tag → journey
+    routing: RoutingSettings = RoutingSettings()
 
     @field_validator("timezone")
     @classmethod

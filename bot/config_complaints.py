@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from bot.config_types import Section
 
 SOLUTIONS = (
     "refund",
@@ -45,10 +47,6 @@ DEFAULT_CAUSES = (
 )
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _distinct(values: list[str]) -> list[str]:
     cleaned = [v.strip() for v in values]
     if any(not v for v in cleaned):
@@ -60,7 +58,7 @@ def _distinct(values: list[str]) -> list[str]:
     return cleaned
 
 
-class ComplaintsSettings(_Section):
+class ComplaintsSettings(Section):
     """The lists agents choose a complaint's category and root cause from."""
 
     categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES))
@@ -76,7 +74,7 @@ class ComplaintsSettings(_Section):
         return _distinct(value)
 
 
-class TouchpointSettings(_Section):
+class TouchpointSettings(Section):
     """Where a resolution tag sits in the customer journey."""
 
     touchpoint: str = Field(min_length=1, max_length=60)

@@ -139,6 +139,24 @@ CATALOG: dict[str, dict[str, str]] = {
         "solution_free_delivery": "Livraison offerte",
         "solution_mediation": "Médiation",
         "solution_none": "Aucune",
+        # routing: queue position, expected wait, presence, assignment, escalation
+        "handoff_queued": "Je vous mets en relation avec un conseiller.",
+        "queue_first": "Vous êtes le prochain dans la file d'attente.",
+        "queue_position": "Vous êtes en position {position} dans la file d'attente.",
+        "queue_wait": "Attente estimée : {wait}.",
+        "queue_update": "Votre place a changé.",
+        "wait_few": "quelques minutes",
+        "wait_minutes": "environ {minutes} minutes",
+        "wait_hour": "environ une heure",
+        "wait_hours": "plus d'une heure",
+        "presence_available": "{agent} est disponible : les nouvelles conversations peuvent "
+        "lui être attribuées.",
+        "presence_available_closed": "{agent} est disponible (hors des heures d'ouverture : "
+        "rien ne lui sera attribué avant la réouverture).",
+        "presence_away": "{agent} est absent : plus aucune conversation ne lui est attribuée.",
+        "routed_to_you": "Cette conversation vous est attribuée : à vous de répondre.",
+        "agent_joined_unnamed": "Un conseiller a rejoint la conversation.",
+        "escalated": "La conversation #{id} attend depuis {minutes} min sans être prise en charge.",
     },
     "en": {
         "greeting": "Hello{name}! I'm the customer service assistant. Ask me your question; "
@@ -263,6 +281,23 @@ CATALOG: dict[str, dict[str, str]] = {
         "solution_free_delivery": "Free delivery",
         "solution_mediation": "Mediation",
         "solution_none": "None",
+        "handoff_queued": "I'm putting you through to a member of our team.",
+        "queue_first": "You are next in the queue.",
+        "queue_position": "You are number {position} in the queue.",
+        "queue_wait": "Estimated wait: {wait}.",
+        "queue_update": "Your place has changed.",
+        "wait_few": "a few minutes",
+        "wait_minutes": "about {minutes} minutes",
+        "wait_hour": "about an hour",
+        "wait_hours": "more than an hour",
+        "presence_available": "{agent} is available: new conversations can be assigned to them.",
+        "presence_available_closed": "{agent} is available (outside business hours: nothing "
+        "is assigned before we reopen).",
+        "presence_away": "{agent} is away: no more conversations are assigned to them.",
+        "routed_to_you": "This conversation is assigned to you: please answer.",
+        "agent_joined_unnamed": "A member of our team joined the conversation.",
+        "escalated": "Conversation #{id} has been waiting for {minutes} min and nobody has "
+        "taken it.",
     },
 }
 

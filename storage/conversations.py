@@ -30,6 +30,7 @@ from storage.followups import SqliteFollowups, write_followup_changes
 from storage.kb_questions import latest_kb_question, write_kb_changes
 from storage.outbox_rows import enqueue, insert_many, outbox_item, record_sent
 from storage.privacy import erase_customer
+from storage.routing import RoutingQueries
 
 _SELECT = """
 SELECT c.*, cu.key AS customer_key, cu.name AS customer_name,
@@ -82,7 +83,7 @@ def _record(row: sqlite3.Row) -> ConversationRecord:
     )
 
 
-class SqliteStore:
+class SqliteStore(RoutingQueries):
     """Conversation storage on one ``Database``."""
 
     def __init__(self, db: Database) -> None:

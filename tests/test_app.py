@@ -140,6 +140,8 @@ async def test_blocked_customer_found_at_send_is_marked_gone(tmp_path: Path) -> 
         await eventually(lambda: len(desk.threads) == 1)
         thread = next(iter(desk.threads))
         await eventually(lambda: len(channel.texts()) == 1)  # the handoff notice went out
+        assert app.components is not None
+        await app.components.dispatcher.drain()  # ... and the thread is recorded
         channel.fail_next(RecipientGoneError("Forbidden: bot was blocked by the user"))
         agent = Agent("slack", "U_AGENT", "Paul")
         await app.engine.handle(AgentMessage(agent, thread, "Bonjour ?", "a1", message_ref="m1"))

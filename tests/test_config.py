@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Secrets, load_settings, parse_duration, settings_from_mapping
+from bot.config import Secrets, load_settings, settings_from_mapping
+from bot.config_types import parse_duration
 from bot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,6 +17,7 @@ from bot.conversation.followup_actions import FollowupDesk
 from bot.conversation.model import (
     AgentAction,
     AgentMessage,
+    AgentPresence,
     CustomerChoice,
     CustomerLeft,
     CustomerMessage,
@@ -34,6 +35,17 @@ class ConversationService(CustomerTurns, FollowupDesk, Timers):
 
     async def handle(self, event: InboundEvent) -> Outcome:
         """Process one normalized event; the result tells the handler what to show."""
+        outcome = await self._handle(event)
+        await self._route_pending()  # the queue may move: assign, escalate, retell
+        return outcome
+
+    async def sweep(self, limit: int = 500) -> int:
+        """Fire due timers, then a routing pass (hours reopened, escalations due)."""
+        fired = await super().sweep(limit)
+        await self._route_pending(force=True)
+        return fired
+
+    async def _handle(self, event: InboundEvent) -> Outcome:
         log_conversation.set(None)  # each step names its conversation once it knows it
         match event:
             case CustomerMessage():
@@ -50,4 +62,6 @@ class ConversationService(CustomerTurns, FollowupDesk, Timers):
                 return await self._customer_returned(event)
             case FollowupAction():
                 return await self._followup_action(event)
+            case AgentPresence():
+                return await self._presence_change(event)
         raise TypeError(f"not an inbound event: {event!r}")

@@ -6,9 +6,9 @@ import logging
 
 from bot.clock import from_ms
 from bot.conversation import payloads as P
-from bot.conversation.complaints import Complaints
 from bot.conversation.desk_view import thread_header, transcript_line
 from bot.conversation.model import State
+from bot.conversation.routing import Routing
 from bot.conversation.store import ConversationRecord, Unit
 
 log = logging.getLogger(__name__)
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 TRANSCRIPT_LINES = 30
 
 
-class Handoff(Complaints):
+class Handoff(Routing):
     """Handing a conversation to people: the queue, the customer told when, the thread."""
 
     async def _handoff(self, conv: ConversationRecord, unit: Unit, reason: str) -> None:
@@ -33,8 +33,7 @@ class Handoff(Complaints):
         unit.set_timer("remind", self._business_deadline(now, self._conv.remind_after))
         at = from_ms(now)
         if self.calendar.is_open(at):
-            key = "handoff_complaint" if reason == "complaint" else "handoff_open"
-            self._say(conv, unit, conv.address, self._t(lang, key))
+            self._say(conv, unit, conv.address, await self._queue_greeting(conv, unit, reason))
         else:
             opens = self.calendar.next_open(at)
             when = self.texts.when(lang, opens.astimezone(self.settings.tz)) if opens else "?"

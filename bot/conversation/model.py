@@ -193,6 +193,15 @@ class FollowupAction:
     note: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AgentPresence:
+    """An agent says they are available for new conversations, or away (routing)."""
+
+    agent: Agent
+    available: bool
+    dedup_key: str
+
+
 InboundEvent = (
     CustomerMessage
     | CustomerChoice
@@ -201,6 +210,7 @@ InboundEvent = (
     | AgentMessage
     | AgentAction
     | FollowupAction
+    | AgentPresence
 )
 
 

@@ -27,6 +27,7 @@ from bot.conversation.ports import (
     AuthorAwareChannel,
     ChoiceDesk,
     CustomerChannel,
+    MentioningDesk,
 )
 from bot.conversation.store import Delivery, NewOutbox, OutboxItem, Store
 from bot.errors import (
@@ -221,6 +222,9 @@ class Dispatcher:
         if item.op == P.ALERT:
             await self._alert(item)
             return Delivery()
+        if item.op == P.MENTION:
+            await self._mention(item)
+            return Delivery()
         desk = self.desk
         if desk is None:
             raise PermanentDeliveryError("no agents' desk is configured")
@@ -269,6 +273,31 @@ class Dispatcher:
             in_thread = ref.thread if ref is not None and item.payload.get("in_thread") else None
             buttons = P.choices_from(item.payload.get("buttons") or [])
             await self.desk.alert(text, in_thread, buttons=buttons)
+
+    async def _mention(self, item: OutboxItem) -> None:
+        """Call one person or group: in the conversation's thread (an assignment), or to
+        the whole desk (an escalation, which the console keeps as an alert too)."""
+        payload = item.payload
+        text, who = str(payload["text"]), payload.get("who")
+        name = str(payload.get("name") or who or "")
+        in_thread = bool(payload.get("in_thread"))
+        if not in_thread:
+            for board in self.boards:
+                await board.post_alert(item.id, item.conversation_id, f"{name} : {text}")
+        if self.desk is None:
+            if self.boards and not in_thread:
+                return
+            raise PermanentDeliveryError("no agents' desk is configured")
+        ref = await self._thread(item)
+        thread = ref.thread if ref is not None and in_thread else None
+        if in_thread and thread is None:
+            raise PermanentDeliveryError(f"conversation #{item.conversation_id} has no thread")
+        if who and isinstance(self.desk, MentioningDesk):
+            await self.desk.mention(str(who), name, text, thread)
+        elif thread is not None:
+            await self.desk.post(thread, f"{name} : {text}", "system", "")
+        else:
+            await self.desk.alert(f"{name} : {text}", None)
 
     async def _thread(self, item: OutboxItem) -> ThreadRef | None:
         cid = item.conversation_id

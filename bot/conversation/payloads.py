@@ -24,6 +24,7 @@ CLOSE_THREAD = "close_thread"
 REOPEN_THREAD = "reopen_thread"
 ALERT = "alert"
 POST_CHOICES = "post_choices"  # desk lane: a post with rows of agent buttons (menus)
+MENTION = "mention"  # desk lane: a post that notifies one person or group
 
 CUSTOMER_OPS = frozenset({SEND, SEND_MEDIA})
 

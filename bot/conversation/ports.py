@@ -112,6 +112,15 @@ class ChoiceDesk(Protocol):
         self, thread: str, text: str, choices: Sequence[Sequence[Choice]]
     ) -> Sent:
         """Post ``text`` with the buttons; a press comes back as an ``AgentAction`` token."""
+
+
+@runtime_checkable
+class MentioningDesk(Protocol):
+    """A desk that can call someone by name so that they are notified (routing)."""
+
+    async def mention(self, who: str, name: str, text: str, thread: str | None) -> Sent:
+        """Post ``text`` after a mention of ``who`` (a user or group id, or an @username;
+        ``name`` is what to show): in the conversation's thread, or to the whole desk."""
         ...
 
 

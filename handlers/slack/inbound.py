@@ -15,7 +15,14 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.response import BoltResponse
 
-from bot.conversation.model import AgentAction, AgentMessage, FollowupAction, InboundEvent, Outcome
+from bot.conversation.model import (
+    AgentAction,
+    AgentMessage,
+    AgentPresence,
+    FollowupAction,
+    InboundEvent,
+    Outcome,
+)
 from bot.errors import DeliveryError, TransientDeliveryError
 from handlers.slack import render, translate
 from handlers.slack.api import SlackApi
@@ -89,7 +96,10 @@ class SlackInbound(SlackApi):
             if inbound is None:
                 return
             outcome = await self._on_event(inbound)
-            if isinstance(inbound, AgentMessage | AgentAction | FollowupAction) and outcome.notice:
+            if (
+                isinstance(inbound, AgentMessage | AgentAction | AgentPresence | FollowupAction)
+                and outcome.notice
+            ):
                 if isinstance(inbound, AgentMessage) and outcome.ok:
                     return  # a relayed message needs no notice
                 thread = translate.thread_of(event)
@@ -131,6 +141,9 @@ class SlackInbound(SlackApi):
         thread = translate.thread_of(event)
         parent = event.get("parent_user_id")
         if channel == self.settings.agents_channel:
+            text = str(event.get("text") or "")
+            if translate.is_presence_command(text):  # anywhere in the channel
+                return translate.presence_command(text, await self.person(user, hint), dedup_key)
             person = await self.person(user, hint) if translate.is_followup(event) else None
             if person is not None:
                 return translate.followup_command(event, person, dedup_key)

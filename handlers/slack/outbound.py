@@ -135,6 +135,24 @@ class SlackOutbound(SlackApi):
             kwargs["thread_ts"] = thread
         return await self._post(self._agents_channel(), **kwargs)
 
+    async def mention(self, who: str, name: str, text: str, thread: str | None) -> Sent:
+        """Routing's call: ``<@U…>`` for a user, ``<!subteam^S…>`` for a user group (Slack
+        notifies both); then the text, escaped."""
+        if who.startswith("S"):
+            call = f"<!subteam^{who}>"
+        elif who.startswith(("U", "W")):
+            call = f"<@{who}>"
+        else:
+            call = render.escape(who)
+        line = f"{call} {render.escape(text)}"
+        kwargs: dict[str, Any] = {
+            "text": line,
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": line}}],
+        }
+        if thread:
+            kwargs["thread_ts"] = thread
+        return await self._post(self._agents_channel(), **kwargs)
+
     async def is_agent(self, user_id: str) -> bool:
         """``agent_ids`` when set, else membership of the agents' channel."""
         if self.settings.agent_ids:

@@ -19,6 +19,7 @@ from bot.conversation.model import (
     AgentAction,
     AgentActionKind,
     AgentMessage,
+    AgentPresence,
     Customer,
     CustomerChoice,
     CustomerLeft,
@@ -214,6 +215,21 @@ def followup_command(event: Payload, person: Person, dedup_key: str) -> Followup
         return None
     fid, step, note = parse_followup_args(slack_to_plain(match.group(1)))
     return FollowupAction(person.as_agent(), fid, step, dedup_key, note)
+
+
+_PRESENCE = re.compile(r"^!(available|away)\s*$", re.I)
+
+
+def is_presence_command(raw: str) -> bool:
+    return _PRESENCE.match(raw.strip()) is not None
+
+
+def presence_command(raw: str, person: Person, dedup_key: str) -> AgentPresence | None:
+    """``!available`` / ``!away``, typed anywhere in the agents' channel."""
+    match = _PRESENCE.match(raw.strip())
+    if match is None:
+        return None
+    return AgentPresence(person.as_agent(), match.group(1).lower() == "available", dedup_key)
 
 
 def agent_message(

@@ -21,6 +21,7 @@ from handlers.telegram.failures import delivery_error, is_not_modified
 from handlers.telegram.render import (
     MAX_CAPTION,
     MAX_TEXT,
+    escape,
     keyboard,
     post_parts,
     render_header,
@@ -285,6 +286,17 @@ class TelegramOutbound(TelegramClient):
             markup = keyboard(buttons) if n == len(parts) else None
             sent = await self._desk_send(part, thread, html=False, markup=markup)
         assert sent is not None
+        return Sent(str(sent.message_id))
+
+    async def mention(self, who: str, name: str, text: str, thread: str | None) -> Sent:
+        """Routing's call: a user id becomes a link that notifies them, an @username stays
+        as typed (Telegram notifies it); then the text."""
+        await self._is_forum()
+        if who.isdigit():
+            call = f'<a href="tg://user?id={who}">{escape(name or who)}</a>'
+        else:
+            call = escape(who if who.startswith("@") else f"@{who}")
+        sent = await self._desk_send(f"{call} {escape(text)}", thread, html=True)
         return Sent(str(sent.message_id))
 
     async def is_agent(self, user_id: str) -> bool:

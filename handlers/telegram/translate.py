@@ -22,6 +22,7 @@ from bot.conversation.model import (
     AgentAction,
     AgentActionKind,
     AgentMessage,
+    AgentPresence,
     Customer,
     CustomerChoice,
     CustomerLeft,
@@ -41,6 +42,7 @@ AGENT_COMMANDS = {
     "note": AgentActionKind.NOTE,
     "complaint": AgentActionKind.COMPLAINT,
 }
+PRESENCE_COMMANDS = {"available": True, "away": False}  # anywhere in the agents' group
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]+))?(?=\s|$)\s*(.*)$", re.DOTALL)
 
 
@@ -173,9 +175,12 @@ class Translator:
 
     def desk_message(
         self, update: Update, message: Message, user: TgUser
-    ) -> AgentMessage | AgentAction | FollowupAction | None:
+    ) -> AgentMessage | AgentAction | AgentPresence | FollowupAction | None:
         if user.username:
             self._remember(user)
+        presence = self.presence(update, message, user)
+        if presence is not None:
+            return presence
         followup = parse_command(message.text, self.bot_username) if message.text else None
         if followup is not None and followup.for_us and followup.name == "followup":
             fid, step, note = parse_followup_args(followup.rest)  # anywhere on the desk
@@ -209,6 +214,13 @@ class Translator:
             if kind == AgentActionKind.TRANSFER
             else None,
         )
+
+    def presence(self, update: Update, message: Message, user: TgUser) -> AgentPresence | None:
+        """``/available`` or ``/away``, typed anywhere in the agents' group."""
+        command = parse_command(message.text or "", self.bot_username) if message.text else None
+        if command is None or not command.for_us or command.name not in PRESENCE_COMMANDS:
+            return None
+        return AgentPresence(agent_of(user), PRESENCE_COMMANDS[command.name], dedup_key(update))
 
     def thread_of(self, message: Message) -> str | None:
         """The conversation a desk message belongs to, or None (General topic, chatter)."""

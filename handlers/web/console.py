@@ -25,6 +25,7 @@ from bot.conversation.model import (
     AgentAction,
     AgentActionKind,
     AgentMessage,
+    AgentPresence,
     InboundEvent,
     Outcome,
 )
@@ -52,6 +53,7 @@ ACTIONS = {
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
+Roster = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def _shown(author: str, name: str) -> str:
@@ -78,6 +80,7 @@ class Console:
         self.sessions = sessions
         self.keys = keys
         self.sockets: set[Outlet] = set()
+        self.roster: Roster | None = None  # the engine's presences and loads (routing)
 
     def add_routes(self, app: web.Application, files: Path) -> None:
         app.router.add_get("/agent", file_handler(files / "agent.html"))
@@ -92,6 +95,8 @@ class Console:
         app.router.add_get("/api/agent/alerts", self._alerts)
         app.router.add_post("/api/agent/alerts/read", self._alerts_read)
         app.router.add_get("/ws/agent", self._socket)
+        app.router.add_get("/api/agent/presence", self._presence)
+        app.router.add_post("/api/agent/presence", self._set_presence)
 
     # ------------------------------------------------------------------ authentication
 
@@ -301,6 +306,28 @@ class Console:
             agent, dedup, kind, conversation_id=cid, tag=tag, text=text or None, target=target,
             details=details,
         )  # fmt: skip
+
+    # ------------------------------------------------------------------ presence (routing)
+
+    async def _presence(self, request: web.Request) -> web.StreamResponse:
+        """Every agent's presence and open conversations, and this agent's own."""
+        me = self._me_of(request)
+        roster = await self.roster() if self.roster is not None else {"agents": []}
+        mine = next((a for a in roster["agents"] if a["key"] == f"web:{me}"), None)
+        return web.json_response({**roster, "me": mine})
+
+    async def _set_presence(self, request: web.Request) -> web.StreamResponse:
+        """``{"available": true|false, "id": …}``: the console's presence toggle."""
+        me = self._me_of(request)
+        body = await self.site.json_body(request, "presence")
+        available, client_id = body.get("available"), str(body.get("id", ""))[:64]
+        if not isinstance(available, bool) or not client_id:
+            raise web.HTTPBadRequest(
+                text='{"error": "available and id required"}', content_type="application/json"
+            )
+        event = AgentPresence(Agent("web", me, me), available, f"console:{me}:{client_id}")
+        outcome = await self.on_event(event)
+        return web.json_response({"ok": outcome.ok, "notice": outcome.notice})
 
     # ------------------------------------------------------------------ live updates
 

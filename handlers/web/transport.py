@@ -118,6 +118,7 @@ class WebTransport:
         sessions = Sessions(self._signer, self._keys, await self._store.session_generations())
         self.console = Console(self.site, self.on_event, self._store, sessions, self._keys)
         engine.add_observer(self.console.changed)
+        self.console.roster = engine.roster
 
     async def _secret(self) -> str:
         """WEB_SECRET, else the generated one in its own 0600 file, never in the database.

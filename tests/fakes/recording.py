@@ -89,6 +89,7 @@ class RecordingDesk(_Failing):
         self.threads: dict[str, Thread] = {}
         self.alerts: list[tuple[str, str | None]] = []
         self.alert_buttons: list[tuple[Choice, ...]] = []  # beside each alert
+        self.mentions: list[tuple[str, str, str | None]] = []
 
     @property
     def desk(self) -> str:
@@ -143,6 +144,12 @@ class RecordingDesk(_Failing):
 
     async def is_agent(self, user_id: str) -> bool:
         return user_id in self.agents
+
+    async def mention(self, who: str, name: str, text: str, thread: str | None) -> Sent:
+        """Routing's call of one person or group (``MentioningDesk``)."""
+        self._record("mention", who=who, name=name, text=text, thread=thread)
+        self.mentions.append((who, text, thread))
+        return Sent(str(next(_ids)))
 
     def only_thread(self) -> tuple[str, Thread]:
         assert len(self.threads) == 1, f"expected one thread, got {list(self.threads)}"

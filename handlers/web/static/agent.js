@@ -390,6 +390,48 @@
   $("note").addEventListener("click", function () { sendReply("note"); });
   setInterval(function () { if (me) refreshList(); }, 30000); // waiting times keep counting
 
+  // ------------------------------------------------------------------ presence (routing)
+  // Self-contained: the toggle in the header and the agents' list with their load.
+
+  var available = null;
+
+  function renderPresence(body) {
+    var mine = body.me;
+    available = mine ? mine.available : true;
+    var button = $("presence");
+    button.hidden = false;
+    button.setAttribute("aria-pressed", available ? "true" : "false");
+    button.textContent = available ? "Disponible" : "Absent";
+    button.classList.toggle("away", !available);
+    var ul = $("roster");
+    ul.textContent = "";
+    (body.agents || []).forEach(function (a) {
+      var li = document.createElement("li");
+      var state = a.at_work ? "disponible" : (a.available ? "hors horaires" : "absent");
+      li.textContent = a.name + " · " + state + " · " + a.open +
+        (body.mode !== "manual" ? " / " + body.max_open : "") + " en cours";
+      li.className = a.at_work ? "" : "away";
+      if (mine && a.key === mine.key && a.open > 0) li.classList.add("mine");
+      ul.appendChild(li);
+    });
+  }
+
+  function loadPresence() {
+    return api("/api/agent/presence").then(renderPresence).catch(function () {});
+  }
+
+  $("presence").addEventListener("click", function () {
+    api("/api/agent/presence", {
+      method: "POST",
+      body: { available: !available, id: newId() }
+    }).then(loadPresence);
+  });
+  setInterval(function () { if (me) loadPresence(); }, 30000);
+  document.addEventListener("visibilitychange", function () { if (me && !document.hidden) loadPresence(); });
+  showConsole = (function (shown) {  // after a login too: the console shows, then presence
+    return function (info) { shown(info); loadPresence(); };
+  })(showConsole);
+
   applyButtons();
   api("/api/agent/me").then(showConsole).catch(function () { /* login shown */ });
 })();
