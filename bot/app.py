@@ -25,6 +25,7 @@ from bot.conversation.ports import AgentDesk, CustomerChannel, DigestPublisher
 from bot.conversation.store import OutboxItem
 from bot.errors import ConfigError, DatabaseLockedError
 from bot.knowledge import KnowledgeBase
+from bot.replies import SavedReplies
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,7 @@ class SupportApp:
             desk=settings.desk if desk is not None else None,
             authority=desk,
         )
+        engine.use_replies(SavedReplies.configured(settings))  # a bad replies.yaml stops here
         self.components = Components(engine, dispatcher, customers, desk, publishers)
         for transport in self.transports:
             if hasattr(transport, "attach"):

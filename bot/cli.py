@@ -17,7 +17,13 @@ from datetime import date
 from pathlib import Path
 
 from bot.config import Secrets, Settings, load_settings
-from bot.errors import AlreadyRunningError, ConfigError, KnowledgeBaseError, SupportbotError
+from bot.errors import (
+    AlreadyRunningError,
+    ConfigError,
+    KnowledgeBaseError,
+    SavedRepliesError,
+    SupportbotError,
+)
 from bot.logs import setup_logging
 
 DEFAULT_CONFIG = Path("config.yaml")
@@ -108,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(config)
         return _dispatch(args, settings, secrets)
-    except (ConfigError, KnowledgeBaseError) as exc:
+    except (ConfigError, KnowledgeBaseError, SavedRepliesError) as exc:
         print(f"supportbot: configuration error: {exc}", file=sys.stderr)
         return 2
     except AlreadyRunningError as exc:
@@ -178,8 +184,10 @@ def _run(settings: Settings, secrets: Secrets) -> int:
 def _check(settings: Settings, secrets: Secrets) -> int:
     from bot.app import plan_channels
     from bot.knowledge import KnowledgeBase
+    from bot.replies import SavedReplies
 
     kb = KnowledgeBase.configured(settings)
+    replies = SavedReplies.configured(settings)
     plan = plan_channels(settings, secrets)
     hours = settings.business_hours
     print("config: ok")
@@ -194,6 +202,8 @@ def _check(settings: Settings, secrets: Secrets) -> int:
         f"knowledge base: {settings.knowledge.path} — {len(kb.entries)} entries, "
         f"{topics} topics, threshold {kb.threshold:.2f}"
     )
+    if replies.source is not None:
+        print(f"saved replies: {replies.source} — {len(replies)} replies")
     print(f"database: {settings.storage.path}")
     print(f"telegram: {'enabled' if plan.telegram else 'off'}")
     print(f"slack: {'enabled' if plan.slack else 'off'}")

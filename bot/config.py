@@ -251,6 +251,12 @@ class DigestSettings(_Section):
         return value
 
 
+class RepliesSettings(_Section):
+    """Agents' saved replies (replies.yaml); none when ``path`` is not set."""
+
+    path: Path | None = None
+
+
 class Settings(_Section):
     """The whole of config.yaml, validated."""
 
@@ -268,6 +274,7 @@ class Settings(_Section):
     digest: DigestSettings = DigestSettings()
     privacy: PrivacySettings = PrivacySettings()
     messages: dict[Language, dict[str, str]] = Field(default_factory=dict)
+    replies: RepliesSettings = RepliesSettings()
 
     @field_validator("timezone")
     @classmethod
@@ -305,7 +312,10 @@ class Settings(_Section):
         if knowledge.encoder not in ("use-multilingual", "none"):  # a model folder
             folder = str(_under(base, Path(knowledge.encoder)))
             knowledge = knowledge.model_copy(update={"encoder": folder})
-        return self.model_copy(update={"storage": storage, "knowledge": knowledge})
+        update: dict[str, Any] = {"storage": storage, "knowledge": knowledge}
+        if self.replies.path is not None:
+            update["replies"] = RepliesSettings(path=_under(base, self.replies.path))
+        return self.model_copy(update=update)
 
 
 def _under(base: Path, path: Path) -> Path:

@@ -23,6 +23,7 @@ from bot.conversation.store import (
     SurveyRecord,
     Unit,
 )
+from storage.customer_history import customer_context as _customer_context
 from storage.database import Database
 from storage.kb_questions import latest_kb_question, write_kb_changes
 from storage.outbox_rows import enqueue, insert_many, outbox_item, record_sent
@@ -74,6 +75,7 @@ def _record(row: sqlite3.Row) -> ConversationRecord:
         desk=row["desk"],
         desk_thread=row["desk_thread"],
         desk_header=row["desk_header"],
+        customer_context=row["customer_context"],
     )
 
 
@@ -203,6 +205,9 @@ class SqliteStore:
             (customer_id, desk),
         )
         return str(row["desk_thread"]) if row else None
+
+    async def customer_context(self, customer_id: int, before: int) -> dict[str, Any] | None:
+        return await _customer_context(self.db, customer_id, before)
 
     async def survey(self, conversation_id: int) -> SurveyRecord | None:
         row = await self.db.fetchone(

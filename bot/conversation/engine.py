@@ -5,13 +5,12 @@ and hands one ``Unit`` to storage (state, messages, events, timers and the actio
 to deliver, in one transaction). Delivery happens afterwards, from the outbox, so a
 crash never loses a decided action and a restart resumes everything.
 
-The concerns live in their own modules (``customer_turns``, ``agent_actions``,
+The concerns live in their own modules (``customer_turns``, ``agent_actions``, ``saved_replies``,
 ``surveys``, ``timers``) over the shared ``core``; this class joins them.
 """
 
 from __future__ import annotations
 
-from bot.conversation.agent_actions import AgentActions
 from bot.conversation.customer_turns import CustomerTurns
 from bot.conversation.model import (
     AgentAction,
@@ -23,11 +22,12 @@ from bot.conversation.model import (
     InboundEvent,
     Outcome,
 )
+from bot.conversation.saved_replies import SavedReplyActions
 from bot.conversation.timers import Timers
 from bot.logs import conversation_id as log_conversation
 
 
-class ConversationService(CustomerTurns, AgentActions, Timers):
+class ConversationService(CustomerTurns, SavedReplyActions, Timers):
     """Applies the SPEC lifecycle to normalized events; the one entry point is ``handle``."""
 
     async def handle(self, event: InboundEvent) -> Outcome:

@@ -35,6 +35,7 @@ class AgentActionKind(StrEnum):
     RESOLVE = "resolve"
     TRANSFER = "transfer"
     NOTE = "note"
+    SAVED_REPLY = "saved_reply"  # text: the shortcut; empty lists the saved replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +226,7 @@ class ThreadHeader:
     reason: str  # why it was handed off, localized
     transcript: tuple[TranscriptLine, ...] = ()
     buttons: tuple[Choice, ...] = ()
+    context: str = ""  # the customer's earlier conversations, one line ("" if unknown)
 
 
 @dataclass(frozen=True, slots=True)

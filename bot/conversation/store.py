@@ -38,6 +38,7 @@ CONVERSATION_FIELDS = (
     "desk",
     "desk_thread",
     "desk_header",
+    "customer_context",
 )
 
 
@@ -78,6 +79,7 @@ class ConversationRecord:
     desk: str | None = None
     desk_thread: str | None = None
     desk_header: str | None = None
+    customer_context: str | None = None  # JSON of the earlier conversations, set at handoff
     changes: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **values: Any) -> None:
@@ -274,6 +276,10 @@ class Store(Protocol):
         ...
 
     async def previous_thread(self, customer_id: int, desk: str) -> str | None: ...
+
+    async def customer_context(self, customer_id: int, before: int) -> dict[str, Any] | None:
+        """What the customer's conversations before ``before`` were (None: the first)."""
+        ...
 
     async def survey(self, conversation_id: int) -> SurveyRecord | None: ...
 

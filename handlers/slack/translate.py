@@ -170,19 +170,22 @@ def customer_message(
     )
 
 
-_AGENT_COMMAND = re.compile(r"^!(take|resolve|transfer|note)\b\s*(.*)$", re.DOTALL | re.I)
+_AGENT_COMMAND = re.compile(r"^!(take|resolve|transfer|note|r)\b\s*(.*)$", re.DOTALL | re.I)
+_SLACK_COMMANDS = {"r": AgentActionKind.SAVED_REPLY}  # !r SHORTCUT: a saved reply
 _MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|([^>]*))?>")
 
 
 def agent_command(raw: str, thread: str, person: Person, dedup_key: str) -> AgentAction | None:
-    """``!take``, ``!resolve [tag]``, ``!transfer [@someone]``, ``!note text`` typed in a thread.
+    """``!take``, ``!resolve [tag]``, ``!transfer [@someone]``, ``!note text``, ``!r [shortcut]``
+    typed in a thread.
 
     Slack's composer keeps ``/…`` for slash commands, so thread commands start with ``!``.
     """
     match = _AGENT_COMMAND.match(raw.strip())
     if match is None:
         return None
-    kind = AgentActionKind(match.group(1).lower())
+    word = match.group(1).lower()
+    kind = _SLACK_COMMANDS.get(word) or AgentActionKind(word)
     rest = match.group(2).strip()
     target = None
     if kind == AgentActionKind.TRANSFER and (mention := _MENTION.search(rest)):
@@ -193,7 +196,9 @@ def agent_command(raw: str, thread: str, person: Person, dedup_key: str) -> Agen
         kind=kind,
         thread=thread,
         tag=slack_to_plain(rest) or None if kind == AgentActionKind.RESOLVE else None,
-        text=slack_to_plain(rest) if kind == AgentActionKind.NOTE else None,
+        text=slack_to_plain(rest)
+        if kind in (AgentActionKind.NOTE, AgentActionKind.SAVED_REPLY)
+        else None,
         target=target,
     )
 

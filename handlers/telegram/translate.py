@@ -37,6 +37,7 @@ AGENT_COMMANDS = {
     "resolve": AgentActionKind.RESOLVE,
     "transfer": AgentActionKind.TRANSFER,
     "note": AgentActionKind.NOTE,
+    "r": AgentActionKind.SAVED_REPLY,  # /r SHORTCUT sends a saved reply; /r alone lists them
 }
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]+))?(?=\s|$)\s*(.*)$", re.DOTALL)
 
@@ -67,7 +68,8 @@ def customer_of(user: TgUser) -> Customer:
 
 
 def agent_of(user: TgUser) -> Agent:
-    return Agent(CHANNEL, str(user.id), user.full_name)
+    """An agent as customers see them: by first name ("Paul a rejoint la conversation")."""
+    return Agent(CHANNEL, str(user.id), user.first_name or user.full_name)
 
 
 def media_of(message: Message) -> Media | None:
@@ -197,7 +199,9 @@ class Translator:
             kind=kind,
             thread=thread,
             tag=(command.rest or None) if kind == AgentActionKind.RESOLVE else None,
-            text=command.rest if kind == AgentActionKind.NOTE else None,
+            text=command.rest
+            if kind in (AgentActionKind.NOTE, AgentActionKind.SAVED_REPLY)
+            else None,
             target=self.transfer_target(message, command.rest)
             if kind == AgentActionKind.TRANSFER
             else None,

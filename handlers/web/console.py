@@ -48,6 +48,7 @@ ACTIONS = {
     "resolve": AgentActionKind.RESOLVE,
     "transfer": AgentActionKind.TRANSFER,
     "note": AgentActionKind.NOTE,
+    "saved": AgentActionKind.SAVED_REPLY,  # {"text": SHORTCUT}: a saved reply
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]

@@ -37,6 +37,7 @@ from bot.conversation.model import (
     Sent,
 )
 from bot.errors import ConfigError, StorageError
+from handlers.web.agent_tools import AgentTools
 from handlers.web.auth import (
     AgentKeys,
     Sessions,
@@ -116,6 +117,7 @@ class WebTransport:
         sessions = Sessions(self._signer, self._keys, await self._store.session_generations())
         self.console = Console(self.site, self.on_event, self._store, sessions, self._keys)
         engine.add_observer(self.console.changed)
+        self._replies = engine.replies  # the console's picker lists them
 
     async def _secret(self) -> str:
         """WEB_SECRET, else the generated one in its own 0600 file, never in the database.
@@ -160,6 +162,7 @@ class WebTransport:
         app.router.add_post("/api/web/session", self._session)
         app.router.add_get("/ws/widget", self._widget_socket)
         self.console.add_routes(app, files)
+        AgentTools(self._db, self.settings, self._replies).add_routes(app)
         # The KPI dashboard has no auth of its own: ``Console.guard`` covers its paths.
         app.router.add_routes(dashboard_routes(self._db, self.settings, self.clock))
         return app
@@ -207,7 +210,12 @@ class WebTransport:
         return await self.send_as(to, text, choices, "bot")
 
     async def send_as(
-        self, to: Address, text: str, choices: Sequence[Sequence[Choice]], author: str
+        self,
+        to: Address,
+        text: str,
+        choices: Sequence[Sequence[Choice]],
+        author: str,
+        name: str = "",
     ) -> Sent:
         """Store the line (the source of truth), then push it to the visitor's open sockets."""
         rows = [[{"label": c.label, "token": c.token} for c in row] for row in choices]
@@ -216,7 +224,8 @@ class WebTransport:
             for outlet in list(self.visitors.get(to.chat_id, ())):
                 await outlet.close(flush=True)
             return Sent()
-        line = await self.store.append(to.chat_id, self._now(), author, text, rows)
+        line = await self.store.append(to.chat_id, self._now(), author, text, rows,
+                                       name=name or None)  # fmt: skip
         assert line is not None
         self._push(to.chat_id, line.json())
         return Sent(message_id=str(line.seq))
