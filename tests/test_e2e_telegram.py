@@ -321,7 +321,7 @@ async def test_full_conversation_from_question_to_survey(world: World, app: Supp
         "text": "Pris en charge par Paul Martin",
         "show_alert": False,
     }
-    await world.to_customer(ana, "Paul Martin a rejoint la conversation.", since=mark)
+    await world.to_customer(ana, "Paul a rejoint la conversation.", since=mark)
     await world.to_desk("Paul Martin prend la conversation.", thread=thread, since=mark)
     await tg.wait_for("editMessageText", lambda c: c.params["message_id"] == header["message_id"],
                       since=mark)  # fmt: skip
@@ -510,7 +510,7 @@ async def test_a_stranger_cannot_take_a_conversation(world: World, who_decides: 
     # The same button still works for an agent: the refusal was about the person.
     taken = await tg.press_button(world.paul, header, f"a{cid}:take")
     assert (await world.answer_to(taken))["show_alert"] is False
-    await world.to_customer(world.ana, "Paul Martin a rejoint la conversation.", since=mark)
+    await world.to_customer(world.ana, "Paul a rejoint la conversation.", since=mark)
     await world.settle()
     assert world.row("SELECT state FROM conversations")["state"] == "assigned"
     assert thread == int(world.row("SELECT desk_thread FROM conversations")["desk_thread"])

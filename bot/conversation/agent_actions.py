@@ -97,7 +97,7 @@ class AgentActions(Surveys):
 
     def _shown_name(self, agent: Agent, language: str) -> str:
         """The name the customer sees: the agent's display name, never a login or an id."""
-        return agent.name.strip() or self._t(language, "an_agent")
+        return agent.shown.strip() or agent.name.strip() or self._t(language, "an_agent")
 
     def _saved_reply(self, conv: ConversationRecord, unit: Unit, ev: AgentAction) -> Outcome:
         """Overridden by ``SavedReplyActions``; an engine without it has no saved replies."""

@@ -72,7 +72,9 @@ class Agent:
 
     desk: str  # "telegram" | "slack" | "web"
     user_id: str
-    name: str = ""
+    name: str = ""  # as agents and reports know them ("Paul Martin")
+    # What customers see ("Paul"); empty: ``name``. Not part of the agent's identity.
+    shown: str = field(default="", compare=False)
 
     @property
     def key(self) -> str:

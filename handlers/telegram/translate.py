@@ -68,8 +68,8 @@ def customer_of(user: TgUser) -> Customer:
 
 
 def agent_of(user: TgUser) -> Agent:
-    """An agent as customers see them: by first name ("Paul a rejoint la conversation")."""
-    return Agent(CHANNEL, str(user.id), user.first_name or user.full_name)
+    """An agent, shown to customers by first name ("Paul a rejoint la conversation")."""
+    return Agent(CHANNEL, str(user.id), user.full_name, shown=user.first_name)
 
 
 def media_of(message: Message) -> Media | None:
