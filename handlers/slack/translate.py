@@ -44,16 +44,18 @@ class Person:
     locale: str | None = None
     team_id: str | None = None
     is_bot: bool = False
+    shown: str = ""  # what customers see of an agent: the first name, never the handle
 
     def as_customer(self) -> Customer:
         return Customer(CHANNEL, self.user_id, self.name, self.locale)
 
     def as_agent(self) -> Agent:
-        return Agent(CHANNEL, self.user_id, self.name)
+        return Agent(CHANNEL, self.user_id, self.name, shown=self.shown)
 
 
 def person_from_user(user: Payload, hint_team: str | None = None) -> Person:
-    """``users.info``'s ``user`` object → Person (display name first, as Slack shows it)."""
+    """``users.info``'s ``user`` object → Person (display name first, as Slack shows it; to
+    customers an agent is their first name, not a handle such as "paul.m")."""
     profile = user.get("profile") or {}
     name = (
         profile.get("display_name")
@@ -62,9 +64,12 @@ def person_from_user(user: Payload, hint_team: str | None = None) -> Person:
         or user.get("name")
         or ""
     )
+    real = str(profile.get("real_name") or user.get("real_name") or "").split()
+    shown = profile.get("first_name") or (real[0] if real else "") or profile.get("display_name")
     return Person(
         user_id=str(user.get("id", "")),
         name=str(name),
+        shown=str(shown or ""),
         locale=user.get("locale") or None,
         team_id=user.get("team_id") or hint_team,
         is_bot=bool(user.get("is_bot")),
