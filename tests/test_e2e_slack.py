@@ -697,7 +697,8 @@ async def test_saved_replies_in_a_slack_thread(product: Product) -> None:
     # !r alone: the list, ephemeral to the agent; the customer gets nothing
     await p.event(slack.channel_message(AGENTS, AGENT, "!r", thread_ts=header.ts))
     (listing,) = [e for e in slack.ephemerals if e.user == AGENT]
-    assert "bonjour — Greeting" in listing.text and listing.thread_ts == header.ts
+    assert "bonjour — Greeting" in listing.text
+    assert listing.thread_ts == header.ts
     assert len(p.dm()) == dm_before
 
     # a wrong shortcut: refused with the close ones, still only to the agent

@@ -929,14 +929,18 @@ async def test_saved_replies_in_a_topic_and_the_customer_context(
     listing = await world.to_desk("bonjour — Greeting", thread=thread, since=mark)
     assert "merci — Closing" in listing["text"]
     await world.settle()
-    assert [c for c in tg.calls_to("sendMessage", since=mark) if c.params["chat_id"] == ana.id] == []
+    assert [
+        c for c in tg.calls_to("sendMessage", since=mark) if c.params["chat_id"] == ana.id
+    ] == []
 
     # A wrong shortcut is refused with the close ones, to Paul only.
     mark = tg.mark()
     await tg.agent_writes(paul, thread, "/r bonjuor")
     await world.to_desk("Vouliez-vous dire : bonjour", thread=thread, since=mark)
     await world.settle()
-    assert [c for c in tg.calls_to("sendMessage", since=mark) if c.params["chat_id"] == ana.id] == []
+    assert [
+        c for c in tg.calls_to("sendMessage", since=mark) if c.params["chat_id"] == ana.id
+    ] == []
 
     # /r bonjour: the text, placeholders filled, reaches Ana and is shown in the topic.
     mark = tg.mark()

@@ -48,7 +48,9 @@ def test_shipped_sample_is_valid_and_names_both_placeholders() -> None:
     bonjour = replies.get("bonjour")
     assert bonjour is not None
     text = bonjour.render("en", customer="Ana", agent="Paul")
-    assert "Ana" in text and "Paul" in text and "{" not in text
+    assert "Ana" in text
+    assert "Paul" in text
+    assert "{" not in text
 
 
 @pytest.mark.parametrize(
@@ -98,10 +100,13 @@ def test_check_refuses_a_bad_replies_file(
     assert "saved replies:" in capsys.readouterr().out
 
     good = (tmp_path / "replies.yaml").read_text(encoding="utf-8")
-    (tmp_path / "replies.yaml").write_text(good.replace("Bonjour {customer}", "Bonjour {client}"), "utf-8")
+    (tmp_path / "replies.yaml").write_text(
+        good.replace("Bonjour {customer}", "Bonjour {client}"), "utf-8"
+    )
     assert main(["check"]) == 2
     err = capsys.readouterr().err
-    assert "replies.yaml:" in err and "unknown placeholder {client}" in err
+    assert "replies.yaml:" in err
+    assert "unknown placeholder {client}" in err
     assert "replies[0].text.fr" in err
 
 
@@ -147,13 +152,16 @@ async def test_listing_and_refusals_reach_the_agent_only(h: Harness) -> None:
     posts_before = list(h.desk.only_thread()[1].posts)
 
     listing = await saved(h, "")
-    assert listing.ok and listing.notice is not None
+    assert listing.ok
+    assert listing.notice is not None
     assert "delai — Delivery times" in listing.notice
     assert "retour — Les retours sont gratuits" in listing.notice
 
     unknown = await saved(h, "delia")
-    assert not unknown.ok and unknown.notice is not None
-    assert "« delia »" in unknown.notice and "delai" in unknown.notice
+    assert not unknown.ok
+    assert unknown.notice is not None
+    assert "« delia »" in unknown.notice
+    assert "delai" in unknown.notice
 
     assert len(h.channel.texts()) == sent_before  # nothing reached the customer
     assert h.desk.only_thread()[1].posts == posts_before
@@ -181,7 +189,8 @@ async def test_without_replies_configured_the_agent_is_told(harness: Harness) ->
     await harness.say("Je veux parler à un conseiller")
     outcome = await saved(harness, "delai")
     assert not outcome.ok
-    assert outcome.notice is not None and "replies.yaml" in outcome.notice
+    assert outcome.notice is not None
+    assert "replies.yaml" in outcome.notice
 
 
 # ---------------------------------------------------------------- customer context
