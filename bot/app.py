@@ -26,6 +26,7 @@ from bot.conversation.ports import AgentDesk, CustomerChannel, DigestPublisher
 from bot.conversation.store import OutboxItem
 from bot.errors import DatabaseLockedError
 from bot.knowledge import KnowledgeBase
+from bot.replies import SavedReplies
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class SupportApp:
             desk=desk_name if desk is not None else None,
             authority=desk,
         )
+        engine.use_replies(SavedReplies.configured(settings))  # a bad replies.yaml stops here
         self.components = Components(engine, dispatcher, customers, desk, publishers)
         for transport in self.transports:
             if hasattr(transport, "attach"):

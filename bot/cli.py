@@ -18,7 +18,13 @@ from pathlib import Path
 
 from bot.clock import Clock, SystemClock
 from bot.config import Secrets, Settings, load_settings
-from bot.errors import AlreadyRunningError, ConfigError, KnowledgeBaseError, SupportbotError
+from bot.errors import (
+    AlreadyRunningError,
+    ConfigError,
+    KnowledgeBaseError,
+    SavedRepliesError,
+    SupportbotError,
+)
 from bot.insights.kpi import BREAKDOWNS
 from bot.logs import setup_logging
 
@@ -119,7 +125,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
     try:
         settings = load_settings(config)
         return _dispatch(args, settings, secrets, clock)
-    except (ConfigError, KnowledgeBaseError) as exc:
+    except (ConfigError, KnowledgeBaseError, SavedRepliesError) as exc:
         print(f"supportbot: configuration error: {exc}", file=sys.stderr)
         return 2
     except AlreadyRunningError as exc:
@@ -201,8 +207,10 @@ def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:
 def _check(settings: Settings, secrets: Secrets) -> int:
     from bot.channels import describe_desk, plan_channels
     from bot.knowledge import KnowledgeBase
+    from bot.replies import SavedReplies
 
     kb = KnowledgeBase.configured(settings)
+    replies = SavedReplies.configured(settings)
     plan = plan_channels(settings, secrets)
     hours = settings.business_hours
     print("config: ok")
@@ -217,6 +225,8 @@ def _check(settings: Settings, secrets: Secrets) -> int:
         f"knowledge base: {settings.knowledge.path} — {len(kb.entries)} entries, "
         f"{topics} topics, threshold {kb.threshold:.2f}"
     )
+    if replies.source is not None:
+        print(f"saved replies: {replies.source} — {len(replies)} replies")
     print(f"database: {settings.storage.path}")
     print(f"telegram: {'enabled' if plan.telegram else 'off'}")
     print(f"slack: {'enabled' if plan.slack else 'off'}")

@@ -233,6 +233,12 @@ class DigestSettings(Section):
         return value
 
 
+class RepliesSettings(Section):
+    """Agents' saved replies (replies.yaml); none when ``path`` is not set."""
+
+    path: Path | None = None
+
+
 class Settings(Section):
     """The whole of config.yaml, validated."""
 
@@ -255,6 +261,7 @@ class Settings(Section):
     complaints: ComplaintsSettings = ComplaintsSettings()
     touchpoints: dict[str, TouchpointSettings] = Field(default_factory=dict)  # tag → journey
     routing: RoutingSettings = RoutingSettings()
+    replies: RepliesSettings = RepliesSettings()
 
     @field_validator("timezone")
     @classmethod
@@ -292,7 +299,10 @@ class Settings(Section):
         if knowledge.encoder not in ("use-multilingual", "none"):  # a model folder
             folder = str(_under(base, Path(knowledge.encoder)))
             knowledge = knowledge.model_copy(update={"encoder": folder})
-        return self.model_copy(update={"storage": storage, "knowledge": knowledge})
+        update: dict[str, Any] = {"storage": storage, "knowledge": knowledge}
+        if self.replies.path is not None:
+            update["replies"] = RepliesSettings(path=_under(base, self.replies.path))
+        return self.model_copy(update=update)
 
 
 def _under(base: Path, path: Path) -> Path:

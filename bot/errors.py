@@ -3,6 +3,7 @@
     SupportbotError
     ├── ConfigError            bad config.yaml: names the key path and the reason
     ├── KnowledgeBaseError     bad knowledge.yaml: names the location and the reason
+    ├── SavedRepliesError      bad replies.yaml: names file:line, the key and the reason
     ├── StorageError
     │   ├── DatabaseLockedError   another process held the database past busy_timeout
     │   └── SchemaError           the database is newer than this code, or a migration failed
@@ -37,6 +38,15 @@ class ConfigError(SupportbotError):
 
 class KnowledgeBaseError(SupportbotError):
     """knowledge.yaml is missing, malformed, or holds a bad entry."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(f"{location}: {reason}")
+
+
+class SavedRepliesError(SupportbotError):
+    """replies.yaml (agents' saved replies) is missing, malformed, or holds a bad entry."""
 
     def __init__(self, location: str, reason: str) -> None:
         self.location = location

@@ -157,6 +157,21 @@ CATALOG: dict[str, dict[str, str]] = {
         "routed_to_you": "Cette conversation vous est attribuée : à vous de répondre.",
         "agent_joined_unnamed": "Un conseiller a rejoint la conversation.",
         "escalated": "La conversation #{id} attend depuis {minutes} min sans être prise en charge.",
+        # agent tools (issue 17): display names, saved replies, customer context
+        "an_agent": "Un conseiller",
+        "reply_customer": "cher client",
+        "saved_replies_list": "Réponses enregistrées ({command} RACCOURCI pour en envoyer une ; "
+        "rien n'est envoyé au client) :\n{replies}",
+        "saved_replies_none": "Aucune réponse enregistrée : ajoutez-en dans replies.yaml "
+        "(replies.path dans config.yaml).",
+        "saved_reply_unknown": "Pas de réponse enregistrée « {shortcut} ».{close} "
+        "{command} seul donne la liste.",
+        "saved_reply_close": " Vouliez-vous dire : {options} ?",
+        "context_first": "Premier contact",
+        "context_count": "{count} conversation(s) avant celle-ci",
+        "context_last": "dernière le {date} : {topic}",
+        "context_scores": "dernier avis : {scores}",
+        "context_followup": "suivi en cours ({status})",
     },
     "en": {
         "greeting": "Hello{name}! I'm the customer service assistant. Ask me your question; "
@@ -298,6 +313,19 @@ CATALOG: dict[str, dict[str, str]] = {
         "agent_joined_unnamed": "A member of our team joined the conversation.",
         "escalated": "Conversation #{id} has been waiting for {minutes} min and nobody has "
         "taken it.",
+        "an_agent": "A member of our team",
+        "reply_customer": "dear customer",
+        "saved_replies_list": "Saved replies ({command} SHORTCUT sends one; nothing is sent to "
+        "the customer):\n{replies}",
+        "saved_replies_none": "No saved replies: add some in replies.yaml (replies.path in "
+        "config.yaml).",
+        "saved_reply_unknown": 'No saved reply "{shortcut}".{close} {command} alone lists them.',
+        "saved_reply_close": " Did you mean: {options}?",
+        "context_first": "First contact",
+        "context_count": "{count} earlier conversation(s)",
+        "context_last": "last on {date}: {topic}",
+        "context_scores": "last feedback: {scores}",
+        "context_followup": "follow-up in progress ({status})",
     },
 }
 

@@ -25,6 +25,7 @@ from bot.conversation.store import (
     Unit,
 )
 from storage.complaints import load_complaint, write_complaint
+from storage.customer_history import customer_context as _customer_context
 from storage.database import Database
 from storage.followups import SqliteFollowups, write_followup_changes
 from storage.kb_questions import latest_kb_question, write_kb_changes
@@ -80,6 +81,7 @@ def _record(row: sqlite3.Row) -> ConversationRecord:
         desk_header=row["desk_header"],
         touchpoint=row["touchpoint"],
         stage=row["stage"],
+        customer_context=row["customer_context"],
     )
 
 
@@ -210,6 +212,9 @@ class SqliteStore(RoutingQueries):
             (customer_id, desk),
         )
         return str(row["desk_thread"]) if row else None
+
+    async def customer_context(self, customer_id: int, before: int) -> dict[str, Any] | None:
+        return await _customer_context(self.db, customer_id, before)
 
     async def survey(self, conversation_id: int) -> SurveyRecord | None:
         row = await self.db.fetchone(

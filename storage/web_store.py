@@ -28,9 +28,10 @@ class WebLine:
     text: str
     choices: list[list[dict[str, str]]]
     chosen: str | None
+    name: str | None = None  # an agent's display name ("Paul"); None: a generic label
 
     def json(self) -> dict[str, Any]:
-        return {
+        line: dict[str, Any] = {
             "type": "line",
             "seq": self.seq,
             "at": self.at,
@@ -39,6 +40,9 @@ class WebLine:
             "choices": self.choices,
             "chosen": self.chosen,
         }
+        if self.name:
+            line["name"] = self.name
+        return line
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ def _line(row: Row) -> WebLine:
         text=str(row["text"]),
         choices=json.loads(row["choices"]),
         chosen=row["chosen"],
+        name=row["name"],
     )
 
 
@@ -115,6 +120,8 @@ class WebStore:
         text: str,
         choices: list[list[dict[str, str]]] | None = None,
         client_id: str | None = None,
+        *,
+        name: str | None = None,
     ) -> WebLine | None:
         """Add a line with the visitor's next seq; None if ``client_id`` was already stored."""
         async with self.db.transaction() as conn:
@@ -132,11 +139,11 @@ class WebStore:
             seq = int(row[0]) if row else 1
             shown = json.dumps(choices or [], ensure_ascii=False)
             await conn.execute(
-                "INSERT INTO web_messages(visitor, seq, at, author, text, choices, client_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (visitor, seq, at, author, text, shown, client_id),
+                "INSERT INTO web_messages(visitor, seq, at, author, text, choices, client_id, "
+                "name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (visitor, seq, at, author, text, shown, client_id, name),
             )
-        return WebLine(seq, at, author, text, choices or [], None)
+        return WebLine(seq, at, author, text, choices or [], None, name)
 
     async def erased(self, visitor: str) -> bool:
         """Whether this visitor's data was erased: their token no longer opens anything."""

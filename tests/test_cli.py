@@ -36,9 +36,11 @@ TOKENS = (
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the shipped config and knowledge base in a scratch folder, no tokens."""
+    """A copy of the shipped config, knowledge base and saved replies in a scratch folder,
+    no tokens."""
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     shutil.copy(ROOT / "knowledge.yaml", tmp_path / "knowledge.yaml")
+    shutil.copy(ROOT / "replies.yaml", tmp_path / "replies.yaml")
     for name in TOKENS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)

@@ -95,6 +95,7 @@ def make_settings(
         {
             "storage": {"path": str(tmp_path / "e2e.db")},
             "knowledge": {"path": str(KNOWLEDGE)},
+            "replies": {"path": str(KNOWLEDGE.parent / "replies.yaml")},  # the shipped sample
             "web": {"enabled": False},  # this test is about the other channels
             "slack": {
                 "enabled": True,
@@ -271,7 +272,8 @@ async def test_a_dm_conversation_from_question_to_survey(product: Product) -> No
     await p.press(AGENT, header, label="Prendre")
     assert "📌 Pris en charge par paul" in contexts(header)
     assert labels(header) == ["Résoudre"]
-    assert with_text(p.dm(), "paul a rejoint la conversation.")
+    assert with_text(p.dm(), "Paul a rejoint la conversation.")  # the name, not the handle
+    assert not with_text(p.dm(), "paul a rejoint")
     assert with_text(p.thread_posts(header), "paul prend la conversation.")
 
     # the customer's message reaches the thread
@@ -726,3 +728,32 @@ async def test_complaint_commands_and_the_menu_in_the_thread(product: Product) -
     assert tuple(record) == ("erreur de facturation", "voucher")
     assert labels(menu)  # the menu stays, to correct a mis-tap
     assert any("Bon d'achat" in e.text for e in slack.ephemerals if e.user == AGENT)
+
+
+async def test_saved_replies_in_a_slack_thread(product: Product) -> None:
+    p, slack = product, product.slack
+    await p.event(slack.dm_message(CUSTOMER, ASK_PERSON))
+    (header,) = p.threads()
+    dm_before = len(p.dm())
+
+    # !r alone: the list, ephemeral to the agent; the customer gets nothing
+    await p.event(slack.channel_message(AGENTS, AGENT, "!r", thread_ts=header.ts))
+    (listing,) = [e for e in slack.ephemerals if e.user == AGENT]
+    assert "bonjour — Greeting" in listing.text
+    assert listing.thread_ts == header.ts
+    assert len(p.dm()) == dm_before
+
+    # a wrong shortcut: refused with the close ones, still only to the agent
+    await p.event(slack.channel_message(AGENTS, AGENT, "!r merc", thread_ts=header.ts))
+    refused = [e for e in slack.ephemerals if e.user == AGENT][-1]
+    assert "Vouliez-vous dire : merci" in refused.text
+    assert len(p.dm()) == dm_before
+
+    # !r merci: in the customer's DM with both placeholders, and shown in the thread
+    await p.event(slack.channel_message(AGENTS, AGENT, "!r merci", thread_ts=header.ts))
+    (sent,) = with_text(p.dm(), "pour votre patience")
+    assert words(sent).startswith("Merci marie pour votre patience.")  # her Slack name
+    assert words(sent).rstrip().endswith("— Paul")
+    assert with_text(p.thread_posts(header), "pour votre patience")
+    (conv,) = p.rows("SELECT state, agent_key FROM conversations")
+    assert (conv["state"], conv["agent_key"]) == ("assigned", f"slack:{AGENT}")

@@ -88,6 +88,7 @@ class World:
                 "language": "fr",
                 "storage": {"path": str(self.tmp / "supportbot.db")},
                 "knowledge": {"path": str(KNOWLEDGE)},
+                "replies": {"path": str(ROOT / "replies.yaml")},  # the shipped sample
                 "web": {"enabled": False},  # this test is about the other channels
                 "desk": "telegram",
                 "telegram": section,
@@ -321,7 +322,7 @@ async def test_full_conversation_from_question_to_survey(world: World, app: Supp
         "text": "Pris en charge par Paul Martin",
         "show_alert": False,
     }
-    await world.to_customer(ana, "Paul Martin a rejoint la conversation.", since=mark)
+    await world.to_customer(ana, "Paul a rejoint la conversation.", since=mark)
     await world.to_desk("Paul Martin prend la conversation.", thread=thread, since=mark)
     await tg.wait_for("editMessageText", lambda c: c.params["message_id"] == header["message_id"],
                       since=mark)  # fmt: skip
@@ -510,7 +511,7 @@ async def test_a_stranger_cannot_take_a_conversation(world: World, who_decides: 
     # The same button still works for an agent: the refusal was about the person.
     taken = await tg.press_button(world.paul, header, f"a{cid}:take")
     assert (await world.answer_to(taken))["show_alert"] is False
-    await world.to_customer(world.ana, "Paul Martin a rejoint la conversation.", since=mark)
+    await world.to_customer(world.ana, "Paul a rejoint la conversation.", since=mark)
     await world.settle()
     assert world.row("SELECT state FROM conversations")["state"] == "assigned"
     assert thread == int(world.row("SELECT desk_thread FROM conversations")["desk_thread"])
@@ -956,3 +957,53 @@ async def test_a_complaint_resolved_without_cause_gets_a_menu_in_its_topic(
     refused = await tg.press_button(world.eve, menu, button(menu, "autre"))  # not an agent
     assert await world.answer_to(refused) == {"text": AGENTS_ONLY, "show_alert": True}
     assert world.row("SELECT cause FROM complaints")["cause"] == "colis perdu"
+
+
+async def test_saved_replies_in_a_topic_and_the_customer_context(
+    world: World, app: SupportApp
+) -> None:
+    tg, ana, paul = world.tg, world.ana, world.paul
+    thread, header = await world.handed_off()
+    assert "🗂 Premier contact" in header["text"]
+
+    # /r alone lists the replies under Paul's message, in the topic; Ana gets nothing.
+    mark = tg.mark()
+    await tg.agent_writes(paul, thread, "/r")
+    listing = await world.to_desk("bonjour — Greeting", thread=thread, since=mark)
+    assert "merci — Closing" in listing["text"]
+    await world.settle()
+    assert [
+        c for c in tg.calls_to("sendMessage", since=mark) if c.params["chat_id"] == ana.id
+    ] == []
+
+    # A wrong shortcut is refused with the close ones, to Paul only.
+    mark = tg.mark()
+    await tg.agent_writes(paul, thread, "/r bonjuor")
+    await world.to_desk("Vouliez-vous dire : bonjour", thread=thread, since=mark)
+    await world.settle()
+    assert [
+        c for c in tg.calls_to("sendMessage", since=mark) if c.params["chat_id"] == ana.id
+    ] == []
+
+    # /r bonjour: the text, placeholders filled, reaches Ana and is shown in the topic.
+    mark = tg.mark()
+    await tg.agent_writes(paul, thread, "/r bonjour")
+    sent = "Bonjour Ana Lopez, je suis Paul du service client."
+    await world.to_customer(ana, sent, since=mark)
+    await world.to_desk(sent, thread=thread, since=mark)
+    await world.settle()
+    conv = world.row("SELECT state, agent_name FROM conversations")
+    assert (conv["state"], conv["agent_name"]) == ("assigned", "Paul Martin")
+    assert "Paul Martin" not in " ".join(world.texts_to(ana))  # customers see the first name
+
+    # Resolved with a tag and rated; her next request's header tells who she is.
+    mark = tg.mark()
+    await tg.agent_writes(paul, thread, "/resolve livraison")
+    await world.to_customer(ana, NPS_QUESTION, since=mark)
+    await world.settle()
+    world.clock.advance(timedelta(minutes=5))
+    mark = tg.mark()
+    await tg.customer_sends(ana, "Je veux parler à un conseiller, encore un souci")
+    again = await world.to_desk("En attente", thread=thread, since=mark)
+    assert "1 conversation(s) avant celle-ci · dernière le" in again["text"]
+    assert ": livraison" in again["text"]

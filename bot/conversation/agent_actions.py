@@ -91,7 +91,7 @@ class AgentActions(Complaints):
             unit.outbox.append(NewOutbox(lane, P.SEND_MEDIA, payload, index))
         else:
             self._say(conv, unit, conv.address, ev.text, author="agent", agent_key=agent.key,
-                      relayed=relayed)  # fmt: skip
+                      relayed=relayed, name=self._shown_name(agent, conv.language))  # fmt: skip
             if agent.desk != conv.desk:  # a console reply: desk agents see it in the thread
                 self._desk(conv, unit, P.POST, text=ev.text, author="agent",
                            name=agent.name or agent.key)  # fmt: skip
@@ -99,12 +99,20 @@ class AgentActions(Complaints):
             conv.update(pending_since=None)
             unit.clear_timer("abandon")
 
+    def _shown_name(self, agent: Agent, language: str) -> str:
+        """The name the customer sees: the agent's display name, never a login or an id."""
+        return agent.shown.strip() or agent.name.strip() or self._t(language, "an_agent")
+
+    def _saved_reply(self, conv: ConversationRecord, unit: Unit, ev: AgentAction) -> Outcome:
+        """Overridden by ``SavedReplyActions``; an engine without it has no saved replies."""
+        return Outcome(ok=False, notice=self._desk_t("saved_replies_none"))
+
     def _take(self, conv: ConversationRecord, unit: Unit, agent: Agent, *, announce: bool) -> None:
         self._move(conv, unit, State.ASSIGNED, actor=agent.key)
         conv.update(agent_key=agent.key, agent_name=agent.name or agent.key)
         unit.clear_timer("remind")
         if announce:
-            name = agent.name or agent.key
+            name = self._shown_name(agent, conv.language)
             self._say(conv, unit, conv.address, self._t(conv.language, "agent_joined", agent=name))
         self._desk(conv, unit, P.POST, text=self._desk_t("taken_by", agent=agent.name or
                    agent.key), author="system", name="")  # fmt: skip
@@ -155,6 +163,8 @@ class AgentActions(Complaints):
         if kind == AgentActionKind.NOTE:
             self._note(conv, unit, agent, ev.text or "")
             return Outcome(ok=True, notice=self._desk_t("note_saved"))
+        if kind == AgentActionKind.SAVED_REPLY:
+            return self._saved_reply(conv, unit, ev)
         if conv.state not in WITH_AGENTS:
             return Outcome(ok=False, notice=self._desk_t("not_open"))
         if kind == AgentActionKind.TAKE:

@@ -161,8 +161,10 @@ class EngineCore:
         author: str = "bot",
         agent_key: str | None = None,
         relayed: str | None = None,
+        name: str | None = None,
     ) -> None:
-        """Queue a message to the customer and store it in the transcript."""
+        """Queue a message to the customer and store it in the transcript; ``name`` is the
+        agent's display name, for channels that label who speaks (the web widget)."""
         index = unit.message(NewMessage("out", author, text, agent_key)) if conv else None
         payload: dict[str, object] = {
             "to": P.address_json(address),
@@ -172,6 +174,8 @@ class EngineCore:
         }
         if relayed:
             payload["relayed"] = relayed
+        if name:
+            payload["name"] = name
         unit.outbox.append(NewOutbox(P.customer_lane(address), P.SEND, payload, index))
 
     def _desk(self, conv: ConversationRecord, unit: Unit, op: str, **payload: object) -> None:

@@ -6,6 +6,7 @@ status, reason and buttons.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 from bot.conversation import payloads as P
@@ -45,6 +46,23 @@ def _status(conv: ConversationRecord, t: DeskText) -> str:
     }.get(conv.state, t("status_closed"))
 
 
+def context_line(conv: ConversationRecord, t: DeskText) -> str:
+    """The customer's earlier conversations in one line, from what handoff stored."""
+    if not conv.customer_context:
+        return ""
+    data = json.loads(conv.customer_context)
+    parts = [t("context_count", count=data["count"]) if data.get("count") else t("context_first")]
+    if data.get("last_date"):
+        parts.append(t("context_last", date=data["last_date"], topic=data.get("last_topic") or "—"))
+    scores = [f"NPS {data['nps']}/10"] if data.get("nps") is not None else []
+    scores += [f"CSAT {data['csat']}/5"] if data.get("csat") is not None else []
+    if scores:
+        parts.append(t("context_scores", scores=", ".join(scores)))
+    if data.get("followup"):
+        parts.append(t("context_followup", status=data["followup"].get("status", "?")))
+    return " · ".join(parts)
+
+
 def thread_header(
     conv: ConversationRecord, t: DeskText, transcript: Sequence[TranscriptLine] = ()
 ) -> ThreadHeader:
@@ -68,4 +86,5 @@ def thread_header(
         reason=t(f"reason_{conv.handoff_reason or 'requested'}"),
         transcript=tuple(transcript),
         buttons=tuple(buttons),
+        context=context_line(conv, t),
     )

@@ -6,8 +6,8 @@ to deliver, in one transaction). Delivery happens afterwards, from the outbox, s
 crash never loses a decided action and a restart resumes everything.
 
 The concerns live in their own modules (``customer_turns``, ``agent_actions``,
-``surveys``, ``followups``, ``followup_actions``, ``timers``) over the shared ``core``;
-this class joins them.
+``saved_replies``, ``surveys``, ``followups``, ``followup_actions``, ``timers``) over the
+shared ``core``; this class joins them.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from bot.conversation.model import (
     InboundEvent,
     Outcome,
 )
+from bot.conversation.saved_replies import SavedReplyActions
 from bot.conversation.timers import Timers
 from bot.logs import conversation_id as log_conversation
 
 
-class ConversationService(CustomerTurns, FollowupDesk, Timers):
+class ConversationService(CustomerTurns, FollowupDesk, SavedReplyActions, Timers):
     """Applies the SPEC lifecycle to normalized events; the one entry point is ``handle``."""
 
     async def handle(self, event: InboundEvent) -> Outcome:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from bot.clock import from_ms
@@ -18,6 +19,14 @@ TRANSCRIPT_LINES = 30
 
 class Handoff(Routing):
     """Handing a conversation to people: the queue, the customer told when, the thread."""
+
+    async def _remember_context(self, conv: ConversationRecord) -> None:
+        """Keep what the customer's earlier conversations were, for every header redraw."""
+        context = await self.store.customer_context(conv.customer_id, conv.id) or {"count": 0}
+        if context.get("last_at") is not None:
+            local = from_ms(context["last_at"]).astimezone(self.settings.tz)
+            context["last_date"] = local.date().isoformat()
+        conv.update(customer_context=json.dumps(context, ensure_ascii=False))
 
     async def _handoff(self, conv: ConversationRecord, unit: Unit, reason: str) -> None:
         lang = conv.language
@@ -42,6 +51,7 @@ class Handoff(Routing):
             if not self._observers:  # no console either: nobody will ever see it
                 log.warning("conversation #%d handed off but no agent can see it", conv.id)
             return
+        await self._remember_context(conv)
         transcript = await self.store.transcript(conv.id, TRANSCRIPT_LINES)
         transcript += [transcript_line(conv, m) for m in unit.messages]
         previous = await self.store.previous_thread(conv.customer_id, self.desk)

@@ -41,6 +41,7 @@ class AgentActionKind(StrEnum):
     FOLLOWUP_RESOLVED = "fu_resolved"
     FOLLOWUP_UNREACHABLE = "fu_unreachable"
     COMPLAINT = "complaint"  # mark the conversation as a complaint
+    SAVED_REPLY = "saved_reply"  # text: the shortcut; empty lists the saved replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,9 @@ class Agent:
 
     desk: str  # "telegram" | "slack" | "web"
     user_id: str
-    name: str = ""
+    name: str = ""  # as agents and reports know them ("Paul Martin")
+    # What customers see ("Paul"); empty: ``name``. Not part of the agent's identity.
+    shown: str = field(default="", compare=False)
 
     @property
     def key(self) -> str:
@@ -263,6 +266,7 @@ class ThreadHeader:
     reason: str  # why it was handed off, localized
     transcript: tuple[TranscriptLine, ...] = ()
     buttons: tuple[Choice, ...] = ()
+    context: str = ""  # the customer's earlier conversations, one line ("" if unknown)
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,7 +206,8 @@ class Dispatcher:
                 choices = P.choices_from(payload.get("choices", []))
                 author = str(payload.get("author", "bot"))
                 if isinstance(channel, AuthorAwareChannel):
-                    await channel.send_as(to, payload["text"], choices, author)
+                    name = str(payload.get("name", ""))
+                    await channel.send_as(to, payload["text"], choices, author, name)
                 else:
                     await channel.send(to, payload["text"], choices)
             else:

@@ -50,9 +50,15 @@ class AuthorAwareChannel(Protocol):
     """A channel that shows who speaks (the web widget): the bot or an agent."""
 
     async def send_as(
-        self, to: Address, text: str, choices: Sequence[Sequence[Choice]], author: str
+        self,
+        to: Address,
+        text: str,
+        choices: Sequence[Sequence[Choice]],
+        author: str,
+        name: str = "",
     ) -> Sent:
-        """``send`` with the author of the text: "bot" or "agent"."""
+        """``send`` with the author of the text: "bot" or "agent", and an agent's display
+        name ("" when unknown: the channel shows a generic label)."""
         ...
 
 

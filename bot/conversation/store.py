@@ -42,6 +42,7 @@ CONVERSATION_FIELDS = (
     "desk_header",
     "touchpoint",
     "stage",
+    "customer_context",
 )
 
 
@@ -84,6 +85,7 @@ class ConversationRecord:
     desk_header: str | None = None
     touchpoint: str | None = None  # journey: the answered entry's, or the resolution tag's
     stage: str | None = None  # before | during | after the purchase
+    customer_context: str | None = None  # JSON of the earlier conversations, set at handoff
     changes: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **values: Any) -> None:
@@ -302,6 +304,10 @@ class Store(Protocol):
         ...
 
     async def previous_thread(self, customer_id: int, desk: str) -> str | None: ...
+
+    async def customer_context(self, customer_id: int, before: int) -> dict[str, Any] | None:
+        """What the customer's conversations before ``before`` were (None: the first)."""
+        ...
 
     async def survey(self, conversation_id: int) -> SurveyRecord | None: ...
 

@@ -208,6 +208,9 @@ def header_blocks(header: ThreadHeader) -> list[Block]:
         {"type": "section", "text": plain(truncate(f"❓ {header.reason}", SECTION_LIMIT))},
         {"type": "context", "elements": [plain(truncate(f"📌 {header.status}", 2000))]},
     ]
+    if header.context:
+        context = {"type": "context", "elements": [plain(truncate(f"🗂️ {header.context}", 2000))]}
+        blocks.insert(3, context)
     if header.transcript:
         blocks.append({"type": "divider"})
         blocks.extend(transcript_sections(header.transcript))

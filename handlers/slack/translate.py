@@ -47,16 +47,18 @@ class Person:
     locale: str | None = None
     team_id: str | None = None
     is_bot: bool = False
+    shown: str = ""  # what customers see of an agent: the first name, never the handle
 
     def as_customer(self) -> Customer:
         return Customer(CHANNEL, self.user_id, self.name, self.locale)
 
     def as_agent(self) -> Agent:
-        return Agent(CHANNEL, self.user_id, self.name)
+        return Agent(CHANNEL, self.user_id, self.name, shown=self.shown)
 
 
 def person_from_user(user: Payload, hint_team: str | None = None) -> Person:
-    """``users.info``'s ``user`` object → Person (display name first, as Slack shows it)."""
+    """``users.info``'s ``user`` object → Person (display name first, as Slack shows it; to
+    customers an agent is their first name, not a handle such as "paul.m")."""
     profile = user.get("profile") or {}
     name = (
         profile.get("display_name")
@@ -65,9 +67,12 @@ def person_from_user(user: Payload, hint_team: str | None = None) -> Person:
         or user.get("name")
         or ""
     )
+    real = str(profile.get("real_name") or user.get("real_name") or "").split()
+    shown = profile.get("first_name") or (real[0] if real else "") or profile.get("display_name")
     return Person(
         user_id=str(user.get("id", "")),
         name=str(name),
+        shown=str(shown or ""),
         locale=user.get("locale") or None,
         team_id=user.get("team_id") or hint_team,
         is_bot=bool(user.get("is_bot")),
@@ -173,19 +178,24 @@ def customer_message(
     )
 
 
-_AGENT_COMMAND = re.compile(r"^!(take|resolve|transfer|note|complaint)\b\s*(.*)$", re.DOTALL | re.I)
+_AGENT_COMMAND = re.compile(
+    r"^!(take|resolve|transfer|note|complaint|r)\b\s*(.*)$", re.DOTALL | re.I
+)
+_SLACK_COMMANDS = {"r": AgentActionKind.SAVED_REPLY}  # !r SHORTCUT: a saved reply
 _MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|([^>]*))?>")
 
 
 def agent_command(raw: str, thread: str, person: Person, dedup_key: str) -> AgentAction | None:
-    """``!take``, ``!resolve [tag]``, ``!transfer [@someone]``, ``!note text`` typed in a thread.
+    """``!take``, ``!resolve [tag]``, ``!transfer [@someone]``, ``!note text``, ``!r [shortcut]``
+    typed in a thread.
 
     Slack's composer keeps ``/…`` for slash commands, so thread commands start with ``!``.
     """
     match = _AGENT_COMMAND.match(raw.strip())
     if match is None:
         return None
-    kind = AgentActionKind(match.group(1).lower())
+    word = match.group(1).lower()
+    kind = _SLACK_COMMANDS.get(word) or AgentActionKind(word)
     rest = match.group(2).strip()
     target = None
     if kind == AgentActionKind.TRANSFER and (mention := _MENTION.search(rest)):
@@ -196,7 +206,9 @@ def agent_command(raw: str, thread: str, person: Person, dedup_key: str) -> Agen
         kind=kind,
         thread=thread,
         tag=slack_to_plain(rest) or None if kind == AgentActionKind.RESOLVE else None,
-        text=slack_to_plain(rest) if kind == AgentActionKind.NOTE else None,
+        text=slack_to_plain(rest)
+        if kind in (AgentActionKind.NOTE, AgentActionKind.SAVED_REPLY)
+        else None,
         target=target,
     )
 

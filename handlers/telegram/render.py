@@ -148,6 +148,8 @@ def render_header(header: ThreadHeader) -> tuple[str, bool]:
     if header.topic:
         head.text(f"🏷 {header.topic}\n")
     head.text(f"❓ {header.reason}\n")
+    if header.context:
+        head.text(f"🗂 {header.context}\n")
     head.text(f"📌 {header.status}")
     if not header.transcript:
         return head.html(), True

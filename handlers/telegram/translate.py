@@ -41,6 +41,7 @@ AGENT_COMMANDS = {
     "transfer": AgentActionKind.TRANSFER,
     "note": AgentActionKind.NOTE,
     "complaint": AgentActionKind.COMPLAINT,
+    "r": AgentActionKind.SAVED_REPLY,  # /r SHORTCUT sends a saved reply; /r alone lists them
 }
 PRESENCE_COMMANDS = {"available": True, "away": False}  # anywhere in the agents' group
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]+))?(?=\s|$)\s*(.*)$", re.DOTALL)
@@ -72,7 +73,8 @@ def customer_of(user: TgUser) -> Customer:
 
 
 def agent_of(user: TgUser) -> Agent:
-    return Agent(CHANNEL, str(user.id), user.full_name)
+    """An agent, shown to customers by first name ("Paul a rejoint la conversation")."""
+    return Agent(CHANNEL, str(user.id), user.full_name, shown=user.first_name)
 
 
 def media_of(message: Message) -> Media | None:
@@ -209,7 +211,9 @@ class Translator:
             kind=kind,
             thread=thread,
             tag=(command.rest or None) if kind == AgentActionKind.RESOLVE else None,
-            text=command.rest if kind == AgentActionKind.NOTE else None,
+            text=command.rest
+            if kind in (AgentActionKind.NOTE, AgentActionKind.SAVED_REPLY)
+            else None,
             target=self.transfer_target(message, command.rest)
             if kind == AgentActionKind.TRANSFER
             else None,

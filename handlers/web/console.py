@@ -50,6 +50,7 @@ ACTIONS = {
     "transfer": AgentActionKind.TRANSFER,
     "note": AgentActionKind.NOTE,
     "complaint": AgentActionKind.COMPLAINT,
+    "saved": AgentActionKind.SAVED_REPLY,  # {"text": SHORTCUT}: a saved reply
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]

@@ -10,6 +10,7 @@ other or of the transport, so the web package has no import cycle.
 from __future__ import annotations
 
 import asyncio
+import html
 import ipaddress
 import logging
 import re
@@ -56,6 +57,41 @@ def file_handler(path: Path) -> Handler:
             # The widget is embedded by other sites: they may load the script itself.
             response.headers["Access-Control-Allow-Origin"] = "*"
         return response
+
+    return handler
+
+
+DEMO_ORIGIN = "http://127.0.0.1:8080"  # in index.html's snippet, replaced by the real one
+WIDGET_LIMIT = "var MAX_LENGTH = 4000;"  # in widget.js, replaced by web.max_message_length
+
+
+def demo_page(path: Path) -> Handler:
+    """The demo page, its embed snippet showing the address the visitor used."""
+    page = path.read_text(encoding="utf-8")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        here = html.escape(f"{request.scheme}://{request.host}", quote=True)
+        body = page.replace(DEMO_ORIGIN, here)
+        return web.Response(
+            text=body, content_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
+
+    return handler
+
+
+def widget_script(path: Path, max_length: int) -> Handler:
+    """widget.js, told the longest message the server accepts (its box stops there)."""
+    script = path.read_text(encoding="utf-8")
+    assert WIDGET_LIMIT in script, f"{path.name} lost its line {WIDGET_LIMIT!r}"
+    body = script.replace(WIDGET_LIMIT, f"var MAX_LENGTH = {max_length};")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        # The widget is embedded by other sites: they may load the script itself.
+        return web.Response(
+            text=body,
+            content_type="text/javascript",
+            headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"},
+        )
 
     return handler
 

@@ -11,14 +11,12 @@ sockets (``handlers.web.sockets``: a push never waits for a browser).
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
 import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -37,6 +35,7 @@ from bot.conversation.model import (
     Sent,
 )
 from bot.errors import ConfigError, StorageError
+from handlers.web.agent_tools import AgentTools
 from handlers.web.auth import (
     AgentKeys,
     Sessions,
@@ -48,7 +47,7 @@ from handlers.web.auth import (
 from handlers.web.console import Console
 from handlers.web.dashboard import dashboard_routes
 from handlers.web.followups import FollowupRoutes
-from handlers.web.site import Site, static_dir
+from handlers.web.site import Site, demo_page, static_dir, widget_script
 from handlers.web.sockets import Outlet
 from storage.followups import SqliteFollowups
 from storage.web_store import WebStore
@@ -65,8 +64,6 @@ EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
 MAX_FRAME = 64 * 1024
 MAX_CLIENT_ID = 64
 MAX_SEQ = 2**53  # a line number beyond this is not one we gave (and JSON numbers end there)
-DEMO_ORIGIN = "http://127.0.0.1:8080"  # in index.html's snippet, replaced by the real one
-WIDGET_LIMIT = "var MAX_LENGTH = 4000;"  # in widget.js, replaced by web.max_message_length
 _COMMAND = re.compile(r"^/([a-z]+)\b\s*(.*)$", re.DOTALL)
 
 
@@ -119,6 +116,7 @@ class WebTransport:
         self.console = Console(self.site, self.on_event, self._store, sessions, self._keys)
         engine.add_observer(self.console.changed)
         self.console.roster = engine.roster
+        self._replies = engine.replies  # the console's picker lists them
 
     async def _secret(self) -> str:
         """WEB_SECRET, else the generated one in its own 0600 file, never in the database.
@@ -158,13 +156,15 @@ class WebTransport:
             middlewares=[*self.site.middlewares, self.console.guard], client_max_size=MAX_FRAME
         )
         files = static_dir()
-        app.router.add_get("/", self._demo_page(files / "index.html"))
-        app.router.add_get("/widget.js", self._widget_script(files / "widget.js"))
+        app.router.add_get("/", demo_page(files / "index.html"))
+        limit = int(self.config.max_message_length)
+        app.router.add_get("/widget.js", widget_script(files / "widget.js", limit))
         app.router.add_post("/api/web/session", self._session)
         app.router.add_get("/ws/widget", self._widget_socket)
         self.console.add_routes(app, files)
         followups = FollowupRoutes(self.console, SqliteFollowups(self._db), self.settings.tz)
         followups.add_routes(app, files)
+        AgentTools(self._db, self.settings, self._replies).add_routes(app)
         # The KPI dashboard has no auth of its own: ``Console.guard`` covers its paths.
         app.router.add_routes(dashboard_routes(self._db, self.settings, self.clock))
         return app
@@ -212,7 +212,12 @@ class WebTransport:
         return await self.send_as(to, text, choices, "bot")
 
     async def send_as(
-        self, to: Address, text: str, choices: Sequence[Sequence[Choice]], author: str
+        self,
+        to: Address,
+        text: str,
+        choices: Sequence[Sequence[Choice]],
+        author: str,
+        name: str = "",
     ) -> Sent:
         """Store the line (the source of truth), then push it to the visitor's open sockets."""
         rows = [[{"label": c.label, "token": c.token} for c in row] for row in choices]
@@ -221,7 +226,8 @@ class WebTransport:
             for outlet in list(self.visitors.get(to.chat_id, ())):
                 await outlet.close(flush=True)
             return Sent()
-        line = await self.store.append(to.chat_id, self._now(), author, text, rows)
+        line = await self.store.append(to.chat_id, self._now(), author, text, rows,
+                                       name=name or None)  # fmt: skip
         assert line is not None
         self._push(to.chat_id, line.json())
         return Sent(message_id=str(line.seq))
@@ -243,37 +249,6 @@ class WebTransport:
 
     def _now(self) -> int:
         return to_ms(self.clock.now())
-
-    def _demo_page(self, path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """The demo page, its embed snippet showing the address the visitor used."""
-        page = path.read_text(encoding="utf-8")
-
-        async def handler(request: web.Request) -> web.StreamResponse:
-            here = html.escape(f"{request.scheme}://{request.host}", quote=True)
-            body = page.replace(DEMO_ORIGIN, here)
-            return web.Response(
-                text=body, content_type="text/html", headers={"Cache-Control": "no-cache"}
-            )
-
-        return handler
-
-    def _widget_script(self, path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """widget.js, told the longest message the server accepts (its box stops there)."""
-        script = path.read_text(encoding="utf-8")
-        assert WIDGET_LIMIT in script, f"{path.name} lost its line {WIDGET_LIMIT!r}"
-        body = script.replace(
-            WIDGET_LIMIT, f"var MAX_LENGTH = {int(self.config.max_message_length)};"
-        )
-
-        async def handler(request: web.Request) -> web.StreamResponse:
-            # The widget is embedded by other sites: they may load the script itself.
-            return web.Response(
-                text=body,
-                content_type="text/javascript",
-                headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"},
-            )
-
-        return handler
 
     # ------------------------------------------------------------------ widget
 

@@ -215,6 +215,7 @@
       var c = body.conversation;
       if (!c) { say("Conversation introuvable.", true); return; }
       shown = c;
+      document.dispatchEvent(new CustomEvent("console:conversation", { detail: c })); // tools below
       renderDetail();
       $("conv-title").textContent = "#" + c.id + " · " + c.customer + " (" + c.channel + ")";
       var status = STATES[c.state] || c.state;
@@ -433,5 +434,148 @@
   })(showConsole);
 
   applyButtons();
+  window.supportbotConsole = { select: select, api: api, newId: newId }; // for the tools below
   api("/api/agent/me").then(showConsole).catch(function () { /* login shown */ });
+})();
+
+// ---------------------------------------------------------------- agent tools (issue 17)
+// Saved replies picker, the customer's history, conversation search. Self-contained: it
+// hears which conversation is open from the "console:conversation" event, and uses the
+// console's api/select through window.supportbotConsole.
+(function () {
+  "use strict";
+  var $ = function (id) { return document.getElementById(id); };
+  var DATE = new Intl.DateTimeFormat("fr-FR", { day: "numeric", month: "short", year: "numeric" });
+  var STATES = { bot: "Bot", queued: "En attente", assigned: "Pris", resolved: "Résolu", surveying: "Enquête", closed: "Fermé", abandoned: "Abandonné" };
+  var replies = [];
+  var conv = null; // the conversation shown: {id, state, language…}
+  var loaded = false;
+
+  function consoleApi() { return window.supportbotConsole; }
+
+  function scores(item) {
+    var out = [];
+    if (item.nps !== null && item.nps !== undefined) out.push("NPS " + item.nps + "/10");
+    if (item.csat !== null && item.csat !== undefined) out.push("CSAT " + item.csat + "/5");
+    return out.join(", ");
+  }
+
+  function describe(item) {
+    var parts = [DATE.format(new Date(item.started_at)), STATES[item.state] || item.state];
+    if (item.topic) parts.push(item.topic);
+    var s = scores(item);
+    if (s) parts.push(s);
+    return parts.join(" · ");
+  }
+
+  function entry(item, label) {
+    var li = document.createElement("li");
+    var b = document.createElement("button");
+    b.type = "button";
+    b.textContent = "#" + item.id + " · " + label;
+    b.addEventListener("click", function () { consoleApi().select(item.id); });
+    li.appendChild(b);
+    if (item.snippet) {
+      var p = document.createElement("span");
+      p.className = "muted snippet";
+      p.textContent = item.snippet;
+      li.appendChild(p);
+    }
+    return li;
+  }
+
+  // ---- saved replies
+  function textOf(reply) {
+    var lang = (conv && conv.language) || "fr";
+    return reply.text[lang] || reply.text.fr;
+  }
+
+  function renderPicker() {
+    var select = $("saved");
+    select.textContent = "";
+    var none = document.createElement("option");
+    none.value = "";
+    none.textContent = replies.length ? "— choisir —" : "aucune (replies.yaml)";
+    select.appendChild(none);
+    replies.forEach(function (r) {
+      var o = document.createElement("option");
+      o.value = r.shortcut;
+      o.textContent = r.shortcut + (r.title ? " — " + r.title : "");
+      select.appendChild(o);
+    });
+    $("saved-box").hidden = !replies.length;
+  }
+
+  function preview() {
+    var chosen = replies.filter(function (r) { return r.shortcut === $("saved").value; })[0];
+    $("saved-preview").textContent = chosen ? textOf(chosen) : "";
+    $("send-saved").disabled = !chosen || !conv;
+  }
+
+  function sendSaved() {
+    var shortcut = $("saved").value;
+    if (!shortcut || !conv) return;
+    var id = conv.id;
+    $("send-saved").disabled = true;
+    consoleApi().api("/api/agent/conversations/" + id + "/saved",
+      { method: "POST", body: { id: consoleApi().newId(), text: shortcut } })
+      .then(function (res) {
+        $("notice").textContent = res.ok ? "" : (res.notice || "Action refusée.");
+        $("notice").classList.toggle("refused", !res.ok);
+        if (res.ok) { $("saved").value = ""; preview(); }
+        return consoleApi().select(id);
+      })
+      .catch(function () { preview(); });
+  }
+
+  // ---- the customer's history
+  function loadHistory(id) {
+    consoleApi().api("/api/agent/conversations/" + id + "/history").then(function (body) {
+      if (!conv || conv.id !== id) return;
+      var ol = $("history");
+      ol.textContent = "";
+      var others = body.conversations.filter(function (c) { return !c.current; });
+      $("history-count").textContent = others.length ? "(" + others.length + ")" : "(premier contact)";
+      others.forEach(function (c) { ol.appendChild(entry(c, describe(c))); });
+      if (body.followup) {
+        var li = document.createElement("li");
+        li.textContent = "Suivi en cours : " + body.followup.status;
+        ol.appendChild(li);
+      }
+    }).catch(function () { /* login shown */ });
+  }
+
+  // ---- search
+  function search(ev) {
+    ev.preventDefault();
+    var params = new URLSearchParams();
+    [["q", "search-q"], ["topic", "search-topic"], ["from", "search-from"], ["to", "search-to"]]
+      .forEach(function (p) { var v = $(p[1]).value.trim(); if (v) params.set(p[0], v); });
+    var ul = $("search-results");
+    ul.textContent = "";
+    if (!params.toString()) return;
+    consoleApi().api("/api/agent/search?" + params.toString()).then(function (body) {
+      if (body.error) { $("search-status").textContent = body.error; return; }
+      $("search-status").textContent = body.conversations.length + " résultat(s)";
+      body.conversations.forEach(function (c) { ul.appendChild(entry(c, c.customer + " · " + describe(c))); });
+    }).catch(function () { /* login shown */ });
+  }
+
+  document.addEventListener("console:conversation", function (ev) {
+    var changed = !conv || conv.id !== ev.detail.id;
+    conv = ev.detail;
+    if (!loaded) {
+      loaded = true;
+      consoleApi().api("/api/agent/replies").then(function (body) {
+        replies = body.replies || [];
+        renderPicker();
+        preview();
+      }).catch(function () { loaded = false; });
+    }
+    if (changed) loadHistory(conv.id);
+    preview();
+  });
+  $("saved").addEventListener("change", preview); // deferred script: the page is parsed
+  $("send-saved").addEventListener("click", sendSaved);
+  $("search-form").addEventListener("submit", search);
 })();

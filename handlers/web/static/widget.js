@@ -213,7 +213,8 @@
     var mine = line.author === "customer";
     var bubble = el("div", "msg " + (mine ? "customer" : "support " + line.author));
     bubble.setAttribute("data-seq", String(line.seq));
-    if (line.author === "agent") bubble.appendChild(el("span", "who", T.agent));
+    // An agent's line is labelled with their display name ("Paul"); older lines: "Agent".
+    if (line.author === "agent") bubble.appendChild(el("span", "who", line.name || T.agent));
     else bubble.appendChild(el("span", "sr", (mine ? T.you : T.support) + " : "));
     bubble.appendChild(document.createTextNode(line.text));
     var buttons = [];
