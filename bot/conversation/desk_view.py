@@ -16,14 +16,16 @@ from bot.conversation.model import AgentActionKind, Choice, State, ThreadHeader,
 from bot.conversation.store import ConversationRecord, NewMessage
 
 DeskText = Callable[..., str]
-# A name as a header shows it. Platforms cap theirs (Telegram: 64 + 64) but a name is typed
-# by its owner: uncut, a huge one made a header that no desk accepts, retried for ever.
-MAX_NAME = 128
 """``texts.get`` bound to the desk's language: key and values → sentence."""
+
+# A name as the desk shows it. Platforms cap theirs (Telegram: 64 + 64) but a name is typed
+# by its owner: uncut, a huge one made headers and posts that no desk accepts.
+MAX_NAME = 128
 
 
 def transcript_line(conv: ConversationRecord, message: NewMessage) -> TranscriptLine:
     name = conv.customer_name if message.author == "customer" else (message.agent_key or "")
+    name = name[:MAX_NAME]
     text = message.text
     if message.media:
         text = f"[{P.media_from(message.media).kind}] {text}".strip()

@@ -49,6 +49,8 @@ def truncate(text: str, limit: int) -> str:
 
 def _fit(text: str, limit: int) -> str:
     """The longest prefix of ``text`` within ``limit`` UTF-16 units (never half a character)."""
+    if limit <= 0:
+        return ""
     cut = min(len(text), limit)
     while utf16_len(text[:cut]) > limit:
         cut -= max(1, (utf16_len(text[:cut]) - limit) // 2)
@@ -58,6 +60,8 @@ def _fit(text: str, limit: int) -> str:
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     """Parts of at most ``limit`` UTF-16 units, cut at a paragraph, line or word boundary
     when there is one in the second half of a part, else hard."""
+    if limit < 2:  # an astral character takes two units: no progress could be made
+        raise ValueError(f"cannot split a text into parts of {limit} UTF-16 units")
     parts: list[str] = []
     rest = text
     while utf16_len(rest) > limit:
@@ -121,7 +125,7 @@ def byline(author: str, name: str) -> tuple[str, str]:
 
 def post_parts(text: str, author: str, name: str) -> list[str]:
     """A desk post as HTML parts, each prefixed with who wrote it and within the limit."""
-    icon, who = byline(author, name)
+    icon, who = byline(author, truncate(name, MAX_TOPIC_NAME))  # a name leaves room for text
 
     def prefix() -> Rich:
         return Rich().text(icon + " ").bold(who).text("\n" if who else "")

@@ -11,6 +11,7 @@ loop of its own thread.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from bot.conversation.desk_view import MAX_NAME, thread_header
 from bot.conversation.model import Address, State
 from bot.conversation.store import ConversationRecord
 from handlers.telegram import TelegramTransport
-from handlers.telegram.render import MAX_TEXT, render_header
+from handlers.telegram.render import MAX_TEXT, post_parts, render_header, split_text, utf16_len
 from tests.fakes.telegram_server import FakeChat, TelegramServer
 from tests.reliability.inprocess import (
     QUESTION,
@@ -277,3 +278,15 @@ def test_a_huge_customer_name_is_cut_in_the_desk_header() -> None:
     assert len(header.customer_name) == MAX_NAME
     html, _ = render_header(header)
     assert len(html) < 4 * MAX_TEXT
+
+
+def test_a_huge_author_name_leaves_room_for_the_text_of_a_desk_post() -> None:
+    """Found by the fuzz above: a name longer than a message made the space left for the
+    text negative, and splitting the text into parts of that size never ended (the event
+    loop spun, the whole bot froze)."""
+    parts = post_parts("👍🏽" * 3_000, "customer", "\u202e" * 10_000)
+    assert len(parts) > 1
+    assert all(utf16_len(html.unescape(p.replace("<b>", "").replace("</b>", ""))) <= MAX_TEXT
+               for p in parts)  # fmt: skip
+    with pytest.raises(ValueError, match="UTF-16"):
+        split_text("👍🏽", 1)
