@@ -120,7 +120,7 @@ async def test_history_and_search(served: Served) -> None:
         2,
         "closed",
     )
-    assert history["followup"] is None  # no follow-ups table in this database: no error
+    assert history["followup"]["status"] == "open"  # the NPS of 4 opened a follow-up
     await get(served, "/api/agent/conversations/999999/history", status=404)
 
     found = await get(served, "/api/agent/search?q=colis+arrive")

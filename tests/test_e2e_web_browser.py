@@ -156,7 +156,7 @@ async def test_visitor_and_agent_in_the_browser(browser: Browser, base: str) -> 
     await visitor.screenshot(path=str(SHOTS / "widget.png"))
     await agent.screenshot(path=str(SHOTS / "agent.png"))
 
-    await agent.get_by_label("Sujet").fill("livraison")
+    await agent.get_by_label("Sujet", exact=True).fill("livraison")
     await agent.get_by_role("button", name="Résoudre").click()
     await expect(agent.locator("#resolved button")).to_have_count(1)
     await expect(agent.locator("#transcript time").first).to_have_text("11:00")
@@ -251,14 +251,16 @@ async def test_console_refuses_clearly_and_resets_per_conversation(
     errors: list[str] = []
     agent.on("pageerror", lambda exc: errors.append(str(exc)))
     await agent.locator('#queue button[data-conversation="1"]').click()
-    await agent.get_by_label("Sujet").fill("facture")
+    await agent.get_by_label("Sujet", exact=True).fill("facture")
     await agent.get_by_label("Réponse au client").fill("Brouillon pour #1")
     await agent.get_by_role("button", name="Transférer").click()  # to the queue it is in
     notice = agent.locator("#notice")
     await expect(notice).to_contain_text("déjà dans la file d'attente")
     await agent.locator('#queue button[data-conversation="2"]').click()
     await expect(agent.locator("#conv-title")).to_contain_text("#2")
-    await expect(agent.get_by_label("Sujet")).to_have_value("")  # a resolve tags #2 only
+    await expect(agent.get_by_label("Sujet", exact=True)).to_have_value(
+        ""
+    )  # a resolve tags #2 only
     await expect(notice).to_have_text("")
     await expect(agent.get_by_label("Réponse au client")).to_have_value("")
     await agent.locator('#queue button[data-conversation="1"]').click()
