@@ -273,11 +273,14 @@ def format_report(report: EvalReport, *, sweep: bool = False, misses: bool = Tru
 
 def format_summary(reports: Sequence[EvalReport], tuned: Sequence[bool]) -> str:
     """One line per set: the figures the README's table shows."""
-    lines = ["set            in scope right      out of scope declined  fr right  en right"]
-    for report, was_tuned in zip(reports, tuned, strict=True):
+    labels = [r.name + (" (tuned)" if t else "") for r, t in zip(reports, tuned, strict=True)]
+    width = max([len("set"), *map(len, labels)]) + 2
+    header = "in scope right      out of scope declined  fr right  en right"
+    lines = [f"{'set':<{width}}{header}"]
+    for report, label in zip(reports, labels, strict=True):
         by_lang = report.accuracy_by_language
         fr = f"{by_lang['fr'].value:6.1%}" if "fr" in by_lang else "     -"
         en = f"{by_lang['en'].value:6.1%}" if "en" in by_lang else "     -"
-        label = report.name + (" (tuned)" if was_tuned else "")
-        lines.append(f"{label:<15}{report.accuracy!s:<20}{report.rejection!s:<23}{fr}    {en}")
+        accuracy, rejection = str(report.accuracy), str(report.rejection)
+        lines.append(f"{label:<{width}}{accuracy:<20}{rejection:<23}{fr}    {en}")
     return "\n".join(lines)
