@@ -140,3 +140,35 @@ async def test_history_and_search(served: Served) -> None:
     assert bad["parameter"] == "from"
     await get(served, "/api/agent/search", status=400)
     await get(served, "/api/agent/search?q=colis", status=401, anonymous=True)
+
+
+async def test_complaint_options_and_record_for_the_console(served: Served) -> None:
+    """The selects' lists (config causes and categories, fixed solutions with their French
+    label) and a conversation's record, before and after a resolution with its fields."""
+    options = await get(served, "/api/agent/complaint-options")
+    assert options["causes"][:2] == ["retard de livraison", "colis endommagé"]
+    assert "livraison" in options["categories"]
+    solutions = {s["key"]: s["label"] for s in options["solutions"]}
+    assert list(solutions)[:3] == ["refund", "partial_refund", "replacement"]
+    assert solutions["free_delivery"] == "Livraison offerte"
+    token = await served.token()
+    visitor = await served.widget(token)
+    await visitor.say("je veux parler à un conseiller")
+    await eventually(lambda: visitor.has("conseiller"))
+    (conv,) = await served.conversations()
+    cid = int(conv["id"])
+    path = f"/api/agent/conversations/{cid}/complaint"
+    assert await get(served, path) == {"complaint": None}
+    await served.act(cid, "take")
+    await served.act(cid, "resolve", cause="colis perdu", solution="voucher", note="Bon de 20 €")
+    record = (await get(served, path))["complaint"]
+    assert (record["cause"], record["solution"], record["note"]) == (
+        "colis perdu",
+        "voucher",
+        "Bon de 20 €",
+    )
+    assert record["category"] is None
+    assert record["opened_by"] == "web:alice"
+    await get(served, path, status=401, anonymous=True)
+    await get(served, "/api/agent/complaint-options", status=401, anonymous=True)
+    await get(served, "/api/agent/conversations/99999999999999999/complaint", status=400)

@@ -296,6 +296,87 @@ async def test_console_buttons_wait_for_their_request(browser: Browser, base: st
     assert len(posted) == 1
 
 
+async def test_console_followup_contacted_then_resolved(browser: Browser, base: str) -> None:
+    """A detractor's NPS opens a follow-up; the agent works it from the console's list."""
+    visitor = await visitor_waiting(browser, base)
+    agent = await console(browser, base)
+    await agent.locator("#queue button").first.click()
+    await agent.get_by_role("button", name="Prendre").click()
+    await expect(agent.locator("#mine button")).to_have_count(1)
+    await agent.get_by_role("button", name="Résoudre").click()
+    await expect(agent.locator("#resolved button")).to_have_count(1)
+    await visitor.get_by_role("button", name="4", exact=True).click()
+    await expect(visitor.get_by_role("button", name="Très satisfait 😍")).to_be_visible()
+    await agent.reload()  # the list loads as the console shows
+    followups = agent.locator("#followups li")
+    await expect(followups).to_have_count(1)
+    await expect(followups).to_contain_text("#1")
+    await expect(followups).to_contain_text("NPS 4")
+    await expect(followups).to_contain_text("à contacter")
+    await followups.get_by_role("button", name="Contacté").click()
+    await expect(followups).to_contain_text("contacté")
+    await expect(agent.locator("#followups-notice")).not_to_be_empty()
+    await agent.get_by_label("Résultat du suivi #1").fill("Bon d'achat envoyé")
+    await followups.get_by_role("button", name="Résolu").click()
+    await expect(followups).to_have_count(0)  # the list shows the open ones
+    response = await agent.request.get(base + "/api/agent/followups")
+    [item] = (await response.json())["followups"]
+    assert (item["status"], item["note"], item["owner_name"]) == (
+        "resolved",
+        "Bon d'achat envoyé",
+        "Paul",
+    )
+    assert item["contacted_at"] is not None
+
+
+async def test_console_complaint_selects_at_resolution(browser: Browser, base: str) -> None:
+    await visitor_waiting(browser, base)
+    agent = await console(browser, base)
+    errors: list[str] = []
+    agent.on("pageerror", lambda exc: errors.append(str(exc)))
+    await agent.locator("#queue button").first.click()
+    record = agent.locator("#complaint-record")
+    await expect(record).to_have_text("Cette conversation n'est pas une réclamation.")
+    await agent.get_by_role("button", name="Prendre").click()
+    await agent.get_by_role("button", name="Marquer comme réclamation").click()
+    await expect(record).to_contain_text("Cause : non renseignée")
+    await expect(agent.get_by_role("button", name="Marquer comme réclamation")).to_be_hidden()
+    cause = agent.get_by_label("Cause", exact=True)
+    await expect(cause.locator("option", has_text="colis endommagé")).to_have_count(1)
+    await cause.select_option(label="colis endommagé")
+    await agent.get_by_label("Catégorie", exact=True).select_option(label="livraison")
+    await agent.get_by_label("Solution proposée").select_option(label="Remplacement")
+    await agent.get_by_label("Note sur la solution").fill("Nouveau colis parti ce jour")
+    await agent.get_by_label("Sujet", exact=True).fill("livraison")
+    await agent.screenshot(path=str(SHOTS / "agent-complaint.png"))
+    await agent.get_by_role("button", name="Résoudre").click()
+    await expect(agent.locator("#resolved button")).to_have_count(1)
+    await expect(record).to_have_text(
+        "Cause : colis endommagé · Catégorie : livraison · Solution : Remplacement · "
+        "Note : Nouveau colis parti ce jour"
+    )
+    await expect(agent.get_by_label("Cause", exact=True)).to_have_value("")  # sent, cleared
+    response = await agent.request.get(base + "/api/agent/conversations/1/complaint")
+    stored = (await response.json())["complaint"]
+    assert (stored["cause"], stored["category"], stored["solution"], stored["note"]) == (
+        "colis endommagé",
+        "livraison",
+        "replacement",
+        "Nouveau colis parti ce jour",
+    )
+    assert stored["opened_by"] == "web:Paul"
+
+    await agent.goto(base + "/dashboard")  # the chart of causes, beside their table
+    chart = agent.locator("#chart-causes")
+    bar = chart.locator("svg rect title", has_text="Cette période: 1")
+    await expect(bar).to_have_text("colis endomma… — Cette période: 1")
+    rows = chart.locator(".data tbody tr")
+    await expect(rows).to_have_count(1)
+    await expect(rows).to_have_text(re.compile(r"^colis endommagé\s*1\s*100 %\s*0$"))
+    await agent.screenshot(path=str(SHOTS / "dashboard-causes.png"), full_page=True)
+    assert errors == []
+
+
 # ---------------------------------------------------------------- widget
 
 EN_PAGE = '<!doctype html><title>Shop</title><script src="{src}" data-lang="en" defer></script>'

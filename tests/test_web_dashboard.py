@@ -142,6 +142,46 @@ async def test_breakdowns_are_the_cli_groups(db: Database, client: TestClient[An
     assert topics["(none)"] == "(no topic)"
 
 
+async def test_cause_chart_is_this_period_against_the_previous_one(
+    db: Database, client: TestClient[Any, Any]
+) -> None:
+    """The chart beside the cause table: ``--by cause``'s counts, shares and previous counts
+    (the seven days before), largest first, an unset cause as a bar of its own."""
+    seeder = Seeder(db)
+    complaints = [
+        (paris(2026, 11, 17, 10), "colis endommagé"),
+        (paris(2026, 11, 18, 10), "colis endommagé"),
+        (paris(2026, 11, 19, 10), "colis endommagé"),
+        (paris(2026, 11, 20, 10), None),
+        (paris(2026, 11, 10, 10), "colis endommagé"),  # the week before
+        (paris(2026, 11, 11, 10), "retard de livraison"),
+        (paris(2026, 11, 12, 10), "retard de livraison"),
+    ]
+    await seeder.conversation(paris(2026, 11, 18, 12))  # not a complaint: no bar
+    for started, cause in complaints:
+        cid = await seeder.conversation(started, resolved_s=600.0)
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO complaints (conversation_id, opened_at, opened_by, cause, "
+                "updated_at) VALUES (?, ?, 'customer', ?, ?)",
+                (cid, int(started.timestamp() * 1000), cause, int(started.timestamp() * 1000)),
+            )
+    data = await get_json(client, "/api/kpi", **WEEK)
+    expected = json.loads(await cli(db, "json", by="cause", **WEEK_DATES))["groups"]
+    chart = data["series"]["causes"]
+    keys = [g["key"] for g in expected]
+    assert "(none)" in keys  # the group of conversations that are not complaints
+    assert sorted(c["key"] for c in chart) == sorted(k for k in keys if k != "(none)")
+    rows = [(c["name"], c["count"], c["previous_count"], c["share_pct"]) for c in chart]
+    assert rows == [
+        ("colis endommagé", 3, 1, 75.0),
+        ("(non renseignée)", 1, 0, 25.0),  # the stored name of an unset cause, as the CLI's
+        ("retard de livraison", 0, 2, 0.0),  # gone this period: still a bar, for the trend
+    ]
+    assert data["labels"]["chart_this_period"] == "This period"
+    assert data["labels"]["chart_previous_period"] == "Previous period"
+
+
 async def test_explicit_dates_follow_the_cli_with_to_exclusive(
     db: Database, client: TestClient[Any, Any]
 ) -> None:

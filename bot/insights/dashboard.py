@@ -19,7 +19,7 @@ from babel.dates import format_date
 from bot.config import Settings
 from bot.errors import InvalidParameterError
 from bot.insights.followup_kpi import followups_value
-from bot.insights.kpi import BREAKDOWNS, Figures, Group, KpiReport, Period
+from bot.insights.kpi import BREAKDOWNS, NONE_KEY, Figures, Group, KpiReport, Period
 from bot.insights.kpi_series import FRT_EDGES_S, Histogram, trend_buckets
 from bot.insights.kpi_texts import CATALOG, KpiTexts
 from bot.insights.report import default_days, group_name, render_csv
@@ -170,6 +170,27 @@ def _breakdown(t: KpiTexts, report: KpiReport) -> dict[str, Any]:
     }
 
 
+def cause_series(t: KpiTexts, report: KpiReport) -> list[dict[str, Any]]:
+    """The complaints-by-cause chart: each cause's count this period and the previous one
+    (``--by cause``'s extras), the most frequent first. An unset cause is a bar of its own;
+    the conversations that are not complaints (``NONE_KEY``) are no bar."""
+    out = []
+    for g in report.groups:
+        if g.key == NONE_KEY:
+            continue
+        extra = dict(g.extra)
+        out.append(
+            {
+                "key": g.key,
+                "name": _group_name(t, "cause", g),
+                "count": g.figures.closing.complaint_count,
+                "previous_count": int(extra.get("previous_count") or 0),
+                "share_pct": extra.get("share_pct"),
+            }
+        )
+    return sorted(out, key=lambda c: (-c["count"], -c["previous_count"], c["name"]))
+
+
 # --- the two answers ---------------------------------------------------------------------
 
 
@@ -207,6 +228,7 @@ async def dashboard_data(
                 for p in points
             ],
             "frt_histogram": histogram.to_json(bucket_labels(t, FRT_EDGES_S)),
+            "causes": cause_series(t, reports["cause"]),
         },
         "dates": {"from": first.isoformat(), "to": end.isoformat(), "today": today.isoformat()},
         "language": t.language,

@@ -24,6 +24,8 @@ CLOSING_TEXTS: dict[str, dict[str, str]] = {
         "dash_resolution": "Délai de résolution",
         "dash_recontact": "Recontact sous 7 j",
         "dash_causes": "Causes des réclamations",
+        "chart_this_period": "Cette période",
+        "chart_previous_period": "Période précédente",
         "dash_touchpoints": "Satisfaction par point de contact",
     },
     "en": {
@@ -46,6 +48,8 @@ CLOSING_TEXTS: dict[str, dict[str, str]] = {
         "dash_resolution": "Resolution time",
         "dash_recontact": "Re-contact within 7 d",
         "dash_causes": "Complaint causes",
+        "chart_this_period": "This period",
+        "chart_previous_period": "Previous period",
         "dash_touchpoints": "Satisfaction by touchpoint",
     },
 }

@@ -1,4 +1,5 @@
-"""The console's agent tools: saved replies, the customer's history, conversation search.
+"""The console's agent tools: saved replies, the customer's history, conversation search,
+and the complaint lists and record (the selects shown at resolution).
 
 Mounted under ``/api/agent`` so ``Console.guard`` covers them (an agent key or session);
 sending a saved reply is a console action (``POST …/conversations/{id}/saved``) like the
@@ -14,8 +15,11 @@ from aiohttp import web
 
 from bot.clock import to_ms
 from bot.config import Settings
+from bot.config_complaints import SOLUTIONS
 from bot.replies import SavedReplies
+from bot.texts import Texts
 from storage import customer_history
+from storage.complaints import load_complaint
 from storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ class AgentTools:
         app.router.add_get("/api/agent/replies", self._replies)
         app.router.add_get("/api/agent/conversations/{id:\\d+}/history", self._history)
         app.router.add_get("/api/agent/search", self._search)
+        app.router.add_get("/api/agent/complaint-options", self._complaint_options)
+        app.router.add_get("/api/agent/conversations/{id:\\d+}/complaint", self._complaint)
 
     async def _replies(self, request: web.Request) -> web.StreamResponse:
         """Every saved reply with its text per language (the picker shows the customer's)."""
@@ -50,12 +56,16 @@ class AgentTools:
         ]
         return web.json_response({"replies": listed})
 
-    async def _history(self, request: web.Request) -> web.StreamResponse:
-        """The customer's conversations, newest first, this one included (``current``)."""
+    @staticmethod
+    def _conversation_id(request: web.Request) -> int:
         digits = request.match_info["id"]
         if len(digits) > 16 or int(digits) > MAX_ID:
             raise _bad("bad_id", "id")
-        cid = int(digits)
+        return int(digits)
+
+    async def _history(self, request: web.Request) -> web.StreamResponse:
+        """The customer's conversations, newest first, this one included (``current``)."""
+        cid = self._conversation_id(request)
         customer = await customer_history.customer_of(self.db, cid)
         if customer is None:
             raise web.HTTPNotFound(text='{"error": "unknown"}', content_type="application/json")
@@ -103,3 +113,26 @@ class AgentTools:
             until=self._ms(end + timedelta(days=1)) if end else None,
         )
         return web.json_response({"conversations": found})
+
+    async def _complaint_options(self, request: web.Request) -> web.StreamResponse:
+        """What the console's selects offer: the configured causes and categories, and the
+        fixed solutions with their label in the desk's language (the key is what is sent)."""
+        texts = Texts(self.settings.language, dict(self.settings.messages.items()))
+        lang = self.settings.language
+        solutions = [{"key": key, "label": texts.get(lang, f"solution_{key}")} for key in SOLUTIONS]
+        return web.json_response(
+            {
+                "causes": list(self.settings.complaints.causes),
+                "categories": list(self.settings.complaints.categories),
+                "solutions": solutions,
+            }
+        )
+
+    async def _complaint(self, request: web.Request) -> web.StreamResponse:
+        """The conversation's complaint record, or ``null`` when it is not a complaint."""
+        record = await load_complaint(self.db, self._conversation_id(request))
+        if record is None:
+            return web.json_response({"complaint": None})
+        fields = ("opened_by", "category", "cause", "solution", "note")
+        body = {name: getattr(record, name) for name in fields}
+        return web.json_response({"complaint": {**body, "opened_at": record.opened_at}})

@@ -434,7 +434,7 @@
   })(showConsole);
 
   applyButtons();
-  window.supportbotConsole = { select: select, api: api, newId: newId }; // for the tools below
+  window.supportbotConsole = { select: select, api: api, newId: newId, act: act }; // for the tools below
   api("/api/agent/me").then(showConsole).catch(function () { /* login shown */ });
 })();
 
@@ -578,4 +578,99 @@
   $("saved").addEventListener("change", preview); // deferred script: the page is parsed
   $("send-saved").addEventListener("click", sendSaved);
   $("search-form").addEventListener("submit", search);
+})();
+
+// ---------------------------------------------------------------- complaints (issue 16)
+// The complaint box: the conversation's record (cause, solution, note), selects for the
+// cause, category and solution with a note, sent along with "Résoudre", and a button that
+// marks the conversation as a complaint. Self-contained like the tools above: a click on
+// "Résoudre" is taken here (capture phase, before the console's own handler) only when a
+// select or the note is filled; otherwise the console resolves as before.
+(function () {
+  "use strict";
+  var $ = function (id) { return document.getElementById(id); };
+  var FIELDS = ["cause", "category", "solution", "note"];
+  var options = null; // {causes, categories, solutions: [{key, label}]}
+  var labels = {};    // solution key -> label
+  var conv = null;
+  var record = null;
+
+  function consoleApi() { return window.supportbotConsole; }
+
+  function fill(select, values) {
+    select.textContent = "";
+    var none = document.createElement("option");
+    none.value = "";
+    none.textContent = "— non renseignée —";
+    select.appendChild(none);
+    values.forEach(function (v) {
+      var o = document.createElement("option");
+      o.value = v.key;
+      o.textContent = v.label;
+      select.appendChild(o);
+    });
+  }
+
+  function plain(values) { return values.map(function (v) { return { key: v, label: v }; }); }
+
+  function loadOptions() {
+    if (options) return Promise.resolve(options);
+    return consoleApi().api("/api/agent/complaint-options").then(function (body) {
+      options = body;
+      body.solutions.forEach(function (s) { labels[s.key] = s.label; });
+      fill($("complaint-cause"), plain(body.causes));
+      fill($("complaint-category"), plain(body.categories));
+      fill($("complaint-solution"), body.solutions);
+      return body;
+    });
+  }
+
+  function clearInputs() { FIELDS.forEach(function (f) { $("complaint-" + f).value = ""; }); }
+
+  function picked() {
+    var out = {};
+    FIELDS.forEach(function (f) { var v = $("complaint-" + f).value.trim(); if (v) out[f] = v; });
+    return out;
+  }
+
+  function renderRecord() {
+    var p = $("complaint-record");
+    $("complaint-mark").hidden = record !== null;
+    var open = !!conv && (conv.state === "queued" || conv.state === "assigned");
+    $("complaint-mark").disabled = !open;
+    if (record === null) { p.textContent = "Cette conversation n'est pas une réclamation."; return; }
+    var unset = "non renseignée";
+    var parts = ["Cause : " + (record.cause || unset),
+      "Catégorie : " + (record.category || unset),
+      "Solution : " + (record.solution ? (labels[record.solution] || record.solution) : unset)];
+    if (record.note) parts.push("Note : " + record.note);
+    p.textContent = parts.join(" · ");
+  }
+
+  function loadRecord(id) {
+    return Promise.all([loadOptions(), consoleApi().api("/api/agent/conversations/" + id + "/complaint")])
+      .then(function (res) {
+        if (!conv || conv.id !== id) return;
+        record = res[1].complaint;
+        renderRecord();
+      }).catch(function () { /* login shown */ });
+  }
+
+  document.addEventListener("console:conversation", function (ev) {
+    if (!conv || conv.id !== ev.detail.id) clearInputs();
+    conv = ev.detail;
+    loadRecord(conv.id);
+  });
+
+  document.addEventListener("click", function (ev) {
+    if (ev.target !== $("resolve") || $("resolve").disabled) return;
+    var fields = picked();
+    if (!Object.keys(fields).length) return; // a plain resolution: the console's handler
+    ev.stopPropagation();
+    fields.tag = $("tag").value;
+    var id = conv && conv.id;
+    consoleApi().act("resolve", fields, function () { if (conv && conv.id === id) clearInputs(); });
+  }, true);
+
+  $("complaint-mark").addEventListener("click", function () { consoleApi().act("complaint"); });
 })();

@@ -6,6 +6,7 @@
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
   const BREAKDOWNS = ["channel", "agent", "topic", "touchpoint", "stage", "cause"];
+  const CAUSE_BARS = 6; // bars in the complaints-by-cause chart
   let labels = {};
   let today = null;
   let chartIds = 0;
@@ -137,6 +138,7 @@
     renderTrend(data.series);
     renderHistogram(data.series.frt_histogram);
     renderAbandonment(data.series);
+    renderCauses(data.series.causes || []);
     for (const by of BREAKDOWNS) renderBreakdown(by, data.display, data.dates);
   }
 
@@ -198,6 +200,31 @@
       $(".data", figure),
       [label("dash_bucket", "Time"), series[0].name, series[1].name],
       histogram.labels.map((name, i) => [name, number(histogram.first[i]), number(histogram.agent_first[i])]),
+    );
+  }
+
+  // Complaints by root cause: this period against the previous one of the same length.
+  function renderCauses(causes) {
+    const figure = $("#chart-causes");
+    const series = [
+      { name: label("chart_this_period", "This period"), cls: "s1", values: causes.map((c) => c.count) },
+      { name: label("chart_previous_period", "Previous period"), cls: "s2", values: causes.map((c) => c.previous_count) },
+    ];
+    // Bars for the largest causes (the report's order), short names under them; every
+    // cause and its full name is in the table beside the chart and in the chart data.
+    const top = causes.slice(0, CAUSE_BARS);
+    const short = (name) => (name.length > 14 ? name.slice(0, 13) + "…" : name);
+    const bars = series.map((s) => ({ ...s, values: s.values.slice(0, CAUSE_BARS) }));
+    drawBars(figure, label("dash_causes", "Complaint causes"), top.map((c) => short(c.name)), bars);
+    table(
+      $(".data", figure),
+      [label("group_cause", "Cause"), series[0].name, label("col_share", "Share"), series[1].name],
+      causes.map((c) => [
+        c.name,
+        number(c.count),
+        c.share_pct === null || c.share_pct === undefined ? dash() : number(c.share_pct, 0) + " %",
+        number(c.previous_count),
+      ]),
     );
   }
 
