@@ -64,6 +64,13 @@ def _scores(record: FollowupRecord) -> str:
     return ", ".join(p for p in parts if p) or "-"
 
 
+def _owner(record: FollowupRecord, presence: dict[str, str]) -> str:
+    """The owner's name with their presence: "Paul (away)"."""
+    if record.owner_key is None:
+        return "-"
+    return f"{record.owner_name or record.owner_key} ({presence_of(presence, record.owner_key)})"
+
+
 def render_table(
     records: list[FollowupRecord],
     now: int,
@@ -77,17 +84,16 @@ def render_table(
         return "-" if ms is None else from_ms(ms).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
 
     table = Table(box=box.SIMPLE_HEAD, title_justify="left")
-    for name in ("#", "customer", "scores", "owner", "presence", "status", "due", "contacted", "note"):
+    for name in ("#", "customer", "scores", "owner", "status", "due", "contacted", "note"):
         table.add_column(name, overflow="fold")
     for r in records:
         status = r.status.value + (" (overdue)" if r.overdue(now) else "")
         note = (r.note or "-") if len(r.note or "") <= 40 else (r.note or "")[:39] + "…"
         table.add_row(str(r.id), r.customer_name or r.customer_key, _scores(r),
-                      r.owner_name or r.owner_key or "-",
-                      presence_of(presence or {}, r.owner_key) or "-", status, local(r.due_at),
+                      _owner(r, presence or {}), status, local(r.due_at),
                       local(r.contacted_at), note)  # fmt: skip
     buffer = io.StringIO()
-    Console(file=buffer, width=120, no_color=True, highlight=False, emoji=False).print(table)
+    Console(file=buffer, width=132, no_color=True, highlight=False, emoji=False).print(table)
     if not records:
         return "no follow-ups\n"
     return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines()) + "\n"

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import json
 
-from bot.conversation.routing_types import AVAILABLE, AWAY, PresenceRecord, QueueEntry, ResponseSample
+from bot.conversation.routing_types import (
+    AVAILABLE,
+    AWAY,
+    PresenceRecord,
+    QueueEntry,
+    ResponseSample,
+)
 from storage.database import Database
 
 _QUEUE = """

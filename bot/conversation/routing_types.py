@@ -18,7 +18,11 @@ from bot.conversation.model import State
 DETRACTOR_MAX = 6  # NPS 0–6
 MIN_SAMPLES = 3
 # An agent's presence as reports name it (``supportbot followups``, ``kpi --by agent``).
-AVAILABLE, AWAY, UNKNOWN = "available", "away", "unknown"  # fewer agent answers than this: no estimate, only the position
+AVAILABLE, AWAY, UNKNOWN = (
+    "available",
+    "away",
+    "unknown",
+)  # fewer agent answers than this: no estimate, only the position
 
 
 @dataclass(frozen=True, slots=True)

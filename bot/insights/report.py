@@ -121,7 +121,8 @@ def group_name(t: KpiTexts, by: str | None, group: Group) -> str:
 
 
 def _presence_cell(t: KpiTexts, presence: Mapping[str, str], key: str) -> str:
-    """An agent's presence now, short; nothing for the conversations no agent held."""
+    """An agent's presence now, as a mark after their name; none for the conversations no
+    agent held, nor for an agent who never said."""
     if key == NONE_KEY:
         return ""
     return t(f"presence_{presence_of(dict(presence), key)}")
@@ -356,13 +357,11 @@ def render_table(
         ):
             groups.add_column(t(key), justify="right", no_wrap=True)
         with_presence = presence is not None and report.by == "agent"
-        if with_presence:
-            groups.add_column(t("col_presence"), no_wrap=True)
         for g in report.groups:
             f = g.figures
-            marker = [_presence_cell(t, presence or {}, g.key)] if with_presence else []
+            marker = _presence_cell(t, presence or {}, g.key) if with_presence else ""
             groups.add_row(
-                group_name(t, report.by, g),
+                group_name(t, report.by, g) + marker,
                 t.integer(f.conversations.started),
                 t.score(f.nps.score),
                 t.pct(f.csat.score_pct, 0),
@@ -370,9 +369,10 @@ def render_table(
                 t.duration(f.times.agent_first.median),
                 t.pct(f.abandonment_rate_pct, 0),
                 t.pct(f.bot_resolution_rate_pct, 0),
-                *marker,
             )
         console.print(groups)
+        if with_presence:
+            console.print(t("presence_legend"))
         if report.by == "cause":
             console.print(cause_table(t, report))
     return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines()) + "\n"
