@@ -13,9 +13,9 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from rich import box
