@@ -5,7 +5,8 @@ JSON: a list of objects (newest first) with ``id`` (= the surveyed conversation'
 ``csat``, ``owner`` (agent key or null), ``owner_name``, ``owner_presence`` (available |
 away as the owner last said, unknown if they never said; null without owner),
 ``status`` (open | contacted | resolved | unreachable), ``opened_at``, ``due_at``,
-``contacted_at``, ``closed_at`` (ISO 8601 in the configured time zone, or null), ``note`` and ``overdue`` (no contact
+``contacted_at``, ``closed_at`` (ISO 8601 in the configured time zone, or null),
+``note`` and ``overdue`` (no contact
 yet and past the due time).
 """
 
