@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import json
 
-from bot.conversation.routing_types import PresenceRecord, QueueEntry, ResponseSample
+from bot.conversation.routing_types import (
+    AVAILABLE,
+    AWAY,
+    PresenceRecord,
+    QueueEntry,
+    ResponseSample,
+)
 from storage.database import Database
 
 _QUEUE = """
@@ -139,3 +145,10 @@ def _told(data: str | None) -> int | None:
     except (ValueError, AttributeError):
         return None
     return int(value) if isinstance(value, int) else None
+
+
+async def presence_words(db: Database) -> dict[str, str]:
+    """Each agent's presence as reports name it ("available" or "away", as the agent last
+    said); an agent missing here never said, and reports show them as "unknown"."""
+    rows = await db.fetchall("SELECT agent_key, available FROM agent_presence")
+    return {r["agent_key"]: AVAILABLE if r["available"] else AWAY for r in rows}

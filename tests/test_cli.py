@@ -414,3 +414,28 @@ async def test_kpi_default_is_the_dashboards_seven_days_today_included(
     ]
     assert await asyncio.to_thread(main, ["kpi", "--to", "2026-11-23"], monday) == 0
     assert "Aujourd'hui" not in capsys.readouterr().out  # a period that ended
+
+
+async def test_kpi_by_agent_table_shows_presence(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--by agent: a presence mark after each agent's name, as they last said; none for
+    the conversations no agent took; a legend under the table."""
+    db = await Database.open(project / "supportbot.db")
+    try:
+        await seed_week(db)
+        await db.executemany(
+            "INSERT INTO agent_presence (agent_key, name, available, changed_at)"
+            " VALUES (?, ?, 0, 0)",
+            [("slack:UA", "Alice")],
+        )
+    finally:
+        await db.close()
+    sunday = FakeClock(datetime(2026, 11, 22, 20, 0, tzinfo=UTC))
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["kpi", "--by", "agent"], sunday) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "● disponible · ○ absent (présence actuelle)" in lines
+    assert any(line.lstrip().startswith("Alice ○") for line in lines)
+    assert "(aucun)" in "".join(lines)
+    assert sum("○" in line for line in lines) == 2  # Alice's line and the legend

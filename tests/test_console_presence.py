@@ -3,6 +3,7 @@ the roster shows it, and in round robin the waiting conversation becomes theirs.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from bot.config import Secrets
 from handlers.web import WebTransport
 from tests.fakes.clock import FakeClock
 from tests.test_app import settings_for
-from tests.test_web_channel import ALICE_KEY, KEYS, Served, queued_conversation
+from tests.test_web_channel import ALICE_KEY, BOB_KEY, KEYS, Served, queued_conversation
 from tests.waiting import eventually
 
 
@@ -80,3 +81,44 @@ async def test_presence_needs_the_agent_key(routed: Served) -> None:
     url = f"{routed.base}/api/agent/presence"
     async with routed.http.post(url, json={"available": True, "id": "x"}) as resp:
         assert resp.status == 401
+
+
+async def frames_until_assigned(console: aiohttp.ClientWebSocketResponse) -> list[Any]:
+    """The frames a console receives up to and including its first "assigned" one."""
+    frames: list[Any] = []
+    while not frames or frames[-1]["type"] != "assigned":
+        frames.append(await asyncio.wait_for(console.receive_json(), 5))
+    return frames
+
+
+async def test_routed_conversation_is_announced_to_its_agent_only(routed: Served) -> None:
+    """Round robin gives the first conversation to alice, the second to bob (alice is at
+    her cap): each console hears "assigned" for its own conversation, never the other's."""
+    ws = f"{routed.base}/ws/agent"
+    async with (
+        routed.http.ws_connect(ws, headers=routed.auth()) as alice,
+        routed.http.ws_connect(ws, headers=routed.auth(BOB_KEY)) as bob,
+    ):
+        await presence(routed, available=True, id="a1")  # console agents say so first
+        visitor = await routed.widget(await routed.token())
+        await visitor.say("je veux parler à un conseiller")
+        await eventually(lambda: visitor.has("alice a rejoint la conversation."))
+        [conv] = await routed.conversations()
+        first = conv["id"]
+        alice_frames = await frames_until_assigned(alice)
+        assert alice_frames[-1] == {"type": "assigned", "id": first}
+        assert {"type": "changed", "id": first} in alice_frames
+
+        await presence(routed, BOB_KEY, available=True, id="b2")
+        visitor = await routed.widget(await routed.token())
+        await visitor.say("je veux parler à un conseiller")
+        await eventually(lambda: visitor.has("bob a rejoint la conversation."))
+        second = next(c["id"] for c in await routed.conversations() if c["id"] != first)
+        bob_frames = await frames_until_assigned(bob)
+        assert bob_frames[-1] == {"type": "assigned", "id": second}
+        assert {"type": "assigned", "id": first} not in bob_frames
+        # alice hears of the second conversation (a change) but it is not hers
+        later = [await asyncio.wait_for(alice.receive_json(), 5)]
+        while {"type": "changed", "id": second} not in later:
+            later.append(await asyncio.wait_for(alice.receive_json(), 5))
+        assert all(f["type"] != "assigned" for f in later)

@@ -60,6 +60,7 @@ async def test_followups_json_lists_every_field_and_open_filters(tmp_path: Path)
         "csat": None,
         "owner": "slack:U_AGENT",
         "owner_name": "U_Agent",
+        "owner_presence": "unknown",  # U_AGENT never said available or away
         "status": "resolved",
         "opened_at": "2026-11-23T11:00:00+01:00",
         "due_at": "2026-11-25T11:00:00+01:00",
@@ -206,3 +207,24 @@ async def test_no_followups_is_null_not_zero_and_table_and_csv_show_them(tmp_pat
     assert float(values["followups.contacted_in_time_pct"]) == expected["contacted_in_time_pct"]
     table = render_table(report, "en")
     assert f"{expected['opened']} opened · {expected['contacted']} contacted" in table
+
+
+async def test_followups_show_the_owners_presence(tmp_path: Path) -> None:
+    """The owner's presence as last said; "unknown" for an owner who never said."""
+    h = await two_followups(tmp_path)
+    later = FakeClock(paris(26, 10).astimezone(UTC))
+    out = json.loads(await followups_command(h.settings, open_only=False, fmt="json", clock=later))
+    assert {item["owner_presence"] for item in out} == {"unknown"}
+    db = await Database.open(h.settings.storage.path)
+    try:
+        await db.executemany(
+            "INSERT INTO agent_presence (agent_key, name, available, changed_at)"
+            " VALUES (?, 'Paul', 0, 0)",
+            [("slack:U_AGENT",)],
+        )
+    finally:
+        await db.close()
+    out = json.loads(await followups_command(h.settings, open_only=False, fmt="json", clock=later))
+    assert {item["owner"]: item["owner_presence"] for item in out} == {"slack:U_AGENT": "away"}
+    table = await followups_command(h.settings, open_only=False, fmt="table", clock=later)
+    assert "U_Agent (away)" in table

@@ -55,6 +55,12 @@ class Routing(Complaints):
         self._route_lock = asyncio.Lock()
         self._route_wanted = False
         self._median: tuple[int, float | None] | None = None  # (read at, median seconds)
+        self._assignment_observers: list[Callable[[int, str], None]] = []
+
+    def add_assignment_observer(self, observer: Callable[[int, str], None]) -> None:
+        """Call ``observer(conversation_id, agent_key)`` after routing gave a conversation
+        to an agent: the console tells that agent (its badge and notice); must not block."""
+        self._assignment_observers.append(observer)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -280,6 +286,11 @@ class Routing(Complaints):
             self._presence[agent.key] = PresenceRecord(
                 agent.key, agent.name, available, said.changed_at if said else unit.now, unit.now
             )
+            for observer in self._assignment_observers:
+                try:
+                    observer(conversation_id, agent.key)
+                except Exception:
+                    log.exception("assignment observer failed")
         return done
 
     def _mention(

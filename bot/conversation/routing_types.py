@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from bot.conversation.model import State
 
 DETRACTOR_MAX = 6  # NPS 0–6
-MIN_SAMPLES = 3  # fewer agent answers than this: no estimate, only the position
+MIN_SAMPLES = 3
+# An agent's presence as reports name it (``supportbot followups``, ``kpi --by agent``).
+AVAILABLE, AWAY, UNKNOWN = (
+    "available",
+    "away",
+    "unknown",
+)  # fewer agent answers than this: no estimate, only the position
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,11 @@ class PresenceRecord:
     available: bool
     changed_at: int
     last_assigned_at: int | None = None
+
+
+def presence_of(words: dict[str, str], agent_key: str | None) -> str | None:
+    """An owner's presence word; "unknown" for an agent who never said, None for nobody."""
+    return None if agent_key is None else words.get(agent_key, UNKNOWN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "col_bot": "Bot",
         "group_channel": "Canal",
         "group_agent": "Conseiller",
+        "presence_available": " ●",
+        "presence_away": " ○",
+        "presence_unknown": "",
+        "presence_legend": "● disponible · ○ absent (présence actuelle)",
         "group_topic": "Thème",
         "week_title": "KPI de la semaine (depuis le {since}) :",
         "week_line": "{started} conversations · NPS {nps} · CSAT {csat} · 1re réponse {frt} · "
@@ -221,6 +225,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "col_bot": "Bot",
         "group_channel": "Channel",
         "group_agent": "Agent",
+        "presence_available": " ●",
+        "presence_away": " ○",
+        "presence_unknown": "",
+        "presence_legend": "● available · ○ away (presence now)",
         "group_topic": "Topic",
         "week_title": "KPIs this week (since {since}):",
         "week_line": "{started} conversations · NPS {nps} · CSAT {csat} · first response {frt} · "

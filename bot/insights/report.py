@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from rich.table import Table
 
 from bot.clock import Clock
 from bot.config import Settings
+from bot.conversation.routing_types import presence_of
 from bot.errors import StorageError, SupportbotError
 from bot.insights.followup_kpi import followups_value
 from bot.insights.kpi import NONE_KEY, Durations, Figures, Group, KpiReport, Period, flatten
@@ -85,11 +87,16 @@ async def kpi_command(
     path = db_path or settings.storage.path
     if not await asyncio.to_thread(_exists, Path(path)):
         raise StorageError(f"no database at {path} (start the bot once, or pass --config)")
+    from storage.routing import presence_words
+
     db = await Database.open(path, settings.storage.busy_timeout)
     try:
         report = await KpiQueries(db).report(period, calendar=settings.calendar(), by=by)
+        presence = await presence_words(db) if by == "agent" and fmt == "table" else None
     finally:
         await db.close()
+    if presence is not None:
+        return render_table(report, settings.language, today=today, presence=presence)
     return render(report, fmt, settings.language, today)
 
 
@@ -111,6 +118,14 @@ def group_name(t: KpiTexts, by: str | None, group: Group) -> str:
         return group.name
     key = f"none_{by}"
     return t(key) if key in CATALOG["en"] else t("none_group")
+
+
+def _presence_cell(t: KpiTexts, presence: Mapping[str, str], key: str) -> str:
+    """An agent's presence now, as a mark after their name; none for the conversations no
+    agent held, nor for an agent who never said."""
+    if key == NONE_KEY:
+        return ""
+    return t(f"presence_{presence_of(dict(presence), key)}")
 
 
 def render_json(report: KpiReport) -> str:
@@ -305,10 +320,16 @@ def cause_table(t: KpiTexts, report: KpiReport) -> Table:
 
 
 def render_table(
-    report: KpiReport, language: str = "en", width: int = 80, *, today: date | None = None
+    report: KpiReport,
+    language: str = "en",
+    width: int = 80,
+    *,
+    today: date | None = None,
+    presence: Mapping[str, str] | None = None,
 ) -> str:
     """Human-readable tables that fit an 80-column terminal, under a line naming the period
-    (and saying so when it includes ``today``, a day not over yet)."""
+    (and saying so when it includes ``today``, a day not over yet). With ``presence``
+    (agent key → available/away, ``--by agent``) a column says who is at the desk now."""
     t = KpiTexts(language)
     console, buffer = _console(width)
     start, end = report.period.start, report.period.end
@@ -335,10 +356,12 @@ def render_table(
             "col_bot",
         ):
             groups.add_column(t(key), justify="right", no_wrap=True)
+        with_presence = presence is not None and report.by == "agent"
         for g in report.groups:
             f = g.figures
+            marker = _presence_cell(t, presence or {}, g.key) if with_presence else ""
             groups.add_row(
-                group_name(t, report.by, g),
+                group_name(t, report.by, g) + marker,
                 t.integer(f.conversations.started),
                 t.score(f.nps.score),
                 t.pct(f.csat.score_pct, 0),
@@ -348,6 +371,8 @@ def render_table(
                 t.pct(f.bot_resolution_rate_pct, 0),
             )
         console.print(groups)
+        if with_presence:
+            console.print(t("presence_legend"))
         if report.by == "cause":
             console.print(cause_table(t, report))
     return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines()) + "\n"

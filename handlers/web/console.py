@@ -81,6 +81,7 @@ class Console:
         self.sessions = sessions
         self.keys = keys
         self.sockets: set[Outlet] = set()
+        self._agent_of: dict[Outlet, str] = {}  # each open socket's agent, as "web:<name>"
         self.roster: Roster | None = None  # the engine's presences and loads (routing)
 
     def add_routes(self, app: web.Application, files: Path) -> None:
@@ -343,12 +344,14 @@ class Console:
         )
         outlet.start()
         self.sockets.add(outlet)
+        self._agent_of[outlet] = f"web:{self._me_of(request)}"
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
                     break
         finally:
             self.sockets.discard(outlet)
+            self._agent_of.pop(outlet, None)
             await outlet.stop()
         return ws
 
@@ -356,6 +359,14 @@ class Console:
         """Engine observer: tell open consoles to refresh this conversation (never waits)."""
         for outlet in list(self.sockets):
             outlet.push({"type": "changed", "id": conversation_id})
+
+    def assigned(self, conversation_id: int, agent_key: str) -> None:
+        """Routing observer: the agent it gave a conversation to sees it in their open
+        consoles (a badge on "Mes conversations" and a notice); never waits."""
+        frame = {"type": "assigned", "id": conversation_id}
+        for outlet, agent in list(self._agent_of.items()):
+            if agent == agent_key:
+                outlet.push(frame)
 
     async def post_alert(self, alert_id: int, conversation_id: int | None, text: str) -> None:
         """Keep an alert (once per id) and push it to the open consoles."""

@@ -115,6 +115,7 @@ class WebTransport:
         sessions = Sessions(self._signer, self._keys, await self._store.session_generations())
         self.console = Console(self.site, self.on_event, self._store, sessions, self._keys)
         engine.add_observer(self.console.changed)
+        engine.add_assignment_observer(self.console.assigned)
         self.console.roster = engine.roster
         self._replies = engine.replies  # the console's picker lists them
 

@@ -138,6 +138,7 @@
       lists[key].forEach(function (c) { ul.appendChild(item(c)); });
     });
     $("queue-count").textContent = "(" + lists.queue.length + ")";
+    $("mine-count").textContent = "(" + lists.mine.length + ")";
   }
 
   function refreshList() {
@@ -172,6 +173,7 @@
   }
 
   function select(id) {
+    seenAssigned(id);
     // Another conversation: nothing typed or said about the previous one stays on screen.
     if (current !== id) {
       if (current !== null) drafts[current] = $("reply").value;
@@ -315,6 +317,31 @@
     if (alertsShown()) { renderAlerts(unread); markRead(); }
   }
 
+  // Conversations routing gave this agent that they have not opened yet: the badge.
+  var assignedUnseen = [];
+
+  function renderMineBadge() {
+    var badge = $("mine-badge");
+    badge.hidden = assignedUnseen.length === 0;
+    badge.textContent = String(assignedUnseen.length);
+    badge.setAttribute("aria-label", assignedUnseen.length + " nouvelle(s) conversation(s) attribuée(s)");
+  }
+
+  function onAssigned(id) {
+    if (assignedUnseen.indexOf(id) < 0 && id !== current) assignedUnseen.push(id);
+    renderMineBadge();
+    $("assigned-notice").textContent = "Nouvelle conversation qui vous est attribuée : #" + id;
+    refreshList();
+  }
+
+  function seenAssigned(id) {
+    var at = assignedUnseen.indexOf(id);
+    if (at < 0) return;
+    assignedUnseen.splice(at, 1);
+    renderMineBadge();
+    if (!assignedUnseen.length) $("assigned-notice").textContent = "";
+  }
+
   // ------------------------------------------------------------------ live updates
 
   function live() {
@@ -325,6 +352,7 @@
     ws.onmessage = function (ev) {
       var frame = JSON.parse(ev.data);
       if (frame.type === "alert") { onAlert(frame.alert); return; }
+      if (frame.type === "assigned") { onAssigned(frame.id); return; }
       if (frame.type !== "changed") return;
       refreshList();
       if (frame.id === current) open(current);
