@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from bot.knowledge.text import fold
 from storage.database import Database
 
 SEARCH_LIMIT = 50
@@ -121,17 +122,18 @@ async def search(
     snippet_sql = "NULL"
     snippet_params: list[Any] = []
     if text.strip():
-        pattern = _like(text.strip())
+        # Folded on both sides: "reclamation" finds « Réclamation ».
+        pattern = _like(fold(text.strip()))
         snippet_sql = (
             "(SELECT m.text FROM messages m WHERE m.conversation_id = c.id "
-            "AND m.text LIKE ? ESCAPE '\\' ORDER BY m.id LIMIT 1)"
+            "AND fold(m.text) LIKE ? ESCAPE '\\' ORDER BY m.id LIMIT 1)"
         )
         snippet_params = [pattern]
         clauses.append(
-            "(cu.name LIKE ? ESCAPE '\\' OR cu.key LIKE ? ESCAPE '\\' "
-            "OR c.topic LIKE ? ESCAPE '\\' OR c.tag LIKE ? ESCAPE '\\' "
+            "(fold(cu.name) LIKE ? ESCAPE '\\' OR fold(cu.key) LIKE ? ESCAPE '\\' "
+            "OR fold(c.topic) LIKE ? ESCAPE '\\' OR fold(c.tag) LIKE ? ESCAPE '\\' "
             "OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id "
-            "AND m.text LIKE ? ESCAPE '\\'))"
+            "AND fold(m.text) LIKE ? ESCAPE '\\'))"
         )
         params += [pattern] * 5
     if topic.strip():

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from bot.errors import DatabaseLockedError, SchemaError, StorageError
+from bot.knowledge.text import fold
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _fold(value: object) -> str | None:
+    return None if value is None else fold(str(value))
+
+
 class Database:
     """An open supportbot database."""
 
@@ -100,6 +105,8 @@ class Database:
             await conn.execute("PRAGMA foreign_keys = ON")
             # Deleted or overwritten personal data is zeroed, not left in free pages.
             await conn.execute("PRAGMA secure_delete = ON")
+            # fold(x): lower case, no accents, for searches that ignore both.
+            await conn.create_function("fold", 1, _fold, deterministic=True)
             if target != ":memory:":
                 for suffix in ("-wal", "-shm", "-journal"):
                     owner_only(Path(target + suffix))

@@ -130,6 +130,10 @@ async def test_history_and_search(served: Served) -> None:
     assert [c["id"] for c in by_topic["conversations"]] == [first]
     both = await get(served, "/api/agent/search?q=conseiller")
     assert [c["id"] for c in both["conversations"]] == [second, first]  # newest first
+    folded = await get(served, "/api/agent/search?q=VOUS+METS+EN+RELATION")  # « Je vous mets »
+    assert [c["id"] for c in folded["conversations"]] == [second, first]
+    accents = await get(served, "/api/agent/search?q=parler%20a%20un%20conseiller")  # « à »
+    assert second in [c["id"] for c in accents["conversations"]]
     literal = await get(served, "/api/agent/search?q=100%25")  # % is a character, not "any"
     assert literal["conversations"] == []
 
