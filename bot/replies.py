@@ -18,9 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-import yaml
-
 from bot.errors import SavedRepliesError
+from bot.yaml_files import read_yaml
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -29,7 +28,6 @@ LANGUAGES: Final = ("fr", "en")
 PLACEHOLDERS: Final = ("customer", "agent")
 _ENTRY_KEYS: Final = frozenset({"shortcut", "title", "text"})
 _SHORTCUT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,38 +88,9 @@ class SavedReplies:
 
 def load(path: Path) -> SavedReplies:
     """Read and validate replies.yaml, or raise ``SavedRepliesError`` naming the place."""
-    try:
-        source = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SavedRepliesError(str(path), "file not found (replies.path in config.yaml)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SavedRepliesError(str(path), f"cannot read: {exc}") from None
-    try:
-        node = yaml.compose(source, Loader=_LOADER)
-        data = yaml.load(source, Loader=_LOADER)  # noqa: S506 - a safe loader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise SavedRepliesError(where, f"YAML syntax error: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise SavedRepliesError(str(path), f"YAML error: {exc}") from None
-    lines: dict[str, int] = {}
-    if node is not None:
-        _collect_lines(node, "", lines)
+    missing = "file not found (replies.path in config.yaml)"
+    data, lines = read_yaml(path, SavedRepliesError, missing)
     return SavedReplies(_Validator(path, lines).document(data), path)
-
-
-def _collect_lines(node: yaml.Node, where: str, lines: dict[str, int]) -> None:
-    """Map each key path ("replies[2].text.fr") to its line."""
-    lines[where] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            _collect_lines(value_node, f"{where}.{key}" if where else key, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for number, item in enumerate(node.value):
-            _collect_lines(item, f"{where}[{number}]", lines)
 
 
 def placeholders(template: str) -> list[str]:

@@ -83,7 +83,7 @@ def test_a_bad_file_names_file_line_and_key(
 
 def test_a_yaml_syntax_error_names_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, "replies:\n  - shortcut: a\n    text: {fr: 'x', en: 'y'\n")
-    with pytest.raises(SavedRepliesError, match=rf"^{path}:\d+: YAML syntax error"):
+    with pytest.raises(SavedRepliesError, match=rf"^{path}:\d+:\d+: YAML syntax error"):
         load(path)
 
 

@@ -8,62 +8,21 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-import yaml
-
 from bot.errors import KnowledgeBaseError
 from bot.knowledge.entries import LANGUAGES, KbEntry
 from bot.knowledge.lexical import synonym_key
+from bot.yaml_files import read_yaml
 
 _TOP_KEYS: Final = frozenset({"entries", "threshold", "synonyms"})
 _ENTRY_KEYS: Final = frozenset({"id", "topic", "touchpoint", "stage", "questions", "answer"})
 STAGES: Final = ("before", "during", "after")
-# libyaml's loader is ten times faster than the pure-Python one; same safe semantics.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def parse(path: Path) -> tuple[list[KbEntry], float | None, list[list[str]]]:
     """knowledge.yaml → entries, the file's threshold, synonym groups; or KnowledgeBaseError."""
-    try:
-        source = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KnowledgeBaseError(str(path), "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KnowledgeBaseError(str(path), f"cannot read: {exc}") from None
-    try:
-        node = yaml.compose(source, Loader=_LOADER)
-        data = yaml.load(source, Loader=_LOADER)  # noqa: S506 - a safe loader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise KnowledgeBaseError(where, f"YAML syntax error: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise KnowledgeBaseError(str(path), f"YAML error: {exc}") from None
-    lines: dict[str, int] = {}
-    if node is not None:
-        _collect_lines(node, "", lines, path)
+    data, lines = read_yaml(path, KnowledgeBaseError)
     return _Validator(path, lines).document(data)
-
-
-def _collect_lines(node: yaml.Node, where: str, lines: dict[str, int], path: Path) -> None:
-    """Map each key path ("entries[3].answer.fr") to its line; refuse duplicate keys."""
-    lines[where] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = f"{where}.{key}" if where else key
-            if key in seen:
-                raise KnowledgeBaseError(
-                    child, f"duplicate key (line {key_node.start_mark.line + 1})"
-                )
-            seen.add(key)
-            _collect_lines(value_node, child, lines, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for number, item in enumerate(node.value):
-            _collect_lines(item, f"{where}[{number}]", lines, path)
 
 
 class _Validator:
