@@ -180,22 +180,8 @@ class SqliteStore(RoutingQueries):
         return Applied(applied=True, outbox=items)
 
     async def transcript(self, conversation_id: int, limit: int) -> list[TranscriptLine]:
-        rows = await self.db.fetchall(
-            """SELECT m.author, m.text, m.media, m.agent_key, cu.name AS customer
-               FROM messages m JOIN conversations c ON c.id = m.conversation_id
-               JOIN customers cu ON cu.id = c.customer_id
-               WHERE m.conversation_id = ? ORDER BY m.id DESC LIMIT ?""",
-            (conversation_id, limit),
-        )
-        lines = []
-        for row in reversed(rows):
-            text = row["text"]
-            if row["media"]:
-                kind = json.loads(row["media"]).get("kind", "file")
-                text = f"[{kind}] {text}".strip()
-            name = row["customer"] if row["author"] == "customer" else (row["agent_key"] or "")
-            lines.append(TranscriptLine(author=row["author"], name=name, text=text))
-        return lines
+        lines = await transcript_lines(self.db, conversation_id, limit)
+        return [TranscriptLine(author=a, name=n, text=t) for a, n, t, _at in lines]
 
     async def media_messages(self, conversation_id: int) -> list[str]:
         rows = await self.db.fetchall(
@@ -376,3 +362,26 @@ def _customer_changes(conn: sqlite3.Connection, unit: Unit, cid: int) -> None:
 def _db(value: Any) -> Any:
     """Enum members are stored as their value."""
     return value.value if isinstance(value, State) else value
+
+
+async def transcript_lines(
+    db: Database, conversation_id: int, limit: int
+) -> list[tuple[str, str, str, int]]:
+    """The last ``limit`` lines of a conversation, oldest first: (author, name, text, at ms);
+    an attachment is shown as its kind before the caption."""
+    rows = await db.fetchall(
+        """SELECT m.author, m.text, m.media, m.agent_key, m.created_at, cu.name AS customer
+           FROM messages m JOIN conversations c ON c.id = m.conversation_id
+           JOIN customers cu ON cu.id = c.customer_id
+           WHERE m.conversation_id = ? ORDER BY m.id DESC LIMIT ?""",
+        (conversation_id, limit),
+    )
+    lines = []
+    for row in reversed(rows):
+        text = row["text"]
+        if row["media"]:
+            kind = json.loads(row["media"]).get("kind", "file")
+            text = f"[{kind}] {text}".strip()
+        name = row["customer"] if row["author"] == "customer" else (row["agent_key"] or "")
+        lines.append((row["author"], name, text, row["created_at"]))
+    return lines

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from storage.conversations import transcript_lines
 from storage.database import Database, Row
 
 SECRET_KEY = "token_secret"  # where earlier versions kept the generated secret
@@ -197,25 +198,8 @@ class WebStore:
 
     async def console_transcript(self, conversation_id: int, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` lines of a conversation, oldest first, with their time (ms)."""
-        rows = await self.db.fetchall(
-            """SELECT m.author, m.text, m.media, m.agent_key, m.created_at,
-                      cu.name AS customer
-               FROM messages m JOIN conversations c ON c.id = m.conversation_id
-               JOIN customers cu ON cu.id = c.customer_id
-               WHERE m.conversation_id = ? ORDER BY m.id DESC LIMIT ?""",
-            (conversation_id, limit),
-        )
-        lines = []
-        for row in reversed(rows):
-            text = row["text"]
-            if row["media"]:
-                kind = json.loads(row["media"]).get("kind", "file")
-                text = f"[{kind}] {text}".strip()
-            name = row["customer"] if row["author"] == "customer" else (row["agent_key"] or "")
-            lines.append(
-                {"author": row["author"], "name": name, "text": text, "at": row["created_at"]}
-            )
-        return lines
+        lines = await transcript_lines(self.db, conversation_id, limit)
+        return [{"author": a, "name": n, "text": t, "at": at} for a, n, t, at in lines]
 
     # ------------------------------------------------------------------ alerts
 
