@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DEDUP_WINDOW_S = 7 * 86400  # platforms redeliver within minutes (Slack) or a day (Telegram)
 PRUNE_EVERY_S = 3600
+READY_TIMEOUT_S = 2.0  # a database that takes longer to say SELECT 1 is not ready
 STOP_DRAIN_S = 5.0  # how long a stop waits for pending deliveries (the rest resume at start)
 
 
@@ -193,6 +194,7 @@ class SupportApp:
                     self._on_event,
                     self.clock,
                     required=self.settings.web.enabled is True or not (plan.telegram or plan.slack),
+                    readiness=self.readiness,
                     **self._options.get("web", {}),
                 )
             )
@@ -235,6 +237,25 @@ class SupportApp:
     async def _on_event(self, event: Any) -> Any:
         """One inbound event, waiting out a locked database rather than dropping it."""
         return await patiently(lambda: self.engine.handle(event), type(event).__name__)
+
+    async def readiness(self) -> dict[str, str]:
+        """``GET /readyz``: "ok" or the reason, for the database and each started channel."""
+        from bot.errors import StorageError
+
+        checks: dict[str, str] = {}
+        try:
+            if self._db is None:
+                raise StorageError("the database is not open")
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await self._db.ping()
+            checks["database"] = "ok"
+        except (StorageError, TimeoutError) as exc:
+            checks["database"] = str(exc) or f"no answer within {READY_TIMEOUT_S:g}s"
+        for transport in self.transports:
+            name = str(getattr(transport, "channel", None) or type(transport).__name__)
+            ready = bool(getattr(transport, "ready", True))
+            checks[name] = "ok" if ready else "not connected"
+        return checks
 
     async def _kpi_summary(self) -> str:
         from bot.insights.report import week_summary

@@ -148,6 +148,13 @@ class Database:
         row = await self.fetchone("PRAGMA user_version")
         return int(row[0]) if row else 0
 
+    async def ping(self) -> None:
+        """``SELECT 1``: does the database answer? (``GET /readyz``); StorageError if not."""
+        try:
+            await self.conn.execute_fetchall("SELECT 1")
+        except (sqlite3.Error, ValueError) as exc:  # aiosqlite: ValueError once closed
+            raise StorageError(f"database {self.path} does not answer: {exc}") from None
+
     async def close(self) -> None:
         await self.conn.close()
 

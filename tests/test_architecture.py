@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "handlers", "storage")
-PLATFORM_SDKS = ("telegram", "slack_bolt", "slack_sdk", "aiohttp", "aiosqlite")
+PLATFORM_SDKS = ("telegram", "slack_bolt", "slack_sdk", "aiohttp", "aiosqlite", "prometheus_client")
 LAZY_HANDLERS = frozenset({"bot.app", "bot.channels"})
 LAZY_STORAGE = frozenset(
     {

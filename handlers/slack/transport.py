@@ -48,6 +48,17 @@ class SlackTransport(SlackInbound, SlackOutbound):
     def platform(self) -> str:
         return "slack"
 
+    @property
+    def ready(self) -> bool:
+        """Receiving events: the Socket Mode session is open, or the HTTP endpoint served."""
+        if self._runner is not None:
+            return True
+        client = self._socket.client if self._socket is not None else None
+        session = getattr(client, "current_session", None)
+        return (
+            client is not None and not client.closed and session is not None and not session.closed
+        )
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:

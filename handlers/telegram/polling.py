@@ -57,6 +57,11 @@ class ConfirmingPoller:
         await self.application.bot.delete_webhook(drop_pending_updates=False)
         self._task = asyncio.create_task(self._poll(), name="telegram-polling")
 
+    @property
+    def running(self) -> bool:
+        """Asking Telegram for updates (started, not stopped, not crashed)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         """Stop asking; updates already queued are still handled by the application."""
         if self._task is None:

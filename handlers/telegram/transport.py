@@ -40,6 +40,11 @@ class TelegramTransport(TelegramInbound, TelegramOutbound):
     def platform(self) -> str:
         return CHANNEL
 
+    @property
+    def ready(self) -> bool:
+        """Receiving updates: the poller runs, or the webhook route is served."""
+        return self.application.running and (self._poller.running or self._runner is not None)
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:

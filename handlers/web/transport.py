@@ -47,6 +47,7 @@ from handlers.web.auth import (
 from handlers.web.console import Console
 from handlers.web.dashboard import dashboard_routes
 from handlers.web.followups import FollowupRoutes
+from handlers.web.ops import Readiness, ops_routes
 from handlers.web.site import Site, demo_page, static_dir, widget_script
 from handlers.web.sockets import Outlet
 from storage.followups import SqliteFollowups
@@ -84,11 +85,13 @@ class WebTransport:
         clock: Clock,
         *,
         required: bool = True,
+        readiness: Readiness | None = None,
     ) -> None:
         self.settings = settings
         # Not required (web.enabled: auto beside Telegram or Slack): a busy port must not
         # take the other channels down with it.
         self.required = required
+        self.readiness = readiness  # the app's checks for /readyz (else the database alone)
         self.secrets = secrets
         self.on_event = on_event
         self.clock = clock
@@ -168,6 +171,7 @@ class WebTransport:
         AgentTools(self._db, self.settings, self._replies).add_routes(app)
         # The KPI dashboard has no auth of its own: ``Console.guard`` covers its paths.
         app.router.add_routes(dashboard_routes(self._db, self.settings, self.clock))
+        app.router.add_routes(ops_routes(self._db, self.clock, self.readiness))  # no login
         return app
 
     async def start(self) -> None:
@@ -196,6 +200,11 @@ class WebTransport:
         log.info(
             "web channel on http://%s:%s (agent console at /agent)", self.config.host, self.port
         )
+
+    @property
+    def ready(self) -> bool:
+        """Listening (``/readyz`` asks every transport)."""
+        return self._runner is not None and self.port is not None
 
     async def stop(self) -> None:
         for outlets in list(self.visitors.values()):
