@@ -20,9 +20,7 @@ from typing import Any
 import pytest
 
 from bot.knowledge import KbMatch, KnowledgeBase
-from tests.fakes.clock import FakeClock
-from tests.fakes.telegram_server import running_server
-from tests.test_e2e_telegram import DID_IT_HELP, QUESTION_CLOSED, World, buttons
+from tests.test_e2e_telegram import DID_IT_HELP, QUESTION_CLOSED, World, buttons, telegram_world
 
 UNSURE = "et pour mon colis alors ?"
 DID_YOU_MEAN = "Voulez-vous dire :"
@@ -40,17 +38,8 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         return found
 
     monkeypatch.setattr(KnowledgeBase, "match", match)
-    async with running_server() as tg:
-        paul = tg.add_user("Paul", "Martin", username="paul_agent")
-        eve = tg.add_user("Eve")
-        desk = tg.add_group("Service client", members=[eve], admins=[paul])
-        ana = tg.add_user("Ana", "Lopez", language_code="fr")
-        w = World(tg, tmp_path, FakeClock(), ana=ana, paul=paul, eve=eve, desk=desk)
-        try:
-            yield w
-        finally:
-            for app in reversed(w.apps):
-                await app.stop()
+    async with telegram_world(tmp_path) as w:
+        yield w
 
 
 async def test_did_you_mean_buttons_pick_refuse_stale_and_something_else(world: World) -> None:

@@ -11,6 +11,7 @@ condition (a call the server answered, the outbox drained).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -250,6 +251,13 @@ def _load_once(
 @pytest.fixture
 async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
     monkeypatch.setattr(KnowledgeBase, "load", classmethod(_load_once))
+    async with telegram_world(tmp_path) as w:
+        yield w
+
+
+@contextlib.asynccontextmanager
+async def telegram_world(tmp_path: Path) -> AsyncIterator[World]:
+    """The local Bot API server with Ana (customer), Paul (admin agent) and Eve (member)."""
     async with running_server() as tg:
         paul = tg.add_user("Paul", "Martin", username="paul_agent")
         eve = tg.add_user("Eve")
