@@ -32,12 +32,15 @@ from handlers.telegram import RateLimits
 from storage.database import Database
 from storage.inbound_queue import InboundQueue
 from tests.fakes.clock import FakeClock
+from tests.fakes.slack_server import BOT_TOKEN as SLACK_BOT_TOKEN
+from tests.fakes.slack_server import SIGNING_SECRET, FakeSlack
 from tests.fakes.telegram_server import FakeUser, TelegramServer, running_server
 from tests.reliability.bot_process import KNOWLEDGE, BotProcess, database_rows, write_config
 from tests.reliability.inprocess import QUESTION, answers
 from tests.waiting import eventually
 
 SECRET = "webhook-secret-for-tests"
+SLACK_ANSWER = "livrées en 2 à 4 jours ouvrés"  # a piece of knowledge.yaml's answer to QUESTION
 LEASE = timedelta(seconds=30)
 
 
@@ -350,4 +353,86 @@ async def test_kill_9_loses_no_acknowledged_webhook_update(
         f"answers per chat {dict(per_chat)}; 0 acknowledged updates lost"
     )
     assert twice == []
+    assert per_chat == Counter({1: CUSTOMERS})
+
+
+@pytest.mark.slow
+async def test_kill_9_loses_no_acknowledged_slack_http_event(tmp_path: Path) -> None:
+    """The same from outside for Slack's Events API over HTTP: DMs from CUSTOMERS people
+    POSTed (signed) at once, SIGKILL once KILL_AFTER got their 200, restart; Slack's
+    retries (same event_id) for those that got none. Every event answered exactly once."""
+    port = free_port()
+    slack = FakeSlack()
+    people = [f"U0C{i:04d}" for i in range(CUSTOMERS)]
+    for user in people:
+        slack.add_user(user, user.lower(), locale="fr-FR")
+    slack.add_channel("C0AGENTS", "support-agents", [])
+    async with slack:
+        slack.events_url = f"http://127.0.0.1:{port}/slack/events"
+        overrides = {
+            "slack": {
+                "enabled": True,
+                "api_url": slack.api_url,
+                "mode": "http",
+                "http_listen": "127.0.0.1",
+                "http_port": port,
+                "agents_channel": "C0AGENTS",
+            },
+            "telegram": {"enabled": False},
+            "desk": "slack",
+        }
+        env = {"SLACK_BOT_TOKEN": SLACK_BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+        bot = BotProcess(write_config(tmp_path, overrides), env, tmp_path / "bot.log")
+        events = {u: slack.dm_message(u, QUESTION) for u in people}
+        ids = {u: f"EvKILL{i:04d}" for i, u in enumerate(people)}
+        acked: set[str] = set()
+
+        def answered(user: str) -> int:
+            dm = slack.dm_channel(user)
+            return sum(
+                1
+                for c in slack.calls_to("chat.postMessage", ok=True)
+                if c.params.get("channel") == dm and SLACK_ANSWER in json.dumps(c.params, ensure_ascii=False)
+            )
+
+        slack.fail("chat.postMessage", times=10**6)  # no reply leaves before the kill
+        try:
+            await bot.start()
+            proc = bot.proc
+            assert proc is not None
+
+            async def post(user: str) -> None:
+                try:
+                    delivery = await slack.send_event(events[user], event_id=ids[user])
+                except aiohttp.ClientError:
+                    return
+                if delivery.status == 200 and proc.returncode is None:
+                    acked.add(user)
+                    if len(acked) == KILL_AFTER:
+                        proc.send_signal(signal.SIGKILL)
+
+            async with asyncio.timeout(30):
+                await asyncio.gather(*(post(u) for u in people))
+                await proc.wait()
+            bot.proc = None
+            assert len(acked) >= KILL_AFTER
+            slack.clear_faults()
+            await bot.start()
+            with contextlib.suppress(TimeoutError):
+                await eventually(lambda: all(answered(u) for u in acked), within=30)
+            lost = [u for u in acked if not answered(u)]
+            assert lost == [], f"{len(lost)} acknowledged events lost: {lost}"
+            for user in people:  # Slack retries what got no 200
+                if user not in acked:
+                    retry = await slack.send_event(events[user], event_id=ids[user], retry=1)
+                    assert retry.status == 200
+            await eventually(lambda: all(answered(u) for u in people), within=60)
+            assert await bot.stop() == 0
+        finally:
+            await bot.close()
+        per_chat = Counter(answered(u) for u in people)
+    print(
+        f"\nslack http kill -9: {len(acked)} of {CUSTOMERS} acknowledged before the kill; "
+        f"answers per DM {dict(per_chat)}; 0 acknowledged events lost"
+    )
     assert per_chat == Counter({1: CUSTOMERS})
