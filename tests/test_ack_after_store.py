@@ -216,7 +216,9 @@ def queue_rows(db: Path) -> list[sqlite3.Row]:
     return database_rows(db, "SELECT * FROM inbound_queue ORDER BY id")
 
 
-async def test_the_update_is_stored_when_the_200_arrives(tmp_path: Path, tg: TelegramServer) -> None:
+async def test_the_update_is_stored_when_the_200_arrives(
+    tmp_path: Path, tg: TelegramServer
+) -> None:
     db, port = tmp_path / "bot.db", free_port()
     app = await webhook_app(db, tg, port)
     try:
@@ -392,7 +394,8 @@ async def test_kill_9_loses_no_acknowledged_slack_http_event(tmp_path: Path) -> 
             return sum(
                 1
                 for c in slack.calls_to("chat.postMessage", ok=True)
-                if c.params.get("channel") == dm and SLACK_ANSWER in json.dumps(c.params, ensure_ascii=False)
+                if c.params.get("channel") == dm
+                and SLACK_ANSWER in json.dumps(c.params, ensure_ascii=False)
             )
 
         slack.fail("chat.postMessage", times=10**6)  # no reply leaves before the kill
