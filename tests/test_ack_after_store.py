@@ -37,6 +37,9 @@ from tests.fakes.slack_server import SIGNING_SECRET, FakeSlack
 from tests.fakes.telegram_server import FakeUser, TelegramServer, running_server
 from tests.reliability.bot_process import KNOWLEDGE, BotProcess, database_rows, write_config
 from tests.reliability.inprocess import QUESTION, answers
+from tests.test_e2e_slack import AGENTS, make_settings, running
+from tests.test_e2e_slack import CUSTOMER as E2E_CUSTOMER
+from tests.test_e2e_slack import slack as slack  # noqa: F401 - the fixture, reused
 from tests.waiting import eventually
 
 SECRET = "webhook-secret-for-tests"
@@ -71,7 +74,8 @@ async def rows(db: Database) -> list[dict[str, Any]]:
 async def test_a_redelivery_is_stored_once(db: Database) -> None:
     a, b = queues(db, FakeClock())
     first = await a.store("telegram", "telegram:1:10", '{"update_id": 10}')
-    assert first is not None and first.attempts == 1
+    assert first is not None
+    assert first.attempts == 1
     assert await a.store("telegram", "telegram:1:10", '{"update_id": 10}') is None
     assert await b.store("telegram", "telegram:1:10", '{"update_id": 10}') is None
     [row] = await rows(db)
@@ -283,6 +287,45 @@ async def test_a_row_left_by_a_dead_process_is_answered_once_at_start(
     finally:
         await app.stop()
     assert (len(answers(tg, ana.id)), len(answers(tg, bob.id))) == (1, 1)
+
+
+async def test_slack_http_stores_events_and_presses_before_the_200(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """Over HTTP an event and a button press are committed before their (empty) 200 and
+    marked handled after their listener; what answers in the request (url_verification,
+    slash commands) is not stored; a forged request is refused before anything."""
+    async with running(make_settings(tmp_path, slack), slack) as p:
+        challenge = json.dumps({"token": "x", "challenge": "c-42", "type": "url_verification"})
+        answer = await slack.post_signed(challenge, "application/json")
+        assert (answer.status, answer.body) == (200, {"challenge": "c-42"})
+        event = slack.dm_message(E2E_CUSTOMER, QUESTION)
+        assert (await slack.send_event(event, secret="guess")).status == 401
+        assert p.rows("SELECT * FROM inbound_queue") == []
+
+        delivery = await slack.send_event(event)
+        assert (delivery.status, delivery.body) == (200, None)
+        [row] = p.rows("SELECT * FROM inbound_queue")  # committed before the 200
+        assert row["delivery_key"] == f"slack:event:{delivery.event_id}"
+        await p.transport.wait_handled(1, within=10)
+        await p.settle()
+
+        def all_handled() -> bool:
+            return all(r["handled_at"] for r in p.rows("SELECT * FROM inbound_queue"))
+
+        await eventually(all_handled, within=10)
+        [reply] = p.dm(E2E_CUSTOMER)
+        assert SLACK_ANSWER in json.dumps(reply.blocks, ensure_ascii=False) + reply.text
+
+        await p.press(E2E_CUSTOMER, reply, label="Non")
+        keys = [r["delivery_key"] for r in p.rows("SELECT * FROM inbound_queue ORDER BY id")]
+        assert keys[1].startswith("slack:interaction:")
+        await eventually(all_handled, within=10)
+
+        kpi = await slack.send_command("/support-kpi", user=E2E_CUSTOMER, channel=AGENTS)
+        assert kpi.status == 200  # answered in the request (a refusal here), not stored
+        assert len(p.rows("SELECT * FROM inbound_queue")) == 2
+        assert p.transport.errors == []
 
 
 # ---------------------------------------------------------------------- from outside: kill -9

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 # past it the row is left to a later sweep rather than waited on for good.
 LISTENER_LIMIT_S = 900.0
 RETRY_LATER = 503  # what Bolt answers while Slack's API is down: keep the row for a sweep
+# Slack wants the 200 within 3 s: a database slower than this to take the row gets a 503
+# (Slack sends the event again; a row committed meanwhile is handled once all the same).
+STORE_BUDGET_S = 2.5
 
 
 @dataclass
@@ -91,6 +94,7 @@ class SlackHttpEvents(SlackInbound):
         self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self._inbound: InboundQueue | None = None
         self._replays: set[asyncio.Task[None]] = set()
+        self._replaying: set[int] = set()  # rows being handled here (not to start twice)
 
     def keep_inbound(self, queue: InboundQueue) -> None:
         """Store HTTP events in ``queue`` before acknowledging them (SupportApp)."""
@@ -108,8 +112,11 @@ class SlackHttpEvents(SlackInbound):
         if self._inbound is None or key is None:
             return await self._dispatch_now(request)
         try:
-            stored = await self._inbound.store("slack", key, raw, {"content-type": content_type})
-        except StorageError as exc:
+            async with asyncio.timeout(STORE_BUDGET_S):
+                stored = await self._inbound.store(
+                    "slack", key, raw, {"content-type": content_type}
+                )
+        except (StorageError, TimeoutError) as exc:
             log.warning("slack: %s not stored (%s); 503, Slack sends it again", key, exc)
             return web.Response(status=503)
         if stored is not None:  # else a redelivery: the first copy is handled (or will be)
@@ -131,6 +138,9 @@ class SlackHttpEvents(SlackInbound):
         self._spawn_replay(delivery)
 
     def _spawn_replay(self, delivery: StoredDelivery) -> None:
+        if delivery.id in self._replaying:
+            return  # its lease ran out while its listener still runs here
+        self._replaying.add(delivery.id)
         task = asyncio.create_task(self._replay(delivery), name=f"slack-{delivery.key}")
         self._replays.add(task)
         task.add_done_callback(self._replays.discard)
@@ -151,6 +161,7 @@ class SlackHttpEvents(SlackInbound):
             log.warning("slack: %s still running after %.0fs", delivery.key, LISTENER_LIMIT_S)
         finally:
             _REPLAY.reset(token)
+            self._replaying.discard(delivery.id)
         try:
             if replay.ok:
                 await self._inbound.handled(delivery.id)
