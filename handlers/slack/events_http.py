@@ -208,6 +208,13 @@ class SlackHttpEvents(SlackInbound):
                 replay.ok = ok
                 replay.done.set()
 
+    async def wait_idle(self, within: float = 5.0) -> None:
+        """Until every stored request taken so far and every listener run has ended (for
+        tests and benchmarks: over HTTP the 200 no longer says that a listener ran)."""
+        async with asyncio.timeout(within):
+            while busy := self._replays | self._inflight:
+                await asyncio.wait(busy)
+
     async def _finish_replays(self, within: float) -> None:
         """On stop: let running replays end (what does not is resumed at the next start)."""
         if self._replays:
