@@ -328,6 +328,45 @@ async def test_slack_http_stores_events_and_presses_before_the_200(
         assert p.transport.errors == []
 
 
+async def test_the_sweep_takes_a_dead_processs_row_at_start_and_a_lapsed_lease_later(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """Rows another process claimed: at start (alone on SQLite) taken over at once; while
+    running, taken only once the lease has run out on the app's clock. Each answered once."""
+    clock = FakeClock()
+    settings = make_settings(tmp_path, slack)
+    first, second = "U0FIRST", "U0SECOND"
+    for user in (first, second):
+        slack.add_user(user, user.lower(), locale="fr-FR")
+
+    def leave_row(user: str, until: int) -> None:
+        body = json.dumps(slack.event_callback(slack.dm_message(user, QUESTION)))
+        with contextlib.closing(sqlite3.connect(settings.storage.path)) as conn, conn:
+            conn.execute(
+                "INSERT INTO inbound_queue (channel, delivery_key, body, headers, received_at,"
+                " attempts, claimed_by, claimed_until) VALUES ('slack', ?, ?, ?, 0, 1,"
+                " 'other:1:x', ?)",
+                (f"slack:event:{user}", body, '{"content-type": "application/json"}', until),
+            )
+
+    await (await Database.open(settings.storage.path)).close()  # the schema, nothing else
+    now = int(clock.now().timestamp() * 1000)
+    leave_row(first, now + 30_000)
+    async with running(settings, slack, clock=clock) as p:
+        await eventually(lambda: bool(p.dm(first)), within=10)  # the first sweep took it
+        leave_row(second, now + 30_000)
+        assert await p.app.resume_inbound() == 0  # the other process's lease still runs
+        assert p.dm(second) == []
+        clock.advance(LEASE)
+        await p.app.resume_inbound()  # (or the periodic sweep, whichever comes first)
+        await eventually(lambda: bool(p.dm(second)), within=10)
+        await p.transport.wait_idle(within=10)
+        await p.settle()
+        handled = p.rows("SELECT handled_at FROM inbound_queue WHERE handled_at IS NOT NULL")
+        assert len(handled) == 2
+        assert (len(p.dm(first)), len(p.dm(second))) == (1, 1)
+
+
 # ---------------------------------------------------------------------- from outside: kill -9
 
 CUSTOMERS = 60
