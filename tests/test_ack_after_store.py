@@ -245,6 +245,36 @@ async def test_the_update_is_stored_when_the_200_arrives(
     assert len(answers(tg, ana.id)) == 1
 
 
+async def test_an_update_the_database_refuses_is_not_acknowledged(
+    tmp_path: Path, tg: TelegramServer
+) -> None:
+    """Another process holds the database's write lock longer than busy_timeout: the
+    webhook answers 503 (Telegram sends the update again), not a 200 for nothing stored."""
+    db, port = tmp_path / "bot.db", free_port()
+    settings = webhook_settings(db, tg, port)
+    settings["storage"]["busy_timeout"] = "200ms"
+    app = SupportApp(
+        settings_from_mapping(settings),
+        Secrets(telegram_bot_token=tg.token, telegram_webhook_secret=SECRET),
+        transport_options={"telegram": {"limits": RateLimits.unlimited()}},
+    )
+    await app.start()
+    try:
+        ana = tg.add_user("Ana")
+        update = tg.wrap("message", tg.build_text(ana, QUESTION))
+        url = f"http://127.0.0.1:{port}/telegram"
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            assert await tg.post_to_webhook(update, url=url, secret=SECRET) == 503
+            holder.execute("ROLLBACK")
+        assert queue_rows(db) == []
+        assert await tg.post_to_webhook(update, url=url, secret=SECRET) == 200
+        await tg.wait_until(lambda: answers(tg, ana.id), timeout=10, what="the answer")
+    finally:
+        await app.stop()
+    assert len(answers(tg, ana.id)) == 1
+
+
 async def test_a_row_left_by_a_dead_process_is_answered_once_at_start(
     tmp_path: Path, tg: TelegramServer
 ) -> None:
