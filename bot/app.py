@@ -68,6 +68,8 @@ class SupportApp:
         self.components: Components | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._db: Any = None
+        self._inbound: Any = None  # storage.inbound_queue.InboundQueue once started
+        self._replayers: dict[str, Any] = {}  # channel → transport that replays its rows
         self._digest: Any = None
         self.privacy: Any = None  # bot.privacy.PrivacyService once started
         self._stopped = asyncio.Event()
@@ -95,6 +97,7 @@ class SupportApp:
     async def _start(self) -> None:
         from storage.conversations import SqliteStore
         from storage.database import Database
+        from storage.inbound_queue import InboundQueue
 
         settings = self.settings
         kb = KnowledgeBase.configured(settings)
@@ -141,9 +144,14 @@ class SupportApp:
         )
         engine.use_replies(SavedReplies.configured(settings))  # a bad replies.yaml stops here
         self.components = Components(engine, dispatcher, customers, desk, publishers)
+        # Webhook updates and Slack HTTP events are stored before they are acknowledged.
+        self._inbound = InboundQueue(self._db, self.clock)
         for transport in self.transports:
             if hasattr(transport, "attach"):
                 await transport.attach(self._db, engine)
+            if hasattr(transport, "keep_inbound"):
+                transport.keep_inbound(self._inbound)
+                self._replayers[transport.channel] = transport
         await dispatcher.start(hold=True)
         for transport in self.transports:
             await transport.start()
@@ -276,16 +284,25 @@ class SupportApp:
         await self._on_event(event)
 
     async def _sweeper(self) -> None:
-        """Fire due timers every few seconds; derived from stored state, so restart-safe."""
+        """Fire due timers every few seconds; derived from stored state, so restart-safe.
+
+        Each pass also resumes stored inbound requests nobody finished (a process killed
+        between its 200 and its step). The first pass takes over every unfinished row at
+        once: on SQLite this process is the only one (bot/instance.py), so any claim in
+        the table is a dead process's; a shared database waits for leases to run out."""
         interval = self.settings.conversation.sweep_every.total_seconds()
         last_prune = 0.0
+        take_over = not getattr(self._db, "shared", False)
         while True:
             try:
+                await self.resume_inbound(take_over=take_over)
+                take_over = False
                 await self.engine.sweep()
                 now = self.clock.now().timestamp()
                 if now - last_prune > PRUNE_EVERY_S:
                     cutoff = int((now - DEDUP_WINDOW_S) * 1000)
                     pruned = await self.engine.store.prune_inbound(cutoff)
+                    pruned += await self._inbound.prune(cutoff)
                     log.debug("pruned %d processed-update keys", pruned)
                     last_prune = now
             except DatabaseLockedError as exc:
@@ -293,6 +310,18 @@ class SupportApp:
             except Exception:
                 log.exception("timer sweep failed; retrying in %.0fs", interval)
             await asyncio.sleep(interval)
+
+    async def resume_inbound(self, *, take_over: bool = False) -> int:
+        """Claim the stored requests nobody finished (lease run out) and hand each back to
+        its transport; how many. The engine's inbound keys make a repeat a no-op."""
+        if self._inbound is None or not self._replayers:
+            return 0
+        claimed = await self._inbound.claim(tuple(self._replayers), take_over=take_over)
+        for delivery in claimed:
+            await self._replayers[delivery.channel].replay_inbound(delivery)
+        if claimed:
+            log.info("resumed %d stored request(s) nobody had finished", len(claimed))
+        return len(claimed)
 
     async def _privacy_job(self) -> None:
         """Finish erasures (agents' headers, WAL) within a sweep; retention once a day."""

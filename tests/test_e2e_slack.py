@@ -542,8 +542,13 @@ async def test_an_event_redelivered_by_slack_is_handled_once(
         ]
         retries = await asyncio.gather(*again)
         assert [d.status for d in retries] == [200, 200, 200]
-        await p.transport.wait_handled(4, within=WAIT)
+        # Over HTTP a redelivery stops at the door (its event_id is stored already);
+        # in Socket Mode each copy reaches the listener and the engine drops the repeats.
+        await p.transport.wait_handled(1 if mode == "http" else 4, within=WAIT)
         await p.settle()
+        if mode == "http":
+            stored = p.rows("SELECT delivery_key FROM inbound_queue")
+            assert [r["delivery_key"] for r in stored] == [f"slack:event:{first.event_id}"]
 
         customer_lines = p.rows("SELECT text FROM messages WHERE author = 'customer'")
         assert [m["text"] for m in customer_lines] == [DELIVERY_QUESTION]

@@ -1,16 +1,17 @@
 """SlackTransport: one slack-bolt app inside our event loop, for customers, agents and digests.
 
-Inbound: Slack (Socket Mode or the HTTP Events API) → Bolt (signature and timestamp
-checked in HTTP mode, ack within 3 s) → one translate function → ``on_event`` → the
-Outcome shown back (message edited, ephemeral notice). Outbound: the engine's actions
-through ``CustomerChannel`` / ``AgentDesk`` / ``DigestPublisher``, paced per channel,
-with Slack failures turned into the ``DeliveryError`` family.
+Inbound: Slack (Socket Mode or the HTTP Events API; over HTTP, signature and timestamp
+checked, the request stored, then acked: ``events_http``) → Bolt → one translate
+function → ``on_event`` → the Outcome shown back (message edited, ephemeral notice).
+Outbound: the engine's actions through ``CustomerChannel`` / ``AgentDesk`` /
+``DigestPublisher``, paced per channel, with Slack failures turned into the
+``DeliveryError`` family.
 
 Slack redelivers events it thinks were not acked; the engine drops them by ``dedup_key``
 (``slack:<event_id>``), so redeliveries are processed like first deliveries, never twice.
 
-This class owns the lifecycle (Socket Mode or HTTP); the halves are ``inbound`` and
-``outbound``, over the shared Web API client of ``api``.
+This class owns the lifecycle (Socket Mode or HTTP); the halves are ``inbound`` (with the
+HTTP endpoint of ``events_http``) and ``outbound``, over the shared Web API client of ``api``.
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ import logging
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.errors import ConfigError, DeliveryError, PermanentDeliveryError
-from handlers.slack.inbound import MALFORMED, SlackInbound, reject_malformed
+from handlers.slack.events_http import SlackHttpEvents
 from handlers.slack.outbound import SlackOutbound
 
 log = logging.getLogger(__name__)
 
 
-class SlackTransport(SlackInbound, SlackOutbound):
+class SlackTransport(SlackHttpEvents, SlackOutbound):
     """Slack as a customer channel ("slack"), the agents' desk ("slack") and a digest target."""
 
     # ------------------------------------------------------------------ the three ports
@@ -137,15 +137,6 @@ class SlackTransport(SlackInbound, SlackOutbound):
         host, port = self._runner.addresses[0][:2]
         return f"http://{host}:{port}{self.settings.http_path}"
 
-    async def _http_endpoint(self, request: web.Request) -> web.Response:
-        """Bolt checks the signature and the 5-minute timestamp window (401 otherwise)."""
-        try:
-            bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
-        except MALFORMED as exc:  # Bolt parsing a body Slack would never send
-            reject_malformed(exc, None)
-            return web.Response(status=400)
-        return await to_aiohttp_response(bolt_response)
-
     async def stop(self) -> None:
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]  # untyped in bolt
@@ -158,6 +149,7 @@ class SlackTransport(SlackInbound, SlackOutbound):
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self._finish_replays(within=5.0)
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=5.0)
         if self.client.session is not None:

@@ -9,7 +9,7 @@ import os
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from telegram.error import TelegramError
@@ -24,6 +24,9 @@ from handlers.telegram.http import AiohttpRequest
 from handlers.telegram.limits import ChatPacer, PerChatUpdates, RateLimits
 from handlers.telegram.polling import ConfirmingPoller
 from handlers.telegram.translate import Translator
+
+if TYPE_CHECKING:
+    from storage.inbound_queue import InboundQueue
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class TelegramClient(ABC):
         self._topics: OrderedDict[int, str] = OrderedDict()  # conversation → topic it created
         self._runner: web.AppRunner | None = None
         self.webhook_port: int | None = None
+        self._inbound: InboundQueue | None = None  # webhook updates stored before the 200
+        self._stored: dict[int, int] = {}  # update_id → its inbound_queue row, while handled
         api = settings.api_url.rstrip("/")
         # Kept: PTB does not close them when initialize() fails (getMe refused).
         self._requests = (AiohttpRequest(HTTP_CONNECTIONS, pool_timeout=HTTP_POOL_WAIT_S),

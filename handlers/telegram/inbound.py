@@ -1,12 +1,18 @@
 """Updates in: polled or webhook updates → one event each for ``on_event`` → the
 ``Outcome`` shown back (callback answers, notices).
+
+A webhook update is acknowledged only once stored: the route writes it to the inbound
+queue (``storage.inbound_queue``), answers 200, and the handler marks the row handled
+when the engine step is done. A row left unfinished by a killed process is replayed
+(``replay_inbound``) by the app's sweep.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from telegram import Message, ReplyParameters, Update
@@ -14,9 +20,13 @@ from telegram.error import TelegramError
 from telegram.ext import CallbackContext, TypeHandler
 
 from bot.conversation.model import CustomerChoice, InboundEvent, Outcome
+from bot.errors import StorageError
 from handlers.telegram.client import ALLOWED_UPDATES, TelegramClient
 from handlers.telegram.failures import delivery_error, is_not_modified
 from handlers.telegram.render import MAX_CALLBACK_ANSWER, split_text, truncate, with_choice
+
+if TYPE_CHECKING:
+    from storage.inbound_queue import InboundQueue, StoredDelivery
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +61,55 @@ class TelegramInbound(TelegramClient):
             raise delivery_error(exc, customer=False) from None
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        """Telegram's POST: refused (403) unless it carries our secret; else queued."""
+        """Telegram's POST: refused (403) unless it carries our secret; else stored, and
+        only then acknowledged (a 503 when the database refuses: Telegram sends it again)."""
         given = request.headers.get(SECRET_HEADER, "")
         expected = self._webhook_secret or ""
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             log.warning("telegram: webhook call from %s without the right secret", request.remote)
             return web.Response(status=403)
+        raw = await request.text()
         try:
-            data = await request.json()
+            data = json.loads(raw)
         except ValueError:
             log.warning("telegram: webhook body is not JSON")
             return web.Response(status=400)
         update = self.parse_update(data)
         if update is None:
             return web.Response(status=400)
-        await self.application.update_queue.put(update)
+        if self._inbound is None:  # a transport run without the app (tests): memory only
+            await self.application.update_queue.put(update)
+            return web.Response(status=200)
+        key = f"telegram:{self.translator.bot_id}:{update.update_id}"
+        try:
+            stored = await self._inbound.store("telegram", key, raw)
+        except StorageError as exc:
+            log.warning("telegram: update %s not stored (%s); 503", update.update_id, exc)
+            return web.Response(status=503)
+        if stored is not None:  # else a redelivery: the first copy is handled (or will be)
+            self._stored[update.update_id] = stored.id
+            await self.application.update_queue.put(update)
         return web.Response(status=200)
+
+    def keep_inbound(self, queue: InboundQueue) -> None:
+        """Store webhook updates in ``queue`` before acknowledging them (SupportApp)."""
+        self._inbound = queue
+
+    async def replay_inbound(self, delivery: StoredDelivery) -> None:
+        """Handle a stored update that nobody finished (claimed by the app's sweep)."""
+        assert self._inbound is not None, "keep_inbound() first"
+        try:
+            update = self.parse_update(json.loads(delivery.body))
+        except ValueError:
+            update = None
+        if update is None:
+            await self._inbound.handled(delivery.id)  # logged by parse_update: nothing to do
+            return
+        if update.update_id in self._stored:
+            return  # being handled here right now
+        log.info("telegram: update %s resumed from the inbound queue", update.update_id)
+        self._stored[update.update_id] = delivery.id
+        await self.application.update_queue.put(update)
 
     def parse_update(self, data: object) -> Update | None:
         """A webhook body as an update, or None (with a warning naming it) when it is not
@@ -87,11 +130,28 @@ class TelegramInbound(TelegramClient):
 
     async def _handle(self, update: Update, context: Any) -> None:
         """Every update: translate, hand to the engine, show the outcome; then let the
-        poller confirm it to Telegram."""
+        poller confirm it to Telegram, or mark its stored row handled."""
+        done = False
         try:
             await self._handle_update(update)
+            done = True
         finally:
             self._poller.handled(update)
+            await self._settle(update, done)
+
+    async def _settle(self, update: Update, done: bool) -> None:
+        """Mark a stored update handled; a failed one keeps its row, tried again by a sweep
+        once its lease runs out (the engine's inbound key keeps that from doubling)."""
+        row = self._stored.pop(update.update_id, None)
+        if row is None or self._inbound is None:
+            return
+        try:
+            if done:
+                await self._inbound.handled(row)
+            else:
+                await self._inbound.failed(row, "handling failed (see the log)")
+        except StorageError as exc:  # the row stays unfinished: replayed later, harmlessly
+            log.warning("telegram: update %s not marked handled (%s)", update.update_id, exc)
 
     async def _handle_update(self, update: Update) -> None:
         message = update.effective_message

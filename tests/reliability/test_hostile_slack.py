@@ -87,8 +87,10 @@ class Product(BackgroundLoop):
         return next(t for t in self.app.transports if isinstance(t, SlackTransport))
 
     async def post(self, kind: str, body: dict[str, Any]) -> Delivery:
-        """Sign and POST like Slack; wait until the listener it started (if any) is done."""
-        before = self.transport.handled
+        """Sign and POST like Slack; wait until the listener it started (if any) is done.
+
+        Events and button presses are stored and acknowledged before they are handled
+        (a repeated event_id or payload is acknowledged only): wait for that to end."""
         if kind == "event":
             delivery = await self.slack.post_signed(json.dumps(body), "application/json")
         else:
@@ -96,7 +98,7 @@ class Product(BackgroundLoop):
             text = urllib.parse.urlencode({k: str(v) for k, v in fields.items()})
             delivery = await self.slack.post_signed(text, "application/x-www-form-urlencoded")
         if delivery.status == 200:
-            await self.transport.wait_handled(before + 1, within=10)
+            await self.transport.wait_idle(within=10)
         assert self.app.components is not None
         async with asyncio.timeout(30):  # the replies it caused are delivered (or failed)
             await self.app.components.dispatcher.drain()
