@@ -71,6 +71,40 @@ SHORTHANDS: Final[Mapping[str, str]] = {
     "thx": "thanks",
     "pw": "password",
     "acct": "account",
+    # French SMS and chat abbreviations (generic: no business's words)
+    "c": "c'est",
+    "cb": "carte bancaire",
+    "slt": "salut",
+    "bjr": "bonjour",
+    "stp": "s'il te plaît",
+    "svp": "s'il vous plaît",
+    "tt": "tout",
+    "kan": "quand",
+    "qqn": "quelqu'un",
+    "qqch": "quelque chose",
+    "pr": "pour",
+    "ns": "nous",
+    "mtn": "maintenant",
+    "auj": "aujourd'hui",
+    "ajd": "aujourd'hui",
+    "pb": "problème",
+    "pbm": "problème",
+    "pblm": "problème",
+    "appli": "application",
+    "abo": "abonnement",
+    "resa": "réservation",
+    "num": "numéro",
+    "ya": "il y a",
+    "chui": "je suis",
+    "jpeux": "je peux",
+    # English chat abbreviations
+    "asap": "as soon as possible",
+    "idk": "I don't know",
+    "wanna": "want to",
+    "gonna": "going to",
+    "cuz": "because",
+    "coz": "because",
+    "tmrw": "tomorrow",
 }
 
 # Function words and words too generic to tell one question from another. Negations
@@ -177,8 +211,8 @@ def words(text: str) -> tuple[str, ...]:
         expansion = SHORTHANDS.get(word)
         if expansion is None:
             out.append(word)
-        else:
-            out.extend(_WORD.findall(expansion))
+        else:  # written out, its elisions resolved too ("c" → "c'est" → "est")
+            out.extend(words(expansion))
     return tuple(out)
 
 
