@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 from bot.knowledge import KbEntry, KnowledgeBase, load_encoder, text
+from bot.knowledge import encoder as encoder_module
 from bot.knowledge.calibration import (
     SPREAD_FLOOR,
     Features,
@@ -130,3 +132,27 @@ def test_a_tie_on_the_questions_halves_the_confidence() -> None:
     assert tied == pytest.approx(clear / 2, rel=0.01)
     assert tie_share(0.0) == 0.5
     assert tie_share(-0.05) == tie_share(0.05) > 0.99
+
+
+# ------------------------------------------------------------ performance
+
+
+def test_matrix_products_run_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in encoder_module.BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(encoder_module, "_blas_limited", False)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        encoder_module.single_threaded_blas()
+        blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        assert blas
+        assert all(p["num_threads"] == 1 for p in blas)
+
+
+def test_an_operators_blas_threads_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    monkeypatch.setattr(encoder_module, "_blas_limited", False)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        encoder_module.single_threaded_blas()
+        blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        assert blas
+        assert all(p["num_threads"] == 2 for p in blas)
