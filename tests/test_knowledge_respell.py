@@ -75,6 +75,8 @@ def test_shorthand_only_as_a_whole_word(respell: Respeller) -> None:
         ("c koi", ("est", "quoi")),
         ("un pb avec l'appli", ("un", "problème", "avec", "application")),
         ("idk", ("i", "do", "not", "know")),
+        ("jai pas recu", ("ai", "pas", "recu")),
+        ("I dont know, it didnt work", ("i", "do", "not", "know", "it", "did", "not", "work")),
     ],
 )
 def test_lexical_words_expand_the_chat_shorthands(raw: str, expected: tuple[str, ...]) -> None:
