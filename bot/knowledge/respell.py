@@ -22,7 +22,6 @@ still corrects them for its own scores.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Final
 
@@ -43,10 +42,9 @@ class Respeller:
     def __init__(
         self, texts: Iterable[str], shorthands: Mapping[str, str] = textmod.SHORTHANDS
     ) -> None:
-        spellings: dict[str, Counter[str]] = {}
-        for body in texts:
-            for word in _WORD.findall(body.lower()):
-                spellings.setdefault(textmod.fold(word), Counter())[word] += 1
+        spellings: dict[str, set[str]] = {}
+        for word in {w for body in texts for w in _WORD.findall(body.lower())}:
+            spellings.setdefault(textmod.fold(word), set()).add(word)
         # folded form → the one accented spelling, when the folded form is never written
         self.accented: dict[str, str] = {
             folded: next(iter(forms))
