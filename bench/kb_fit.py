@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.knowledge.calibration import fit_logistic  # noqa: E402
+from bot.knowledge.calibration import SPREAD_FLOOR, fit_logistic  # noqa: E402
 from bot.knowledge.encoder import BUILTIN, load_encoder  # noqa: E402
 from bot.knowledge.evaluation import load_dataset, shipped_sets  # noqa: E402
 from bot.knowledge.lexical import LexicalIndex, Synonyms  # noqa: E402
@@ -98,20 +98,22 @@ def main() -> None:
     print(
         f"ranking weights (question, pair, answer, lexical): {weights}  top-1 {top1(weights):.3f}"
     )
-    rows, labels, sample = [], [], []
+    rows, labels, sample, margins = [], [], [], []
     for name, d, weight in pooled:
         ranked = rank(d, weights)
         order = np.argsort(-ranked, axis=1)
         best, second, index = order[:, 0], order[:, 1], np.arange(len(ranked))
+        scale = np.maximum(ranked.std(axis=1), SPREAD_FLOOR)
         rows.append(
             np.c_[
                 d["L"][index, best],
-                d["Q"][index, best],
+                d["P"][index, best],
                 d["A"][index, best],
-                ranked[index, best] - ranked[index, second],
+                (ranked[index, best] - ranked[index, second]) / scale,
                 d["U"],
             ]
         )
+        margins.append(((ranked[index, best] - ranked[index, second]) / scale)[best == d["y"]])
         labels.append(((best == d["y"]) & (d["y"] >= 0)).astype(float))
         out = d["y"] < 0
         share = float(out.mean())
@@ -121,7 +123,12 @@ def main() -> None:
         print(f"  {name:<12} top-1 {float((best == d['y'])[inside].mean()):.3f}")
     x, y, w = np.vstack(rows), np.concatenate(labels), np.concatenate(sample)
     coefficients = fit_logistic(x, y, w * len(w) / w.sum())
-    print(f"CONFIDENCE (intercept, lexical, question, answer, margin, unknown): {coefficients}")
+    print(f"CONFIDENCE (intercept, lexical, pair, answer, margin, unknown): {coefficients}")
+    right = np.concatenate(margins)
+    print(
+        f"scaled margin of right answers: median {np.median(right):.2f}, "
+        f"90th percentile {np.percentile(right, 90):.2f} (LONE_MARGIN)"
+    )
 
 
 if __name__ == "__main__":

@@ -64,16 +64,16 @@ def kb(encoder: Encoder) -> KnowledgeBase:
 # ------------------------------------------------------------------ calibration
 
 
-@pytest.mark.parametrize("feature", ["lexical", "question", "answer", "margin"])
+@pytest.mark.parametrize("feature", ["lexical", "pair", "answer", "margin"])
 def test_confidence_grows_with_evidence(feature: str) -> None:
-    base = {"lexical": 0.3, "question": 0.5, "answer": 0.2, "margin": 0.1, "unknown": 0.2}
+    base = {"lexical": 0.3, "pair": 0.5, "answer": 0.2, "margin": 0.1, "unknown": 0.2}
     scores = [confidence(Features(**{**base, feature: value})) for value in np.linspace(0, 1, 11)]
     assert all(b > a for a, b in zip(scores, scores[1:], strict=False))
     assert all(0.0 < s < 1.0 for s in scores)
 
 
 def test_unknown_words_lower_the_confidence() -> None:
-    base = {"lexical": 0.3, "question": 0.5, "answer": 0.2, "margin": 0.1}
+    base = {"lexical": 0.3, "pair": 0.5, "answer": 0.2, "margin": 0.1}
     scores = [confidence(Features(**base, unknown=u)) for u in (0.0, 0.5, 1.0)]
     assert scores[0] > scores[1] > scores[2]
     assert len(CONFIDENCE) == 6

@@ -4,6 +4,7 @@ loader.py      knowledge.yaml → entries (validated, with line numbers)
 text.py        folding, stop words, stems: how words are compared
 lexical.py     the word matcher (IDF coverage × fit)
 encoder.py     sentence encoders (built-in USE multilingual, model folders)
+respell.py     a message in the knowledge base's spelling (shorthands, accents) for the encoder
 semantic.py    entry embeddings (cached on disk) → cosines per entry
 calibration.py lexical + semantic evidence → one confidence (0..1)
 language.py    is the message French, English, or unclear?

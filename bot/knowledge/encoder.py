@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +47,31 @@ class Encoder(Protocol):
     def name(self) -> str: ...
 
     def encode(self, texts: Sequence[str]) -> Matrix: ...
+
+
+BLAS_THREAD_VARIABLES: Final = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_blas_limited = False
+
+
+def single_threaded_blas() -> None:
+    """Run numpy's matrix products on one thread, once per process.
+
+    A match multiplies a few message vectors by the entries' (a few thousand rows):
+    too small for threads to pay, and on a busy 2-core machine OpenBLAS's spinning
+    threads made the p99 of such a product 28 ms instead of 5. Uses
+    ``threadpoolctl`` (installed with the encoder's ``[fast]`` extra); an operator
+    who set one of ``BLAS_THREAD_VARIABLES`` keeps their choice.
+    """
+    global _blas_limited
+    if _blas_limited or any(os.environ.get(name) for name in BLAS_THREAD_VARIABLES):
+        return
+    _blas_limited = True
+    try:
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - the encoder's extra installs it
+        log.info("threadpoolctl not installed: numpy keeps its BLAS threads")
+        return
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def normalized(rows: Any) -> Matrix:

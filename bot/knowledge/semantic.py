@@ -32,6 +32,7 @@ import numpy.typing as npt
 from bot.knowledge import text as textmod
 from bot.knowledge.encoder import Encoder, Matrix
 from bot.knowledge.entries import LANGUAGES, KbEntry
+from bot.knowledge.respell import Respeller
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +147,22 @@ class SemanticIndex:
         self._answers = np.ascontiguousarray(vectors[len(questions) :])
         counts = np.diff([*self._question_starts, len(questions)])
         self._single = counts < 2  # entries with one question: their "pair" is that one
+        self.respell = Respeller(texts)
         self._recent: OrderedDict[str, Matrix] = OrderedDict()
         self._lock = threading.Lock()
 
     def encode(self, text: str) -> Matrix:
-        """The message's vector (row 0) and its clauses' (rows 1…), in one batch."""
+        """The message's vector (row 0) and its clauses' (rows 1…), in one batch.
+
+        The message is first respelled (``respell.py``: shorthands written out,
+        missing accents restored from the knowledge base's own words)."""
         key = " ".join(textmod.folded_words(text))
         with self._lock:
             cached = self._recent.get(key)
             if cached is not None:
                 self._recent.move_to_end(key)
                 return cached
+        text = self.respell(text)
         vectors = self.encoder.encode([text, *textmod.clauses(text)])
         with self._lock:
             self._recent[key] = vectors

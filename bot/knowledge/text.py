@@ -71,6 +71,68 @@ SHORTHANDS: Final[Mapping[str, str]] = {
     "thx": "thanks",
     "pw": "password",
     "acct": "account",
+    # French SMS and chat abbreviations (generic: no business's words)
+    "c": "c'est",
+    "cb": "carte bancaire",
+    "slt": "salut",
+    "bjr": "bonjour",
+    "stp": "s'il te plaît",
+    "svp": "s'il vous plaît",
+    "tt": "tout",
+    "kan": "quand",
+    "qqn": "quelqu'un",
+    "qqch": "quelque chose",
+    "pr": "pour",
+    "ns": "nous",
+    "mtn": "maintenant",
+    "auj": "aujourd'hui",
+    "ajd": "aujourd'hui",
+    "pb": "problème",
+    "pbm": "problème",
+    "pblm": "problème",
+    "appli": "application",
+    "abo": "abonnement",
+    "resa": "réservation",
+    "num": "numéro",
+    "ya": "il y a",
+    "chui": "je suis",
+    "jpeux": "je peux",
+    "jai": "j'ai",
+    "cest": "c'est",
+    "jsuis": "je suis",
+    "jveux": "je veux",
+    "jsais": "je sais",
+    "jvais": "je vais",
+    "ptet": "peut-être",
+    "dsl": "désolé",
+    "mrc": "merci",
+    "tjr": "toujours",
+    "vrmt": "vraiment",
+    "pcq": "parce que",
+    "pck": "parce que",
+    "psk": "parce que",
+    "nn": "non",
+    # English chat abbreviations
+    "asap": "as soon as possible",
+    "idk": "I don't know",
+    "wanna": "want to",
+    "gonna": "going to",
+    "cuz": "because",
+    "coz": "because",
+    "tmrw": "tomorrow",
+    "im": "I'm",
+    "ive": "I've",
+    "dont": "don't",
+    "doesnt": "doesn't",
+    "didnt": "didn't",
+    "cant": "can't",
+    "isnt": "isn't",
+    "wasnt": "wasn't",
+    "arent": "aren't",
+    "havent": "haven't",
+    "couldnt": "couldn't",
+    "wouldnt": "wouldn't",
+    "youre": "you're",
 }
 
 # Function words and words too generic to tell one question from another. Negations
@@ -177,8 +239,8 @@ def words(text: str) -> tuple[str, ...]:
         expansion = SHORTHANDS.get(word)
         if expansion is None:
             out.append(word)
-        else:
-            out.extend(_WORD.findall(expansion))
+        else:  # written out, its elisions resolved too ("c" → "c'est" → "est")
+            out.extend(words(expansion))
     return tuple(out)
 
 
