@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.clock import Clock, SystemClock
 from bot.config import Secrets, Settings, load_settings
@@ -27,6 +28,9 @@ from bot.errors import (
 )
 from bot.insights.kpi import BREAKDOWNS
 from bot.logs import setup_logging
+
+if TYPE_CHECKING:
+    from bot.knowledge import KnowledgeBase
 
 DEFAULT_CONFIG = Path("config.yaml")
 
@@ -225,6 +229,7 @@ def _check(settings: Settings, secrets: Secrets) -> int:
         f"knowledge base: {settings.knowledge.path} — {len(kb.entries)} entries, "
         f"{topics} topics, threshold {kb.threshold:.2f}"
     )
+    _print_collisions(kb)
     if replies.source is not None:
         print(f"saved replies: {replies.source} — {len(replies)} replies")
     print(f"database: {settings.storage.path}")
@@ -243,6 +248,27 @@ def _check(settings: Settings, secrets: Secrets) -> int:
     for problem in plan.problems:
         print(f"warning: {problem}")
     return 0
+
+
+COLLISIONS_SHOWN = 5
+
+
+def _print_collisions(kb: KnowledgeBase) -> None:
+    """Hint at entries asked alike (``KnowledgeBase.collisions``): not an error."""
+    collisions = kb.collisions()
+    if not collisions:
+        return
+    print(
+        f"knowledge hint: {len(collisions)} example question(s) would get another entry's "
+        "answer if they were not listed; give those entries more distinct questions, or merge them:"
+    )
+    for collision in collisions[:COLLISIONS_SHOWN]:
+        print(
+            f"  {collision.entry.id}: {collision.question!r} → {collision.other.id} "
+            f"({collision.score:.2f})"
+        )
+    if len(collisions) > COLLISIONS_SHOWN:
+        print(f"  … and {len(collisions) - COLLISIONS_SHOWN} more")
 
 
 def _kb_ask(settings: Settings, question: str | None, *, as_json: bool, lang: str | None) -> int:

@@ -71,6 +71,45 @@ def test_check_reports_what_is_enabled(project: Path, capsys: pytest.CaptureFixt
     assert "TELEGRAM_BOT_TOKEN" in out
 
 
+COLLIDING_KB = """\
+entries:
+  - id: refund-delay
+    topic: refunds
+    questions:
+      fr: ["Quand serai-je remboursé ?"]
+      en: ["When will I get my refund?"]
+    answer:
+      fr: "Le remboursement arrive sous 5 jours ouvrés."
+      en: "Refunds arrive within 5 business days."
+  - id: parcel-tracking
+    topic: delivery
+    questions:
+      fr: ["Où est mon colis ?", "Comment suivre ma livraison ?"]
+      en: ["Where is my parcel?", "When will I get my refund back?"]
+    answer:
+      fr: "Suivez votre colis avec le lien reçu par e-mail."
+      en: "Track your parcel with the link in your e-mail."
+  - id: password
+    topic: account
+    questions:
+      fr: ["J'ai oublié mon mot de passe"]
+      en: ["I forgot my password"]
+    answer:
+      fr: "Cliquez sur « Mot de passe oublié »."
+      en: "Click « Forgot password »."
+"""
+
+
+def test_check_hints_at_entries_asked_alike(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "knowledge.yaml").write_text(COLLIDING_KB, encoding="utf-8")
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "knowledge hint:" in out
+    assert "parcel-tracking: 'When will I get my refund back?' → refund-delay" in out
+
+
 def test_bad_config_names_key_and_exits_2(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

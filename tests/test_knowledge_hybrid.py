@@ -26,7 +26,7 @@ from bot.knowledge.evaluation import (
     load_dataset,
     shipped_sets,
 )
-from bot.knowledge.kb import MATCHED_CHARS
+from bot.knowledge.kb import LOOK_ALIKE_COSINE, MATCHED_CHARS
 from bot.knowledge.semantic import EmbeddingCache
 from bot.knowledge.text import LONGEST_WORD, stem
 
@@ -390,3 +390,43 @@ def test_a_huge_message_is_matched_on_its_beginning(kb: KnowledgeBase) -> None:
     word = "x" * (LONGEST_WORD + 1)
     assert stem(word, "fr") == word  # returned as is, not run through Snowball
     assert stem("livrées", "fr") == "livr"
+
+
+# ------------------------------------------------------------------ collisions
+
+MISFILED = entry(
+    "parcel-tracking",
+    ["Où est mon colis ?", "Comment suivre ma livraison ?"],
+    ["Where is my parcel?", "When will I get my refund back?"],  # belongs to refund-delay
+    "Suivez votre colis avec le lien reçu par e-mail.",
+)
+
+
+def test_a_question_the_matcher_would_give_another_entry_is_a_collision(
+    encoder: Encoder,
+) -> None:
+    kb = KnowledgeBase([*ENTRIES, MISFILED], encoder=encoder)
+    collisions = kb.collisions()
+    found = {(c.entry.id, c.question, c.other.id) for c in collisions}
+    assert ("parcel-tracking", "When will I get my refund back?", "refund-delay") in found
+    assert all({c.entry.id, c.other.id} == {"parcel-tracking", "refund-delay"} for c in collisions)
+    assert all(c.score >= kb.threshold for c in collisions)
+    # the knowledge base itself is untouched by the leave-one-out
+    assert kb.match("When will I get my refund back?").id == "parcel-tracking"
+
+
+def test_distinct_entries_have_no_collision(kb: KnowledgeBase) -> None:
+    assert kb.collisions() == []
+    assert KnowledgeBase(ENTRIES).collisions() == []  # lexical only: no hint
+
+
+def test_collisions_reuse_the_entries_vectors() -> None:
+    counting = CountingEncoder()
+    kb = KnowledgeBase([*ENTRIES, MISFILED], encoder=counting)
+    texts = counting.encoded
+    kb.collisions()
+    assert kb._semantic is not None
+    checked = len(kb._semantic.look_alikes(LOOK_ALIKE_COSINE))
+    assert checked > 0
+    # each check encodes at most its message and clauses, never the entries again
+    assert counting.encoded - texts <= 4 * checked

@@ -13,7 +13,7 @@ evaluation.py  labelled sets (evalsets/) → accuracy, rejection, threshold swee
 """
 
 from bot.knowledge.encoder import Encoder, load_encoder
-from bot.knowledge.entries import LANGUAGES, Candidate, KbEntry, KbMatch
+from bot.knowledge.entries import LANGUAGES, Candidate, Collision, KbEntry, KbMatch
 from bot.knowledge.kb import DEFAULT_THRESHOLD, LEXICAL_THRESHOLD, KnowledgeBase
 from bot.knowledge.language import detect_language
 
@@ -22,6 +22,7 @@ __all__ = [
     "LANGUAGES",
     "LEXICAL_THRESHOLD",
     "Candidate",
+    "Collision",
     "Encoder",
     "KbEntry",
     "KbMatch",

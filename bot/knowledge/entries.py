@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from bot.knowledge.text import LANGUAGES
 
-__all__ = ["LANGUAGES", "Candidate", "KbEntry", "KbMatch"]
+__all__ = ["LANGUAGES", "Candidate", "Collision", "KbEntry", "KbMatch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +71,15 @@ class KbMatch:
         if self.entry is None:
             raise LookupError("no knowledge-base entry matched")
         return self.entry.answer(language)
+
+
+@dataclass(frozen=True, slots=True)
+class Collision:
+    """An example question of ``entry`` that, asked by a customer, would get ``other``'s
+    answer (with confidence ``score``) if the knowledge base did not list it: the two
+    entries are asked alike, a hint for the knowledge author (reword, or merge them)."""
+
+    entry: KbEntry
+    question: str
+    other: KbEntry
+    score: float

@@ -19,11 +19,11 @@ import numpy as np
 from bot.errors import KnowledgeBaseError
 from bot.knowledge import calibration
 from bot.knowledge.encoder import BUILTIN, Encoder, load_encoder, single_threaded_blas
-from bot.knowledge.entries import Candidate, KbEntry, KbMatch
+from bot.knowledge.entries import Candidate, Collision, KbEntry, KbMatch
 from bot.knowledge.language import detect_language, warm_up
 from bot.knowledge.lexical import LexicalIndex, Synonyms
 from bot.knowledge.loader import parse
-from bot.knowledge.semantic import EmbeddingCache, SemanticIndex
+from bot.knowledge.semantic import EmbeddingCache, ReusedEncoder, SemanticIndex
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -49,6 +49,11 @@ AMBIGUOUS_GAP: Final = 0.25
 Both chosen on the tuning sets (shop, telecom, elearning), with the calibration of
 ``calibration.py``: "did you mean" then offers the right entry for 6 % of the in-scope
 messages (3 % with a share of 0.8), with no more out-of-scope ones asked (4 %)."""
+LOOK_ALIKE_COSINE: Final = 0.6
+"""``collisions`` checks the example questions this close (cosine) to another entry's
+question, and closer to it than to their own entry's other questions."""
+COLLISION_CHECKS: Final = 40
+"""At most this many of them are checked (closest first): each rebuilds the word index."""
 
 
 class KnowledgeBase:
@@ -70,6 +75,7 @@ class KnowledgeBase:
             raise KnowledgeBaseError("threshold", f"{threshold} is not between 0 and 1")
         self.entries: tuple[KbEntry, ...] = tuple(entries)
         self.threshold = float(threshold)
+        self._synonyms = tuple(tuple(group) for group in synonyms)
         self._lexical = LexicalIndex(self.entries, Synonyms(synonyms))
         if encoder is not None:
             single_threaded_blas()
@@ -126,6 +132,33 @@ class KnowledgeBase:
 
     def get(self, entry_id: str) -> KbEntry | None:
         return next((e for e in self.entries if e.id == entry_id), None)
+
+    def collisions(self, checks: int = COLLISION_CHECKS) -> list[Collision]:
+        """Example questions that the matcher would answer with another entry if they were
+        not listed: leave-one-out, each suspect (``SemanticIndex.look_alikes``) matched
+        against the knowledge base without it. Empty for the lexical-only matcher.
+
+        A hint for ``supportbot check``: two entries asked alike make the bot hesitate
+        or answer the wrong one on every customer phrasing between them.
+        """
+        if self._semantic is None:
+            return []
+        reused = ReusedEncoder(self._semantic)
+        found: list[Collision] = []
+        for number, question, _other in self._semantic.look_alikes(LOOK_ALIKE_COSINE)[:checks]:
+            entry = self.entries[number]
+            kept = {
+                language: tuple(q for q in asked if q != question)
+                for language, asked in entry.questions.items()
+            }
+            lighter = KbEntry(
+                entry.id, entry.topic, {k: v for k, v in kept.items() if v}, entry.answers
+            )
+            others = [lighter if e is entry else e for e in self.entries]
+            match = KnowledgeBase(others, self.threshold, self._synonyms, reused).match(question)
+            if match.answered and match.entry is not None and match.entry.id != entry.id:
+                found.append(Collision(entry, question, match.entry, match.score))
+        return found
 
     def match(self, text: str, language: str | None = None) -> KbMatch:
         """The best entry for ``text``, its calibrated confidence, and close alternatives.

@@ -143,6 +143,9 @@ class SemanticIndex:
             vectors = encoder.encode(texts)
             if cache is not None:
                 cache.write(key, vectors)
+        self._texts = texts
+        self._rows: dict[str, int] | None = None  # text → row of ``_vectors``, on demand
+        self._vectors = vectors
         self._questions = np.ascontiguousarray(vectors[: len(questions)])
         self._answers = np.ascontiguousarray(vectors[len(questions) :])
         counts = np.diff([*self._question_starts, len(questions)])
@@ -186,3 +189,46 @@ class SemanticIndex:
         return Similarities(
             question.astype(np.float32), pair.astype(np.float32), answer.astype(np.float32)
         )
+
+    def known(self, texts: Sequence[str]) -> Matrix | None:
+        """The stored vectors of ``texts`` if every one is an entry text, else None."""
+        if self._rows is None:
+            self._rows = {text: row for row, text in enumerate(self._texts)}
+        rows = [self._rows.get(text) for text in texts]
+        if any(row is None for row in rows):
+            return None
+        known: Matrix = self._vectors[[row for row in rows if row is not None]]
+        return known
+
+    def look_alikes(self, floor: float) -> list[tuple[int, str, int]]:
+        """(entry, example question, other entry) for each example question closer to
+        another entry's question than to its own entry's others, by a cosine of at least
+        ``floor``; closest first. Entries with a single question have no "own others"."""
+        cosines = self._questions @ self._questions.T
+        starts = self._question_starts
+        owner = np.repeat(np.arange(len(starts)), np.diff([*starts, len(cosines)]))
+        same = owner[:, None] == owner[None, :]
+        np.fill_diagonal(cosines, -2.0)
+        own = np.where(same, cosines, -2.0).max(axis=1)
+        other = np.where(same, -2.0, cosines)
+        closest, nearest = other.max(axis=1), other.argmax(axis=1)
+        found = np.flatnonzero((closest >= floor) & (closest > own) & (own > -1.5))
+        found = found[np.argsort(-closest[found], kind="stable")]
+        return [(int(owner[n]), self._texts[n], int(owner[nearest[n]])) for n in found]
+
+
+class ReusedEncoder:
+    """An encoder that answers from a semantic index's stored vectors, and encodes only
+    what it does not hold: rebuilding a knowledge base from the same texts costs no
+    encoding (``KnowledgeBase.collisions``)."""
+
+    def __init__(self, index: SemanticIndex) -> None:
+        self._index = index
+
+    @property
+    def name(self) -> str:
+        return self._index.encoder.name
+
+    def encode(self, texts: Sequence[str]) -> Matrix:
+        known = self._index.known(texts)
+        return known if known is not None else self._index.encoder.encode(texts)
