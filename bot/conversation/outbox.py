@@ -15,7 +15,7 @@ import math
 import random
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from bot.clock import Clock, to_ms
 from bot.conversation import payloads as P
@@ -262,7 +262,7 @@ class Dispatcher:
             raise PermanentDeliveryError(f"unknown outbox operation {item.op!r}")
         return Delivery()
 
-    def _author_aware(self, channel: CustomerChannel) -> bool:
+    def _author_aware(self, channel: CustomerChannel) -> TypeGuard[AuthorAwareChannel]:
         """``isinstance`` against a runtime Protocol inspects the class's attributes each
         time; a channel's class does not change, so the answer is kept per class."""
         kind = type(channel)
