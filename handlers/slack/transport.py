@@ -25,6 +25,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.errors import ConfigError, DeliveryError, PermanentDeliveryError
+from handlers.slack.api import library_logger
 from handlers.slack.inbound import MALFORMED, SlackInbound, reject_malformed
 from handlers.slack.outbound import SlackOutbound
 
@@ -106,7 +107,7 @@ class SlackTransport(SlackInbound, SlackOutbound):
             self.app,
             app_token,
             web_client=self.client,
-            logger=logging.getLogger("handlers.slack.socket"),
+            logger=library_logger("handlers.slack.socket"),
         )
         if first_url is not None:
             self._socket.client.wss_uri = first_url
