@@ -34,15 +34,16 @@ log = logging.getLogger(__name__)
 
 
 def library_logger(name: str) -> logging.Logger:
-    """A logger for slack_sdk / slack_bolt, its level pinned to the one it has now.
+    """One of our loggers for slack_sdk / slack_bolt, its level set to the logging level in
+    force now (each time a transport is made: the one of a previous transport may be stale).
 
     Both test ``logger.level <= DEBUG`` (the logger's own level, 0 while unset) rather than
     ``isEnabledFor`` before building their debug lines: left unset, every API call formats
     its whole request (blocks included) and response, and every event its middleware names,
-    to be dropped at INFO. Pinned to the effective level, DEBUG still shows them."""
+    to be dropped at INFO. Set to the level in force, DEBUG still shows them."""
     logger = logging.getLogger(name)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logger.getEffectiveLevel())
+    logger.setLevel(logging.NOTSET)
+    logger.setLevel(logger.getEffectiveLevel())
     return logger
 
 
