@@ -465,8 +465,8 @@ async def run(plan: Plan) -> dict[str, Any]:
 
 def cpu(ours: float, bare: float | None = None) -> str:
     """CPU seconds per answered message, ours (and the bare bot's)."""
-    text = f"{ours / 1000:.4f}"
-    return text if bare is None else f"{text} / {bare / 1000:.4f}"
+    text = f"{ours / 1000:.5f}"
+    return text if bare is None else f"{text} / {bare / 1000:.5f}"
 
 
 def table(r: dict[str, Any]) -> Table:
@@ -542,6 +542,8 @@ def main() -> None:
         plan = Plan(args.customers, args.seconds, args.open_conversations)
     result = asyncio.run(run(plan))
     console = Console()
+    if not console.is_terminal:  # a log or a pipe: one line per row, not 80 columns
+        console = Console(width=170)
     console.print(table(result))
     console.print("pacing: off (telegram.pacing / slack.pacing false: local servers, no flood "
                   "limits)")  # fmt: skip
