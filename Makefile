@@ -61,7 +61,7 @@ screenshots: $(STAMP) browser
 
 ## The load benchmark: the real bot against the local Telegram/Slack servers and widget
 ## visitors over WebSocket, each against a bare bot as its ceiling (about 5 min;
-## `make bench QUICK=1`: about 40 s).
+## `make bench QUICK=1`: about a minute).
 bench: $(STAMP)
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python bench/load_bench.py $(if $(QUICK),--quick) $(if $(ENCODER),--encoder $(ENCODER))
 

@@ -11,8 +11,8 @@ The bot runs with ``pacing: false`` (no flood-limit pacing: the local servers ha
 to respect). "CPU s/msg" is the CPU time (user + system, from ``/proc``) the process under
 test used during the closed-loop phase, divided by the messages answered in it.
 
-    .venv/bin/python bench/load_bench.py            # full run, about 4 minutes
-    .venv/bin/python bench/load_bench.py --quick    # about 40 seconds
+    .venv/bin/python bench/load_bench.py            # full run, about 5 minutes
+    .venv/bin/python bench/load_bench.py --quick    # about a minute
 
 Throughput is closed loop: every customer asks, waits for the answer, asks again; the
 peak is what N customers reach that way. Latencies are then measured at half that rate,
@@ -529,7 +529,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--open-conversations", type=int, default=100_000)
-    parser.add_argument("--quick", action="store_true", help="about 30 s: smaller, shorter")
+    parser.add_argument("--quick", action="store_true", help="about a minute: smaller, shorter")
     parser.add_argument(
         "--encoder", help="knowledge.encoder of the bot (e.g. none); the questions stay the same"
     )
