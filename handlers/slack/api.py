@@ -114,6 +114,9 @@ class SlackApi(ABC):
             # our translation ignores the app's own messages itself, so every event reaches
             # one listener (and is counted in ``handled``)
             ignoring_self_events_enabled=False,
+            # the assistant/say_stream/set_status helpers it attaches to every event: our
+            # listeners use none of them (they post through the outbox)
+            attaching_conversation_kwargs_enabled=False,
         )
         self._listen()
 
