@@ -59,8 +59,9 @@ test-dates: $(STAMP) browser faketime
 screenshots: $(STAMP) browser
 	SUPPORTBOT_SCREENSHOTS=docs/screenshots NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -q tests/test_e2e_web_browser.py
 
-## The load benchmark: the real bot against the local Telegram/Slack servers (about 4 min;
-## `make bench QUICK=1`: about 40 s).
+## The load benchmark: the real bot against the local Telegram/Slack servers and widget
+## visitors over WebSocket, each against a bare bot as its ceiling (about 5 min;
+## `make bench QUICK=1`: about a minute).
 bench: $(STAMP)
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python bench/load_bench.py $(if $(QUICK),--quick) $(if $(ENCODER),--encoder $(ENCODER))
 

@@ -2,7 +2,8 @@
 
 Measures the core alone (engine + SQLite + outbox, channels replaced by no-op ports):
 messages/s, per-message latency percentiles from `handle` to the reply being delivered,
-and peak memory. The channel benchmarks of issue #6 build on this.
+the CPU time per message (the engine's own cost, no platform client) and peak memory.
+The channel benchmarks of issue #6 build on this.
 
     .venv/bin/python bench/engine_bench.py --customers 200 --messages 10
 """
@@ -85,10 +86,12 @@ async def main(customers: int, messages: int) -> None:
         engine = ConversationService(store, kb, settings, SystemClock(), dispatcher, desk=None)
         latencies: list[float] = []
         start = time.perf_counter()
+        cpu_start, loop_start = time.process_time(), time.thread_time()
         await asyncio.gather(
             *(customer(engine, channel, n, messages, latencies) for n in range(customers))
         )
         elapsed = time.perf_counter() - start
+        cpu, loop_cpu = time.process_time() - cpu_start, time.thread_time() - loop_start
         await dispatcher.stop()
         await db.close()
         size = Path(settings.storage.path).stat().st_size  # noqa: ASYNC240 - after the run
@@ -98,6 +101,9 @@ async def main(customers: int, messages: int) -> None:
     print(f"customers {customers}, messages each {messages}, total {total}")
     print(f"throughput      {total / elapsed:8.0f} messages/s")
     print(f"latency p50     {q[49] * 1000:8.2f} ms   p99 {q[98] * 1000:.2f} ms")
+    loop_ms = loop_cpu / total * 1000
+    print(f"CPU per message {cpu / total * 1000:8.3f} ms   (event loop {loop_ms:.3f} ms, "
+          "the rest on the database thread)")  # fmt: skip
     print(f"peak RSS        {peak_mb:8.0f} MB   database {size / 1e6:.1f} MB")
     print(f"rerun: .venv/bin/python bench/engine_bench.py --customers {customers} "
           f"--messages {messages}")  # fmt: skip

@@ -8,6 +8,7 @@ event loop; their memory is read from ``/proc``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 STOP_TIMEOUT_S = 15.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -62,6 +64,12 @@ class Child:
 
     def peak_rss(self) -> int:
         return self._status("VmHWM")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (all its threads)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -147,6 +155,22 @@ class Tally:
     other: list[float] = field(default_factory=list)  # agent → customer relays, Slack acks
     elapsed: float = 0.0
     errors: int = 0
+    cpu: float = 0.0  # CPU seconds the process under test used during the phase
+    peak_rss: int = 0  # bytes, the process under test's high-water mark after the phase
+
+    @contextlib.contextmanager
+    def cpu_of(self, child: Child) -> Iterator[None]:
+        """Charge the CPU time ``child`` uses inside the block to this phase."""
+        before = child.cpu_seconds()
+        try:
+            yield
+        finally:
+            self.cpu += child.cpu_seconds() - before
+
+    @property
+    def cpu_per_msg(self) -> float:
+        """CPU seconds of the process under test per answered customer message."""
+        return self.cpu / self.answered if self.answered else math.nan
 
     def note(self, sent_at: float, arrived_at: float) -> None:
         self.answered += 1

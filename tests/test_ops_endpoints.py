@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import tests.test_web_channel as web_channel
@@ -103,4 +104,66 @@ async def test_metrics_count_a_handoff(served: Served) -> None:
     assert got[("supportbot_handoffs_total", (("reason", "requested"),))] == 1
     assert got[("supportbot_open_conversations", (("state", "queued"),))] == 1
     assert got[("supportbot_messages_in_total", (("channel", "web"),))] == 1
+    await visitor.close()
+
+
+def _histogram(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, label: tuple[str, str]
+) -> tuple[list[tuple[float, float]], float, float]:
+    """(le, cumulative count) per bucket, the count and the sum of one labelled histogram."""
+    buckets = sorted(
+        (float(dict(labels)["le"]), value)
+        for (sample, labels), value in samples.items()
+        if sample == f"{name}_bucket" and label in labels
+    )
+    return buckets, samples[(f"{name}_count", (label,))], samples[(f"{name}_sum", (label,))]
+
+
+async def test_metrics_engine_step_latency(served: Served) -> None:
+    before = await _samples(served)
+    assert not [k for k in before if k[0].startswith("supportbot_engine_step_seconds")]
+    visitor = await served.widget(await served.token())
+    await visitor.say("Quel est le délai de livraison ?")
+    await eventually(lambda: any(line["author"] == "bot" for line in visitor.lines()))
+    buckets, count, total = _histogram(
+        await _samples(served), "supportbot_engine_step_seconds", ("event", "customer_message")
+    )
+    assert count == 1
+    assert 0 < total < 30  # seconds of one real step (the fake clock does not move)
+    assert buckets[-1] == (float("inf"), 1)
+    counts = [n for _le, n in buckets]
+    assert counts == sorted(counts)  # cumulative
+    first = next(le for le, n in buckets if n == 1)
+    assert total <= first  # the step falls in the first bucket that counts it
+    await visitor.say("Quel est le délai de livraison ?")
+    await eventually(lambda: sum(line["author"] == "bot" for line in visitor.lines()) == 2)
+    _, count, _ = _histogram(
+        await _samples(served), "supportbot_engine_step_seconds", ("event", "customer_message")
+    )
+    assert count == 2
+    await visitor.close()
+
+
+async def test_metrics_knowledge_base_confidence(served: Served) -> None:
+    kb = served.app.components.engine.kb if served.app.components else None
+    assert kb is not None
+    known, unknown = "Quel est le délai de livraison ?", "zorglub quantique ptérodactyle"
+    assert kb.match(known, "fr").answered
+    assert not kb.match(unknown, "fr").answered
+    visitor = await served.widget(await served.token())
+    await visitor.say(known)
+    await eventually(lambda: sum(line["author"] == "bot" for line in visitor.lines()) == 1)
+    await visitor.say(unknown)
+    await eventually(lambda: sum(line["author"] == "bot" for line in visitor.lines()) == 2)
+    samples = await _samples(served)
+    name = "supportbot_kb_confidence"
+    buckets, count, total = _histogram(samples, name, ("outcome", "answered"))
+    assert count == 1
+    assert total == pytest.approx(kb.match(known, "fr").score)
+    score_bucket = next(le for le, n in buckets if n == 1)
+    assert score_bucket - 0.1 < total <= score_bucket
+    _, declined, declined_sum = _histogram(samples, name, ("outcome", "declined"))
+    assert declined == 1
+    assert declined_sum == pytest.approx(kb.match(unknown, "fr").score)
+    assert _histogram(samples, name, ("outcome", "ambiguous"))[1] == 0
     await visitor.close()

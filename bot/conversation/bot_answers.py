@@ -114,17 +114,19 @@ class BotAnswers(Handoff):
         self._follow_language(conv, unit, match.language)
         lang, message = conv.language, _inbound(unit)
         if match.answered and match.entry is not None:
-            unit.kb_question = KbQuestion(message, lang, "answered", match.entry.id)
+            unit.kb_question = KbQuestion(message, lang, "answered", match.entry.id,
+                                           score=match.score)  # fmt: skip
             self._answer(conv, unit, match.entry, score=match.score)
             return
         candidates = [c.entry for c in match.candidates]
         if match.ambiguous and len(candidates) >= 2:
             ids = tuple(e.id for e in candidates)
-            unit.kb_question = KbQuestion(message, lang, "ambiguous", candidates=ids)
+            unit.kb_question = KbQuestion(message, lang, "ambiguous", candidates=ids,
+                                           score=match.score)  # fmt: skip
             unit.event("bot_ambiguous", "bot", candidates=list(ids), score=round(match.score, 3))
             self._ask_which(conv, unit, candidates)
             return
-        unit.kb_question = KbQuestion(message, lang, "missed")
+        unit.kb_question = KbQuestion(message, lang, "missed", score=match.score)
         await self._missed(conv, unit, score=match.score)
 
     def _follow_language(self, conv: ConversationRecord, unit: Unit, detected: str | None) -> None:

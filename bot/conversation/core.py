@@ -29,9 +29,12 @@ from bot.conversation.store import (
     Store,
     Unit,
 )
+from bot.metrics import EngineMetrics
 from bot.texts import Texts
 
 log = logging.getLogger(__name__)
+
+KB_OUTCOME = {"missed": "declined"}  # a stored outcome → its /metrics label
 
 
 class KbEntryLike(Protocol):
@@ -112,6 +115,7 @@ class EngineCore:
         self.locks = KeyedLocks()
         self._conv = settings.conversation
         self._observers: list[Callable[[int], None]] = []
+        self.metrics = EngineMetrics()  # step latency, KB confidence (GET /metrics)
 
     def add_observer(self, observer: Callable[[int], None]) -> None:
         """Call ``observer(conversation_id)`` after each committed step of a conversation
@@ -135,6 +139,10 @@ class EngineCore:
         applied = await self.store.apply(unit)
         if applied.outbox:
             self.outbox.submit(applied.outbox)
+        question = unit.kb_question
+        if applied.applied and question is not None and question.score is not None:
+            self.metrics.kb_match(KB_OUTCOME.get(question.outcome, question.outcome),
+                                  question.score)  # fmt: skip
         conv = unit.conversation
         if applied.applied and conv is not None and conv.handed_off_at is not None:
             for observer in self._observers:

@@ -12,6 +12,8 @@ shared ``core``; this class joins them.
 
 from __future__ import annotations
 
+import time
+
 from bot.conversation.customer_turns import CustomerTurns
 from bot.conversation.followup_actions import FollowupDesk
 from bot.conversation.model import (
@@ -29,6 +31,7 @@ from bot.conversation.model import (
 from bot.conversation.saved_replies import SavedReplyActions
 from bot.conversation.timers import Timers
 from bot.logs import conversation_id as log_conversation
+from bot.metrics import event_kind
 
 
 class ConversationService(CustomerTurns, FollowupDesk, SavedReplyActions, Timers):
@@ -36,8 +39,12 @@ class ConversationService(CustomerTurns, FollowupDesk, SavedReplyActions, Timers
 
     async def handle(self, event: InboundEvent) -> Outcome:
         """Process one normalized event; the result tells the handler what to show."""
-        outcome = await self._handle(event)
-        await self._route_pending()  # the queue may move: assign, escalate, retell
+        started = time.perf_counter()  # a duration, not a time of day: not the app's clock
+        try:
+            outcome = await self._handle(event)
+            await self._route_pending()  # the queue may move: assign, escalate, retell
+        finally:
+            self.metrics.step(event_kind(event), time.perf_counter() - started)
         return outcome
 
     async def sweep(self, limit: int = 500) -> int:

@@ -15,7 +15,7 @@ import math
 import random
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from bot.clock import Clock, to_ms
 from bot.conversation import payloads as P
@@ -71,6 +71,7 @@ class Dispatcher:
         self._lanes: dict[str, deque[OutboxItem]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._threads: OrderedDict[int, ThreadRef] = OrderedDict()  # small LRU
+        self._aware: dict[type, bool] = {}  # channel class → is it an AuthorAwareChannel
         self._slots = asyncio.Semaphore(parallel)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -205,7 +206,7 @@ class Dispatcher:
             if item.op == P.SEND:
                 choices = P.choices_from(payload.get("choices", []))
                 author = str(payload.get("author", "bot"))
-                if isinstance(channel, AuthorAwareChannel):
+                if self._author_aware(channel):
                     name = str(payload.get("name", ""))
                     await channel.send_as(to, payload["text"], choices, author, name)
                 else:
@@ -260,6 +261,15 @@ class Dispatcher:
         else:
             raise PermanentDeliveryError(f"unknown outbox operation {item.op!r}")
         return Delivery()
+
+    def _author_aware(self, channel: CustomerChannel) -> TypeGuard[AuthorAwareChannel]:
+        """``isinstance`` against a runtime Protocol inspects the class's attributes each
+        time; a channel's class does not change, so the answer is kept per class."""
+        kind = type(channel)
+        aware = self._aware.get(kind)
+        if aware is None:
+            aware = self._aware[kind] = isinstance(channel, AuthorAwareChannel)
+        return aware
 
     async def _alert(self, item: OutboxItem) -> None:
         """To the boards first: they keep one copy per item, so when the desk fails and

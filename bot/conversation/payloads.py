@@ -38,7 +38,8 @@ def desk_lane(conversation_id: int | None) -> str:
 
 
 def address_json(address: Address) -> dict[str, Any]:
-    return asdict(address)
+    # By hand: ``asdict`` deep-copies through every field, and this runs for every reply.
+    return {"channel": address.channel, "chat_id": address.chat_id, "thread_id": address.thread_id}
 
 
 def address_from(data: dict[str, Any]) -> Address:

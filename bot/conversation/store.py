@@ -170,6 +170,7 @@ class KbQuestion:
     outcome: str
     entry: str | None = None
     candidates: tuple[str, ...] = ()
+    score: float | None = None  # the match's confidence (for /metrics; not stored)
 
 
 @dataclass(frozen=True, slots=True)

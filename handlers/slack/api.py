@@ -33,6 +33,20 @@ from handlers.slack.translate import Person
 log = logging.getLogger(__name__)
 
 
+def library_logger(name: str) -> logging.Logger:
+    """One of our loggers for slack_sdk / slack_bolt, its level set to the logging level in
+    force now (each time a transport is made: the one of a previous transport may be stale).
+
+    Both test ``logger.level <= DEBUG`` (the logger's own level, 0 while unset) rather than
+    ``isEnabledFor`` before building their debug lines: left unset, every API call formats
+    its whole request (blocks included) and response, and every event its middleware names,
+    to be dropped at INFO. Set to the level in force, DEBUG still shows them."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.NOTSET)
+    logger.setLevel(logger.getEffectiveLevel())
+    return logger
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who the app is in the workspace, from ``auth.test``."""
@@ -86,13 +100,13 @@ class SlackApi(ABC):
             token=bot_token,
             base_url=settings.api_url,
             retry_handlers=retry_handlers(max_retry_wait),
-            logger=logging.getLogger("handlers.slack.sdk"),
+            logger=library_logger("handlers.slack.sdk"),
         )
         self.app = AsyncApp(
             client=self.client,
             signing_secret=signing_secret or "",
             name="supportbot",
-            logger=logging.getLogger("handlers.slack.bolt"),
+            logger=library_logger("handlers.slack.bolt"),
             # Bolt's own auth.test is called on the first request and, when Slack's API is
             # down then, drops that request with a 200 (Slack never retries it): authorize
             # from our cached identity instead, which answers 503 (Slack retries) meanwhile.
@@ -100,6 +114,9 @@ class SlackApi(ABC):
             # our translation ignores the app's own messages itself, so every event reaches
             # one listener (and is counted in ``handled``)
             ignoring_self_events_enabled=False,
+            # the assistant/say_stream/set_status helpers it attaches to every event: our
+            # listeners use none of them (they post through the outbox)
+            attaching_conversation_kwargs_enabled=False,
         )
         self._listen()
 

@@ -23,10 +23,12 @@ class SlackOutbound(SlackApi):
     async def send(self, to: Address, text: str, choices: Sequence[Sequence[Choice]] = ()) -> Sent:
         """A message to a customer (DM, or their thread in a support channel), with buttons."""
         rows = [list(row) for row in choices if row]
-        kwargs: dict[str, Any] = {"text": render.message_text(text)}
+        kwargs: dict[str, Any]
         if rows:
-            kwargs["text"] = render.fallback(text)
-            kwargs["blocks"] = render.customer_blocks(text, rows, self.language)
+            kwargs = {"text": render.fallback(text),
+                      "blocks": render.customer_blocks(text, rows, self.language)}  # fmt: skip
+        else:
+            kwargs = {"text": render.message_text(text)}
         if to.thread_id:
             kwargs["thread_ts"] = to.thread_id
         return await self._post(to.chat_id, customer=True, **kwargs)

@@ -84,8 +84,17 @@ def _cost(ch: str) -> int:
     return 5 if ch == "&" else 4 if ch in "<>" else 1
 
 
+def escaped_length(text: str) -> int:
+    """``len(escape(text))`` without building it: ``&`` costs 5, ``<`` and ``>`` 4."""
+    return len(text) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
+
+
 def split(text: str, limit: int, *, escaped: bool) -> list[str]:
     """Cut ``text`` into pieces that fit ``limit`` (once escaped), at line or word ends."""
+    if (escaped_length(text) if escaped else len(text)) <= limit:
+        # Nearly every message fits: no walk over its characters (this runs on every
+        # message to a customer, twice).
+        return [text] if text.strip() else []
     pieces: list[str] = []
     start, used, last_break = 0, 0, -1
     i = 0

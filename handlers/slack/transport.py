@@ -25,6 +25,7 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.errors import ConfigError, DeliveryError, PermanentDeliveryError
+from handlers.slack.api import library_logger
 from handlers.slack.events_http import SlackHttpEvents
 from handlers.slack.outbound import SlackOutbound
 
@@ -106,7 +107,7 @@ class SlackTransport(SlackHttpEvents, SlackOutbound):
             self.app,
             app_token,
             web_client=self.client,
-            logger=logging.getLogger("handlers.slack.socket"),
+            logger=library_logger("handlers.slack.socket"),
         )
         if first_url is not None:
             self._socket.client.wss_uri = first_url

@@ -3,7 +3,9 @@
 For probes and scrapers, not people: no login (``Console.guard`` does not cover these
 paths) and no rate limit (only the widget's and the login's handlers ask the limiter).
 ``/metrics`` is counted from the database at each scrape (``storage.ops_queries``) into a
-registry of our own, so that nothing else in the process shows up there.
+registry of our own, so that nothing else in the process shows up there; the engine's step
+latency and the knowledge base's confidence are this process's own histograms
+(``bot.metrics``, measured in plain Python since ``bot/`` does not import Prometheus).
 """
 
 from __future__ import annotations
@@ -13,15 +15,21 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from bot.clock import Clock, to_ms
 from bot.errors import StorageError
+from bot.metrics import EngineMetrics, Histogram
 from storage.database import Database
 from storage.ops_queries import OpsFigures, ops_figures
 
-__all__ = ["Readiness", "metric_families", "ops_routes"]
+__all__ = ["Readiness", "engine_families", "metric_families", "ops_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,30 @@ def metric_families(figures: OpsFigures) -> list[Metric]:
     return [messages_in, messages_out, open_now, handoffs, backlog, oldest]
 
 
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    return [("+Inf" if bound == float("inf") else f"{bound:g}", n)
+            for bound, n in histogram.cumulative()]  # fmt: skip
+
+
+def engine_families(metrics: EngineMetrics) -> list[Metric]:
+    """The engine's histograms (this process's, since it started)."""
+    steps = HistogramMetricFamily(
+        "supportbot_engine_step_seconds",
+        "Time the engine took to handle one event (storage included), by kind of event",
+        labels=["event"],
+    )
+    for kind, histogram in sorted(metrics.steps.items()):
+        steps.add_metric([kind], _buckets(histogram), histogram.sum)
+    confidence = HistogramMetricFamily(
+        "supportbot_kb_confidence",
+        "Knowledge-base confidence of the best entry for customers' questions, by outcome",
+        labels=["outcome"],
+    )
+    for outcome, histogram in metrics.confidence.items():
+        confidence.add_metric([outcome], _buckets(histogram), histogram.sum)
+    return [steps, confidence]
+
+
 class _Snapshot(Collector):
     """Hands a registry the families computed for one scrape."""
 
@@ -73,8 +105,14 @@ class _Snapshot(Collector):
         return iter(self.families)
 
 
-def ops_routes(db: Database, clock: Clock, readiness: Readiness | None) -> list[web.RouteDef]:
-    """The three routes, over the app's database and its readiness checks."""
+def ops_routes(
+    db: Database,
+    clock: Clock,
+    readiness: Readiness | None,
+    engine_metrics: EngineMetrics | None = None,
+) -> list[web.RouteDef]:
+    """The three routes, over the app's database, its readiness checks and what its engine
+    measured."""
 
     async def healthz(_request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "ok"})
@@ -102,7 +140,10 @@ def ops_routes(db: Database, clock: Clock, readiness: Readiness | None) -> list[
             log.warning("metrics unavailable: %s", exc)
             raise web.HTTPServiceUnavailable(text="database unavailable") from None
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Snapshot(metric_families(figures)))
+        families = metric_families(figures)
+        if engine_metrics is not None:
+            families += engine_families(engine_metrics)
+        registry.register(_Snapshot(families))
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
 
     return [

@@ -35,6 +35,7 @@ from bot.conversation.model import (
     Sent,
 )
 from bot.errors import ConfigError, StorageError
+from bot.metrics import EngineMetrics
 from handlers.web.agent_tools import AgentTools
 from handlers.web.auth import (
     AgentKeys,
@@ -104,6 +105,7 @@ class WebTransport:
         self._keys: AgentKeys | None = None
         self._db: Database | None = None
         self.console: Console | None = None
+        self._engine_metrics: EngineMetrics | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -121,6 +123,7 @@ class WebTransport:
         engine.add_assignment_observer(self.console.assigned)
         self.console.roster = engine.roster
         self._replies = engine.replies  # the console's picker lists them
+        self._engine_metrics = engine.metrics  # GET /metrics exports them
 
     async def _secret(self) -> str:
         """WEB_SECRET, else the generated one in its own 0600 file, never in the database.
@@ -171,7 +174,10 @@ class WebTransport:
         AgentTools(self._db, self.settings, self._replies).add_routes(app)
         # The KPI dashboard has no auth of its own: ``Console.guard`` covers its paths.
         app.router.add_routes(dashboard_routes(self._db, self.settings, self.clock))
-        app.router.add_routes(ops_routes(self._db, self.clock, self.readiness))  # no login
+        # no login
+        app.router.add_routes(
+            ops_routes(self._db, self.clock, self.readiness, self._engine_metrics)
+        )
         return app
 
     async def start(self) -> None:
