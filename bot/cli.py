@@ -26,9 +26,13 @@ from bot.errors import (
     SupportbotError,
 )
 from bot.insights.kpi import BREAKDOWNS
-from bot.logs import setup_logging
+from bot.logs import redact, setup_logging
 
 DEFAULT_CONFIG = Path("config.yaml")
+PG_BACKUP = (
+    "supportbot backup copies a SQLite database; on PostgreSQL, back up with pg_dump "
+    '(e.g. pg_dump -Fc -f supportbot.dump "$SUPPORTBOT_DATABASE_URL")'
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,6 +128,8 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
     )
     try:
         settings = load_settings(config)
+        for secret in settings.storage.secret_values():  # a password written in the file
+            redact(secret)
         return _dispatch(args, settings, secrets, clock)
     except (ConfigError, KnowledgeBaseError, SavedRepliesError) as exc:
         print(f"supportbot: configuration error: {exc}", file=sys.stderr)
@@ -176,6 +182,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets, cl
         from bot.privacy import backup_command, customer_command
 
         if args.command == "backup":
+            if not isinstance(settings.storage.target(), Path):
+                print(f"supportbot: {PG_BACKUP}", file=sys.stderr)
+                return 2
             print(asyncio.run(backup_command(settings, args.path, clock)))
         else:
             print(asyncio.run(customer_command(settings, args.customer_command, args.key, clock)))
@@ -199,9 +208,34 @@ def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:
         return 2
     from bot.instance import InstanceLock
 
-    with InstanceLock(settings.storage.path):
+    if isinstance(settings.storage.target(), Path):
+        with InstanceLock(settings.storage.path):
+            asyncio.run(SupportApp(settings, secrets, clock=clock).serve_forever())
+    else:  # PostgreSQL: an advisory lock held by the bot's connection (SupportApp)
         asyncio.run(SupportApp(settings, secrets, clock=clock).serve_forever())
     return 0
+
+
+def _database_status(settings: Settings) -> str:
+    """Where the database is and whether it needs migrating (it is not migrated here)."""
+    from storage.database import schema_status
+
+    target = settings.storage.target()
+    where = settings.storage.where()
+    if isinstance(target, Path) and str(target) != ":memory:" and not target.exists():
+        return f"{where} (SQLite) — not created yet: the first run creates it"
+    engine = "SQLite" if isinstance(target, Path) else "PostgreSQL"
+    current, known = asyncio.run(schema_status(target))
+    if current == known:
+        state = f"schema version {current}, up to date"
+    elif current < known:
+        state = (
+            f"schema version {current}, NEEDS MIGRATING to {known} "
+            "(done by the next `supportbot run`)"
+        )
+    else:
+        state = f"schema version {current}, newer than this supportbot ({known}): upgrade it"
+    return f"{where} ({engine}) — {state}"
 
 
 def _check(settings: Settings, secrets: Secrets) -> int:
@@ -227,7 +261,7 @@ def _check(settings: Settings, secrets: Secrets) -> int:
     )
     if replies.source is not None:
         print(f"saved replies: {replies.source} — {len(replies)} replies")
-    print(f"database: {settings.storage.path}")
+    print(f"database: {_database_status(settings)}")
     print(f"telegram: {'enabled' if plan.telegram else 'off'}")
     print(f"slack: {'enabled' if plan.slack else 'off'}")
     web = settings.web
