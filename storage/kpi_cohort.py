@@ -39,9 +39,10 @@ _CONVERSATION_KEY = {
 # The conversation flags travel in the bits of started_at above 2^42 ms (year 2109).
 _FLAG_SHIFT = 42
 _PACKED_START = (
-    f"started_at + ((resolved_at IS NOT NULL) * {FLAG_RESOLVED}"
-    f" + (abandoned_at IS NOT NULL) * {FLAG_ABANDONED}"
-    f" + (handed_off_at IS NOT NULL) * {FLAG_HANDED_OFF}) * {1 << _FLAG_SHIFT}"
+    f"started_at + ((CASE WHEN resolved_at IS NOT NULL THEN {FLAG_RESOLVED} ELSE 0 END)"
+    f" + (CASE WHEN abandoned_at IS NOT NULL THEN {FLAG_ABANDONED} ELSE 0 END)"
+    f" + (CASE WHEN handed_off_at IS NOT NULL THEN {FLAG_HANDED_OFF} ELSE 0 END))"
+    f" * {1 << _FLAG_SHIFT}"
 )
 # The FROM … WHERE of the cohort: conversations started in [?, ?).
 COHORT = "FROM conversations INDEXED BY conversations_kpi WHERE started_at >= ? AND started_at < ?"

@@ -294,7 +294,7 @@ class KpiQueries(CohortQueries):
             )
         else:
             rows = await self._tuples(
-                f"SELECT NULL, count(*) FROM ({latest}) WHERE latest % 2 = 0", (at,)
+                f"SELECT NULL, count(*) FROM ({latest}) AS r WHERE latest % 2 = 0", (at,)
             )
         return {_key(k): int(n) for k, n in rows}
 
