@@ -1,4 +1,4 @@
-"""The ``supportbot`` command: run, check, kb, kpi, digest, followups, customer, backup.
+"""The ``supportbot`` command: run, check, kb, kpi, digest, followups, customer, backup, db.
 
 Every command takes ``--config PATH`` (default ./config.yaml). Exit codes: 0 done,
 1 failed while running, 2 bad configuration or knowledge base, 3 ``run`` refused because
@@ -110,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
     followups.add_argument("--open", dest="open_only", action="store_true",
                            help="only those not resolved nor unreachable")  # fmt: skip
     followups.add_argument("--format", dest="fmt", choices=["table", "json"], default="table")
+    db = sub.add_parser("db", parents=[common], help="move the database to another engine")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    copy = db_sub.add_parser(
+        "copy", parents=[common], help="copy the SQLite database into an EMPTY PostgreSQL one"
+    )
+    copy.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="postgresql://user@host/database (password from $SUPPORTBOT_DATABASE_URL)",
+    )
     backup = sub.add_parser("backup", parents=[common], help="consistent copy of the database")
     backup.add_argument("path", type=Path, metavar="PATH", help="backup file, or a directory")
     return parser
@@ -178,6 +189,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets, cl
         command = followups_command(settings, open_only=args.open_only, fmt=args.fmt, clock=clock)
         print(asyncio.run(command))
         return 0
+    if args.command == "db":
+        return _db_copy(settings, args.to)
     if args.command in ("customer", "backup"):
         from bot.privacy import backup_command, customer_command
 
@@ -190,6 +203,25 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets, cl
             print(asyncio.run(customer_command(settings, args.customer_command, args.key, clock)))
         return 0
     return 2  # pragma: no cover - argparse requires a command
+
+
+def _db_copy(settings: Settings, to: str) -> int:
+    from bot.config import StorageSettings, check_database_url
+    from storage.copy import copy_to_postgresql
+    from storage.postgres import redact as redact_url
+
+    try:
+        check_database_url(to)
+    except ValueError as exc:
+        raise ConfigError("--to", str(exc)) from None
+    env = os.environ.get("SUPPORTBOT_DATABASE_URL", "").strip()
+    # the password may come from the environment, as for storage.url (not a whole URL)
+    url = str(StorageSettings(url=to).target({} if "://" in env else None))
+    copied = asyncio.run(copy_to_postgresql(settings.storage.path, url))
+    for table, rows in copied.tables:
+        print(f"{table}: {rows} rows")
+    print(f"copied {copied.rows} rows to {redact_url(url)}")
+    return 0
 
 
 def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:

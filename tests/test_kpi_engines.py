@@ -255,3 +255,40 @@ def test_the_database_password_is_never_logged(
 
     RedactSecrets(Secrets.from_env().values()).filter(record)
     assert record.getMessage() == "url ***"
+
+
+def test_db_copy_moves_the_sqlite_database_into_an_empty_postgresql_one(
+    project: Path, pg_empty_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same `kpi --format json` before and after; new rows get fresh ids; a second
+    copy into the now non-empty database is refused and changes nothing."""
+    asyncio.run(seeded(str(project / "supportbot.db")))
+    on_sqlite = use_storage(project, path="supportbot.db")
+    before = {by: kpi_json(on_sqlite, capsys, *by) for by in ((), ("--by", "agent"))}
+    assert main(["db", "copy", "--to", pg_empty_url, "--config", str(on_sqlite)]) == 0
+    out = capsys.readouterr().out
+    assert "customers: 15 rows" in out
+    assert "surveys: 10 rows" in out
+    assert "copied 40 rows to postgresql://" in out
+    on_postgresql = use_storage(project, url=pg_empty_url)
+    for by, figures in before.items():
+        assert kpi_json(on_postgresql, capsys, *by) == figures, by
+
+    async def new_conversation() -> tuple[int, int]:
+        db = await Database.open(pg_empty_url)
+        try:
+            rows = await db.fetchall(
+                "INSERT INTO customers (key, channel, user_id, language, first_seen_at) "
+                "VALUES ('web:new', 'web', 'new', 'fr', 4000000000000) RETURNING id"
+            )
+            top = await db.fetchone("SELECT max(id) FROM customers WHERE key <> 'web:new'")
+            assert top is not None
+            return int(rows[0][0]), int(top[0])
+        finally:
+            await db.close()
+
+    new_id, copied_max = asyncio.run(new_conversation())
+    assert new_id == copied_max + 1
+    assert main(["db", "copy", "--to", pg_empty_url, "--config", str(on_sqlite)]) == 1
+    assert "is not empty" in capsys.readouterr().err
+    assert kpi_json(on_postgresql, capsys) == before[()]
