@@ -28,7 +28,7 @@ from psycopg import pq
 from psycopg.adapt import Buffer, Dumper, Loader
 from psycopg.rows import RowMaker, tuple_row
 
-from bot.errors import AlreadyRunningError, SchemaError, StorageError
+from bot.errors import AlreadyRunningError, DatabaseLockedError, SchemaError, StorageError
 from storage.database import AsyncCursor, Conn, Cursor, Database, migrations, newer_schema
 
 log = logging.getLogger(__name__)
@@ -339,6 +339,13 @@ class PgDatabase(Database):
         return asyncio.get_running_loop().run_in_executor(
             self._thread, functools.partial(fn, *args)
         )
+
+    def _write_now(self, work: Callable[[Conn], T]) -> T:
+        """As on SQLite, a lock held past ``busy_timeout`` (lock_timeout) is named."""
+        try:
+            return super()._write_now(work)
+        except psycopg.errors.LockNotAvailable:
+            raise DatabaseLockedError(f"database {self.path} is locked") from None
 
     def _begin(self) -> None:
         self.pg.execute("BEGIN")

@@ -213,3 +213,44 @@ async def test_search_folds_accents_like_python(db: Database) -> None:
     row = await db.fetchone("SELECT fold(NULL) AS f")
     assert row is not None
     assert row["f"] is None
+
+
+async def test_a_write_blocked_past_busy_timeout_says_locked(db_target: str) -> None:
+    """Another connection holds the rows' lock: the step fails as DatabaseLockedError (the
+    engine waits it out), then goes through once the lock is released."""
+    from datetime import timedelta
+
+    from bot.errors import DatabaseLockedError
+
+    db = await Database.open(db_target, busy_timeout=timedelta(milliseconds=200))
+    holder = await Database.open(db_target)
+    release = asyncio.Event()
+    locked = asyncio.Event()
+
+    async def hold() -> None:
+        async with holder.transaction() as conn:
+            await conn.execute("INSERT INTO inbound (dedup_key, at) VALUES ('held', 1)")
+            locked.set()
+            await release.wait()
+
+    def insert(conn: Conn) -> None:
+        conn.execute(
+            "INSERT INTO inbound (dedup_key, at) VALUES ('held', 2) ON CONFLICT DO NOTHING"
+        )
+
+    task = asyncio.create_task(hold())
+    try:
+        await asyncio.wait_for(locked.wait(), 10)
+        with pytest.raises(DatabaseLockedError, match="locked"):
+            await db.write(insert)
+        release.set()
+        await task
+        await db.write(insert)
+        row = await db.fetchone("SELECT at FROM inbound WHERE dedup_key = 'held'")
+        assert row is not None
+        assert row["at"] == 1
+    finally:
+        release.set()
+        await task
+        await holder.close()
+        await db.close()
