@@ -190,7 +190,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets, cl
         print(asyncio.run(command))
         return 0
     if args.command == "db":
-        return _db_copy(settings, args.to)
+        from bot.database_commands import db_copy
+
+        return db_copy(settings, args.to)
     if args.command in ("customer", "backup"):
         from bot.privacy import backup_command, customer_command
 
@@ -203,25 +205,6 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets, cl
             print(asyncio.run(customer_command(settings, args.customer_command, args.key, clock)))
         return 0
     return 2  # pragma: no cover - argparse requires a command
-
-
-def _db_copy(settings: Settings, to: str) -> int:
-    from bot.config import StorageSettings, check_database_url
-    from storage.copy import copy_to_postgresql
-    from storage.postgres import redact as redact_url
-
-    try:
-        check_database_url(to)
-    except ValueError as exc:
-        raise ConfigError("--to", str(exc)) from None
-    env = os.environ.get("SUPPORTBOT_DATABASE_URL", "").strip()
-    # the password may come from the environment, as for storage.url (not a whole URL)
-    url = str(StorageSettings(url=to).target({} if "://" in env else None))
-    copied = asyncio.run(copy_to_postgresql(settings.storage.path, url))
-    for table, rows in copied.tables:
-        print(f"{table}: {rows} rows")
-    print(f"copied {copied.rows} rows to {redact_url(url)}")
-    return 0
 
 
 def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:
@@ -248,28 +231,6 @@ def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:
     return 0
 
 
-def _database_status(settings: Settings) -> str:
-    """Where the database is and whether it needs migrating (it is not migrated here)."""
-    from storage.database import schema_status
-
-    target = settings.storage.target()
-    where = settings.storage.where()
-    if isinstance(target, Path) and str(target) != ":memory:" and not target.exists():
-        return f"{where} (SQLite) — not created yet: the first run creates it"
-    engine = "SQLite" if isinstance(target, Path) else "PostgreSQL"
-    current, known = asyncio.run(schema_status(target))
-    if current == known:
-        state = f"schema version {current}, up to date"
-    elif current < known:
-        state = (
-            f"schema version {current}, NEEDS MIGRATING to {known} "
-            "(done by the next `supportbot run`)"
-        )
-    else:
-        state = f"schema version {current}, newer than this supportbot ({known}): upgrade it"
-    return f"{where} ({engine}) — {state}"
-
-
 def _check(settings: Settings, secrets: Secrets) -> int:
     from bot.channels import describe_desk, plan_channels
     from bot.knowledge import KnowledgeBase
@@ -293,7 +254,9 @@ def _check(settings: Settings, secrets: Secrets) -> int:
     )
     if replies.source is not None:
         print(f"saved replies: {replies.source} — {len(replies)} replies")
-    print(f"database: {_database_status(settings)}")
+    from bot.database_commands import database_status
+
+    print(f"database: {database_status(settings)}")
     print(f"telegram: {'enabled' if plan.telegram else 'off'}")
     print(f"slack: {'enabled' if plan.slack else 'off'}")
     web = settings.web

@@ -18,8 +18,9 @@ from pathlib import Path
 import psycopg
 
 from bot.errors import StorageError
-from storage.database import Database, SqliteDatabase
+from storage.database import Database
 from storage.postgres import VERSION_TABLE, PgDatabase, redact
+from storage.sqlite import SqliteDatabase
 
 log = logging.getLogger(__name__)
 

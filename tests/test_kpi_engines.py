@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from bot.cli import main
-from bot.config import StorageSettings, settings_from_mapping
+from bot.config import Secrets, settings_from_mapping
+from bot.config_storage import StorageSettings
 from bot.errors import AlreadyRunningError, ConfigError, SchemaError
 from bot.insights.report import render
 from bot.logs import RedactSecrets
@@ -251,8 +252,6 @@ def test_the_database_password_is_never_logged(
     assert "cannot open database postgresql://bot:***@127.0.0.1:1/support" in err
     assert "Hunter2" not in err
     record = logging.LogRecord("x", logging.ERROR, "", 0, "url %s", ("Hunter2-secret",), None)
-    from bot.config import Secrets
-
     RedactSecrets(Secrets.from_env().values()).filter(record)
     assert record.getMessage() == "url ***"
 
