@@ -56,6 +56,7 @@ def pg_cluster() -> Iterator[PgCluster]:
 def pg_template(pg_cluster: PgCluster) -> str:
     """A database with every migration applied, the template of the tests' databases."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     import psycopg
 
@@ -68,7 +69,9 @@ def pg_template(pg_cluster: PgCluster) -> str:
         db = await Database.open(pg_cluster.url("supportbot_template"))
         await db.close()
 
-    asyncio.run(migrate())
+    # its own thread and loop: the fixture may be first asked for inside a running loop
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        thread.submit(asyncio.run, migrate()).result()
     return "supportbot_template"
 
 
