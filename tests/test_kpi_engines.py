@@ -118,6 +118,7 @@ def use_storage(project: Path, **storage: str) -> Path:
     """A config file of the project whose storage section is ``storage``."""
     config = yaml.safe_load((project / "config.yaml").read_text(encoding="utf-8"))
     config["storage"] = storage
+    config.setdefault("knowledge", {})["encoder"] = "none"  # check: no model to load
     path = project / f"config-{len(list(project.glob('config-*')))}.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return path
