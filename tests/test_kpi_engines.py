@@ -8,14 +8,19 @@ logged. A real PostgreSQL (tests/pg_cluster.py), nothing mocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import shutil
+import socket
 import sqlite3
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import psycopg
 import pytest
 import yaml
@@ -292,3 +297,55 @@ def test_db_copy_moves_the_sqlite_database_into_an_empty_postgresql_one(
     assert main(["db", "copy", "--to", pg_empty_url, "--config", str(on_sqlite)]) == 1
     assert "is not empty" in capsys.readouterr().err
     assert kpi_json(on_postgresql, capsys) == before[()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_supportbot_run_on_postgresql_serves_and_refuses_a_second_process(
+    project: Path, pg_url: str
+) -> None:
+    """`supportbot run` with `storage.url`: it migrates, serves (/readyz: the database
+    answers), and a second `run` on the same database exits 3 until the first one stops."""
+    exe = Path(sys.executable).parent / "supportbot"
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_URL"))}
+    first_port, second_port = _free_port(), _free_port()
+
+    def config(port: int) -> Path:
+        path = use_storage(project, url=pg_url)
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data["web"] = {**data.get("web", {}), "enabled": True, "port": port}
+        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        return path
+
+    first = await asyncio.create_subprocess_exec(
+        str(exe), "run", "--config", str(config(first_port)), cwd=project, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def ready() -> bool:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{first_port}/readyz") as r:
+                        return r.status == 200
+                return False
+
+            deadline = asyncio.get_running_loop().time() + 60
+            while not await ready():
+                assert first.returncode is None, "the first run stopped"
+                assert asyncio.get_running_loop().time() < deadline, "never ready"
+                await asyncio.sleep(0.2)
+        second = await asyncio.create_subprocess_exec(
+            str(exe), "run", "--config", str(config(second_port)), cwd=project, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(second.communicate(), 60)
+        assert second.returncode == 3, err.decode()
+        assert "already running" in err.decode()
+    finally:
+        first.terminate()
+        await asyncio.wait_for(first.wait(), 30)
