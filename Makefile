@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint types unit browser faketime test-dates screenshots bench kb-eval clean
+.PHONY: run test check lint types unit browser postgresql faketime test-dates screenshots bench kb-eval clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,7 +30,11 @@ types: $(STAMP)
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-unit: $(STAMP) browser
+## The storage contract tests start a throwaway cluster of Debian's PostgreSQL (tests/pg_cluster.py).
+postgresql:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
+
+unit: $(STAMP) browser postgresql
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -q
 
 ## The whole suite with the clock moved far from today (libfaketime, by an offset so that
@@ -41,7 +45,7 @@ DATES ?= 2027-03-28T01:30:00Z 2027-03-28T12:00:00Z 2027-10-31T01:30:00Z 2027-10-
 faketime:
 	command -v faketime >/dev/null || (apt-get update -qq && apt-get install -y -qq faketime)
 
-test-dates: $(STAMP) browser faketime
+test-dates: $(STAMP) browser postgresql faketime
 	@lib=$$(dpkg -L libfaketime | grep '/libfaketime\.so\.1$$' | head -n 1); \
 	test -n "$$lib" || { echo "libfaketime.so.1 not found (dpkg -L libfaketime)"; exit 1; }; \
 	for at in $(DATES); do \

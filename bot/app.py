@@ -101,7 +101,8 @@ class SupportApp:
 
         settings = self.settings
         kb = KnowledgeBase.configured(settings)
-        self._db = await Database.open(settings.storage.path, settings.storage.busy_timeout)
+        self._db = await Database.open(settings.storage.target(), settings.storage.busy_timeout)
+        await self._db.hold_instance_lock()
         store = SqliteStore(self._db)
         plan: ChannelPlan | None = None
         if self._given_transports is None:

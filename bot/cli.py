@@ -1,4 +1,4 @@
-"""The ``supportbot`` command: run, check, kb, kpi, digest, followups, customer, backup.
+"""The ``supportbot`` command: run, check, kb, kpi, digest, followups, customer, backup, db.
 
 Every command takes ``--config PATH`` (default ./config.yaml). Exit codes: 0 done,
 1 failed while running, 2 bad configuration or knowledge base, 3 ``run`` refused because
@@ -27,12 +27,16 @@ from bot.errors import (
     SupportbotError,
 )
 from bot.insights.kpi import BREAKDOWNS
-from bot.logs import setup_logging
+from bot.logs import redact, setup_logging
 
 if TYPE_CHECKING:
     from bot.knowledge import KnowledgeBase
 
 DEFAULT_CONFIG = Path("config.yaml")
+PG_BACKUP = (
+    "supportbot backup copies a SQLite database; on PostgreSQL, back up with pg_dump "
+    '(e.g. pg_dump -Fc -f supportbot.dump "$SUPPORTBOT_DATABASE_URL")'
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,6 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     followups.add_argument("--open", dest="open_only", action="store_true",
                            help="only those not resolved nor unreachable")  # fmt: skip
     followups.add_argument("--format", dest="fmt", choices=["table", "json"], default="table")
+    db = sub.add_parser("db", parents=[common], help="move the database to another engine")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    copy = db_sub.add_parser(
+        "copy", parents=[common], help="copy the SQLite database into an EMPTY PostgreSQL one"
+    )
+    copy.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="postgresql://user@host/database (password from $SUPPORTBOT_DATABASE_URL)",
+    )
     backup = sub.add_parser("backup", parents=[common], help="consistent copy of the database")
     backup.add_argument("path", type=Path, metavar="PATH", help="backup file, or a directory")
     return parser
@@ -128,6 +143,8 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
     )
     try:
         settings = load_settings(config)
+        for secret in settings.storage.secret_values():  # a password written in the file
+            redact(secret)
         return _dispatch(args, settings, secrets, clock)
     except (ConfigError, KnowledgeBaseError, SavedRepliesError) as exc:
         print(f"supportbot: configuration error: {exc}", file=sys.stderr)
@@ -176,10 +193,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings, secrets: Secrets, cl
         command = followups_command(settings, open_only=args.open_only, fmt=args.fmt, clock=clock)
         print(asyncio.run(command))
         return 0
+    if args.command == "db":
+        from bot.database_commands import db_copy
+
+        return db_copy(settings, args.to)
     if args.command in ("customer", "backup"):
         from bot.privacy import backup_command, customer_command
 
         if args.command == "backup":
+            if not isinstance(settings.storage.target(), Path):
+                print(f"supportbot: {PG_BACKUP}", file=sys.stderr)
+                return 2
             print(asyncio.run(backup_command(settings, args.path, clock)))
         else:
             print(asyncio.run(customer_command(settings, args.customer_command, args.key, clock)))
@@ -203,7 +227,10 @@ def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:
         return 2
     from bot.instance import InstanceLock
 
-    with InstanceLock(settings.storage.path):
+    if isinstance(settings.storage.target(), Path):
+        with InstanceLock(settings.storage.path):
+            asyncio.run(SupportApp(settings, secrets, clock=clock).serve_forever())
+    else:  # PostgreSQL: an advisory lock held by the bot's connection (SupportApp)
         asyncio.run(SupportApp(settings, secrets, clock=clock).serve_forever())
     return 0
 
@@ -232,7 +259,9 @@ def _check(settings: Settings, secrets: Secrets) -> int:
     _print_collisions(kb)
     if replies.source is not None:
         print(f"saved replies: {replies.source} — {len(replies)} replies")
-    print(f"database: {settings.storage.path}")
+    from bot.database_commands import database_status
+
+    print(f"database: {database_status(settings)}")
     print(f"telegram: {'enabled' if plan.telegram else 'off'}")
     print(f"slack: {'enabled' if plan.slack else 'off'}")
     web = settings.web

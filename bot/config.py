@@ -27,6 +27,7 @@ from pydantic import (
 from bot.calendar import WEEKDAYS, BusinessCalendar, Shift, parse_shifts
 from bot.config_agents import FollowupSettings, RoutingSettings
 from bot.config_complaints import ComplaintsSettings, TouchpointSettings
+from bot.config_storage import DATABASE_URL_ENV, StorageSettings
 from bot.config_types import Duration, Language, Section, parse_duration
 from bot.errors import ConfigError
 
@@ -50,11 +51,6 @@ class BusinessHoursSettings(Section):
 
     def week(self) -> dict[str, tuple[Shift, ...]]:
         return {day: parse_shifts(getattr(self, day)) for day in WEEKDAYS}
-
-
-class StorageSettings(Section):
-    path: Path = Path("supportbot.db")
-    busy_timeout: Duration = timedelta(seconds=10)
 
 
 class KnowledgeSettings(Section):
@@ -320,6 +316,7 @@ class Secrets:
     slack_app_token: str | None = None
     web_agent_keys: str | None = None  # "name:key,name2:key2"
     web_secret: str | None = None
+    database_url: str | None = None  # a PostgreSQL URL, or only its password
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Secrets:
@@ -337,6 +334,7 @@ class Secrets:
             slack_app_token=get("SLACK_APP_TOKEN"),
             web_agent_keys=get("WEB_AGENT_KEYS"),
             web_secret=get("WEB_SECRET"),
+            database_url=get(DATABASE_URL_ENV),
         )
 
     def __repr__(self) -> str:
@@ -350,6 +348,8 @@ class Secrets:
             key = pair.partition(":")[2].strip()
             if key:
                 found.append(key)
+        if self.database_url:
+            found += StorageSettings().secret_values({DATABASE_URL_ENV: self.database_url})
         return found
 
 

@@ -40,8 +40,12 @@ async def followups_command(
 
     if fmt not in FORMATS:
         raise SupportbotError(f"unknown format {fmt!r} (expected table or json)")
-    path = settings.storage.path
-    if str(path) != ":memory:" and not await asyncio.to_thread(Path(path).exists):
+    path = settings.storage.target()
+    if (
+        isinstance(path, Path)
+        and str(path) != ":memory:"
+        and not await asyncio.to_thread(path.exists)
+    ):
         raise StorageError(f"no database at {path} (start the bot once, or pass --config)")
     now = to_ms((clock or SystemClock()).now())
     db = await Database.open(path, settings.storage.busy_timeout)

@@ -48,6 +48,7 @@ _GENERATED: set[str] = set()  # secrets made at run time (signing secret, agent 
 # text and secrets. They stay at WARNING (SQL) or INFO (platform clients) even at DEBUG.
 QUIET_LOGGERS = {
     "aiosqlite": logging.WARNING,
+    "psycopg": logging.WARNING,
     "httpx": logging.WARNING,  # every request URL at INFO, and Telegram URLs hold the token
     "httpcore": logging.WARNING,
     "apscheduler.executors.default": logging.WARNING,

@@ -187,7 +187,7 @@ async def customer_command(
     from bot.clock import SystemClock
     from storage.database import Database
 
-    db = await Database.open(settings.storage.path, settings.storage.busy_timeout)
+    db = await Database.open(settings.storage.target(), settings.storage.busy_timeout)
     try:
         service = PrivacyService(db, settings, clock or SystemClock())
         if action == "export":

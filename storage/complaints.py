@@ -4,24 +4,21 @@ by the engine and the console. Export and erasure handle the table as one of
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from bot.conversation.store import ComplaintRecord
-from storage.database import Database
+from storage.database import Conn, Database
 
 _COLUMNS = ("category", "cause", "solution", "note")
 
 
-def write_complaint(
-    conn: sqlite3.Connection, conversation_id: int, values: dict[str, Any], now: int
-) -> None:
+def write_complaint(conn: Conn, conversation_id: int, values: dict[str, Any], now: int) -> None:
     """Create the record if missing (``opened_by`` says who made it a complaint), then set
     the given columns. A column absent from ``values`` keeps its value."""
     opened_by = str(values.get("opened_by") or "agent")
     conn.execute(
-        "INSERT OR IGNORE INTO complaints (conversation_id, opened_at, opened_by, updated_at) "
-        "VALUES (?, ?, ?, ?)",
+        "INSERT INTO complaints (conversation_id, opened_at, opened_by, updated_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (conversation_id, now, opened_by, now),
     )
     names = [n for n in _COLUMNS if n in values]

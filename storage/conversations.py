@@ -9,7 +9,6 @@ transaction.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from bot.conversation.model import Address, Customer, State, TranscriptLine
@@ -26,7 +25,7 @@ from bot.conversation.store import (
 )
 from storage.complaints import load_complaint, write_complaint
 from storage.customer_history import customer_context as _customer_context
-from storage.database import Database
+from storage.database import Conn, Database, Row
 from storage.followups import SqliteFollowups, write_followup_changes
 from storage.kb_questions import latest_kb_question, write_kb_changes
 from storage.outbox_rows import enqueue, insert_many, outbox_item, record_sent
@@ -44,7 +43,7 @@ class _Duplicate(Exception):
     """Raised inside a transaction to roll back a redelivered update."""
 
 
-def _record(row: sqlite3.Row) -> ConversationRecord:
+def _record(row: Row) -> ConversationRecord:
     return ConversationRecord(
         id=row["id"],
         customer_id=row["customer_id"],
@@ -123,7 +122,8 @@ class SqliteStore(RoutingQueries):
                 """INSERT INTO customers (key, channel, user_id, name, language, first_seen_at)
                    VALUES (?, ?, ?, ?, ?, ?)
                    ON CONFLICT(key) DO UPDATE SET
-                     name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END,
+                     name = CASE WHEN excluded.name <> '' THEN excluded.name
+                                 ELSE customers.name END,
                      language = excluded.language
                    RETURNING id, name, reachable, last_surveyed_at""",
                 (customer.key, customer.channel, customer.user_id, customer.name, language, now),
@@ -256,12 +256,12 @@ class SqliteStore(RoutingQueries):
             return int(cur.rowcount)
 
 
-def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
+def _apply(conn: Conn, unit: Unit) -> tuple[OutboxItem, ...]:
     """One engine step's writes (on the database thread, inside ``Database.write``)."""
     now = unit.now
     if unit.dedup_key is not None:
         fresh = conn.execute(
-            "INSERT OR IGNORE INTO inbound (dedup_key, at) VALUES (?, ?) RETURNING 1",
+            "INSERT INTO inbound (dedup_key, at) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1",
             (unit.dedup_key, now),
         )
         if not fresh.fetchall():  # stepped to the end: the statement is done
@@ -316,7 +316,8 @@ def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
             )
         if unit.timers_set:
             conn.executemany(
-                "INSERT OR REPLACE INTO timers (conversation_id, kind, due_at) VALUES (?, ?, ?)",
+                "INSERT INTO timers (conversation_id, kind, due_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (conversation_id, kind) DO UPDATE SET due_at = excluded.due_at",
                 [(conversation_id, kind, due) for kind, due in unit.timers_set.items()],
             )
         if unit.survey_new is not None:
@@ -346,7 +347,7 @@ def _apply(conn: sqlite3.Connection, unit: Unit) -> tuple[OutboxItem, ...]:
     return items
 
 
-def _customer_changes(conn: sqlite3.Connection, unit: Unit, cid: int) -> None:
+def _customer_changes(conn: Conn, unit: Unit, cid: int) -> None:
     if unit.customer_reachable is not None:
         reachable, reason = unit.customer_reachable
         conn.execute("UPDATE customers SET reachable = ? WHERE id = ?", (int(reachable), cid))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+
+from storage.database import Conn, Row, table_columns_of
 
 # Tables other features may add, and their free-text columns to clear (rows by conversation).
 OPTIONAL_TEXT = {
@@ -20,8 +21,8 @@ OPTIONAL_TEXT = {
 }
 
 
-def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+def table_columns(conn: Conn, table: str) -> set[str]:
+    return set(table_columns_of(conn, table))
 
 
 def _iso(ms: object) -> object:
@@ -30,11 +31,11 @@ def _iso(ms: object) -> object:
     return ms
 
 
-def _plain(row: sqlite3.Row, drop: Iterable[str] = ()) -> dict[str, Any]:
+def _plain(row: Row, drop: Iterable[str] = ()) -> dict[str, Any]:
     """A row as JSON-ready values: *_at columns as ISO 8601 UTC, JSON columns decoded."""
     out: dict[str, Any] = {}
     skip = set(drop)
-    for key in row.keys():  # noqa: SIM118 - sqlite3.Row iterates values, not keys
+    for key in row.keys():  # noqa: SIM118 - Row iterates values, not keys
         if key in skip:
             continue
         value = row[key]
@@ -52,7 +53,7 @@ def _plain(row: sqlite3.Row, drop: Iterable[str] = ()) -> dict[str, Any]:
 # ---------------------------------------------------------------------- export
 
 
-def export_customer(conn: sqlite3.Connection, key: str) -> dict[str, Any] | None:
+def export_customer(conn: Conn, key: str) -> dict[str, Any] | None:
     """Everything stored about the customer ``key`` as one JSON-ready document."""
     customer = conn.execute("SELECT * FROM customers WHERE key = ?", (key,)).fetchone()
     if customer is None:
@@ -90,7 +91,8 @@ def export_customer(conn: sqlite3.Connection, key: str) -> dict[str, Any] | None
         item["events"] = [_plain(e) for e in events]
         for table in optional:
             rows = conn.execute(
-                f"SELECT * FROM {table} WHERE conversation_id = ? ORDER BY rowid", (conv_id,)
+                f"SELECT * FROM {table} WHERE conversation_id = ? ORDER BY conversation_id",
+                (conv_id,),
             ).fetchall()
             item[table] = [_plain(r, drop=("conversation_id",)) for r in rows]
         conversations.append(item)

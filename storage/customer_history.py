@@ -6,11 +6,10 @@ exist in a given database: it is looked up, never assumed.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from bot.knowledge.text import fold
-from storage.database import Database
+from storage.database import DB_ERRORS, Database, Row, table_columns_of
 
 SEARCH_LIMIT = 50
 SNIPPET = 140
@@ -28,7 +27,7 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _past(row: sqlite3.Row) -> dict[str, Any]:
+def _past(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "started_at": row["started_at"],
@@ -58,10 +57,7 @@ async def history(
 
 async def open_followup(db: Database, customer_id: int) -> dict[str, Any] | None:
     """The customer's latest unfinished follow-up, if this database has follow-ups at all."""
-    tables = await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
-    if "followups" not in {row["name"] for row in tables}:
-        return None
-    columns = {row["name"] for row in await db.fetchall("PRAGMA table_info(followups)")}
+    columns = set(await db.read(lambda conn: table_columns_of(conn, "followups")))
     if "status" not in columns:
         return None
     if "customer_id" in columns:
@@ -76,10 +72,10 @@ async def open_followup(db: Database, customer_id: int) -> dict[str, Any] | None
     try:
         row = await db.fetchone(
             f"SELECT f.status, {due} AS due_at FROM followups f "
-            f"WHERE {where} AND f.status IN ({marks}) ORDER BY f.rowid DESC LIMIT 1",
+            f"WHERE {where} AND f.status IN ({marks}) ORDER BY f.id DESC LIMIT 1",
             (*params, *FOLLOWUP_OPEN),
         )
-    except sqlite3.Error:  # a follow-ups table of another shape: no context rather than none
+    except DB_ERRORS:  # a follow-ups table of another shape: no context rather than none
         return None
     return {"status": row["status"], "due_at": row["due_at"]} if row else None
 

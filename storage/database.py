@@ -1,8 +1,13 @@
-"""One SQLite database through aiosqlite: pragmas, versioned migrations, write transactions.
+"""The supportbot database: SQLite (the default, one file) or PostgreSQL, behind one port.
 
-All writes go through ``transaction()``, which serializes them on one connection
-(SQLite has a single writer anyway) so that concurrent conversations never share
-an open transaction.
+Every storage function is plain synchronous DB-API code run on the engine's own thread:
+``write(work)`` runs ``work(conn)`` as one write transaction in one hop (the engine's hot
+path: a step of about ten statements), ``read(work)`` the same without a transaction.
+``conn`` is a ``sqlite3.Connection`` on SQLite and a sqlite3-like adapter over psycopg 3 on
+PostgreSQL (storage/postgres.py): the SQL is written once, with ``?`` placeholders, in the
+subset both engines understand. ``transaction()`` gives async callers the same connection,
+one hop per statement. All writes are serialized on the one connection, so concurrent
+conversations never share an open transaction.
 """
 
 from __future__ import annotations
@@ -11,25 +16,84 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
 
-import aiosqlite
+import psycopg
 
-from bot.errors import DatabaseLockedError, SchemaError, StorageError
-from bot.knowledge.text import fold
+from bot.errors import SchemaError
 
 log = logging.getLogger(__name__)
 
-Row = sqlite3.Row
 T = TypeVar("T")
 
+# What a failing statement raises, on either engine.
+DB_ERRORS = (sqlite3.Error, psycopg.Error)
 
-def _migrations() -> list[tuple[int, str, str]]:
+
+class Row(Protocol):
+    """A result row: by position (``row[0]``) and by column name (``row["id"]``)."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def __len__(self) -> int: ...
+    def keys(self) -> list[str]: ...
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor that storage code uses."""
+
+    @property
+    def rowcount(self) -> int: ...
+    @property
+    def description(self) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """A synchronous connection, inside a callback of ``write``/``read``: ``sqlite3`` calls."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+
+def is_sqlite(conn: Conn) -> bool:
+    """For the few SQLite-only statements (``PRAGMA``) that have no PostgreSQL twin."""
+    return isinstance(conn, sqlite3.Connection)
+
+
+def table_columns_of(conn: Conn, table: str) -> list[str]:
+    """The columns of ``table`` (none when it does not exist), on either engine."""
+    if is_sqlite(conn):
+        return [str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")]
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+        (table,),
+    )
+    return [str(row[0]) for row in rows]
+
+
+def is_postgresql_url(target: str | Path) -> bool:
+    return str(target).startswith(("postgresql://", "postgres://"))
+
+
+def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) for every file in storage/migrations, in order."""
     found = []
     for entry in resources.files("storage.migrations").iterdir():
@@ -41,6 +105,26 @@ def _migrations() -> list[tuple[int, str, str]]:
         if version != expected:
             raise SchemaError(f"migration {name} is out of sequence (expected {expected:04d}_…)")
     return found
+
+
+def newer_schema(where: str, current: int, known: int) -> SchemaError:
+    """The same refusal on both engines."""
+    return SchemaError(
+        f"database {where} has schema version {current}, newer than this "
+        f"supportbot ({known}): upgrade supportbot"
+    )
+
+
+async def schema_status(target: Path | str) -> tuple[int, int]:
+    """(schema version, latest this code knows) of the database at ``target``, read
+    without migrating it (``supportbot check``)."""
+    if is_postgresql_url(target):
+        from storage.postgres import PgDatabase  # psycopg only when used
+
+        return await PgDatabase.pending(str(target))
+    from storage.sqlite import SqliteDatabase
+
+    return await SqliteDatabase.pending(target)
 
 
 def owner_only(path: Path, *, create: bool = False) -> None:
@@ -65,188 +149,193 @@ def owner_only(path: Path, *, create: bool = False) -> None:
         log.warning("cannot make %s private: %s", path, exc.strerror)
 
 
-def _is_locked(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
+class AsyncCursor:
+    """A statement's result, fetched in the same hop as the statement (aiosqlite-shaped)."""
+
+    def __init__(self, rows: list[Any], rowcount: int, lastrowid: int | None = None) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid  # SQLite only: new code says RETURNING id
+
+    async def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    async def fetchall(self) -> list[Any]:
+        return self.rows
+
+    async def close(self) -> None:
+        """Nothing to release: the rows were fetched with the statement."""
 
 
-def _fold(value: object) -> str | None:
-    return None if value is None else fold(str(value))
+class _Pending:
+    """``await conn.execute(...)`` or ``async with conn.execute(...) as cur``."""
+
+    def __init__(self, run: Awaitable[AsyncCursor]) -> None:
+        self._run = run
+
+    def __await__(self) -> Generator[Any, None, AsyncCursor]:
+        return self._run.__await__()
+
+    async def __aenter__(self) -> AsyncCursor:
+        return await self._run
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
+def _run_statement(conn: Conn, sql: str, params: Any) -> AsyncCursor:
+    cur = conn.execute(sql, params)
+    rows = cur.fetchall() if cur.description is not None else []
+    return AsyncCursor(rows, cur.rowcount, getattr(cur, "lastrowid", None))
+
+
+def _run_many(conn: Conn, sql: str, params: Iterable[Any]) -> AsyncCursor:
+    cur = conn.executemany(sql, list(params))
+    return AsyncCursor([], cur.rowcount)
+
+
+class AsyncConn:
+    """The connection inside ``transaction()``: each statement is one hop to the thread."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Any = ()) -> _Pending:
+        return _Pending(self._db._run(_run_statement, self._db.raw, sql, params))
+
+    async def execute_fetchall(self, sql: str, params: Any = ()) -> list[Any]:
+        cur = await self._db._run(_run_statement, self._db.raw, sql, params)
+        return cur.rows
+
+    async def executemany(self, sql: str, params: Iterable[Any]) -> AsyncCursor:
+        return await self._db._run(_run_many, self._db.raw, sql, params)
 
 
 class Database:
-    """An open supportbot database."""
+    """An open supportbot database; ``open`` picks the engine from the target."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
-        self.conn = conn
-        self.path = path
+    engine = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path  # a file path, or the PostgreSQL URL without its password
         self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(
-        cls, path: Path | str, busy_timeout: timedelta = timedelta(seconds=10)
+        cls, target: Path | str, busy_timeout: timedelta = timedelta(seconds=10)
     ) -> Database:
-        """Open (creating if needed) and migrate the database at ``path``."""
-        target = str(path)
-        if target != ":memory:":
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            owner_only(Path(target), create=True)
-        try:
-            conn = await aiosqlite.connect(target, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open database {target}: {exc}") from None
-        conn.row_factory = sqlite3.Row
-        db = cls(conn, target)
-        try:
-            ms = int(busy_timeout.total_seconds() * 1000)
-            await conn.execute(f"PRAGMA busy_timeout = {ms}")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            # Deleted or overwritten personal data is zeroed, not left in free pages.
-            await conn.execute("PRAGMA secure_delete = ON")
-            # fold(x): lower case, no accents, for searches that ignore both.
-            await conn.create_function("fold", 1, _fold, deterministic=True)
-            if target != ":memory:":
-                for suffix in ("-wal", "-shm", "-journal"):
-                    owner_only(Path(target + suffix))
-            await db._migrate()
-        except sqlite3.OperationalError as exc:
-            await conn.close()
-            if _is_locked(exc):
-                raise DatabaseLockedError(
-                    f"database {target} stayed locked by another process for "
-                    f"{busy_timeout.total_seconds():g}s"
-                ) from None
-            raise StorageError(f"cannot use database {target}: {exc}") from None
-        except BaseException:
-            await conn.close()
-            raise
-        return db
+        """Open (creating if needed) and migrate the database at ``target``: a SQLite
+        file path, or a ``postgresql://`` URL."""
+        if is_postgresql_url(target):
+            from storage.postgres import PgDatabase  # psycopg only when used
 
-    async def _migrate(self) -> None:
-        migrations = _migrations()
-        async with self.conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        current = int(row[0]) if row else 0
-        if current > len(migrations):
-            raise SchemaError(
-                f"database {self.path} has schema version {current}, newer than this "
-                f"supportbot ({len(migrations)}): upgrade supportbot"
-            )
-        for version, name, sql in migrations[current:]:
-            log.info("migrating %s to schema version %d (%s)", self.path, version, name)
-            script = f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
-            try:
-                await self.conn.executescript(script)
-            except sqlite3.Error:
-                if self.conn.in_transaction:
-                    await self.conn.execute("ROLLBACK")
-                raise
+            return await PgDatabase.connect(str(target), busy_timeout)
+        from storage.sqlite import SqliteDatabase
+
+        return await SqliteDatabase.connect(target, busy_timeout)
+
+    # -- what each engine provides
+
+    @property
+    def raw(self) -> Conn:
+        raise NotImplementedError
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """Run a plain function on the engine's one thread."""
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    def _read_now(self, work: Callable[[Conn], T]) -> T:
+        return work(self.raw)
 
     async def schema_version(self) -> int:
-        row = await self.fetchone("PRAGMA user_version")
-        return int(row[0]) if row else 0
+        raise NotImplementedError
 
     async def ping(self) -> None:
         """``SELECT 1``: does the database answer? (``GET /readyz``); StorageError if not."""
-        try:
-            await self.conn.execute_fetchall("SELECT 1")
-        except (sqlite3.Error, ValueError) as exc:  # aiosqlite: ValueError once closed
-            raise StorageError(f"database {self.path} does not answer: {exc}") from None
+        raise NotImplementedError
 
     async def close(self) -> None:
-        await self.conn.close()
+        raise NotImplementedError
 
-    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def checkpoint(self, attempts: int = 20) -> bool:
+        """Fold the write-ahead log into the database (SQLite); nothing to do elsewhere."""
+        return True
+
+    async def hold_instance_lock(self) -> None:
+        """One ``supportbot run`` per database. SQLite: the flock of bot/instance.py,
+        taken before the database is opened; PostgreSQL overrides this."""
+        return
+
+    # -- the port, the same on both engines
+
+    async def write(self, work: Callable[[Conn], T]) -> T:
         """Run ``work`` as one write transaction in ONE hop to the database thread.
 
         ``transaction()`` costs a thread hop (and an event-loop wake-up) per statement;
         on the hot path a step has about ten statements, so the engine's steps and the
-        outbox's records go through here instead. ``work`` runs on aiosqlite's thread:
-        plain ``sqlite3`` calls only, no awaiting, nothing touching the event loop.
+        outbox's records go through here instead. ``work`` runs on the database thread:
+        plain DB-API calls only, no awaiting, nothing touching the event loop.
         """
         async with self._write_lock:
-            return await self._on_thread(self._write_now, work)
+            return await self._run(self._write_now, work)
 
-    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` (plain ``sqlite3`` reads) in one hop to the database thread."""
+    async def read(self, work: Callable[[Conn], T]) -> T:
+        """Run ``work`` (plain DB-API reads) in one hop to the database thread."""
         async with self._write_lock:  # never inside another caller's open transaction
-            return await self._on_thread(work, self.conn._conn)
+            return await self._run(self._read_now, work)
 
-    async def checkpoint(self, attempts: int = 20) -> bool:
-        """Copy the WAL into the database file and truncate it to zero bytes.
-
-        False when other connections' readers kept it busy for every attempt (each waits
-        up to busy_timeout); the next checkpoint then finishes the job.
-        """
-        for _ in range(attempts):
-            async with self._write_lock:
-                row = await self.fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
-            if row is not None and int(row[0]) == 0:
-                return True
-            await asyncio.sleep(0.05)
-        return False
-
-    def _on_thread(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
-        """Queue a plain function on aiosqlite's one thread (as its own methods do)."""
-        on_thread = cast(Callable[..., Awaitable[T]], self.conn._execute)
-        return on_thread(fn, *args)
-
-    def _write_now(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        raw = self.conn._conn
+    def _write_now(self, work: Callable[[Conn], T]) -> T:
         self._begin()
         try:
-            result = work(raw)
+            result = work(self.raw)
         except BaseException:
-            raw.execute("ROLLBACK")
+            self._rollback()
             raise
         self._commit()
         return result
 
-    def _begin(self) -> None:
-        """BEGIN IMMEDIATE (on the database thread); a lock held elsewhere is named."""
-        try:
-            self.conn._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if _is_locked(exc):
-                raise DatabaseLockedError(
-                    f"database {self.path} is locked by another process"
-                ) from None
-            raise
-
-    def _commit(self) -> None:
-        """COMMIT (on the database thread), or roll back and say why."""
-        raw = self.conn._conn
-        try:
-            raw.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            raw.execute("ROLLBACK")
-            if _is_locked(exc):
-                raise DatabaseLockedError(f"database {self.path} is locked") from None
-            raise
-
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Run the block as one write transaction (BEGIN IMMEDIATE … COMMIT)."""
+    async def transaction(self) -> AsyncIterator[AsyncConn]:
+        """Run the block as one write transaction (BEGIN … COMMIT)."""
         async with self._write_lock:
-            await self._on_thread(self._begin)
+            await self._run(self._begin)
             try:
-                yield self.conn
+                yield AsyncConn(self)
             except BaseException:
-                await self.conn.execute("ROLLBACK")
+                await self._run(self._rollback)
                 raise
-            await self._on_thread(self._commit)
+            await self._run(self._commit)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run a query and fetch its rows in one hop to the database thread."""
-        return list(await self.conn.execute_fetchall(sql, params))
+        cur = await self._run(self._statement_now, sql, params)
+        return cur.rows
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        rows = await self.conn.execute_fetchall(sql, params)
-        for row in rows:
-            return row
-        return None
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples: much cheaper than named rows for big fetches."""
+        return await self._run(self._tuples_now, sql, params)
+
+    def _statement_now(self, sql: str, params: Any) -> AsyncCursor:
+        """A statement outside ``write``: its own transaction on PostgreSQL (autocommit)."""
+        return _run_statement(self.raw, sql, params)
+
+    def _tuples_now(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run a statement for many rows inside its own transaction."""

@@ -132,8 +132,10 @@ class DigestRuns:
     ) -> None:
         async with self.db.transaction() as conn:
             await conn.execute(
-                "INSERT OR REPLACE INTO digest_deliveries "
-                "(run_id, target, status, at, message_id, error) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO digest_deliveries "
+                "(run_id, target, status, at, message_id, error) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, target) DO UPDATE SET status = excluded.status, "
+                "at = excluded.at, message_id = excluded.message_id, error = excluded.error",
                 (run.id, target, "sent" if ok else "failed", now, message_id, error),
             )
         run.done[target] = "sent" if ok else "failed"

@@ -7,8 +7,6 @@ engine (``SqliteFollowups``), ``supportbot followups``, the console and the KPIs
 
 from __future__ import annotations
 
-import sqlite3
-
 from bot.conversation.followup_types import (
     FollowupOpen,
     FollowupRecord,
@@ -16,7 +14,7 @@ from bot.conversation.followup_types import (
 )
 from bot.conversation.store import Unit
 from bot.insights.kpi import NONE_KEY
-from storage.database import Database
+from storage.database import Conn, Database, Row
 
 # Only these columns may be set by a change (the names go into the SQL text).
 CHANGEABLE = ("owner_key", "owner_name", "status", "contacted_at", "closed_at", "note",
@@ -29,7 +27,7 @@ FROM followups f JOIN customers cu ON cu.id = f.customer_id
 
 
 def write_followup_changes(
-    conn: sqlite3.Connection, unit: Unit, conversation_id: int, customer_id: int | None
+    conn: Conn, unit: Unit, conversation_id: int, customer_id: int | None
 ) -> None:
     """A step's follow-up writes (on the database thread, inside ``SqliteStore.apply``)."""
     for change in unit.followups:
@@ -53,7 +51,7 @@ def write_followup_changes(
             )
 
 
-def close_erased(conn: sqlite3.Connection, customer_id: int, now: int) -> None:
+def close_erased(conn: Conn, customer_id: int, now: int) -> None:
     """An erased customer can no longer be contacted: their follow-ups still waiting
     close as unreachable, and are never reminded (inside the erasure's transaction)."""
     conn.execute(
@@ -63,7 +61,7 @@ def close_erased(conn: sqlite3.Connection, customer_id: int, now: int) -> None:
     )
 
 
-def _record(row: sqlite3.Row) -> FollowupRecord:
+def _record(row: Row) -> FollowupRecord:
     return FollowupRecord(
         id=row["id"],
         customer_id=row["customer_id"],

@@ -19,13 +19,12 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.clock import Clock, to_ms
-from storage.database import Database
+from storage.database import Conn, Database, Row
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def _delivery(row: sqlite3.Row) -> StoredDelivery:
+def _delivery(row: Row) -> StoredDelivery:
     headers = json.loads(row["headers"]) if row["headers"] else {}
     return StoredDelivery(
         id=row["id"],
@@ -101,7 +100,7 @@ class InboundQueue:
         kept = json.dumps(dict(headers)) if headers else None
         params = (channel, key, body, kept, now, self.owner, now + self.lease_ms)
 
-        def insert(conn: sqlite3.Connection) -> int | None:
+        def insert(conn: Conn) -> int | None:
             rows = conn.execute(
                 "INSERT INTO inbound_queue (channel, delivery_key, body, headers, received_at,"
                 " attempts, claimed_by, claimed_until) VALUES (?, ?, ?, ?, ?, 1, ?, ?)"
@@ -134,7 +133,7 @@ class InboundQueue:
         if not take_over:
             free, free_params = f"{free} AND claimed_until <= ?", (*free_params, now)
 
-        def work(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+        def work(conn: Conn) -> tuple[list[Row], list[Row]]:
             spent = conn.execute(
                 "UPDATE inbound_queue SET handled_at = ?, body = '', headers = NULL,"
                 " claimed_by = NULL, claimed_until = NULL, error = ?"
@@ -181,7 +180,7 @@ class InboundQueue:
     async def prune(self, before: int) -> int:
         """Delete handled rows older than ``before`` (ms); unfinished rows are kept."""
 
-        def delete(conn: sqlite3.Connection) -> int:
+        def delete(conn: Conn) -> int:
             cur = conn.execute(
                 "DELETE FROM inbound_queue WHERE handled_at IS NOT NULL AND handled_at < ?",
                 (before,),

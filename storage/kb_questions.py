@@ -9,20 +9,19 @@ privacy (blank text) drops out of every list.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.clock import to_ms
 from bot.conversation.store import KbQuestionRecord, Unit
 from bot.insights.kpi import Period
-from storage.database import Database
+from storage.database import Conn, Database
 
 GAP = "(q.outcome IN ('missed', 'other') OR q.helped = 0)"
 
 
 def write_kb_changes(
-    conn: sqlite3.Connection, unit: Unit, conversation_id: int, message_ids: Sequence[int]
+    conn: Conn, unit: Unit, conversation_id: int, message_ids: Sequence[int]
 ) -> None:
     """A step's kb_questions writes (on the database thread, inside ``SqliteStore.apply``)."""
     question, verdict = unit.kb_question, unit.kb_verdict
@@ -116,9 +115,10 @@ class KbQuestions:
 
     async def weak_answers(self, period: Period) -> list[WeakAnswer]:
         rows = await self.db.fetchall(
-            "SELECT entry, SUM(helped = 0) AS bad, COUNT(*) AS answered FROM kb_questions"
-            " WHERE at >= ? AND at < ? AND outcome IN ('answered', 'picked')"
-            " GROUP BY entry HAVING bad > 0 ORDER BY bad DESC, answered DESC, entry",
+            "SELECT entry, SUM(CASE WHEN helped = 0 THEN 1 ELSE 0 END) AS bad, COUNT(*) AS answered"
+            " FROM kb_questions WHERE at >= ? AND at < ? AND outcome IN ('answered', 'picked')"
+            " GROUP BY entry HAVING SUM(CASE WHEN helped = 0 THEN 1 ELSE 0 END) > 0"
+            " ORDER BY bad DESC, answered DESC, entry",
             self._bounds(period),
         )
         return [WeakAnswer(r["entry"], r["bad"], r["answered"]) for r in rows]

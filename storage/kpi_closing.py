@@ -31,7 +31,7 @@ def conversation_key(by: str, alias: str) -> str:
         "topic": f"COALESCE({alias}.tag, {alias}.topic)",
         "touchpoint": f"{alias}.touchpoint",
         "stage": f"{alias}.stage",
-        "cause": f"(SELECT ifnull(cm.cause, '{UNSET_CAUSE}') FROM complaints AS cm "
+        "cause": f"(SELECT COALESCE(cm.cause, '{UNSET_CAUSE}') FROM complaints AS cm "
         f"WHERE cm.conversation_id = {alias}.id)",
     }
     return keys[by]
@@ -62,15 +62,16 @@ async def closing_figures(
     )
     window = RECONTACT_DAYS * _DAY_MS
     returns = await tuples(
-        f"""SELECT {key}, count(*), sum(EXISTS (
+        f"""SELECT {key}, count(*), sum(CASE WHEN EXISTS (
                 SELECT 1 FROM conversations AS n INDEXED BY conversations_customer
                 WHERE n.customer_id = c.customer_id
-                  AND n.started_at > c.resolved_at AND n.started_at <= c.resolved_at + ?))
+                  AND n.started_at > c.resolved_at AND n.started_at <= c.resolved_at + ?)
+                THEN 1 ELSE 0 END)
             {cohort} AND c.resolved_at IS NOT NULL GROUP BY 1""",
         (window, lo, hi),
     )
     causes = await tuples(
-        f"""SELECT {key}, ifnull(cm.cause, '{UNSET_CAUSE}'), count(*)
+        f"""SELECT {key}, COALESCE(cm.cause, '{UNSET_CAUSE}'), count(*)
             FROM conversations AS c JOIN complaints AS cm ON cm.conversation_id = c.id
             WHERE c.started_at >= ? AND c.started_at < ? GROUP BY 1, 2""",
         (lo, hi),

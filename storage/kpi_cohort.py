@@ -6,12 +6,10 @@ the ``kpi_cohort_days`` cache (see ``storage.kpi_queries``' docstring).
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
 import numpy as np
 
 from bot.errors import StorageError
@@ -24,7 +22,7 @@ from bot.insights.durations import (
     IntArray,
 )
 from bot.insights.kpi import NONE_KEY
-from storage.database import Database
+from storage.database import DB_ERRORS, AsyncConn, Database
 from storage.kpi_closing import conversation_key
 
 log = logging.getLogger(__name__)
@@ -41,9 +39,10 @@ _CONVERSATION_KEY = {
 # The conversation flags travel in the bits of started_at above 2^42 ms (year 2109).
 _FLAG_SHIFT = 42
 _PACKED_START = (
-    f"started_at + ((resolved_at IS NOT NULL) * {FLAG_RESOLVED}"
-    f" + (abandoned_at IS NOT NULL) * {FLAG_ABANDONED}"
-    f" + (handed_off_at IS NOT NULL) * {FLAG_HANDED_OFF}) * {1 << _FLAG_SHIFT}"
+    f"started_at + ((CASE WHEN resolved_at IS NOT NULL THEN {FLAG_RESOLVED} ELSE 0 END)"
+    f" + (CASE WHEN abandoned_at IS NOT NULL THEN {FLAG_ABANDONED} ELSE 0 END)"
+    f" + (CASE WHEN handed_off_at IS NOT NULL THEN {FLAG_HANDED_OFF} ELSE 0 END))"
+    f" * {1 << _FLAG_SHIFT}"
 )
 # The FROM … WHERE of the cohort: conversations started in [?, ?).
 COHORT = "FROM conversations INDEXED BY conversations_kpi WHERE started_at >= ? AND started_at < ?"
@@ -73,11 +72,8 @@ class CohortQueries:
         self.cache_days = cache_days
 
     async def _tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows as plain tuples: much cheaper than ``sqlite3.Row`` for big fetches."""
-        async with self.db.conn.execute(sql, params) as cur:
-            cur.row_factory = None
-            rows: list[tuple[Any, ...]] = list(await cur.fetchall())  # type: ignore[arg-type]
-            return rows
+        """Rows as plain tuples: much cheaper than ``Row`` for big fetches."""
+        return await self.db.tuples(sql, params)
 
     async def _cohort(
         self, lo: int, hi: int, by: str | None, business: BusinessTime
@@ -123,13 +119,13 @@ class CohortQueries:
         """
         key = f"{_CONVERSATION_KEY[by]}, " if by else ""
         bot_only = await self._tuples(
-            f"SELECT {key}{_PACKED_START}, ifnull(first_response_at, -1) {COHORT} "
+            f"SELECT {key}{_PACKED_START}, COALESCE(first_response_at, -1) {COHORT} "
             "AND handed_off_at IS NULL",
             (lo, hi),
         )
         handed = await self._tuples(
-            f"SELECT {key}{_PACKED_START}, ifnull(first_response_at, -1), handed_off_at, "
-            f"ifnull(first_agent_response_at, -1) {COHORT} AND handed_off_at IS NOT NULL",
+            f"SELECT {key}{_PACKED_START}, COALESCE(first_response_at, -1), handed_off_at, "
+            f"COALESCE(first_agent_response_at, -1) {COHORT} AND handed_off_at IS NOT NULL",
             (lo, hi),
         )
         parts = []
@@ -196,28 +192,28 @@ class CohortQueries:
             try:
                 async with self.db.transaction() as conn:
                     await self._store_days(conn, start, end)
-            except (StorageError, sqlite3.OperationalError) as exc:
+            except (StorageError, *DB_ERRORS) as exc:
                 log.info("KPI day cache not updated (%s); reading conversations live", exc)
                 return
 
-    async def _store_days(self, conn: aiosqlite.Connection, start: int, end: int) -> None:
-        async with conn.execute(
-            f"""SELECT started_at / {DAY_MS}, {_PACKED_START}, ifnull(first_response_at, -1),
-                       ifnull(handed_off_at, -1), ifnull(first_agent_response_at, -1),
+    async def _store_days(self, conn: AsyncConn, start: int, end: int) -> None:
+        found = await conn.execute_fetchall(
+            f"""SELECT started_at / {DAY_MS}, {_PACKED_START}, COALESCE(first_response_at, -1),
+                       COALESCE(handed_off_at, -1), COALESCE(first_agent_response_at, -1),
                        channel, agent_key, COALESCE(tag, topic) {COHORT}
                 ORDER BY started_at""",
             (start * DAY_MS, end * DAY_MS),
-        ) as cur:
-            cur.row_factory = None
-            rows = list(await cur.fetchall())
+        )
+        rows = [tuple(r) for r in found]
         fields = [(f"v{i}", "i8") for i in range(5)] + [("c", "O"), ("a", "O"), ("t", "O")]
         table = np.fromiter(rows, dtype=np.dtype(fields), count=len(rows))
         names = {str(k) for column in ("c", "a", "t") for k in table[column] if k is not None}
         await conn.executemany(
-            "INSERT OR IGNORE INTO kpi_keys (key) VALUES (?)", [(k,) for k in sorted(names)]
+            "INSERT INTO kpi_keys (key) VALUES (?) ON CONFLICT DO NOTHING",
+            [(k,) for k in sorted(names)],
         )
-        async with conn.execute("SELECT id, key FROM kpi_keys") as cur:
-            ids: dict[Any, int] = {str(k): int(i) for i, k in await cur.fetchall()}
+        keys = await conn.execute_fetchall("SELECT id, key FROM kpi_keys")
+        ids: dict[Any, int] = {str(k): int(i) for i, k in keys}
         ids[None] = -1
         packed = np.empty(len(table), dtype=_CACHE_ROW)
         for column, source in (
@@ -234,7 +230,9 @@ class CohortQueries:
         days = table["v0"]
         bounds = np.searchsorted(days, np.arange(start, end + 1))
         await conn.executemany(
-            "INSERT OR REPLACE INTO kpi_cohort_days (day, version, rows, data) VALUES (?, ?, ?, ?)",
+            "INSERT INTO kpi_cohort_days (day, version, rows, data) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (day) DO UPDATE SET version = excluded.version, rows = excluded.rows, "
+            "data = excluded.data",
             [
                 (
                     day,

@@ -60,7 +60,7 @@ HISTOGRAM_EDGES = (10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 NPS_COUNTS = """count(CASE WHEN nps >= 9 THEN 1 END),
                count(CASE WHEN nps BETWEEN 7 AND 8 THEN 1 END),
                count(CASE WHEN nps <= 6 THEN 1 END)"""
-CSAT_COUNTS = "count(csat), count(CASE WHEN csat >= 4 THEN 1 END), ifnull(sum(csat), 0)"
+CSAT_COUNTS = "count(csat), count(CASE WHEN csat >= 4 THEN 1 END), COALESCE(sum(csat), 0)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +294,7 @@ class KpiQueries(CohortQueries):
             )
         else:
             rows = await self._tuples(
-                f"SELECT NULL, count(*) FROM ({latest}) WHERE latest % 2 = 0", (at,)
+                f"SELECT NULL, count(*) FROM ({latest}) AS r WHERE latest % 2 = 0", (at,)
             )
         return {_key(k): int(n) for k, n in rows}
 
@@ -337,8 +337,8 @@ class KpiQueries(CohortQueries):
         ):
             rows = await self._tuples(
                 f"""SELECT CASE {cases} ELSE {buckets - 1} END, count(*)
-                    FROM (SELECT max({end} - {start}, 0) AS d {COHORT}
-                          AND {start} IS NOT NULL AND {end} IS NOT NULL)
+                    FROM (SELECT CASE WHEN {end} > {start} THEN {end} - {start} ELSE 0 END
+                            AS d {COHORT} AND {start} IS NOT NULL AND {end} IS NOT NULL) AS t
                     GROUP BY 1""",
                 (period.start_ms, period.end_ms),
             )

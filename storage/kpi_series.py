@@ -34,9 +34,7 @@ class KpiSeries:
             f"WITH b(i, lo, hi) AS (VALUES {values}) "
             f"SELECT b.i, {select} FROM b JOIN {source} ON {on} GROUP BY b.i"
         )
-        async with self.db.conn.execute(sql, params) as cur:
-            cur.row_factory = None
-            rows = await cur.fetchall()
+        rows = await self.db.tuples(sql, params)
         return {int(r[0]): tuple(r[1:]) for r in rows}
 
     async def trend(self, buckets: Sequence[Period]) -> list[TrendPoint]:

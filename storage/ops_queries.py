@@ -8,11 +8,10 @@ at most, which SQLite answers in milliseconds for years of a support desk's traf
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 
 from bot.errors import StorageError
-from storage.database import Database
+from storage.database import DB_ERRORS, Conn, Database
 
 __all__ = ["OpsFigures", "ops_figures"]
 
@@ -32,8 +31,9 @@ class OpsFigures:
 # Customer messages in, and outbound messages the platform accepted, by customer channel.
 _MESSAGES = """
 SELECT c.channel AS channel,
-       SUM(m.direction = 'in' AND m.author = 'customer') AS n_in,
-       SUM(m.direction = 'out' AND m.delivered_at IS NOT NULL) AS n_out
+       SUM(CASE WHEN m.direction = 'in' AND m.author = 'customer' THEN 1 ELSE 0 END) AS n_in,
+       SUM(CASE WHEN m.direction = 'out' AND m.delivered_at IS NOT NULL THEN 1 ELSE 0 END)
+         AS n_out
 FROM messages m JOIN conversations c ON c.id = m.conversation_id
 GROUP BY c.channel
 """
@@ -57,7 +57,7 @@ WHERE sent_at IS NULL AND failed_at IS NULL
 async def ops_figures(db: Database, now_ms: int) -> OpsFigures:
     """Everything ``/metrics`` shows, in one hop to the database thread."""
 
-    def work(conn: sqlite3.Connection) -> OpsFigures:
+    def work(conn: Conn) -> OpsFigures:
         messages = conn.execute(_MESSAGES).fetchall()
         outbox = conn.execute(_OUTBOX).fetchone()
         oldest = outbox["oldest"] if outbox is not None else None
@@ -72,5 +72,5 @@ async def ops_figures(db: Database, now_ms: int) -> OpsFigures:
 
     try:
         return await db.read(work)
-    except (sqlite3.Error, ValueError) as exc:  # aiosqlite: ValueError once closed
+    except (*DB_ERRORS, ValueError, RuntimeError) as exc:  # ValueError/RuntimeError: closed
         raise StorageError(f"cannot count for /metrics: {exc}") from None

@@ -7,14 +7,14 @@ write them, on the database thread inside one ``Database.write``.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from bot.conversation.store import Delivery, NewOutbox, OutboxItem
+from storage.database import Conn, Row
 
 
-def outbox_item(row: sqlite3.Row) -> OutboxItem:
+def outbox_item(row: Row) -> OutboxItem:
     return OutboxItem(
         id=row["id"],
         conversation_id=row["conversation_id"],
@@ -28,7 +28,7 @@ def outbox_item(row: sqlite3.Row) -> OutboxItem:
 
 
 def enqueue(
-    conn: sqlite3.Connection,
+    conn: Conn,
     outbox: Sequence[NewOutbox],
     conversation_id: int | None,
     message_ids: Sequence[int],
@@ -58,7 +58,7 @@ def enqueue(
 
 
 def record_sent(
-    conn: sqlite3.Connection, item: OutboxItem, now: int, effects: Delivery
+    conn: Conn, item: OutboxItem, now: int, effects: Delivery
 ) -> tuple[OutboxItem, ...]:
     """A delivery's record (on the database thread, inside ``Database.write``)."""
     conn.execute(
@@ -89,7 +89,7 @@ def record_sent(
     return enqueue(conn, effects.follow_up, item.conversation_id, [], now)
 
 
-def insert_many(conn: sqlite3.Connection, table: str, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+def insert_many(conn: Conn, table: str, rows: Sequence[tuple[Any, ...]]) -> list[int]:
     """Insert rows in one statement (one hop); return their ids in insertion order.
 
     Rowids of one statement are assigned in processing order within our single-writer

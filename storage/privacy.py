@@ -6,7 +6,7 @@ texts and attachments, survey comments, the name and platform ids, the web trans
 and the outbox payloads that carried them. ``secure_delete`` zeroes the freed bytes and a
 TRUNCATE checkpoint then empties the WAL, so the text survives in neither file.
 
-The erase and retention functions take a plain ``sqlite3.Connection`` inside an open
+The erase and retention functions take a plain ``Conn`` inside an open
 write transaction (``Database.write``), so the engine's own step can erase atomically.
 """
 
@@ -15,13 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from storage.customer_export import OPTIONAL_TEXT, export_customer, table_columns
-from storage.database import Database
+from storage.database import Conn, Database, is_sqlite
 from storage.followups import close_erased
 
 log = logging.getLogger(__name__)
@@ -67,17 +66,18 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-def secure(conn: sqlite3.Connection) -> None:
+def secure(conn: Conn) -> None:
     """Freed bytes are overwritten with zeros from now on, on this connection."""
-    conn.execute("PRAGMA secure_delete = ON")
+    if is_sqlite(conn):  # PostgreSQL has no such switch: its VACUUM reclaims the rows
+        conn.execute("PRAGMA secure_delete = ON")
 
 
-def find_customer(conn: sqlite3.Connection, key: str) -> int | None:
+def find_customer(conn: Conn, key: str) -> int | None:
     row = conn.execute("SELECT id FROM customers WHERE key = ?", (key,)).fetchone()
     return int(row[0]) if row else None
 
 
-def erase_customer(conn: sqlite3.Connection, customer_id: int, now: int, actor: str) -> Erased:
+def erase_customer(conn: Conn, customer_id: int, now: int, actor: str) -> Erased:
     """Erase one customer's personal data, keeping every KPI fact (inside a transaction)."""
     secure(conn)
     customer = conn.execute(
@@ -151,7 +151,7 @@ def erase_customer(conn: sqlite3.Connection, customer_id: int, now: int, actor: 
     return done
 
 
-def _clear_messages(conn: sqlite3.Connection, ids: Sequence[int], where: str) -> int:
+def _clear_messages(conn: Conn, ids: Sequence[int], where: str) -> int:
     """Texts and attachments of these conversations' messages (the rows and times stay)."""
     if not ids:
         return 0
@@ -163,7 +163,7 @@ def _clear_messages(conn: sqlite3.Connection, ids: Sequence[int], where: str) ->
     return int(cur.rowcount)
 
 
-def _clear_digests(conn: sqlite3.Connection, comments: Sequence[str]) -> None:
+def _clear_digests(conn: Conn, comments: Sequence[str]) -> None:
     """A digest quotes a few detractor comments: cut them out of the stored text."""
     for comment in comments:
         conn.execute(
@@ -172,7 +172,7 @@ def _clear_digests(conn: sqlite3.Connection, comments: Sequence[str]) -> None:
         )
 
 
-def _clear_optional(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+def _clear_optional(conn: Conn, ids: Sequence[int]) -> None:
     if not ids:
         return
     for table, columns in OPTIONAL_TEXT.items():
@@ -187,7 +187,7 @@ def _clear_optional(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
 
 
 def _clear_outbox(
-    conn: sqlite3.Connection, ids: Sequence[int], addresses: set[tuple[str, str]], now: int
+    conn: Conn, ids: Sequence[int], addresses: set[tuple[str, str]], now: int
 ) -> None:
     """Payloads quote texts and carry platform ids, lanes name the address. Undelivered
     ones are cancelled: a running dispatcher still delivers what it already holds in
@@ -213,7 +213,7 @@ def _clear_outbox(
         )
 
 
-def _clear_events(conn: sqlite3.Connection, customer_id: int, ids: Sequence[int]) -> None:
+def _clear_events(conn: Conn, customer_id: int, ids: Sequence[int]) -> None:
     """Events hold no text today; drop any free-text key a later feature may add."""
     paths = ", ".join(f"'$.{k}'" for k in EVENT_TEXT_KEYS)
     found = " OR ".join(f"json_extract(data, '$.{k}') IS NOT NULL" for k in EVENT_TEXT_KEYS)
@@ -229,7 +229,7 @@ def _clear_events(conn: sqlite3.Connection, customer_id: int, ids: Sequence[int]
     )
 
 
-def _forget_visitors(conn: sqlite3.Connection, visitors: Sequence[str], now: int) -> int:
+def _forget_visitors(conn: Conn, visitors: Sequence[str], now: int) -> int:
     """Delete web transcripts and revoke the visitors' widget tokens."""
     lines = 0
     for visitor in visitors:
@@ -238,7 +238,7 @@ def _forget_visitors(conn: sqlite3.Connection, visitors: Sequence[str], now: int
         prefix = f"web:{visitor}:"
         conn.execute("DELETE FROM inbound WHERE substr(dedup_key, 1, ?) = ?", (len(prefix), prefix))
         conn.execute(
-            "INSERT OR IGNORE INTO web_settings (key, value) VALUES (?, ?)",
+            "INSERT INTO web_settings (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (visitor_mark(visitor), str(now)),
         )
     return lines
@@ -247,7 +247,7 @@ def _forget_visitors(conn: sqlite3.Connection, visitors: Sequence[str], now: int
 # ---------------------------------------------------------------------- retention
 
 
-def expire_before(conn: sqlite3.Connection, cutoff: int) -> Expired:
+def expire_before(conn: Conn, cutoff: int) -> Expired:
     """Clear message texts, comments, web transcripts and delivered payloads older than
     ``cutoff`` (inside a transaction); rows, times and scores stay for the KPIs."""
     secure(conn)
@@ -324,7 +324,7 @@ class PrivacyStore:
         return await self.db.read(lambda conn: export_customer(conn, key))
 
     async def erase(self, key: str, now: int, actor: str) -> Erased | None:
-        def work(conn: sqlite3.Connection) -> Erased | None:
+        def work(conn: Conn) -> Erased | None:
             customer_id = find_customer(conn, key)
             if customer_id is None:
                 return None

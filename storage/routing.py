@@ -59,7 +59,8 @@ class RoutingQueries:
         """Record what the agent said, once per platform delivery; False for a redelivery."""
         async with self.db.transaction() as conn:
             fresh = await conn.execute_fetchall(
-                "INSERT OR IGNORE INTO inbound (dedup_key, at) VALUES (?, ?) RETURNING 1",
+                "INSERT INTO inbound (dedup_key, at) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING RETURNING 1",
                 (dedup_key, at),
             )
             if not list(fresh):
@@ -68,7 +69,8 @@ class RoutingQueries:
                 """INSERT INTO agent_presence (agent_key, name, available, changed_at)
                    VALUES (?, ?, ?, ?)
                    ON CONFLICT(agent_key) DO UPDATE SET
-                     name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END,
+                     name = CASE WHEN excluded.name <> '' THEN excluded.name
+                                 ELSE agent_presence.name END,
                      available = excluded.available, changed_at = excluded.changed_at""",
                 (agent_key, name, int(available), at),
             )

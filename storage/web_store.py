@@ -91,12 +91,9 @@ class WebStore:
 
     async def forget_legacy_secret(self) -> None:
         """Delete the old secret row, its bytes overwritten (not left in a free page)."""
-        await self.db.conn.execute("PRAGMA secure_delete = ON")
-        try:
-            async with self.db.transaction() as conn:
-                await conn.execute("DELETE FROM web_settings WHERE key = ?", (SECRET_KEY,))
-        finally:
-            await self.db.conn.execute("PRAGMA secure_delete = OFF")
+        # SQLite: secure_delete is on for the whole connection (storage/database.py).
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM web_settings WHERE key = ?", (SECRET_KEY,))
 
     async def session_generations(self) -> dict[str, int]:
         """Per agent, how many times their sessions were ended (logout)."""
@@ -212,9 +209,9 @@ class WebStore:
         """
         async with self.db.transaction() as conn:
             cursor = await conn.execute(
-                "INSERT OR IGNORE INTO web_alerts(id, conversation_id, at, text) VALUES "
+                "INSERT INTO web_alerts(id, conversation_id, at, text) VALUES "
                 "(?, ?, COALESCE((SELECT created_at FROM outbox WHERE id = ?), ?), ?) "
-                "RETURNING at",
+                "ON CONFLICT DO NOTHING RETURNING at",
                 (alert_id, conversation_id, alert_id, at, text),
             )
             row = await cursor.fetchone()
@@ -244,6 +241,7 @@ class WebStore:
         async with self.db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO web_alert_reads(agent, seen_id) VALUES (?, ?) "
-                "ON CONFLICT(agent) DO UPDATE SET seen_id = MAX(seen_id, excluded.seen_id)",
+                "ON CONFLICT(agent) DO UPDATE SET seen_id = CASE WHEN excluded.seen_id > "
+                "web_alert_reads.seen_id THEN excluded.seen_id ELSE web_alert_reads.seen_id END",
                 (agent, up_to),
             )

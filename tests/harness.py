@@ -94,7 +94,7 @@ class Harness:
 
     async def start_held(self) -> None:
         """Start with the outbox held, as the app does until its channels are up."""
-        self.db = await Database.open(self.settings.storage.path)
+        self.db = await Database.open(self.settings.storage.target())
         store = SqliteStore(self.db)
         self.dispatcher = Dispatcher(
             store,

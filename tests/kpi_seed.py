@@ -29,10 +29,10 @@ class Seeder:
         async with self.db.transaction() as conn:
             cur = await conn.execute(
                 "INSERT INTO customers (key, channel, user_id, language, first_seen_at) "
-                "VALUES (?, ?, ?, 'fr', ?)",
+                "VALUES (?, ?, ?, 'fr', ?) RETURNING id",
                 (key, channel, key, ms(first_seen)),
             )
-            cid = int(cur.lastrowid or 0)
+            cid = int((await cur.fetchone())[0])
         self._customers[key] = cid
         return cid
 
@@ -84,10 +84,10 @@ class Seeder:
         async with self.db.transaction() as conn:
             cur = await conn.execute(
                 f"INSERT INTO conversations ({', '.join(values)}) "
-                f"VALUES ({', '.join('?' * len(values))})",
+                f"VALUES ({', '.join('?' * len(values))}) RETURNING id",
                 list(values.values()),
             )
-            return int(cur.lastrowid or 0)
+            return int((await cur.fetchone())[0])
 
     async def survey(
         self,
@@ -120,7 +120,7 @@ class Seeder:
             cur = await conn.execute(
                 "INSERT INTO surveys (conversation_id, customer_id, channel, agent_key, topic, "
                 "sent_at, nps, nps_at, csat, csat_at, comment, comment_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     conversation,
                     row["customer_id"],
@@ -136,7 +136,7 @@ class Seeder:
                     at if comment else None,
                 ),
             )
-            return int(cur.lastrowid or 0)
+            return int((await cur.fetchone())[0])
 
 
 async def seed_week(db: Database) -> Seeder:

@@ -27,6 +27,7 @@ LAZY_HANDLERS = frozenset({"bot.app", "bot.channels"})
 LAZY_STORAGE = frozenset(
     {
         "bot.app",
+        "bot.database_commands",
         "bot.followup_report",
         "bot.insights.dashboard",
         "bot.insights.digest",

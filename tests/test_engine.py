@@ -1,7 +1,9 @@
-"""The conversation lifecycle end to end through the engine, on a real SQLite file."""
+"""The conversation lifecycle end to end through the engine, on a real SQLite file and
+on a real PostgreSQL database (the ``harness`` below runs every test on both engines)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,20 @@ from tests.fakes.clock import FakeClock
 from tests.harness import Harness, make_settings
 
 TAKE, RESOLVE, TRANSFER = AgentActionKind.TAKE, AgentActionKind.RESOLVE, AgentActionKind.TRANSFER
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def harness(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Harness]:
+    """The engine on each storage engine in turn (the shared fixture is SQLite only)."""
+    storage: dict[str, str] = {"path": str(tmp_path / "t.db")}
+    if request.param == "postgresql":
+        storage["url"] = request.getfixturevalue("pg_url")
+    h = Harness(make_settings(tmp_path / "t.db", storage=storage), clock)
+    await h.start()
+    yield h
+    await h.stop()
 
 
 async def conversation(h: Harness, cid: int = 1) -> dict[str, object]:

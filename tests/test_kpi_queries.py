@@ -475,6 +475,14 @@ def reference(data: Data, period: Period, by: str | None) -> dict[str, dict[str,
     for s in data.surveys:
         if any(t is not None and lo <= t < hi for t in (s.nps_at, s.csat_at, s.sent_at)):
             active.add(survey_key(s, by, data))
+    if by == "cause":  # causes of the previous period only are listed too (at 0 now)
+        before = period.previous()
+        was_lo, was_hi = ms(before.start), ms(before.end)
+        active |= {
+            conversation_key(c, by)
+            for c in data.conversations
+            if c.complaint and was_lo <= c.started_at < was_hi
+        }
     for key in active:
         convs = [c for c in data.conversations if conversation_key(c, by) == key]
         surveys = [s for s in data.surveys if survey_key(s, by, data) == key]

@@ -14,7 +14,7 @@ from bot.conversation.model import Address, Customer
 from bot.conversation.store import NewMessage, NewOutbox, Unit
 from bot.errors import DatabaseLockedError, SchemaError
 from storage.conversations import SqliteStore
-from storage.database import Database, _migrations
+from storage.database import Database, migrations
 
 
 async def test_pragmas_and_schema_version(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ async def test_pragmas_and_schema_version(tmp_path: Path) -> None:
         assert (await db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
         assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
         assert (await db.fetchone("PRAGMA busy_timeout"))[0] == 10_000  # type: ignore[index]
-        assert await db.schema_version() == len(_migrations())
+        assert await db.schema_version() == len(migrations())
     finally:
         await db.close()
 
@@ -39,7 +39,7 @@ async def test_older_schema_is_migrated(tmp_path: Path) -> None:
         )
     db = await Database.open(path)
     try:
-        assert await db.schema_version() == len(_migrations())
+        assert await db.schema_version() == len(migrations())
         row = await db.fetchone("SELECT key FROM customers")
         assert row is not None
         assert row["key"] == "telegram:1"

@@ -339,8 +339,9 @@ class DigestService:
 # --- the CLI -----------------------------------------------------------------------------
 
 
-def _exists(path: Path) -> bool:
-    return str(path) == ":memory:" or path.exists()
+def _exists(path: Path | str) -> bool:
+    """A SQLite file is there (a PostgreSQL database is checked when opened)."""
+    return isinstance(path, str) or str(path) == ":memory:" or path.exists()
 
 
 def _temporary_chart() -> Path:
@@ -382,7 +383,7 @@ async def digest_command(
     """
     from storage.database import Database
 
-    path = settings.storage.path
+    path = settings.storage.target()
     if not await asyncio.to_thread(_exists, path):
         raise StorageError(f"no database at {path} (start the bot once, or pass --config)")
     if not dry_run and not settings.digest.targets:

@@ -110,8 +110,8 @@ async def dashboard_gaps(
 async def _open(settings: Settings, db_path: Path | None) -> Database:
     from storage.database import Database
 
-    path = db_path or settings.storage.path
-    if not await asyncio.to_thread(_exists, Path(path)):
+    path = db_path or settings.storage.target()
+    if not await asyncio.to_thread(_exists, path):
         raise StorageError(f"no database at {path} (start the bot once, or pass --config)")
     return await Database.open(path, settings.storage.busy_timeout)
 

@@ -84,8 +84,8 @@ async def kpi_command(
     if fmt not in FORMATS:
         raise SupportbotError(f"unknown format {fmt!r} (expected table, json or csv)")
     period = report_period(settings, date_from, date_to, today)
-    path = db_path or settings.storage.path
-    if not await asyncio.to_thread(_exists, Path(path)):
+    path = db_path or settings.storage.target()
+    if not await asyncio.to_thread(_exists, path):
         raise StorageError(f"no database at {path} (start the bot once, or pass --config)")
     from storage.routing import presence_words
 
@@ -100,8 +100,9 @@ async def kpi_command(
     return render(report, fmt, settings.language, today)
 
 
-def _exists(path: Path) -> bool:
-    return str(path) == ":memory:" or path.exists()
+def _exists(path: Path | str) -> bool:
+    """A SQLite file is there (a PostgreSQL database is checked when opened)."""
+    return isinstance(path, str) or str(path) == ":memory:" or path.exists()
 
 
 def render(report: KpiReport, fmt: str, language: str = "en", today: date | None = None) -> str:

@@ -1,0 +1,122 @@
+"""A throwaway PostgreSQL cluster for the tests and the benchmarks: Debian's binaries,
+initdb in a temporary directory owned by a non-root user, a free 127.0.0.1 port.
+
+PostgreSQL refuses to run as root; the tests run as root in CI, so the cluster belongs to
+the ``postgres`` system user that Debian's package creates (``runuser``), and to whoever
+runs the tests otherwise. ``make unit`` installs the package when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OWNER = "postgres"
+
+
+def pg_bin() -> Path | None:
+    """The newest /usr/lib/postgresql/<version>/bin that has initdb, or None."""
+    root = Path("/usr/lib/postgresql")
+    found = sorted(
+        (p for p in root.glob("*/bin") if (p / "initdb").exists()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    return found[-1] if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PgCluster:
+    """A running cluster; ``url(name)`` is a libpq URL of database ``name``."""
+
+    root: Path
+    port: int
+    bin: Path
+    as_user: list[str] = field(default_factory=list)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            [*self.as_user, *args],
+            check=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+        )
+
+    @classmethod
+    def start(cls) -> PgCluster:
+        binary = pg_bin()
+        if binary is None:
+            raise RuntimeError(
+                "PostgreSQL is not installed: apt-get install postgresql (make unit does it)"
+            )
+        root = Path(tempfile.mkdtemp(prefix="supportbot-pg-"))
+        as_user: list[str] = []
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(OWNER)
+            os.chown(root, owner.pw_uid, owner.pw_gid)
+            as_user = ["runuser", "-u", OWNER, "--"]
+        cluster = cls(root=root, port=_free_port(), bin=binary, as_user=as_user)
+        try:
+            cluster._run(
+                str(binary / "initdb"),
+                "-D",
+                str(root / "data"),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
+            options = (
+                f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=200"
+            )
+            cluster._run(
+                str(binary / "pg_ctl"),
+                "-D",
+                str(root / "data"),
+                "-l",
+                str(root / "log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            )
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    def stop(self) -> None:
+        """Stop the server (fast: the data is thrown away) and remove the directory."""
+        if (self.root / "data" / "postmaster.pid").exists():
+            subprocess.run(
+                [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.root / "data")]
+                + ["-m", "immediate", "-w", "stop"],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self.root,
+            )
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,277 @@
+"""The Store port's contract, run against BOTH engines (the ``db`` fixture: a SQLite file,
+then a fresh database of the session's throwaway PostgreSQL cluster). Nothing mocked.
+
+What the engine relies on: a conversation opens once per address, a step is applied
+all-or-nothing and once per platform delivery, the outbox moves pending → sent / retried /
+failed, due timers are found, the transcript reads back in order, a customer's erasure
+leaves no personal data and keeps the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from bot.conversation.model import Address, Customer, State
+from bot.conversation.store import Delivery, NewEvent, NewMessage, NewOutbox, Unit
+from bot.knowledge.text import fold
+from storage.conversations import SqliteStore
+from storage.database import DB_ERRORS, Conn, Database, migrations
+from storage.privacy import PrivacyStore
+
+ANA = Customer("telegram", "41", "Ana Ünal")
+ANA_CHAT = Address("telegram", "41")
+
+
+async def _conversation(store: SqliteStore, now: int = 1_000) -> tuple[SqliteStore, int]:
+    conv = await store.open_conversation(ANA, ANA_CHAT, "fr", now)
+    return store, conv.id
+
+
+async def test_schema_is_current(db: Database) -> None:
+    assert await db.schema_version() == len(migrations())
+
+
+async def test_open_conversation_once_per_address(db: Database) -> None:
+    store = SqliteStore(db)
+    conv = await store.open_conversation(ANA, ANA_CHAT, "fr", 1_000)
+    assert conv.state is State.BOT
+    assert conv.customer_name == "Ana Ünal"
+    with pytest.raises(DB_ERRORS):  # the partial unique index: one open per address
+        await store.open_conversation(ANA, ANA_CHAT, "fr", 2_000)
+    again = await store.load_open(ANA_CHAT.key)
+    assert again is not None
+    assert again.id == conv.id
+    # the failed insert left the connection usable (PostgreSQL aborts the transaction)
+    other = await store.open_conversation(ANA, Address("telegram", "41", "7"), "fr", 3_000)
+    assert other.id != conv.id
+    assert other.customer_id == conv.customer_id
+    assert [c.id for c in await store.open_for_customer(ANA.key)] == [conv.id, other.id]
+
+
+async def test_a_step_is_applied_once_per_delivery(db: Database) -> None:
+    store = SqliteStore(db)
+    conv = await store.open_conversation(ANA, ANA_CHAT, "fr", 1_000)
+    results = []
+    for _ in range(3):  # the platform redelivers the same update
+        unit = Unit(2_000, "telegram:update:9", conversation=conv)
+        unit.message(NewMessage("in", "customer", "où est mon colis ?"))
+        unit.message(NewMessage("out", "bot", "Il part demain."))
+        unit.events.append(NewEvent("kb_answer", "bot", {"entry": "delivery", "score": 0.8}))
+        unit.outbox.append(NewOutbox("c:telegram:41", "send", {"text": "Il part demain."}, 1))
+        unit.timers_set["idle"] = 9_000
+        conv.update(last_customer_at=2_000, topic="delivery")
+        results.append(await store.apply(unit))
+    assert [r.applied for r in results] == [True, False, False]
+    (item,) = results[0].outbox
+    assert item.payload == {"text": "Il part demain."}
+    assert item.message_id is not None
+    counts = await db.fetchone(
+        "SELECT (SELECT COUNT(*) FROM messages) AS m, (SELECT COUNT(*) FROM outbox) AS o, "
+        "(SELECT COUNT(*) FROM events WHERE kind = 'kb_answer') AS e"
+    )
+    assert counts is not None
+    assert (counts["m"], counts["o"], counts["e"]) == (2, 1, 1)
+    assert await store.seen("telegram:update:9")
+    loaded = await store.load(conv.id)
+    assert loaded is not None
+    assert loaded.topic == "delivery"
+    assert loaded.last_customer_at == 2_000
+    lines = await store.transcript(conv.id, 10)
+    assert [(x.author, x.text) for x in lines] == [
+        ("customer", "où est mon colis ?"),
+        ("bot", "Il part demain."),
+    ]
+
+
+async def test_a_failed_step_leaves_nothing(db: Database) -> None:
+    store, cid = await _conversation(SqliteStore(db))
+
+    def half_then_fail(conn: Conn) -> None:
+        conn.execute("INSERT INTO inbound (dedup_key, at) VALUES ('k', 1)")
+        conn.execute("UPDATE conversations SET topic = 'x' WHERE id = ?", (cid,))
+        conn.execute("INSERT INTO inbound (dedup_key, at) VALUES ('k', 2)")  # primary key
+
+    with pytest.raises(DB_ERRORS):
+        await db.write(half_then_fail)
+    assert await db.fetchone("SELECT 1 FROM inbound") is None
+    loaded = await store.load(cid)
+    assert loaded is not None
+    assert loaded.topic is None
+
+    def step(n: int) -> Conn | int:
+        def work(conn: Conn) -> int:
+            conn.execute("INSERT INTO inbound (dedup_key, at) VALUES (?, ?)", (f"k{n}", n))
+            return n
+
+        return work  # type: ignore[return-value]
+
+    done = await asyncio.gather(*(db.write(step(n)) for n in range(20)))  # type: ignore[arg-type]
+    assert done == list(range(20))
+    rows = await db.fetchall("SELECT at FROM inbound ORDER BY at")
+    assert [r["at"] for r in rows] == list(range(20))
+
+
+async def test_outbox_pending_sent_retry_failed(db: Database) -> None:
+    store, cid = await _conversation(SqliteStore(db))
+    conv = await store.load(cid)
+    unit = Unit(2_000, None, conversation=conv)
+    unit.message(NewMessage("out", "bot", "un"))
+    unit.outbox.append(NewOutbox("c:telegram:41", "send", {"text": "un"}, 0))
+    unit.outbox.append(NewOutbox("c:telegram:41", "send", {"text": "deux"}))
+    unit.outbox.append(NewOutbox("desk", "open_thread", {"title": "Ana"}))
+    first, second, third = (await store.apply(unit)).outbox
+    assert first.id < second.id < third.id
+    assert [i.id for i in await store.pending_outbox()] == [first.id, second.id, third.id]
+
+    follow = await store.outbox_sent(
+        first,
+        3_000,
+        Delivery(customer_response=True, follow_up=(NewOutbox("desk", "copy", {"n": 1}),)),
+    )
+    await store.outbox_retry(second, 5_000, "429 Too Many Requests " * 40)
+    await store.outbox_failed(third, 4_000, "403 Forbidden")
+    pending = await store.pending_outbox()
+    assert [i.id for i in pending] == [second.id, follow[0].id]
+    assert pending[0].attempts == 1
+    assert pending[0].next_attempt_at == 5_000
+    sent = await db.fetchone(
+        "SELECT o.sent_at, m.delivered_at, c.first_response_at FROM outbox o "
+        "JOIN messages m ON m.id = o.message_id "
+        "JOIN conversations c ON c.id = o.conversation_id WHERE o.id = ?",
+        (first.id,),
+    )
+    assert sent is not None
+    assert tuple(sent) == (3_000, 3_000, 3_000)
+    failed = await db.fetchone("SELECT failed_at, error FROM outbox WHERE id = ?", (third.id,))
+    assert failed is not None
+    assert tuple(failed) == (4_000, "403 Forbidden")
+    retried = await db.fetchone("SELECT error FROM outbox WHERE id = ?", (second.id,))
+    assert retried is not None
+    assert len(retried["error"]) == 500
+
+
+async def test_timers_due_in_order(db: Database) -> None:
+    store = SqliteStore(db)
+    ids = []
+    for n, due in enumerate((5_000, 3_000, 9_000)):
+        conv = await store.open_conversation(
+            Customer("web", f"v{n}"), Address("web", f"v{n}"), "en", 1_000
+        )
+        unit = Unit(1_000, None, conversation=conv)
+        unit.timers_set.update({"abandon": due, "remind": due - 500})
+        await store.apply(unit)
+        ids.append(conv.id)
+    again = Unit(1_500, None, conversation=await store.load(ids[2]))
+    again.timers_set["abandon"] = 4_000  # replaces the timer of the same kind
+    again.timers_clear.add("remind")
+    await store.apply(again)
+    due = await store.due_timers(5_000, 10)
+    assert [(t.conversation_id, t.kind, t.due_at) for t in due] == [
+        (ids[1], "remind", 2_500),
+        (ids[1], "abandon", 3_000),
+        (ids[2], "abandon", 4_000),
+        (ids[0], "remind", 4_500),
+        (ids[0], "abandon", 5_000),
+    ]
+
+
+async def test_customer_erasure(db: Database) -> None:
+    store = SqliteStore(db)
+    conv = await store.open_conversation(ANA, ANA_CHAT, "fr", 1_000)
+    unit = Unit(2_000, "telegram:update:1", conversation=conv)
+    unit.message(NewMessage("in", "customer", "Je m'appelle Ana, 12 rue des Lilas"))
+    unit.events.append(NewEvent("note", "customer", {"text": "12 rue des Lilas", "n": 3}))
+    unit.outbox.append(NewOutbox("c:telegram:41", "send", {"text": "Merci Ana"}))
+    await store.apply(unit)
+    privacy = PrivacyStore(db)
+    exported = await privacy.export(ANA.key)
+    assert exported is not None
+    assert exported["conversations"][0]["messages"][0]["text"].startswith("Je m'appelle")
+    erased = await privacy.erase(ANA.key, 5_000, "admin")
+    assert erased is not None
+    assert erased.messages == 1
+    assert await privacy.export(ANA.key) is None
+    texts = await db.fetchall("SELECT text FROM messages")
+    assert [r["text"] for r in texts] == [""]
+    event = await db.fetchone("SELECT data FROM events WHERE kind = 'note'")
+    assert event is not None
+    assert json.loads(event["data"]) == {"n": 3}
+    started = await db.fetchone("SELECT COUNT(*) AS n FROM conversations")
+    assert started is not None
+    assert started["n"] == 1
+
+
+async def test_search_folds_accents_like_python(db: Database) -> None:
+    words = ["Éléonore", "ÇA VA", "cœur", "Straße", "naïve", "L’été", "Ñandú", "FIANCÉE"]
+    for word in words:
+        row = await db.fetchone("SELECT fold(?) AS f", (word,))
+        assert row is not None
+        assert row["f"] == fold(word), word
+    row = await db.fetchone("SELECT fold(NULL) AS f")
+    assert row is not None
+    assert row["f"] is None
+
+
+async def test_a_write_blocked_past_busy_timeout_says_locked(db_target: str) -> None:
+    """Another connection holds the rows' lock: the step fails as DatabaseLockedError (the
+    engine waits it out), then goes through once the lock is released."""
+    from datetime import timedelta
+
+    from bot.errors import DatabaseLockedError
+
+    db = await Database.open(db_target, busy_timeout=timedelta(milliseconds=200))
+    holder = await Database.open(db_target)
+    release = asyncio.Event()
+    locked = asyncio.Event()
+
+    async def hold() -> None:
+        async with holder.transaction() as conn:
+            await conn.execute("INSERT INTO inbound (dedup_key, at) VALUES ('held', 1)")
+            locked.set()
+            await release.wait()
+
+    def insert(conn: Conn) -> None:
+        conn.execute(
+            "INSERT INTO inbound (dedup_key, at) VALUES ('held', 2) ON CONFLICT DO NOTHING"
+        )
+
+    task = asyncio.create_task(hold())
+    try:
+        await asyncio.wait_for(locked.wait(), 10)
+        with pytest.raises(DatabaseLockedError, match="locked"):
+            await db.write(insert)
+        release.set()
+        await task
+        await db.write(insert)
+        row = await db.fetchone("SELECT at FROM inbound WHERE dedup_key = 'held'")
+        assert row is not None
+        assert row["at"] == 1
+    finally:
+        release.set()
+        await task
+        await holder.close()
+        await db.close()
+
+
+def test_the_sql_is_translated_once_for_postgresql() -> None:
+    """``?`` → ``%s`` outside literals and comments, literal ``%`` doubled, SQLite's planner
+    hints dropped; schema types widened, identity keys, triggers as PL/pgSQL."""
+    from storage.postgres import pg_schema, pg_sql
+
+    sql = "SELECT '?%' FROM t INDEXED BY t_ix WHERE a LIKE ? ESCAPE '\\' -- why?\n AND b = ?"
+    assert pg_sql(sql) == "SELECT '?%%' FROM t WHERE a LIKE %s ESCAPE '\\' -- why?\n AND b = %s"
+    schema = pg_schema(
+        "CREATE TABLE x (id INTEGER PRIMARY KEY, f INTEGER PRIMARY KEY REFERENCES y(id), "
+        "r REAL, b BLOB) WITHOUT ROWID;\n"
+        "CREATE TRIGGER t AFTER UPDATE OF a,\n  b ON x BEGIN\n  DELETE FROM z;\nEND;"
+    )
+    assert "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY" in schema
+    assert "f BIGINT PRIMARY KEY REFERENCES y(id)" in schema
+    assert "r DOUBLE PRECISION, b BYTEA)" in schema
+    assert "ROWID" not in schema
+    assert "CREATE TRIGGER t AFTER UPDATE OF a, b ON x FOR EACH ROW EXECUTE FUNCTION t_fn()" in (
+        schema
+    )
