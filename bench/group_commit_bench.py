@@ -21,7 +21,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,6 +35,66 @@ def one_write_per_hop() -> None:
     from storage.sqlite import SqliteDatabase
 
     SqliteDatabase.write = Database.write  # type: ignore[method-assign]
+
+
+class LockTimings:
+    """Where a write's time goes: the write lock held, the SQL run on the thread."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.hops = 0
+        self.held = 0.0  # seconds the write lock was held for writes
+        self.sql = 0.0  # seconds the database thread spent in write transactions
+
+    def report(self) -> None:
+        if self.writes:
+            turns = self.writes / self.hops
+            print(f"writes {self.writes}, {turns:.1f} per turn of the write lock; per write: "
+                  f"lock held {self.held / self.writes * 1000:.3f} ms, SQL "
+                  f"{self.sql / self.writes * 1000:.3f} ms")  # fmt: skip
+
+
+def time_the_write_lock() -> LockTimings:
+    """Measure the write path (this process): works per hop, lock time, SQL time."""
+    from storage.database import Database
+    from storage.sqlite import SqliteDatabase
+
+    timings = LockTimings()
+    for cls, name in ((Database, "_write_now"), (SqliteDatabase, "_commit_group")):
+        plain_sql = getattr(cls, name)
+
+        def sql(self: Any, work: Any, _plain: Any = plain_sql) -> Any:
+            start = time.perf_counter()
+            try:
+                return _plain(self, work)
+            finally:
+                timings.sql += time.perf_counter() - start
+                timings.writes += len(work) if isinstance(work, list) else 1
+
+        setattr(cls, name, sql)
+    plain_lock = asyncio.Lock
+
+    class TimedLock(plain_lock):  # type: ignore[misc,valid-type]
+        taken = 0.0
+
+        async def acquire(self) -> bool:
+            await super().acquire()
+            self.taken = time.perf_counter()
+            return True
+
+        def release(self) -> None:
+            timings.held += time.perf_counter() - self.taken
+            timings.hops += 1
+            super().release()
+
+    plain_init = Database.__init__
+
+    def init(self: Database, path: str) -> None:
+        plain_init(self, path)
+        self._write_lock = TimedLock()
+
+    Database.__init__ = init  # type: ignore[method-assign]
+    return timings
 
 
 async def slack(customers: int, seconds: float, rounds: int) -> None:
@@ -84,7 +146,8 @@ def engine(customers: int, messages: int, rounds: int) -> None:
             rate = float(re.search(r"throughput\s+(\S+)", out)[1])  # type: ignore[index]
             cpu = float(re.search(r"CPU per message\s+(\S+)", out)[1])  # type: ignore[index]
             found[which].append((rate, cpu))
-            print(f"round {r} {which:>6}: {rate:6.0f} messages/s, {cpu:.3f} ms CPU each")
+            lock = out.strip().splitlines()[-1]
+            print(f"round {r} {which:>6}: {rate:6.0f} messages/s, {cpu:.3f} ms CPU each; {lock}")
     for which, runs in found.items():
         print(f"median {which:>6}: {statistics.median(r for r, _ in runs):6.0f} messages/s, "
               f"{statistics.median(c for _, c in runs):.3f} ms CPU each")  # fmt: skip
@@ -103,8 +166,10 @@ def main() -> None:
     if sys.argv[1:2] in (["--engine-before"], ["--engine-after"]):
         if sys.argv[1] == "--engine-before":
             one_write_per_hop()
+        timings = time_the_write_lock()
         sys.argv = ["engine_bench.py", *sys.argv[2:]]
         runpy.run_path(str(ROOT / "bench" / "engine_bench.py"), run_name="__main__")
+        timings.report()
         return
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--engine", action="store_true", help="engine_bench.py, not Slack")
