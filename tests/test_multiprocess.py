@@ -112,6 +112,25 @@ async def test_customers_spread_over_two_processes_get_one_conversation_each(
         assert sum("facture est dans votre compte" in t for t in texts) == 1
 
 
+async def test_a_conversation_held_by_one_process_waits_in_the_other(
+    pair: tuple[Harness, Harness],
+) -> None:
+    """While one process works a customer's step (its key held), the other process's step
+    for that customer waits (it would read the state before the first one's writes), and
+    goes on the moment the key is let go; other customers are not held up."""
+    first, second = pair
+    await first.say(QUESTIONS[0], user="5", dedup_key="a:5")
+    async with first.store.hold(first.address("5").key):
+        blocked = asyncio.create_task(second.say(QUESTIONS[1], user="5", dedup_key="b:5"))
+        await second.say(QUESTIONS[1], user="6", dedup_key="b:6")  # another customer: free
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(blocked), 0.5)
+    outcome = await asyncio.wait_for(blocked, 10)
+    assert not outcome.duplicate
+    texts = second.channel.texts(second.address("5"))
+    assert sum("Remboursement sous 14 jours" in t for t in texts) == 1
+
+
 async def test_a_redelivered_update_is_handled_once_whichever_process_gets_it(
     pair: tuple[Harness, Harness],
 ) -> None:
