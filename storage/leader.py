@@ -33,7 +33,9 @@ CONNECT_TIMEOUT_S = 5
 
 def role_key(role: str) -> int:
     """The advisory lock key of a role: a stable signed 64-bit hash of its name."""
-    digest = hashlib.blake2b(role.encode("utf-8"), digest_size=8, person=b"supportbot-lead").digest()
+    digest = hashlib.blake2b(
+        role.encode("utf-8"), digest_size=8, person=b"supportbot-lead"
+    ).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

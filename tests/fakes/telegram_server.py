@@ -219,6 +219,7 @@ class Call:
     status: int | None = None
     result: Any = None
     error: str | None = None
+    host: str = ""  # the Host header: which of several clients (named differently) called
 
     @property
     def ok(self) -> bool:
@@ -794,7 +795,7 @@ class TelegramServer:
                 params[name] = uploads.get(value[len("attach://") :])
         for name, upload in uploads.items():
             params.setdefault(name, upload)
-        call = Call(len(self.calls), method, params, time.monotonic())
+        call = Call(len(self.calls), method, params, time.monotonic(), host=request.host)
         self.calls.append(call)
         self._by_method.setdefault(method.lower(), []).append(call)
         await self._notify()  # lets a test see that a (long) call is in progress
@@ -893,10 +894,12 @@ class TelegramServer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._updates.wait_for(
-                        lambda: bool(self._queue)
-                        or self._closing
-                        or bool(self.webhook_url)
-                        or self._polls != mine
+                        lambda: (
+                            bool(self._queue)
+                            or self._closing
+                            or bool(self.webhook_url)
+                            or self._polls != mine
+                        )
                     )
         if self.webhook_url:
             raise ApiError(409, "Conflict: terminated by setWebhook request")
