@@ -144,16 +144,16 @@ class PgLease(Lease):
         at once), checking it every ``retry`` seconds; step down as soon as it breaks."""
         conn = self._conn
         try:
-            assert conn is not None
+            if conn is None or conn.closed:
+                raise psycopg.OperationalError("the connection is closed")
             async for _ in conn.notifies(timeout=self.retry):
-                pass
+                pass  # nobody LISTENs here: this only waits on the socket
             await conn.execute("SELECT 1")
-        except (psycopg.Error, AssertionError) as exc:
+        except psycopg.Error as exc:
             self._lost()
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.warning(
-                "leadership of %s lost: its database connection broke (%s)",
-                self.role,
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                "leadership of %s lost: its database connection broke (%s)", self.role, reason
             )
             await self._close()
 

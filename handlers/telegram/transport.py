@@ -116,8 +116,10 @@ class TelegramTransport(TelegramInbound, TelegramOutbound):
             if not self._poller.running:
                 try:
                     await self._poller.start()
-                except TelegramError as exc:  # deleteWebhook refused: try at the next win
-                    log.warning("telegram: cannot start polling: %s", exc.message)
+                except TelegramError as exc:  # deleteWebhook refused: try again shortly
+                    log.warning("telegram: cannot start polling: %s; retrying", exc.message)
+                    await asyncio.sleep(self._lease_retry)
+                    continue
             await lease.lost.wait()
             await self._poller.stop()
 
