@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -97,30 +96,6 @@ async def test_on_postgresql_the_lease_is_an_advisory_lock(pg_url: str) -> None:
 
 # ------------------------------------------------------------------ two real processes
 
-# Until the one-process-per-PostgreSQL guard is gone (branch i19mp), each child drops it
-# before running the real CLI; once it is gone this is exactly ``supportbot run``.
-_RUN = """
-import sys
-from storage.database import Database
-from storage.postgres import PgDatabase
-if "hold_instance_lock" in PgDatabase.__dict__:
-    PgDatabase.hold_instance_lock = Database.hold_instance_lock
-from bot.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-class Node(BotProcess):
-    """``supportbot run`` sharing the PostgreSQL database with other nodes."""
-
-    async def spawn(self, *args: str) -> asyncio.subprocess.Process:
-        self._log_from = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            return await asyncio.create_subprocess_exec(
-                sys.executable, "-c", _RUN, *(args or ("run",)), "--config", str(self.config),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=self.env,
-            )  # fmt: skip
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -166,7 +141,7 @@ async def _two_processes(tmp_path: Path, pg_url: str, tg: TelegramServer) -> Non
     role = f"telegram-poller:{tg.bot.id}"
     taken = f"leadership of {role} taken"
     nodes = {
-        name: Node(
+        name: BotProcess(
             write_config(
                 tmp_path,
                 {
