@@ -10,17 +10,22 @@ Bot API server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from pathlib import Path
 
 import aiohttp
 import psycopg
+import pytest
 
+from bot.app import SupportApp
+from bot.config import Secrets, settings_from_mapping
+from handlers.telegram import RateLimits
 from storage.database import Database
 from storage.leader import PgLease, SoleLease, lease_for
 from tests.fakes.telegram_server import TelegramServer, running_server
-from tests.reliability.bot_process import BotProcess, write_config
+from tests.reliability.bot_process import KNOWLEDGE, BotProcess, write_config
 from tests.reliability.inprocess import QUESTION, answers
 from tests.waiting import eventually
 
@@ -92,6 +97,63 @@ async def test_on_postgresql_the_lease_is_an_advisory_lock(pg_url: str) -> None:
         assert isinstance(lease_for(db, ROLE), PgLease)
     finally:
         await db.close()
+
+
+async def test_the_poller_follows_the_lease_lost_with_its_connection_then_won_again(
+    tmp_path: Path, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a running app: the lease connection is cut and someone else takes the lock
+    before this process can: it stops polling (yet /readyz counts Telegram connected),
+    then polls again, from where Telegram kept the updates, once the lock is free."""
+    caplog.set_level(logging.INFO, logger="storage.leader")
+    async with running_server() as tg:
+        config = {
+            "storage": {"url": pg_url},
+            "knowledge": {"path": str(KNOWLEDGE)},
+            "telegram": {"api_url": tg.url, "poll_timeout": 1},
+            "slack": {"enabled": False},
+            "digest": {"enabled": False},
+            "web": {"enabled": False},
+        }
+        app = SupportApp(
+            settings_from_mapping(config),
+            Secrets(telegram_bot_token=tg.token),
+            transport_options={"telegram": {"limits": RateLimits.unlimited(), "lease_retry": 0.2}},
+        )
+        await app.start()
+        try:
+            (transport,) = app.transports
+            assert transport.ready
+            ana, bea = tg.add_user("Ana"), tg.add_user("Bea")
+            await tg.customer_sends(ana, QUESTION)
+            await tg.wait_until(lambda: answers(tg, ana.id), timeout=15, what="Ana's answer")
+            lease = transport._lease
+            assert isinstance(lease, PgLease)
+            with psycopg.connect(pg_url, autocommit=True) as rival:
+                rival.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'supportbot-lease'"
+                )
+                # queued first: granted as soon as the dead session lets go of the lock
+                rival.execute("SELECT pg_advisory_lock(%s)", [lease.key])
+                await eventually(lambda: not transport._poller.running, within=5)
+                assert not lease.is_leader
+                assert (await app.readiness())["telegram"] == "ok"  # it can still send
+                mark = tg.mark()
+                update = await tg.customer_sends(bea, QUESTION)
+            # the rival's session ended: the lock is free, this process takes it again
+            await tg.wait_for("getUpdates", since=mark, timeout=10, ok=None)
+            await tg.wait_delivered(update, timeout=15)
+            await tg.wait_until(lambda: answers(tg, bea.id), timeout=15, what="Bea's answer")
+            assert transport._poller.running
+            assert len(answers(tg, ana.id)) == 1
+            lines = [r.getMessage() for r in caplog.records if r.name == "storage.leader"]
+            role = f"telegram-poller:{tg.bot.id}"
+            assert lines[0] == f"leadership of {role} taken (this process does it now)"
+            assert lines[1].startswith(f"leadership of {role} lost: its database connection")
+            assert lines[2] == lines[0]
+        finally:
+            await app.stop()
 
 
 # ------------------------------------------------------------------ two real processes
