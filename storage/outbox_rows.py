@@ -1,6 +1,6 @@
 """Outbox rows: what an engine step enqueues, and what a delivery records.
 
-Beside ``conversations.py`` because both the step (``_apply``) and a delivery's record
+Beside ``step_writes.py`` because both the step (``apply_step``) and a delivery's record
 write them, on the database thread inside one ``Database.write``.
 """
 

@@ -15,14 +15,20 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.config import settings_from_mapping
 from bot.conversation.model import CustomerMessage, State
 from storage.conversations import CLAIM_LEASE
 from storage.database import Database
 from tests.fakes.clock import FakeClock
+from tests.fakes.telegram_server import running_server
 from tests.harness import Harness, make_settings
+from tests.reliability.bot_process import BotProcess, write_config
+from tests.reliability.inprocess import QUESTION, answers
+from tests.test_ack_after_store import SECRET, free_port, webhook_settings
 from tests.test_digest import TARGETS, WEEK, paris, posted, publishers, seed_week, service
+from tests.waiting import eventually
 
 QUESTIONS = (
     "Quel est le délai de livraison ?",
@@ -104,6 +110,25 @@ async def test_customers_spread_over_two_processes_get_one_conversation_each(
         assert sum("Livraison en 2 à 4 jours" in t for t in texts) == 1
         assert sum("Remboursement sous 14 jours" in t for t in texts) == 1
         assert sum("facture est dans votre compte" in t for t in texts) == 1
+
+
+async def test_a_conversation_held_by_one_process_waits_in_the_other(
+    pair: tuple[Harness, Harness],
+) -> None:
+    """While one process works a customer's step (its key held), the other process's step
+    for that customer waits (it would read the state before the first one's writes), and
+    goes on the moment the key is let go; other customers are not held up."""
+    first, second = pair
+    await first.say(QUESTIONS[0], user="5", dedup_key="a:5")
+    async with first.store.hold(first.address("5").key):
+        blocked = asyncio.create_task(second.say(QUESTIONS[1], user="5", dedup_key="b:5"))
+        await second.say(QUESTIONS[1], user="6", dedup_key="b:6")  # another customer: free
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(blocked), 0.5)
+    outcome = await asyncio.wait_for(blocked, 10)
+    assert not outcome.duplicate
+    texts = second.channel.texts(second.address("5"))
+    assert sum("Remboursement sous 14 jours" in t for t in texts) == 1
 
 
 async def test_a_redelivered_update_is_handled_once_whichever_process_gets_it(
@@ -250,3 +275,81 @@ async def test_connections_closed_by_the_server_are_opened_again(pg_url: str) ->
         assert await db.fetchall("SELECT x FROM t_after") == []
     finally:
         await db.close()
+
+
+async def test_two_supportbot_runs_on_one_postgresql_answer_each_update_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two real ``supportbot run`` in webhook mode behind one (imaginary) load balancer:
+    every customer's update is POSTed to both (a redelivery landing on the other
+    process), then a second message to one of them. One conversation per customer, the
+    question answered once, and every reply Telegram accepted is one outbox row sent."""
+    async with running_server() as tg:
+        ports = [free_port(), free_port()]
+        bots = []
+        for n, port in enumerate(ports):
+            config = write_config(
+                tmp_path, webhook_settings(tmp_path / "x.db", tg, port), f"c{n}.yaml"
+            )
+            data = yaml.safe_load(config.read_text(encoding="utf-8"))
+            data["storage"] = {"url": pg_url, "busy_timeout": "5s"}
+            config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+            env = {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_WEBHOOK_SECRET": SECRET}
+            bots.append(BotProcess(config, env, tmp_path / f"bot{n}.log"))
+        urls = [f"http://127.0.0.1:{port}/telegram" for port in ports]
+        customers = [tg.add_user(f"Client{i}") for i in range(6)]
+        try:
+            for bot in bots:
+                await bot.start()
+            first = {c.id: tg.wrap("message", tg.build_text(c, QUESTION)) for c in customers}
+            statuses = await asyncio.gather(
+                *(
+                    tg.post_to_webhook(first[c.id], url=url, secret=SECRET)
+                    for c in customers
+                    for url in urls
+                )
+            )
+            assert set(statuses) == {200}
+            await eventually(lambda: all(answers(tg, c.id) for c in customers), within=30)
+            second = [tg.wrap("message", tg.build_text(c, "merci")) for c in customers]
+            statuses = await asyncio.gather(
+                *(
+                    tg.post_to_webhook(update, url=urls[n % 2], secret=SECRET)
+                    for n, update in enumerate(second)
+                )
+            )
+            assert set(statuses) == {200}
+            db = await Database.open(pg_url)
+            try:
+
+                async def settled() -> bool:
+                    row = await db.fetchone(
+                        "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+                    )
+                    handled = await db.fetchone(
+                        "SELECT COUNT(*) FROM inbound_queue WHERE handled_at IS NOT NULL"
+                    )
+                    assert row is not None
+                    assert handled is not None
+                    return int(row[0]) == 0 and int(handled[0]) == 2 * len(customers)
+
+                async with asyncio.timeout(30):
+                    while not await settled():  # noqa: ASYNC110 - rows other processes write
+                        await asyncio.sleep(0.05)
+                per_address = await db.fetchall(
+                    "SELECT address_key, COUNT(*) AS n FROM conversations GROUP BY address_key"
+                )
+                sent_rows = await db.fetchone(
+                    "SELECT COUNT(*) FROM outbox WHERE op = 'send' AND sent_at IS NOT NULL"
+                )
+            finally:
+                await db.close()
+            assert sorted(r["n"] for r in per_address) == [1] * len(customers)
+            assert all(len(answers(tg, c.id)) == 1 for c in customers)
+            accepted = tg.calls_to("sendMessage", ok=True)
+            assert sent_rows is not None
+            assert len(accepted) == int(sent_rows[0])
+            assert [await bot.stop() for bot in bots] == [0, 0]
+        finally:
+            for bot in bots:
+                await bot.close()

@@ -1,0 +1,77 @@
+"""The extra PostgreSQL connections of storage/postgres.py: one for reads, one for the
+advisory locks that keep a conversation to one process at a time; each on its own
+thread, opened when first used and again after the server closed it."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Connect = Callable[[str], psycopg.Connection[Any]]
+
+
+def key_lock_id(key: str, purpose: str = "step") -> int:
+    """A stable signed 64-bit advisory-lock id for ``key`` (the same in every process)."""
+    digest = hashlib.blake2b(f"{purpose}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# Waiting for a key another process holds: tried again after these pauses (seconds).
+KEY_WAIT_FIRST = 0.002
+KEY_WAIT_MAX = 0.05
+
+
+class Session:
+    """One more connection on its own thread, connected when first used and again after
+    the server closed it (a restarted PostgreSQL)."""
+
+    def __init__(
+        self,
+        url: str,
+        connect: Connect,
+        setup: Callable[[psycopg.Connection[Any]], None],
+        name: str,
+    ) -> None:
+        self.url = url
+        self.connect = connect
+        self.setup = setup
+        self.conn: psycopg.Connection[Any] | None = None
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def get(self) -> psycopg.Connection[Any]:
+        """The connection (on the session's thread), reconnected if the server dropped it."""
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            if self.conn is not None:
+                log.warning("database connection lost; reconnecting")
+                self.conn.close()
+            self.conn = self.connect(self.url)
+            self.setup(self.conn)
+        return self.conn
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self.thread, functools.partial(fn, *args))
+
+    def retried(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``work`` on the connection; once more on a new one if the server had closed it
+        (only for statements that are safe to repeat: reads, lock calls)."""
+        conn = self.get()
+        try:
+            return work(conn)
+        except psycopg.OperationalError:
+            if not (conn.closed or conn.broken):
+                raise
+        return work(self.get())
+
+    def close(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            self.conn.close()

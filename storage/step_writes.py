@@ -1,0 +1,131 @@
+"""One engine step's writes, on the database thread inside ``Database.write``
+(``SqliteStore.apply``): the redelivery check, the conversation's changes, messages,
+events, timers, surveys, follow-ups, complaints and the outbox items it queues."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.conversation.model import State
+from bot.conversation.store import OutboxItem, Unit
+from storage.complaints import write_complaint
+from storage.database import Conn
+from storage.followups import write_followup_changes
+from storage.kb_questions import write_kb_changes
+from storage.outbox_rows import Claim, enqueue, insert_many
+from storage.privacy import erase_customer
+
+
+class Duplicate(Exception):
+    """Raised inside a transaction to roll back a redelivered update."""
+
+
+def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> tuple[OutboxItem, ...]:
+    """One engine step's writes (on the database thread, inside ``Database.write``)."""
+    now = unit.now
+    if unit.dedup_key is not None:
+        fresh = conn.execute(
+            "INSERT INTO inbound (dedup_key, at) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+            (unit.dedup_key, now),
+        )
+        if not fresh.fetchall():  # stepped to the end: the statement is done
+            raise Duplicate
+    conv = unit.conversation
+    conversation_id = conv.id if conv else None
+    customer_id = conv.customer_id if conv else unit.customer_id
+    if conv is not None and conv.changes:
+        names = list(conv.changes)
+        sets = ", ".join(f"{name} = ?" for name in names)
+        conn.execute(
+            f"UPDATE conversations SET {sets}, updated_at = ? WHERE id = ?",
+            [*(_db(conv.changes[n]) for n in names), now, conv.id],
+        )
+        conv.changes.clear()
+    message_ids: list[int] = [0] * len(unit.messages)
+    if conversation_id is not None and unit.messages:
+        rows = [
+            (conversation_id, m.direction, m.author, m.agent_key, m.text, m.media, now)
+            for m in unit.messages
+        ]
+        message_ids = insert_many(
+            conn,
+            "messages (conversation_id, direction, author, agent_key, text, media, created_at)",
+            rows,
+        )
+    if unit.events:
+        conn.executemany(
+            "INSERT INTO events (conversation_id, customer_id, at, kind, actor, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    conversation_id,
+                    customer_id,
+                    now,
+                    e.kind,
+                    e.actor,
+                    json.dumps(e.data, ensure_ascii=False) if e.data else None,
+                )
+                for e in unit.events
+            ],
+        )
+    if conversation_id is not None:
+        if unit.clear_all_timers:
+            conn.execute("DELETE FROM timers WHERE conversation_id = ?", (conversation_id,))
+        elif unit.timers_clear:
+            kinds = sorted(unit.timers_clear)
+            conn.execute(
+                f"DELETE FROM timers WHERE conversation_id = ? AND kind IN "
+                f"({','.join('?' * len(kinds))})",
+                (conversation_id, *kinds),
+            )
+        if unit.timers_set:
+            conn.executemany(
+                "INSERT INTO timers (conversation_id, kind, due_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (conversation_id, kind) DO UPDATE SET due_at = excluded.due_at,"
+                " claimed_by = NULL, claimed_until = NULL",
+                [(conversation_id, kind, due) for kind, due in unit.timers_set.items()],
+            )
+        if unit.survey_new is not None:
+            cols = {"conversation_id": conversation_id, **unit.survey_new}
+            conn.execute(
+                f"INSERT INTO surveys ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                list(cols.values()),
+            )
+        if unit.survey_update:
+            names = list(unit.survey_update)
+            conn.execute(
+                f"UPDATE surveys SET {', '.join(f'{n} = ?' for n in names)} "
+                "WHERE conversation_id = ?",
+                [*(unit.survey_update[n] for n in names), conversation_id],
+            )
+    if conversation_id is not None:
+        write_kb_changes(conn, unit, conversation_id, message_ids)
+        write_followup_changes(conn, unit, conversation_id, customer_id)
+        if unit.complaint is not None:
+            write_complaint(conn, conversation_id, unit.complaint, now)
+    if customer_id is not None:
+        _customer_changes(conn, unit, customer_id)
+    items = enqueue(conn, unit.outbox, conversation_id, message_ids, now, claim)
+    if unit.customer_forget and customer_id is not None:
+        # Last, so that this step's own messages and payloads are erased too.
+        erase_customer(conn, customer_id, now, "customer")
+    return items
+
+
+def _customer_changes(conn: Conn, unit: Unit, cid: int) -> None:
+    if unit.customer_reachable is not None:
+        reachable, reason = unit.customer_reachable
+        conn.execute("UPDATE customers SET reachable = ? WHERE id = ?", (int(reachable), cid))
+        conn.execute(
+            "INSERT INTO customer_reachability (customer_id, at, reachable, reason) "
+            "VALUES (?, ?, ?, ?)",
+            (cid, unit.now, int(reachable), reason),
+        )
+    if unit.customer_surveyed:
+        conn.execute("UPDATE customers SET last_surveyed_at = ? WHERE id = ?", (unit.now, cid))
+
+
+def _db(value: Any) -> Any:
+    """Enum members are stored as their value."""
+    return value.value if isinstance(value, State) else value
