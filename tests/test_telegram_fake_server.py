@@ -82,6 +82,25 @@ async def test_long_poll_returns_as_soon_as_an_update_arrives(tg: TelegramServer
     assert time.monotonic() - started < 5  # far from the 20 s timeout
 
 
+async def test_a_second_concurrent_poll_terminates_the_waiting_one_with_409(
+    tg: TelegramServer, bot: Bot
+) -> None:
+    """Like Telegram: one poller per bot; a newer getUpdates ends a waiting one (409)."""
+    ana = tg.add_user("Ana")
+    first = asyncio.create_task(bot.get_updates(timeout=20, read_timeout=25))
+    await tg.wait_until(
+        lambda: any(c.status is None for c in tg.calls_to("getUpdates")), what="a waiting poll"
+    )
+    async with Bot(tg.token, base_url=f"{tg.url}/bot") as other:  # another process
+        second = asyncio.create_task(other.get_updates(timeout=20, read_timeout=25))
+        with pytest.raises(Conflict, match="terminated by other getUpdates request"):
+            await asyncio.wait_for(first, 5)
+        sent = await tg.customer_sends(ana, "hello")
+        updates = await asyncio.wait_for(second, 5)  # the newer poll goes on
+    assert [u.update_id for u in updates] == [sent["update_id"]]
+    assert [c.status for c in tg.calls_to("getUpdates")] == [409, 200]
+
+
 async def test_long_poll_honours_its_timeout_when_nothing_comes(
     tg: TelegramServer, bot: Bot
 ) -> None:

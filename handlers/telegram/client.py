@@ -24,9 +24,13 @@ from handlers.telegram.http import AiohttpRequest
 from handlers.telegram.limits import ChatPacer, PerChatUpdates, RateLimits
 from handlers.telegram.polling import ConfirmingPoller
 from handlers.telegram.translate import Translator
+from storage.leader import RETRY_S
 
 if TYPE_CHECKING:
+    import asyncio
+
     from storage.inbound_queue import InboundQueue
+    from storage.leader import Lease
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class TelegramClient(ABC):
         webhook_secret: str | None = None,
         limits: RateLimits | None = None,
         member_cache_s: float = 60.0,
+        lease_retry: float = RETRY_S,
     ) -> None:
         # Opt in to PTB's coming behaviour (durations as timedelta): otherwise every 429 warns
         # with a PTBDeprecationWarning from inside PTB. ``failures`` accepts both forms.
@@ -75,6 +80,10 @@ class TelegramClient(ABC):
         self.webhook_port: int | None = None
         self._inbound: InboundQueue | None = None  # webhook updates stored before the 200
         self._stored: dict[int, int] = {}  # update_id → its inbound_queue row, while handled
+        # Polling: who polls among the processes of the database (transport.py).
+        self._lease_retry = lease_retry
+        self._lease: Lease | None = None
+        self._leading: asyncio.Task[None] | None = None
         api = settings.api_url.rstrip("/")
         # Kept: PTB does not close them when initialize() fails (getMe refused).
         self._requests = (AiohttpRequest(HTTP_CONNECTIONS, pool_timeout=HTTP_POOL_WAIT_S),

@@ -53,8 +53,13 @@ class ConfirmingPoller:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
+        """Poll (again, after a ``stop``: leadership comes and goes) from the offset Telegram
+        keeps: what the last poller did not confirm comes again."""
         # Polling and a webhook exclude each other; keep what is pending (not dropped).
         await self.application.bot.delete_webhook(drop_pending_updates=False)
+        self._stopping.clear()
+        self._in_flight.clear()
+        self._idle.set()
         self._task = asyncio.create_task(self._poll(), name="telegram-polling")
 
     @property

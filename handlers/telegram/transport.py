@@ -13,6 +13,8 @@ This class owns the lifecycle; the halves are ``inbound`` (updates in) and ``out
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from telegram.error import InvalidToken, TelegramError
@@ -21,6 +23,7 @@ from bot.errors import ConfigError, TransientDeliveryError
 from handlers.telegram.inbound import TelegramInbound
 from handlers.telegram.outbound import TelegramOutbound
 from handlers.telegram.translate import CHANNEL
+from storage.leader import Lease, SoleLease, lease_for
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,14 @@ class TelegramTransport(TelegramInbound, TelegramOutbound):
 
     @property
     def ready(self) -> bool:
-        """Receiving updates: the poller runs, or the webhook route is served."""
-        return self.application.running and (self._poller.running or self._runner is not None)
+        """Receiving updates (the poller runs, or the webhook route is served), or able to
+        send while another process holds the polling: connected either way."""
+        if not self.application.running:
+            return False
+        if self._runner is not None or self._poller.running:
+            return True
+        following = self._leading is not None and not self._leading.done()
+        return following and self._lease is not None and not self._lease.is_leader
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -63,7 +72,7 @@ class TelegramTransport(TelegramInbound, TelegramOutbound):
         if webhook:
             await self._start_webhook()
         else:
-            await self._poller.start()
+            await self._follow_lease(me.id)
         log.info("telegram: connected as @%s (%s)", me.username, settings.mode)
 
     async def connect(self) -> None:
@@ -85,10 +94,47 @@ class TelegramTransport(TelegramInbound, TelegramOutbound):
         me = self.bot.bot
         self.translator.bot_id, self.translator.bot_username = me.id, me.username
 
+    async def _follow_lease(self, bot_id: int) -> None:
+        """Polling: only the leader of ``telegram-poller:<bot id>`` among the processes of
+        the database asks Telegram for updates (a second poller gets 409); the others send,
+        and poll as soon as they win the lease. The new leader resumes from the offset
+        Telegram keeps: unconfirmed updates come again, and the inbound keys make a
+        repeat a no-op."""
+        role = f"telegram-poller:{bot_id}"
+        db = self._inbound.db if self._inbound is not None else None
+        lease = SoleLease(role) if db is None else lease_for(db, role, retry=self._lease_retry)
+        self._lease = lease
+        await lease.start()
+        if lease.is_leader:  # as before: polling when start returns (a lone process)
+            await self._poller.start()
+        self._leading = asyncio.create_task(self._lead(lease), name="telegram-leadership")
+
+    async def _lead(self, lease: Lease) -> None:
+        """Poll while leading; stop at once when the lease is lost, then compete again."""
+        while True:
+            await lease.leading.wait()
+            if not self._poller.running:
+                try:
+                    await self._poller.start()
+                except TelegramError as exc:  # deleteWebhook refused: try again shortly
+                    log.warning("telegram: cannot start polling: %s; retrying", exc.message)
+                    await asyncio.sleep(self._lease_retry)
+                    continue
+            await lease.lost.wait()
+            await self._poller.stop()
+
     async def stop(self) -> None:
         app = self.application
         try:
+            if self._leading is not None:
+                self._leading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._leading
+                self._leading = None
             await self._poller.stop()
+            if self._lease is not None:
+                await self._lease.stop()
+                self._lease = None
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None

@@ -57,6 +57,10 @@ DEFAULT_UPDATES = frozenset(  # what Telegram sends when allowed_updates is empt
         "chosen_inline_result",
     }
 )
+CONFLICT = (
+    "Conflict: terminated by other getUpdates request; "
+    "make sure that only one bot instance is running"
+)
 MEMBER_STATUSES = frozenset({"creator", "administrator", "member", "restricted"})
 
 _INT_FIELDS = frozenset(
@@ -215,6 +219,7 @@ class Call:
     status: int | None = None
     result: Any = None
     error: str | None = None
+    host: str = ""  # the Host header: which of several clients (named differently) called
 
     @property
     def ok(self) -> bool:
@@ -364,6 +369,7 @@ class TelegramServer:
         self._query_ids = itertools.count(500001)
         self._file_ids = itertools.count(1)
         self._updates = asyncio.Condition()
+        self._polls = 0  # getUpdates calls so far: a newer one terminates a waiting one
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -789,7 +795,7 @@ class TelegramServer:
                 params[name] = uploads.get(value[len("attach://") :])
         for name, upload in uploads.items():
             params.setdefault(name, upload)
-        call = Call(len(self.calls), method, params, time.monotonic())
+        call = Call(len(self.calls), method, params, time.monotonic(), host=request.host)
         self.calls.append(call)
         self._by_method.setdefault(method.lower(), []).append(call)
         await self._notify()  # lets a test see that a (long) call is in progress
@@ -881,14 +887,24 @@ class TelegramServer:
         offset = p.get("offset")
         if offset:
             await self._confirm(int(offset))
+        self._polls += 1
+        mine = self._polls
         async with self._updates:
+            self._updates.notify_all()  # a poll still waiting is terminated by this one
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._updates.wait_for(
-                        lambda: bool(self._queue) or self._closing or bool(self.webhook_url)
+                        lambda: (
+                            bool(self._queue)
+                            or self._closing
+                            or bool(self.webhook_url)
+                            or self._polls != mine
+                        )
                     )
         if self.webhook_url:
             raise ApiError(409, "Conflict: terminated by setWebhook request")
+        if self._polls != mine:  # Telegram: one poller per bot at a time
+            raise ApiError(409, CONFLICT)
         batch: list[JSON] = []
         for pending in itertools.islice(self._queue, limit):
             pending.returned = True
