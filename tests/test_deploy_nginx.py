@@ -1,0 +1,189 @@
+"""The README's deployment from outside (issue 19): Debian's nginx with deploy/nginx.conf
+terminating TLS in front of ``supportbot run`` on one real PostgreSQL database.
+
+Telegram updates are POSTed to nginx's https webhook route with the secret header (as
+Telegram does; the bot's ``api_url`` is the local Bot API server), widget visitors talk
+over wss through nginx's WebSocket upgrade. Every customer gets each answer exactly
+once, each handoff opens one forum topic, and ``supportbot kpi --format json`` counts
+exactly what was sent. Here the second upstream slot is a process that is down (its port
+refuses connections): nginx passes everything to the live one, which is what the guide
+says happens when one of the two processes dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.deployment import (
+    Nginx,
+    Process,
+    Visitor,
+    free_port,
+    nginx_binary,
+    process_config,
+    self_signed,
+    tls_client,
+)
+from tests.fakes.telegram_server import FakeChat, FakeUser, TelegramServer, running_server
+from tests.reliability.bot_process import SUPPORTBOT, BotProcess
+from tests.reliability.inprocess import DID_IT_HELP, QUESTION, answers
+from tests.waiting import eventually
+
+SECRET = "webhook-secret-for-the-deployment"
+WEB_SECRET = "the-same-web-secret-on-every-process"
+HANDOFF = "Je vous mets en relation avec un conseiller"
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[TelegramServer]:
+    async with running_server() as server:
+        yield server
+
+
+def env_of(tg: TelegramServer, database_url: str) -> dict[str, str]:
+    """Each process's secrets: the same webhook and web secrets (a visitor's token and an
+    agent's session are valid on either process), the database URL from the environment."""
+    return {
+        "TELEGRAM_BOT_TOKEN": tg.token,
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "WEB_SECRET": WEB_SECRET,
+        "SUPPORTBOT_DATABASE_URL": database_url,
+    }
+
+
+async def kpi(config: Path, env: dict[str, str]) -> dict[str, Any]:
+    """``supportbot kpi --format json`` run like an operator would, on the same database."""
+    proc = await asyncio.create_subprocess_exec(
+        str(SUPPORTBOT), "kpi", "--format", "json", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    report: dict[str, Any] = json.loads(out)
+    return report
+
+
+def topics_opened(tg: TelegramServer, desk: FakeChat) -> list[int]:
+    return [
+        int(c.result["message_thread_id"])
+        for c in tg.calls_to("createForumTopic", ok=True)
+        if c.params["chat_id"] == desk.id
+    ]
+
+
+def told(tg: TelegramServer, user: FakeUser, text: str) -> int:
+    """How many messages Telegram accepted for this customer containing ``text``."""
+    return sum(
+        1
+        for c in tg.calls_to("sendMessage", ok=True)
+        if c.params["chat_id"] == user.id and text in c.params["text"]
+    )
+
+
+@pytest.mark.slow
+async def test_one_process_behind_nginx_with_the_other_down(
+    tmp_path: Path, tg: TelegramServer, pg_url: str
+) -> None:
+    assert nginx_binary() is not None, "nginx is not installed (make unit installs it)"
+    agent = tg.add_user("Agent")
+    desk = tg.add_group("Support", forum=True, admins=[agent])
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    public = f"https://127.0.0.1:{port}"
+    alive, down = Process("p1"), Process("p2")  # p2 is never started: its ports refuse
+    config = process_config(
+        tmp_path, alive, api_url=tg.api_url, desk=desk.id, agent=agent.id, public=public
+    )
+    env = env_of(tg, pg_url)
+    values = {"LISTEN_PORT": str(port), "TLS_CERT": str(cert), "TLS_KEY": str(key)}
+    for slot, proc in (("1", alive), ("2", down)):
+        values |= {f"WEB_{slot}": proc.address("web"), f"TELEGRAM_{slot}": proc.address("telegram"),
+                   f"SLACK_{slot}": f"127.0.0.1:{free_port()}"}  # fmt: skip
+    nginx = Nginx(tmp_path / "nginx", port, values)
+    alive.bot = BotProcess(config, env, tmp_path / "p1.log")
+    customers = [tg.add_user(f"Client{i}") for i in range(16)]
+    callers = [tg.add_user(f"Appelant{i}") for i in range(4)]  # ask for a person
+    connector = aiohttp.TCPConnector(ssl=tls_client(cert), limit=0)
+    try:
+        await alive.bot.start()
+        await nginx.start()
+        async with aiohttp.ClientSession(connector=connector) as http:
+            # The probes, through nginx: any live process answers; /metrics stays inside.
+            for path, status in (("/healthz", 200), ("/readyz", 200), ("/metrics", 404)):
+                async with http.get(f"{public}{path}") as resp:
+                    assert resp.status == status, (path, await resp.text())
+
+            async def post(user: FakeUser, text: str) -> None:
+                update = tg.wrap("message", tg.build_text(user, text))
+                headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+                async with http.post(f"{public}/telegram", json=update, headers=headers) as r:
+                    assert r.status == 200, await r.text()
+
+            forged = tg.wrap("message", tg.build_text(customers[0], QUESTION))
+            async with http.post(f"{public}/telegram", json=forged) as resp:
+                assert resp.status == 403  # no secret header: refused, through nginx too
+
+            # The widget over wss: same origin as nginx's https (X-Forwarded-Proto believed).
+            visitors = [Visitor(http, public) for _ in range(10)]
+            await asyncio.gather(*(v.open() for v in visitors))
+            askers, web_callers = visitors[:8], visitors[8:]
+            await asyncio.gather(
+                *(post(c, QUESTION) for c in customers),
+                *(post(c, "/agent") for c in callers),
+                *(v.say(QUESTION, "q1") for v in askers),
+                *(v.say("/agent", "a1") for v in web_callers),
+            )
+
+            def all_answered() -> bool:
+                return (
+                    all(answers(tg, c.id) for c in customers)
+                    and all(told(tg, c, HANDOFF) for c in callers)
+                    and all(v.bot_lines(DID_IT_HELP) for v in askers)
+                    and all(v.bot_lines(HANDOFF) for v in web_callers)
+                    and len(topics_opened(tg, desk)) >= len(callers) + len(web_callers)
+                )
+
+            await eventually(all_answered, within=60)
+
+            # A page served from elsewhere cannot open the socket (the origin check still
+            # works behind the proxy: Host and scheme are the client's).
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(
+                    f"{public.replace('https', 'wss')}/ws/widget",
+                    params={"token": visitors[0].token},
+                    headers={"Origin": "https://elsewhere.example"},
+                )
+            assert refused.value.status == 403
+            await asyncio.gather(*(v.close() for v in visitors))
+        report = await kpi(config, env)
+        assert await alive.bot.stop() == 0
+        alive.bot = None
+    finally:
+        await nginx.stop()
+        if alive.bot is not None:
+            await alive.bot.close()
+
+    # Exactly once: each answer, each handoff notice, one topic per handed-off conversation.
+    assert Counter(len(answers(tg, c.id)) for c in customers) == Counter({1: 16})
+    assert [told(tg, c, HANDOFF) for c in callers] == [1] * 4
+    assert [len(v.bot_lines(DID_IT_HELP)) for v in askers] == [1] * 8
+    assert [len(v.bot_lines(HANDOFF)) for v in web_callers] == [1] * 2
+    topics = topics_opened(tg, desk)
+    assert len(topics) == len(set(topics)) == 6
+    # Everything reached the live process; the dead slot was tried and skipped.
+    served = Counter(nginx.upstreams("/telegram"))
+    assert served[alive.address("telegram")] == 20 + 1, served
+    assert set(served) == {alive.address("telegram")}
+    assert Counter(nginx.upstreams("/ws/widget"))[alive.address("web")] == 10 + 1
+    assert report["conversations"]["started"] == 16 + 4 + 10
+    assert report["conversations"]["handed_off"] == 6
