@@ -71,7 +71,7 @@ screenshots: $(STAMP) browser
 ## visitors over WebSocket, each against a bare bot as its ceiling (about 5 min;
 ## `make bench QUICK=1`: about a minute; `make bench QUICK=1 STORAGE=all PROCESSES=2`: the
 ## storage rows alone, one process on SQLite, one and two on a throwaway PostgreSQL).
-bench: $(STAMP)
+bench: $(STAMP) $(if $(STORAGE),postgresql)
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python bench/load_bench.py $(if $(QUICK),--quick) $(if $(ENCODER),--encoder $(ENCODER)) $(if $(STORAGE),--storage $(STORAGE)) $(if $(PROCESSES),--processes $(PROCESSES))
 
 kb-eval: $(STAMP)
