@@ -13,10 +13,12 @@ says happens when one of the two processes dies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,100 +92,136 @@ def told(tg: TelegramServer, user: FakeUser, text: str) -> int:
     )
 
 
-@pytest.mark.slow
-async def test_one_process_behind_nginx_with_the_other_down(
-    tmp_path: Path, tg: TelegramServer, pg_url: str
-) -> None:
+@dataclass
+class Deployed:
+    """nginx in front of the processes, and an HTTPS client that trusts its certificate."""
+
+    tg: TelegramServer
+    nginx: Nginx
+    processes: list[Process]
+    http: aiohttp.ClientSession
+    public: str
+    desk: FakeChat
+    config: Path
+    env: dict[str, str]
+
+    async def post(self, user: FakeUser, text: str) -> int:
+        """What Telegram does: the update POSTed to the webhook URL with the secret."""
+        update = self.tg.wrap("message", self.tg.build_text(user, text))
+        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        async with self.http.post(f"{self.public}/telegram", json=update, headers=headers) as r:
+            await r.read()
+            return r.status
+
+    def topics(self) -> list[int]:
+        return topics_opened(self.tg, self.desk)
+
+
+@contextlib.asynccontextmanager
+async def deployed(
+    tmp_path: Path, tg: TelegramServer, database_url: str, *, running: int
+) -> AsyncIterator[Deployed]:
+    """Two upstream slots in nginx; the first ``running`` processes started, the others'
+    ports refuse connections (a process that is down)."""
     assert nginx_binary() is not None, "nginx is not installed (make unit installs it)"
     agent = tg.add_user("Agent")
     desk = tg.add_group("Support", forum=True, admins=[agent])
     cert, key = self_signed(tmp_path)
     port = free_port()
     public = f"https://127.0.0.1:{port}"
-    alive, down = Process("p1"), Process("p2")  # p2 is never started: its ports refuse
-    config = process_config(
-        tmp_path, alive, api_url=tg.api_url, desk=desk.id, agent=agent.id, public=public
-    )
-    env = env_of(tg, pg_url)
+    processes = [Process("p1"), Process("p2")]
+    env = env_of(tg, database_url)
     values = {"LISTEN_PORT": str(port), "TLS_CERT": str(cert), "TLS_KEY": str(key)}
-    for slot, proc in (("1", alive), ("2", down)):
+    configs = []
+    for slot, proc in zip(("1", "2"), processes, strict=True):
         values |= {f"WEB_{slot}": proc.address("web"), f"TELEGRAM_{slot}": proc.address("telegram"),
                    f"SLACK_{slot}": f"127.0.0.1:{free_port()}"}  # fmt: skip
+        configs.append(process_config(
+            tmp_path, proc, api_url=tg.api_url, desk=desk.id, agent=agent.id, public=public
+        ))  # fmt: skip
+        proc.bot = BotProcess(configs[-1], env, tmp_path / f"{proc.name}.log")
     nginx = Nginx(tmp_path / "nginx", port, values)
-    alive.bot = BotProcess(config, env, tmp_path / "p1.log")
-    customers = [tg.add_user(f"Client{i}") for i in range(16)]
-    callers = [tg.add_user(f"Appelant{i}") for i in range(4)]  # ask for a person
     connector = aiohttp.TCPConnector(ssl=tls_client(cert), limit=0)
     try:
-        await alive.bot.start()
+        for proc in processes[:running]:
+            assert proc.bot is not None
+            await proc.bot.start()
         await nginx.start()
         async with aiohttp.ClientSession(connector=connector) as http:
-            # The probes, through nginx: any live process answers; /metrics stays inside.
-            for path, status in (("/healthz", 200), ("/readyz", 200), ("/metrics", 404)):
-                async with http.get(f"{public}{path}") as resp:
-                    assert resp.status == status, (path, await resp.text())
-
-            async def post(user: FakeUser, text: str) -> None:
-                update = tg.wrap("message", tg.build_text(user, text))
-                headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
-                async with http.post(f"{public}/telegram", json=update, headers=headers) as r:
-                    assert r.status == 200, await r.text()
-
-            forged = tg.wrap("message", tg.build_text(customers[0], QUESTION))
-            async with http.post(f"{public}/telegram", json=forged) as resp:
-                assert resp.status == 403  # no secret header: refused, through nginx too
-
-            # The widget over wss: same origin as nginx's https (X-Forwarded-Proto believed).
-            visitors = [Visitor(http, public) for _ in range(10)]
-            await asyncio.gather(*(v.open() for v in visitors))
-            askers, web_callers = visitors[:8], visitors[8:]
-            await asyncio.gather(
-                *(post(c, QUESTION) for c in customers),
-                *(post(c, "/agent") for c in callers),
-                *(v.say(QUESTION, "q1") for v in askers),
-                *(v.say("/agent", "a1") for v in web_callers),
-            )
-
-            def all_answered() -> bool:
-                return (
-                    all(answers(tg, c.id) for c in customers)
-                    and all(told(tg, c, HANDOFF) for c in callers)
-                    and all(v.bot_lines(DID_IT_HELP) for v in askers)
-                    and all(v.bot_lines(HANDOFF) for v in web_callers)
-                    and len(topics_opened(tg, desk)) >= len(callers) + len(web_callers)
-                )
-
-            await eventually(all_answered, within=60)
-
-            # A page served from elsewhere cannot open the socket (the origin check still
-            # works behind the proxy: Host and scheme are the client's).
-            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await http.ws_connect(
-                    f"{public.replace('https', 'wss')}/ws/widget",
-                    params={"token": visitors[0].token},
-                    headers={"Origin": "https://elsewhere.example"},
-                )
-            assert refused.value.status == 403
-            await asyncio.gather(*(v.close() for v in visitors))
-        report = await kpi(config, env)
-        assert await alive.bot.stop() == 0
-        alive.bot = None
+            yield Deployed(tg, nginx, processes, http, public, desk, configs[0], env)
     finally:
         await nginx.stop()
-        if alive.bot is not None:
-            await alive.bot.close()
+        for proc in processes:
+            if proc.bot is not None:
+                await proc.bot.close()
+
+
+@pytest.mark.slow
+async def test_one_process_behind_nginx_with_the_other_down(
+    tmp_path: Path, tg: TelegramServer, pg_url: str
+) -> None:
+    customers = [tg.add_user(f"Client{i}") for i in range(16)]
+    callers = [tg.add_user(f"Appelant{i}") for i in range(4)]  # ask for a person
+    async with deployed(tmp_path, tg, pg_url, running=1) as d:
+        alive = d.processes[0]
+        assert alive.bot is not None
+        # The probes, through nginx: any live process answers; /metrics stays inside.
+        for path, status in (("/healthz", 200), ("/readyz", 200), ("/metrics", 404)):
+            async with d.http.get(f"{d.public}{path}") as resp:
+                assert resp.status == status, (path, await resp.text())
+        forged = tg.wrap("message", tg.build_text(customers[0], QUESTION))
+        async with d.http.post(f"{d.public}/telegram", json=forged) as resp:
+            assert resp.status == 403  # no secret header: refused, through nginx too
+
+        # The widget over wss: same origin as nginx's https (X-Forwarded-Proto believed).
+        visitors = [Visitor(d.http, d.public) for _ in range(10)]
+        await asyncio.gather(*(v.open() for v in visitors))
+        askers, web_callers = visitors[:8], visitors[8:]
+        statuses = await asyncio.gather(
+            *(d.post(c, QUESTION) for c in customers),
+            *(d.post(c, "/agent") for c in callers),
+        )
+        assert statuses == [200] * 20
+        await asyncio.gather(
+            *(v.say(QUESTION, "q1") for v in askers),
+            *(v.say("/agent", "a1") for v in web_callers),
+        )
+
+        def all_answered() -> bool:
+            return (
+                all(answers(tg, c.id) for c in customers)
+                and all(told(tg, c, HANDOFF) for c in callers)
+                and all(v.bot_lines(DID_IT_HELP) for v in askers)
+                and all(v.bot_lines(HANDOFF) for v in web_callers)
+                and len(d.topics()) >= len(callers) + len(web_callers)
+            )
+
+        await eventually(all_answered, within=60)
+
+        # A page served from elsewhere cannot open the socket (the origin check still
+        # works behind the proxy: Host and scheme are the client's).
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await d.http.ws_connect(
+                f"{d.public.replace('https', 'wss')}/ws/widget",
+                params={"token": visitors[0].token},
+                headers={"Origin": "https://elsewhere.example"},
+            )
+        assert refused.value.status == 403
+        await asyncio.gather(*(v.close() for v in visitors))
+        report = await kpi(d.config, d.env)
+        assert await alive.bot.stop() == 0
+        alive.bot = None
 
     # Exactly once: each answer, each handoff notice, one topic per handed-off conversation.
     assert Counter(len(answers(tg, c.id)) for c in customers) == Counter({1: 16})
     assert [told(tg, c, HANDOFF) for c in callers] == [1] * 4
     assert [len(v.bot_lines(DID_IT_HELP)) for v in askers] == [1] * 8
     assert [len(v.bot_lines(HANDOFF)) for v in web_callers] == [1] * 2
-    topics = topics_opened(tg, desk)
+    topics = d.topics()
     assert len(topics) == len(set(topics)) == 6
     # Everything reached the live process; the dead slot was tried and skipped.
-    served = Counter(nginx.upstreams("/telegram"))
-    assert served[alive.address("telegram")] == 20 + 1, served
-    assert set(served) == {alive.address("telegram")}
-    assert Counter(nginx.upstreams("/ws/widget"))[alive.address("web")] == 10 + 1
+    served = Counter(d.nginx.upstreams("/telegram"))
+    assert served == Counter({alive.address("telegram"): 20 + 1}), served
+    assert Counter(d.nginx.upstreams("/ws/widget")) == Counter({alive.address("web"): 10 + 1})
     assert report["conversations"]["started"] == 16 + 4 + 10
     assert report["conversations"]["handed_off"] == 6
