@@ -155,6 +155,7 @@ class Process:
     name: str
     web: int = field(default_factory=free_port)
     telegram: int = field(default_factory=free_port)
+    slack: int = field(default_factory=free_port)
     bot: BotProcess | None = None
 
     def address(self, kind: str) -> str:
@@ -162,11 +163,18 @@ class Process:
 
 
 def process_config(
-    tmp: Path, proc: Process, *, api_url: str, desk: int, agent: int, public: str
+    tmp: Path,
+    proc: Process,
+    *,
+    api_url: str,
+    slack_api_url: str,
+    desk: int,
+    agent: int,
+    public: str,
 ) -> Path:
     """A process's config.yaml: storage from $SUPPORTBOT_DATABASE_URL (set in its env),
-    Telegram in webhook mode with the public URL nginx serves, the web channel trusting
-    nginx's X-Forwarded-* headers."""
+    Telegram in webhook mode with the public URL nginx serves, Slack's HTTP events, the
+    web channel trusting nginx's X-Forwarded-* headers; the agents' desk on Telegram."""
     folder = tmp / proc.name
     folder.mkdir(exist_ok=True)
     overrides: dict[str, Any] = {
@@ -181,6 +189,15 @@ def process_config(
             "webhook_listen": "127.0.0.1",
             "webhook_port": proc.telegram,
             "webhook_path": "/telegram",
+            "pacing": False,
+        },
+        "slack": {
+            "enabled": True,
+            "api_url": slack_api_url,
+            "mode": "http",
+            "http_listen": "127.0.0.1",
+            "http_port": proc.slack,
+            "http_path": "/slack/events",
             "pacing": False,
         },
         "web": {

@@ -35,6 +35,8 @@ from tests.deployment import (
     self_signed,
     tls_client,
 )
+from tests.fakes.slack_server import BOT_TOKEN as SLACK_BOT_TOKEN
+from tests.fakes.slack_server import SIGNING_SECRET, FakeSlack, Message
 from tests.fakes.telegram_server import FakeChat, FakeUser, TelegramServer, running_server
 from tests.reliability.bot_process import SUPPORTBOT, BotProcess
 from tests.reliability.inprocess import DID_IT_HELP, QUESTION, answers
@@ -43,11 +45,19 @@ from tests.waiting import eventually
 SECRET = "webhook-secret-for-the-deployment"
 WEB_SECRET = "the-same-web-secret-on-every-process"
 HANDOFF = "Je vous mets en relation avec un conseiller"
+SLACK_ANSWER = "livrées en 2 à 4 jours ouvrés"  # a piece of knowledge.yaml's answer
 
 
 @pytest.fixture
 async def tg() -> AsyncIterator[TelegramServer]:
     async with running_server() as server:
+        yield server
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    server = FakeSlack()
+    async with server:
         yield server
 
 
@@ -58,6 +68,8 @@ def env_of(tg: TelegramServer, database_url: str) -> dict[str, str]:
         "TELEGRAM_BOT_TOKEN": tg.token,
         "TELEGRAM_WEBHOOK_SECRET": SECRET,
         "WEB_SECRET": WEB_SECRET,
+        "SLACK_BOT_TOKEN": SLACK_BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SUPPORTBOT_DATABASE_URL": database_url,
     }
 
@@ -97,6 +109,7 @@ class Deployed:
     """nginx in front of the processes, and an HTTPS client that trusts its certificate."""
 
     tg: TelegramServer
+    slack: FakeSlack
     nginx: Nginx
     processes: list[Process]
     http: aiohttp.ClientSession
@@ -113,13 +126,29 @@ class Deployed:
             await r.read()
             return r.status
 
+    async def slack_dm(self, user: str, text: str) -> int:
+        """What Slack does: a signed Events API delivery to the Request URL."""
+        body = json.dumps(self.slack.event_callback(self.slack.dm_message(user, text)))
+        headers = {"Content-Type": "application/json", **self.slack.sign(body)}
+        url = f"{self.public}/slack/events"
+        async with self.http.post(url, data=body.encode(), headers=headers) as r:
+            await r.read()
+            return r.status
+
+    def slack_answers(self, user: str) -> list[Message]:
+        return [
+            m
+            for m in self.slack.posted(self.slack.dm_channel(user))
+            if SLACK_ANSWER in m.text + json.dumps(m.blocks, ensure_ascii=False)
+        ]
+
     def topics(self) -> list[int]:
         return topics_opened(self.tg, self.desk)
 
 
 @contextlib.asynccontextmanager
 async def deployed(
-    tmp_path: Path, tg: TelegramServer, database_url: str, *, running: int
+    tmp_path: Path, tg: TelegramServer, slack: FakeSlack, database_url: str, *, running: int
 ) -> AsyncIterator[Deployed]:
     """Two upstream slots in nginx; the first ``running`` processes started, the others'
     ports refuse connections (a process that is down)."""
@@ -134,10 +163,11 @@ async def deployed(
     values = {"LISTEN_PORT": str(port), "TLS_CERT": str(cert), "TLS_KEY": str(key)}
     configs = []
     for slot, proc in zip(("1", "2"), processes, strict=True):
-        values |= {f"WEB_{slot}": proc.address("web"), f"TELEGRAM_{slot}": proc.address("telegram"),
-                   f"SLACK_{slot}": f"127.0.0.1:{free_port()}"}  # fmt: skip
+        values |= {f"{kind.upper()}_{slot}": proc.address(kind)
+                   for kind in ("web", "telegram", "slack")}  # fmt: skip
         configs.append(process_config(
-            tmp_path, proc, api_url=tg.api_url, desk=desk.id, agent=agent.id, public=public
+            tmp_path, proc, api_url=tg.api_url, slack_api_url=slack.api_url, desk=desk.id,
+            agent=agent.id, public=public,
         ))  # fmt: skip
         proc.bot = BotProcess(configs[-1], env, tmp_path / f"{proc.name}.log")
     nginx = Nginx(tmp_path / "nginx", port, values)
@@ -148,7 +178,7 @@ async def deployed(
             await proc.bot.start()
         await nginx.start()
         async with aiohttp.ClientSession(connector=connector) as http:
-            yield Deployed(tg, nginx, processes, http, public, desk, configs[0], env)
+            yield Deployed(tg, slack, nginx, processes, http, public, desk, configs[0], env)
     finally:
         await nginx.stop()
         for proc in processes:
@@ -158,11 +188,14 @@ async def deployed(
 
 @pytest.mark.slow
 async def test_one_process_behind_nginx_with_the_other_down(
-    tmp_path: Path, tg: TelegramServer, pg_url: str
+    tmp_path: Path, tg: TelegramServer, slack: FakeSlack, pg_url: str
 ) -> None:
     customers = [tg.add_user(f"Client{i}") for i in range(16)]
     callers = [tg.add_user(f"Appelant{i}") for i in range(4)]  # ask for a person
-    async with deployed(tmp_path, tg, pg_url, running=1) as d:
+    slackers = [f"U0SLACK{i:02d}" for i in range(6)]
+    for user in slackers:
+        slack.add_user(user, user.lower(), locale="fr-FR")
+    async with deployed(tmp_path, tg, slack, pg_url, running=1) as d:
         alive = d.processes[0]
         assert alive.bot is not None
         # The probes, through nginx: any live process answers; /metrics stays inside.
@@ -182,6 +215,7 @@ async def test_one_process_behind_nginx_with_the_other_down(
             *(d.post(c, "/agent") for c in callers),
         )
         assert statuses == [200] * 20
+        assert await asyncio.gather(*(d.slack_dm(u, QUESTION) for u in slackers)) == [200] * 6
         await asyncio.gather(
             *(v.say(QUESTION, "q1") for v in askers),
             *(v.say("/agent", "a1") for v in web_callers),
@@ -191,6 +225,7 @@ async def test_one_process_behind_nginx_with_the_other_down(
             return (
                 all(answers(tg, c.id) for c in customers)
                 and all(told(tg, c, HANDOFF) for c in callers)
+                and all(d.slack_answers(u) for u in slackers)
                 and all(v.bot_lines(DID_IT_HELP) for v in askers)
                 and all(v.bot_lines(HANDOFF) for v in web_callers)
                 and len(d.topics()) >= len(callers) + len(web_callers)
@@ -215,6 +250,7 @@ async def test_one_process_behind_nginx_with_the_other_down(
     # Exactly once: each answer, each handoff notice, one topic per handed-off conversation.
     assert Counter(len(answers(tg, c.id)) for c in customers) == Counter({1: 16})
     assert [told(tg, c, HANDOFF) for c in callers] == [1] * 4
+    assert [len(d.slack_answers(u)) for u in slackers] == [1] * 6
     assert [len(v.bot_lines(DID_IT_HELP)) for v in askers] == [1] * 8
     assert [len(v.bot_lines(HANDOFF)) for v in web_callers] == [1] * 2
     topics = d.topics()
@@ -223,5 +259,6 @@ async def test_one_process_behind_nginx_with_the_other_down(
     served = Counter(d.nginx.upstreams("/telegram"))
     assert served == Counter({alive.address("telegram"): 20 + 1}), served
     assert Counter(d.nginx.upstreams("/ws/widget")) == Counter({alive.address("web"): 10 + 1})
-    assert report["conversations"]["started"] == 16 + 4 + 10
+    assert Counter(d.nginx.upstreams("/slack/events")) == Counter({alive.address("slack"): 6})
+    assert report["conversations"]["started"] == 16 + 4 + 6 + 10
     assert report["conversations"]["handed_off"] == 6
