@@ -103,7 +103,7 @@ class SupportApp:
         kb = KnowledgeBase.configured(settings)
         self._db = await Database.open(settings.storage.target(), settings.storage.busy_timeout)
         await self._db.hold_instance_lock()
-        store = SqliteStore(self._db)
+        store = SqliteStore(self._db, clock=self.clock)
         plan: ChannelPlan | None = None
         if self._given_transports is None:
             plan = plan_channels(settings, self.secrets)
@@ -146,7 +146,7 @@ class SupportApp:
         engine.use_replies(SavedReplies.configured(settings))  # a bad replies.yaml stops here
         self.components = Components(engine, dispatcher, customers, desk, publishers)
         # Webhook updates and Slack HTTP events are stored before they are acknowledged.
-        self._inbound = InboundQueue(self._db, self.clock)
+        self._inbound = InboundQueue(self._db, self.clock, claim_lock=self._db.claim_lock)
         for transport in self.transports:
             if hasattr(transport, "attach"):
                 await transport.attach(self._db, engine)
@@ -293,11 +293,13 @@ class SupportApp:
         the table is a dead process's; a shared database waits for leases to run out."""
         interval = self.settings.conversation.sweep_every.total_seconds()
         last_prune = 0.0
-        take_over = not getattr(self._db, "shared", False)
+        take_over = not self._db.shared
         while True:
             try:
                 await self.resume_inbound(take_over=take_over)
                 take_over = False
+                if self._db.shared and self.components is not None:
+                    await self.components.dispatcher.resume()  # a dead process's items
                 await self.engine.sweep()
                 now = self.clock.now().timestamp()
                 if now - last_prune > PRUNE_EVERY_S:

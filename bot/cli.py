@@ -230,7 +230,7 @@ def _run(settings: Settings, secrets: Secrets, clock: Clock) -> int:
     if isinstance(settings.storage.target(), Path):
         with InstanceLock(settings.storage.path):
             asyncio.run(SupportApp(settings, secrets, clock=clock).serve_forever())
-    else:  # PostgreSQL: an advisory lock held by the bot's connection (SupportApp)
+    else:  # PostgreSQL: several processes may share it (issue 19)
         asyncio.run(SupportApp(settings, secrets, clock=clock).serve_forever())
     return 0
 

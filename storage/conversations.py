@@ -9,8 +9,11 @@ transaction.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any
 
+from bot.clock import Clock, SystemClock, to_ms
 from bot.conversation.model import Address, Customer, State, TranscriptLine
 from bot.conversation.store import (
     Applied,
@@ -27,8 +30,18 @@ from storage.complaints import load_complaint, write_complaint
 from storage.customer_history import customer_context as _customer_context
 from storage.database import Conn, Database, Row
 from storage.followups import SqliteFollowups, write_followup_changes
+from storage.inbound_queue import process_owner
 from storage.kb_questions import latest_kb_question, write_kb_changes
-from storage.outbox_rows import enqueue, insert_many, outbox_item, record_sent
+from storage.outbox_rows import (
+    Claim,
+    claim_item,
+    claim_pending,
+    enqueue,
+    insert_many,
+    outbox_item,
+    record_sent,
+)
+from storage.postgres import key_lock_id
 from storage.privacy import erase_customer
 from storage.routing import RoutingQueries
 
@@ -37,6 +50,11 @@ SELECT c.*, cu.key AS customer_key, cu.name AS customer_name,
        cu.reachable AS customer_reachable, cu.last_surveyed_at AS last_surveyed_at
 FROM conversations c JOIN customers cu ON cu.id = c.customer_id
 """
+
+
+# How long a claimed outbox item or timer stays this process's without being renewed: a
+# delivery attempt takes seconds; a lease this long run out is a dead process.
+CLAIM_LEASE = timedelta(seconds=60)
 
 
 class _Duplicate(Exception):
@@ -85,11 +103,40 @@ def _record(row: Row) -> ConversationRecord:
 
 
 class SqliteStore(RoutingQueries):
-    """Conversation storage on one ``Database``."""
+    """Conversation storage on one ``Database`` (SQLite or PostgreSQL: the name is old).
 
-    def __init__(self, db: Database) -> None:
+    On a database other processes share, outbox items and timers are claimed by this
+    store's ``owner`` with a lease of ``lease`` from ``clock``; see storage/outbox_rows.py.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock | None = None,
+        owner: str | None = None,
+        lease: timedelta = CLAIM_LEASE,
+    ) -> None:
         self.db = db
         self.followups = SqliteFollowups(db)
+        self.clock: Clock = clock or SystemClock()
+        self.owner = owner or process_owner()
+        self.lease_ms = int(lease.total_seconds() * 1000)
+
+    @property
+    def shared(self) -> bool:
+        """Do other processes work on this database (so deliveries are claimed)?"""
+        return self.db.shared
+
+    def _claim(self, now: int | None = None) -> Claim:
+        return Claim(self.owner, (now if now is not None else self._now()) + self.lease_ms)
+
+    def _now(self) -> int:
+        return to_ms(self.clock.now())
+
+    def hold(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Hold a conversation's address against the other processes for one step."""
+        return self.db.hold_key(key)
 
     async def load_open(self, address_key: str) -> ConversationRecord | None:
         row = await self.db.fetchone(
@@ -118,6 +165,16 @@ class SqliteStore(RoutingQueries):
         self, customer: Customer, address: Address, language: str, now: int
     ) -> ConversationRecord:
         async with self.db.transaction() as conn:
+            if self.db.shared:  # two processes opening together: the second waits here
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(?)", (key_lock_id(address.key, "open"),)
+                )
+            existing = await conn.execute_fetchall(
+                _SELECT + "WHERE c.address_key = ? AND c.state <> 'closed' ORDER BY c.id",
+                (address.key,),
+            )
+            if existing:  # opened meanwhile (by another process): that one
+                return _record(existing[0])
             cust_rows = await conn.execute_fetchall(
                 """INSERT INTO customers (key, channel, user_id, name, language, first_seen_at)
                    VALUES (?, ?, ?, ?, ?, ?)
@@ -174,7 +231,8 @@ class SqliteStore(RoutingQueries):
 
     async def apply(self, unit: Unit) -> Applied:
         try:
-            items = await self.db.write(lambda conn: _apply(conn, unit))
+            claim = self._claim(unit.now)
+            items = await self.db.write(lambda conn: _apply(conn, unit, claim))
         except _Duplicate:
             return Applied(applied=False)
         return Applied(applied=True, outbox=items)
@@ -214,33 +272,61 @@ class SqliteStore(RoutingQueries):
         return await latest_kb_question(self.db, conversation_id)
 
     async def due_timers(self, now: int, limit: int) -> list[DueTimer]:
-        rows = await self.db.fetchall(
-            "SELECT conversation_id, kind, due_at FROM timers WHERE due_at <= ? "
-            "ORDER BY due_at LIMIT ?",
-            (now, limit),
-        )
-        return [DueTimer(r["conversation_id"], r["kind"], r["due_at"]) for r in rows]
+        """Due timers, claimed by this process (with a lease, so that another process
+        fires them if this one dies first); those another process holds are skipped."""
+        claim, lock = self._claim(now), self.db.claim_lock
+
+        def work(conn: Conn) -> list[Row]:
+            return conn.execute(
+                "UPDATE timers SET claimed_by = ?, claimed_until = ?"
+                " WHERE (conversation_id, kind) IN (SELECT conversation_id, kind FROM timers"
+                " WHERE due_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?"
+                f" OR claimed_by = ?) ORDER BY due_at LIMIT ? {lock})"
+                " RETURNING conversation_id, kind, due_at",
+                (claim.owner, claim.until, now, now, claim.owner, limit),
+            ).fetchall()
+
+        rows = await self.db.write(work)
+        due = [DueTimer(r["conversation_id"], r["kind"], r["due_at"]) for r in rows]
+        return sorted(due, key=lambda t: (t.due_at, t.conversation_id, t.kind))
 
     async def complaint(self, conversation_id: int) -> ComplaintRecord | None:
         return await load_complaint(self.db, conversation_id)
 
-    async def pending_outbox(self) -> list[OutboxItem]:
-        rows = await self.db.fetchall(
-            "SELECT * FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id"
+    async def pending_outbox(self, *, take_over: bool | None = None) -> list[OutboxItem]:
+        """Undelivered items this process may deliver, claimed: those nobody holds, and
+        its own. A lone process (SQLite) takes over every one (``take_over``)."""
+        now = self._now()
+        claim, lock = self._claim(now), self.db.claim_lock
+        alone = not self.db.shared if take_over is None else take_over
+        rows = await self.db.write(
+            lambda conn: claim_pending(conn, claim, now, lock, take_over=alone)
         )
         return [outbox_item(r) for r in rows]
+
+    async def claim_outbox(self, item: OutboxItem, now: int) -> str:
+        """Before a delivery attempt: MINE (deliver), DONE (drop) or WAIT (released: an
+        earlier item of its lane is another process's); see ``claim_item``."""
+        claim, lock = self._claim(now), self.db.claim_lock
+        return await self.db.write(
+            lambda conn: claim_item(conn, item.id, item.lane, claim, now, lock)
+        )
 
     async def outbox_sent(
         self, item: OutboxItem, now: int, effects: Delivery
     ) -> tuple[OutboxItem, ...]:
-        return await self.db.write(lambda conn: record_sent(conn, item, now, effects))
+        claim = self._claim(now)
+        return await self.db.write(lambda conn: record_sent(conn, item, now, effects, claim))
 
     async def outbox_retry(self, item: OutboxItem, next_attempt_at: int, error: str) -> None:
+        """The lease runs to the next attempt and beyond: a waiting item stays ours."""
+        until = next_attempt_at + self.lease_ms
         async with self.db.transaction() as conn:
             await conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, error = ? "
-                "WHERE id = ?",
-                (next_attempt_at, error[:500], item.id),
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, error = ?,"
+                " claimed_until = CASE WHEN claimed_by = ? THEN ? ELSE claimed_until END"
+                " WHERE id = ?",
+                (next_attempt_at, error[:500], self.owner, until, item.id),
             )
 
     async def outbox_failed(self, item: OutboxItem, now: int, error: str) -> None:
@@ -256,7 +342,7 @@ class SqliteStore(RoutingQueries):
             return int(cur.rowcount)
 
 
-def _apply(conn: Conn, unit: Unit) -> tuple[OutboxItem, ...]:
+def _apply(conn: Conn, unit: Unit, claim: Claim | None = None) -> tuple[OutboxItem, ...]:
     """One engine step's writes (on the database thread, inside ``Database.write``)."""
     now = unit.now
     if unit.dedup_key is not None:
@@ -317,7 +403,8 @@ def _apply(conn: Conn, unit: Unit) -> tuple[OutboxItem, ...]:
         if unit.timers_set:
             conn.executemany(
                 "INSERT INTO timers (conversation_id, kind, due_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (conversation_id, kind) DO UPDATE SET due_at = excluded.due_at",
+                "ON CONFLICT (conversation_id, kind) DO UPDATE SET due_at = excluded.due_at,"
+                " claimed_by = NULL, claimed_until = NULL",
                 [(conversation_id, kind, due) for kind, due in unit.timers_set.items()],
             )
         if unit.survey_new is not None:
@@ -340,7 +427,7 @@ def _apply(conn: Conn, unit: Unit) -> tuple[OutboxItem, ...]:
             write_complaint(conn, conversation_id, unit.complaint, now)
     if customer_id is not None:
         _customer_changes(conn, unit, customer_id)
-    items = enqueue(conn, unit.outbox, conversation_id, message_ids, now)
+    items = enqueue(conn, unit.outbox, conversation_id, message_ids, now, claim)
     if unit.customer_forget and customer_id is not None:
         # Last, so that this step's own messages and payloads are erased too.
         erase_customer(conn, customer_id, now, "customer")

@@ -8,6 +8,12 @@ PostgreSQL (storage/postgres.py): the SQL is written once, with ``?`` placeholde
 subset both engines understand. ``transaction()`` gives async callers the same connection,
 one hop per statement. All writes are serialized on the one connection, so concurrent
 conversations never share an open transaction.
+
+Several processes may share one PostgreSQL database (``shared``): each conversation's step
+is held under ``hold_key`` (an advisory lock across processes), and rows that a process
+works for a while (outbox items, timers, stored requests) are claimed with ``claim_lock``
+(``FOR UPDATE SKIP LOCKED``) and a lease. SQLite is one process (bot/instance.py): no
+lock clause, and ``hold_key`` holds nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from collections.abc import (
     Iterator,
     Sequence,
 )
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -217,6 +223,8 @@ class Database:
     """An open supportbot database; ``open`` picks the engine from the target."""
 
     engine = "sqlite"
+    shared = False  # may other processes work on this database at the same time?
+    claim_lock = ""  # what a claim's inner SELECT adds to skip rows another process holds
 
     def __init__(self, path: str) -> None:
         self.path = path  # a file path, or the PostgreSQL URL without its password
@@ -276,6 +284,11 @@ class Database:
         """One ``supportbot run`` per database. SQLite: the flock of bot/instance.py,
         taken before the database is opened; PostgreSQL overrides this."""
         return
+
+    def hold_key(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``key`` (a conversation's address) against the other processes sharing
+        the database, for one engine step; nothing to hold when the process is alone."""
+        return nullcontext()
 
     # -- the port, the same on both engines
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bot.conversation.store import Delivery, NewOutbox, OutboxItem
@@ -27,22 +28,37 @@ def outbox_item(row: Row) -> OutboxItem:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who enqueues (and so first delivers) outbox items, and until when (ms)."""
+
+    owner: str
+    until: int
+
+
 def enqueue(
     conn: Conn,
     outbox: Sequence[NewOutbox],
     conversation_id: int | None,
     message_ids: Sequence[int],
     now: int,
+    claim: Claim | None = None,
 ) -> tuple[OutboxItem, ...]:
+    """Insert a step's outbox items, claimed by the process that will deliver them."""
     if not outbox:
         return ()
+    owner, until = (claim.owner, claim.until) if claim else (None, None)
     links = [message_ids[o.message] or None if o.message is not None else None for o in outbox]
     rows = [
-        (conversation_id, o.lane, o.op, json.dumps(o.payload, ensure_ascii=False), link, now)
+        (conversation_id, o.lane, o.op, json.dumps(o.payload, ensure_ascii=False), link, now,
+         owner, until)
         for o, link in zip(outbox, links, strict=True)
-    ]
+    ]  # fmt: skip
     ids = insert_many(
-        conn, "outbox (conversation_id, lane, op, payload, message_id, created_at)", rows
+        conn,
+        "outbox (conversation_id, lane, op, payload, message_id, created_at, claimed_by,"
+        " claimed_until)",
+        rows,
     )
     return tuple(
         OutboxItem(
@@ -58,7 +74,7 @@ def enqueue(
 
 
 def record_sent(
-    conn: Conn, item: OutboxItem, now: int, effects: Delivery
+    conn: Conn, item: OutboxItem, now: int, effects: Delivery, claim: Claim | None = None
 ) -> tuple[OutboxItem, ...]:
     """A delivery's record (on the database thread, inside ``Database.write``)."""
     conn.execute(
@@ -86,7 +102,59 @@ def record_sent(
                 "UPDATE conversations SET desk_thread = ?, desk_header = ? WHERE id = ?",
                 (effects.thread, effects.header_message, item.conversation_id),
             )
-    return enqueue(conn, effects.follow_up, item.conversation_id, [], now)
+    return enqueue(conn, effects.follow_up, item.conversation_id, [], now, claim)
+
+
+# What ``claim_item`` answers before each delivery.
+MINE = "mine"  # deliver it: claimed by this process until the lease's end
+DONE = "done"  # drop it: delivered, failed, or another live process has it
+WAIT = "wait"  # an earlier item of its lane is undelivered: released, for a later sweep
+
+
+def claim_item(conn: Conn, item_id: int, lane: str, claim: Claim, now: int, lock: str) -> str:
+    """Claim (or renew) one outbox item before a delivery attempt, keeping lane order
+    across processes: an item waits while an earlier one of its lane is undelivered."""
+    row = conn.execute(
+        f"SELECT sent_at, failed_at, claimed_by, claimed_until FROM outbox WHERE id = ? {lock}",
+        (item_id,),
+    ).fetchone()
+    if row is None or row["sent_at"] is not None or row["failed_at"] is not None:
+        return DONE
+    held = row["claimed_until"] is not None and row["claimed_until"] > now
+    if row["claimed_by"] not in (None, claim.owner) and held:
+        return DONE
+    earlier = conn.execute(
+        "SELECT 1 FROM outbox WHERE lane = ? AND id < ? AND sent_at IS NULL"
+        " AND failed_at IS NULL LIMIT 1",
+        (lane, item_id),
+    ).fetchone()
+    if earlier is not None:  # let it go: a sweep claims the lane in order later
+        conn.execute(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = ?", (item_id,)
+        )
+        return WAIT
+    conn.execute(
+        "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id = ?",
+        (claim.owner, claim.until, item_id),
+    )
+    return MINE
+
+
+def claim_pending(
+    conn: Conn, claim: Claim, now: int, lock: str, *, take_over: bool, limit: int = 1000
+) -> list[Row]:
+    """Undelivered items nobody holds (lease run out, or never claimed), now claimed by
+    this process, oldest first; ``take_over``: every undelivered item (a lone process
+    restarting: any claim is a dead run's)."""
+    free = "" if take_over else " AND (claimed_until IS NULL OR claimed_until <= ?)"
+    params: tuple[Any, ...] = () if take_over else (now,)
+    rows = conn.execute(
+        "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM"
+        f" outbox WHERE sent_at IS NULL AND failed_at IS NULL{free} ORDER BY id LIMIT ? {lock})"
+        " RETURNING *",
+        (claim.owner, claim.until, *params, limit),
+    ).fetchall()
+    return sorted(rows, key=lambda r: int(r["id"]))
 
 
 def insert_many(conn: Conn, table: str, rows: Sequence[tuple[Any, ...]]) -> list[int]:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -28,16 +30,15 @@ from psycopg import pq
 from psycopg.adapt import Buffer, Dumper, Loader
 from psycopg.rows import RowMaker, tuple_row
 
-from bot.errors import AlreadyRunningError, DatabaseLockedError, SchemaError, StorageError
+from bot.errors import DatabaseLockedError, SchemaError, StorageError
 from storage.database import AsyncCursor, Conn, Cursor, Database, migrations, newer_schema
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# pg_advisory_(xact_)lock keys: "supportbot" migrating / one process running.
+# pg_advisory_xact_lock key: "supportbot" migrating.
 MIGRATION_LOCK = 0x5355_5050_4D49_47
-INSTANCE_LOCK = 0x5355_5050_494E_53
 VERSION_TABLE = "supportbot_schema"
 
 
@@ -249,17 +250,79 @@ def _read_version(conn: psycopg.Connection[PgRow]) -> int:
     return int(found[0]) if found else 0
 
 
+def key_lock_id(key: str, purpose: str = "step") -> int:
+    """A stable signed 64-bit advisory-lock id for ``key`` (the same in every process)."""
+    digest = hashlib.blake2b(f"{purpose}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# Waiting for a key another process holds: tried again after these pauses (seconds).
+KEY_WAIT_FIRST = 0.002
+KEY_WAIT_MAX = 0.05
+
+
+class _Session:
+    """One more connection on its own thread, connected when first used and again after
+    the server closed it (a restarted PostgreSQL)."""
+
+    def __init__(self, url: str, setup: Callable[[psycopg.Connection[PgRow]], None], name: str):
+        self.url = url
+        self.setup = setup
+        self.conn: psycopg.Connection[PgRow] | None = None
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def get(self) -> psycopg.Connection[PgRow]:
+        """The connection (on the session's thread), reconnected if the server dropped it."""
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            if self.conn is not None:
+                log.warning("database connection lost; reconnecting")
+                self.conn.close()
+            self.conn = _connect(self.url)
+            self.setup(self.conn)
+        return self.conn
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self.thread, functools.partial(fn, *args))
+
+    def retried(self, work: Callable[[psycopg.Connection[PgRow]], T]) -> T:
+        """``work`` on the connection; once more on a new one if the server had closed it
+        (only for statements that are safe to repeat: reads, lock calls)."""
+        conn = self.get()
+        try:
+            return work(conn)
+        except psycopg.OperationalError:
+            if not (conn.closed or conn.broken):
+                raise
+        return work(self.get())
+
+    def close(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            self.conn.close()
+
+
 class PgDatabase(Database):
-    """A PostgreSQL database: one connection, driven on one worker thread."""
+    """A PostgreSQL database, shared by any number of processes: the write connection on
+    one worker thread (writes are serialized, as on SQLite), reads on a second connection
+    (a failing read never aborts another caller's open transaction), and the advisory
+    locks that keep a conversation to one process at a time on a third."""
 
     engine = "postgresql"
+    shared = True
+    claim_lock = "FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, conn: psycopg.Connection[PgRow], url: str) -> None:
+    def __init__(self, conn: psycopg.Connection[PgRow], url: str, lock_timeout_ms: int = 0):
         super().__init__(redact(url))
         self.url = url
         self.pg = conn
         self._conn = PgConn(conn)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supportbot-pg")
+        self._lock_timeout_ms = lock_timeout_ms
+        self._reader = _Session(url, self._setup, "supportbot-pg-read")
+        self._locker = _Session(url, lambda conn: None, "supportbot-pg-lock")
+
+    def _setup(self, conn: psycopg.Connection[PgRow]) -> None:
+        if self._lock_timeout_ms:
+            conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
 
     @classmethod
     async def connect(cls, url: str, busy_timeout: timedelta) -> PgDatabase:
@@ -269,10 +332,9 @@ class PgDatabase(Database):
             conn = await loop.run_in_executor(None, _connect, url)
         except psycopg.Error as exc:
             raise StorageError(f"cannot open database {where}: {_reason(exc)}") from None
-        db = cls(conn, url)
+        db = cls(conn, url, int(busy_timeout.total_seconds() * 1000))
         try:
-            ms = int(busy_timeout.total_seconds() * 1000)
-            await db._run(conn.execute, f"SET lock_timeout = {ms}")
+            await db._run(db._setup, conn)
             await db._run(db._migrate)
         except psycopg.Error as exc:
             await db.close()
@@ -320,16 +382,43 @@ class PgDatabase(Database):
             self.pg.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (%s)", [len(known)])
 
     async def hold_instance_lock(self) -> None:
-        """One ``supportbot run`` per database, until the several-process step: a session
-        advisory lock, dropped by the server when this connection ends (even on kill -9)."""
-        row = await self._run(
-            lambda: self.pg.execute("SELECT pg_try_advisory_lock(%s)", [INSTANCE_LOCK]).fetchone()
+        """Nothing to hold: any number of ``supportbot run`` may share a PostgreSQL
+        database (conversations are held per step, rows are claimed with leases)."""
+        return
+
+    # -- one conversation, one process at a time
+
+    @asynccontextmanager
+    async def hold_key(self, key: str) -> AsyncIterator[None]:
+        """A session advisory lock on ``key`` on the lock connection, for one step.
+
+        ``pg_try_advisory_lock`` tried again after short pauses rather than a blocking
+        ``pg_advisory_lock``: a wait must not stop this process's other conversations
+        (the lock connection serves them all). The server drops the lock if this process
+        dies, even on kill -9."""
+        lock_id = key_lock_id(key)
+        pause = KEY_WAIT_FIRST
+        while not await self._locker.run(self._try_lock, lock_id):
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, KEY_WAIT_MAX)
+        try:
+            yield
+        finally:
+            await asyncio.shield(self._locker.run(self._unlock, lock_id))
+
+    def _try_lock(self, lock_id: int) -> bool:
+        row = self._locker.retried(
+            lambda c: c.execute("SELECT pg_try_advisory_lock(%s)", [lock_id]).fetchone()
         )
-        if row is None or not row[0]:
-            raise AlreadyRunningError(
-                "another supportbot is already running on this database; stop it first "
-                f"(PostgreSQL advisory lock {INSTANCE_LOCK} on {self.path})"
-            )
+        return bool(row and row[0])
+
+    def _unlock(self, lock_id: int) -> None:
+        try:
+            self._locker.get().execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+        except psycopg.OperationalError as exc:  # the session is gone, and its locks with it
+            log.warning("advisory unlock failed (connection lost): %s", exc)
+
+    # -- the write connection
 
     @property
     def raw(self) -> Conn:
@@ -340,6 +429,17 @@ class PgDatabase(Database):
             self._thread, functools.partial(fn, *args)
         )
 
+    def _ensure(self) -> None:
+        """A new write connection if the server closed the old one (a restarted
+        PostgreSQL): the call that met the closed connection failed, the next one works."""
+        if self.pg.closed or self.pg.broken:
+            log.warning("database connection to %s lost; reconnecting", self.path)
+            self.pg.close()
+            conn = _connect(self.url)
+            self._setup(conn)
+            self.pg = conn
+            self._conn = PgConn(conn)
+
     def _write_now(self, work: Callable[[Conn], T]) -> T:
         """As on SQLite, a lock held past ``busy_timeout`` (lock_timeout) is named."""
         try:
@@ -348,6 +448,7 @@ class PgDatabase(Database):
             raise DatabaseLockedError(f"database {self.path} is locked") from None
 
     def _begin(self) -> None:
+        self._ensure()
         self.pg.execute("BEGIN")
 
     def _commit(self) -> None:
@@ -358,32 +459,70 @@ class PgDatabase(Database):
             raise
 
     def _rollback(self) -> None:
+        if self.pg.closed or self.pg.broken:
+            return
         if self.pg.info.transaction_status != pq.TransactionStatus.IDLE:
             self.pg.execute("ROLLBACK")
 
+    # -- reads, on their own connection
+
+    async def read(self, work: Callable[[Conn], T]) -> T:
+        """Reads on the read connection: never inside another caller's transaction, and
+        not waiting for the writes."""
+        return await self._reader.run(self._reader.retried, lambda c: work(PgConn(c)))
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._reader.run(self._reader.retried, lambda c: _fetch(c, sql, params))
+
+    async def tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._reader.run(self._reader.retried, lambda c: _tuples(c, sql, params))
+
     def _statement_now(self, sql: str, params: Any) -> AsyncCursor:
+        self._ensure()
         cur = self._conn.execute(sql, params)
         rows = cur.fetchall() if cur.description is not None else []
         return AsyncCursor(rows, cur.rowcount)
 
     def _tuples_now(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
-        cur = self.pg.cursor(row_factory=tuple_row)
-        cur.execute(pg_sql(sql), list(params))
-        return cur.fetchall()
+        self._ensure()
+        return _tuples(self.pg, sql, params)
 
     async def schema_version(self) -> int:
-        return await self._run(_read_version, self.pg)
+        return await self._reader.run(self._reader.retried, _read_version)
 
     async def ping(self) -> None:
+        """Both connections answer (each reconnected once if the server had closed it)."""
         try:
-            await self._run(self.pg.execute, "SELECT 1")
+            await self._run(self._ping_now)
+            await self._reader.run(self._reader.retried, lambda c: c.execute("SELECT 1"))
         except (psycopg.Error, RuntimeError) as exc:  # RuntimeError: executor shut down
             raise StorageError(f"database {self.path} does not answer: {exc}") from None
+
+    def _ping_now(self) -> None:
+        self._ensure()
+        self.pg.execute("SELECT 1")
 
     async def close(self) -> None:
         if not self.pg.closed:
             await self._run(self.pg.close)
         self._thread.shutdown(wait=False)
+        for session in (self._reader, self._locker):
+            if session.conn is not None:
+                await session.run(session.close)
+            session.thread.shutdown(wait=False)
+
+
+def _fetch(conn: psycopg.Connection[PgRow], sql: str, params: Sequence[Any]) -> list[Any]:
+    cur = conn.execute(pg_sql(sql), list(params))
+    return cur.fetchall() if cur.description is not None else []
+
+
+def _tuples(
+    conn: psycopg.Connection[PgRow], sql: str, params: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    cur = conn.cursor(row_factory=tuple_row)
+    cur.execute(pg_sql(sql), list(params))
+    return cur.fetchall()
 
 
 def _reason(exc: psycopg.Error) -> str:

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from bot.cli import main
 from bot.config import Secrets, settings_from_mapping
 from bot.config_storage import StorageSettings
-from bot.errors import AlreadyRunningError, ConfigError, SchemaError
+from bot.errors import ConfigError, SchemaError
 from bot.insights.report import render
 from bot.logs import RedactSecrets
 from storage.database import Database, migrations
@@ -205,21 +205,6 @@ async def test_migrations_do_not_race_and_a_newer_schema_is_refused(
         await Database.open(pg_empty_url)
 
 
-async def test_one_process_per_postgresql_database_for_now(pg_url: str) -> None:
-    """Until outbox and timers are claimed with leases, a second `run` is refused, and
-    the guard goes with the process's connection."""
-    first = await Database.open(pg_url)
-    second = await Database.open(pg_url)
-    try:
-        await first.hold_instance_lock()
-        with pytest.raises(AlreadyRunningError, match="already running"):
-            await second.hold_instance_lock()
-        await first.close()
-        await second.hold_instance_lock()
-    finally:
-        await second.close()
-
-
 def test_backup_on_postgresql_says_pg_dump(
     project: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -305,47 +290,53 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_supportbot_run_on_postgresql_serves_and_refuses_a_second_process(
-    project: Path, pg_url: str
-) -> None:
-    """`supportbot run` with `storage.url`: it migrates, serves (/readyz: the database
-    answers), and a second `run` on the same database exits 3 until the first one stops."""
+async def test_two_supportbot_runs_serve_on_one_postgresql(project: Path, pg_url: str) -> None:
+    """`supportbot run` with `storage.url`: it migrates and serves (/readyz: the database
+    answers), and a second `run` on the same database serves too (issue 19: several
+    processes share a PostgreSQL database), each stopping cleanly."""
     exe = Path(sys.executable).parent / "supportbot"
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_URL"))}
-    first_port, second_port = _free_port(), _free_port()
+    ports = [_free_port(), _free_port()]
 
     def config(port: int) -> Path:
-        path = use_storage(project, url=pg_url)
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        path = project / f"config-{port}.yaml"
+        data = yaml.safe_load(use_storage(project, url=pg_url).read_text(encoding="utf-8"))
         data["web"] = {**data.get("web", {}), "enabled": True, "port": port}
         path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
         return path
 
-    first = await asyncio.create_subprocess_exec(
-        str(exe), "run", "--config", str(config(first_port)), cwd=project, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    runs = [
+        await asyncio.create_subprocess_exec(
+            str(exe),
+            "run",
+            "--config",
+            str(config(port)),
+            cwd=project,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        for port in ports
+    ]
     try:
         async with aiohttp.ClientSession() as http:
 
-            async def ready() -> bool:
+            async def ready(port: int) -> bool:
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{first_port}/readyz") as r:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
                         return r.status == 200
                 return False
 
             deadline = asyncio.get_running_loop().time() + 60
-            while not await ready():
-                assert first.returncode is None, "the first run stopped"
-                assert asyncio.get_running_loop().time() < deadline, "never ready"
-                await asyncio.sleep(0.2)
-        second = await asyncio.create_subprocess_exec(
-            str(exe), "run", "--config", str(config(second_port)), cwd=project, env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, err = await asyncio.wait_for(second.communicate(), 60)
-        assert second.returncode == 3, err.decode()
-        assert "already running" in err.decode()
+            for port, run in zip(ports, runs, strict=True):
+                while not await ready(port):
+                    assert run.returncode is None, "a run stopped"
+                    assert asyncio.get_running_loop().time() < deadline, "never ready"
+                    await asyncio.sleep(0.2)
+        assert all(run.returncode is None for run in runs)
     finally:
-        first.terminate()
-        await asyncio.wait_for(first.wait(), 30)
+        for run in runs:
+            if run.returncode is None:
+                run.terminate()
+        codes = [await asyncio.wait_for(run.wait(), 30) for run in runs]
+    assert codes == [0, 0]

@@ -112,7 +112,9 @@ class EngineCore:
         self.authority = authority
         self.texts = texts or Texts(settings.language, dict(settings.messages.items()))
         self.calendar: BusinessCalendar = settings.calendar()
-        self.locks = KeyedLocks()
+        # A store on a database other processes share holds each step's key there too.
+        shared = getattr(store, "shared", False)
+        self.locks = KeyedLocks(getattr(store, "hold", None) if shared else None)
         self._conv = settings.conversation
         self._observers: list[Callable[[int], None]] = []
         self.metrics = EngineMetrics()  # step latency, KB confidence (GET /metrics)

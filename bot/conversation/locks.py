@@ -1,19 +1,23 @@
 """One asyncio lock per key, created on demand and dropped when nobody holds or waits on it.
 
 Work on one conversation is serialized while other conversations run in parallel;
-idle conversations cost no memory.
+idle conversations cost no memory. With ``across`` (a database other processes share),
+the key is then held against those processes too, for as long as this process holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+Across = Callable[[str], AbstractAsyncContextManager[None]]
 
 
 class KeyedLocks:
-    def __init__(self) -> None:
+    def __init__(self, across: Across | None = None) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._across = across
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
@@ -23,7 +27,11 @@ class KeyedLocks:
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                yield
+                if self._across is None:
+                    yield
+                else:
+                    async with self._across(key):
+                        yield
         finally:
             lock, users = self._locks[key]
             if users <= 1:

@@ -4,6 +4,11 @@ A lane is one conversation's customer side or desk side: items in a lane go out 
 after another (a thread must exist before posts into it), lanes run in parallel.
 Transient failures (platform down, 429) wait and retry — the wait is stored, so a
 restart resumes it; permanent ones are recorded as failed and never block the lane.
+
+On a database other processes share, an item is delivered by the process that claimed
+it (its lease renewed before each attempt); ``resume`` claims what a dead process left
+once its lease ran out. An item whose lane has an earlier undelivered item of another
+process is let go and taken, in lane order, by a later ``resume``.
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class Dispatcher:
         self._idle.set()
         self._closing = False
         self._held = False
+        self._queued: set[int] = set()  # ids in the lanes: a resume never queues one twice
+        self._claims = bool(getattr(store, "shared", False))
 
     async def start(self, *, hold: bool = False) -> int:
         """Queue everything a previous run left undelivered.
@@ -91,10 +98,23 @@ class Dispatcher:
             log.info("resuming %d undelivered outbox item(s)", len(pending))
         return len(pending)
 
+    async def resume(self) -> int:
+        """Claim and queue the undelivered items nobody holds any more (a dead process's,
+        or let go to keep a lane's order); how many were new here. Called by the sweeper
+        on a shared database."""
+        fresh = [i for i in await self.store.pending_outbox() if i.id not in self._queued]
+        self.submit(fresh)
+        if fresh:
+            log.info("took over %d undelivered outbox item(s)", len(fresh))
+        return len(fresh)
+
     def submit(self, items: Sequence[OutboxItem]) -> None:
         if self._closing:
             return
         for item in items:
+            if item.id in self._queued:
+                continue
+            self._queued.add(item.id)
             queue = self._lanes.setdefault(item.lane, deque())
             queue.append(item)
             self._idle.clear()
@@ -130,8 +150,10 @@ class Dispatcher:
             while queue:
                 async with self._slots:
                     await self._deliver_until_done(queue[0])
-                queue.popleft()
+                self._queued.discard(queue.popleft().id)
         finally:
+            for item in self._lanes.get(lane, ()):
+                self._queued.discard(item.id)
             self._lanes.pop(lane, None)
             self._tasks.pop(lane, None)
             if not self._tasks and not self._lanes:
@@ -149,6 +171,8 @@ class Dispatcher:
         await self._wait_until(item.next_attempt_at)
         attempts = item.attempts
         while True:
+            if self._claims and not await self._mine(item):
+                return
             try:
                 effects = await self._deliver(item)
             except TransientDeliveryError as exc:
@@ -184,6 +208,16 @@ class Dispatcher:
     ) -> tuple[OutboxItem, ...]:
         """Write a delivery result, waiting out a locked database rather than losing it."""
         return await patiently(lambda: write(*args), "outbox", give_up_after=math.inf) or ()
+
+    async def _mine(self, item: OutboxItem) -> bool:
+        """Claim (renew) ``item`` for this attempt; False: not ours to deliver (done, held
+        by another live process, or let go behind an earlier item of its lane)."""
+        state = await patiently(
+            lambda: self.store.claim_outbox(item, self._in(0)), "outbox", give_up_after=math.inf
+        )
+        if state != "mine":
+            log.debug("%s #%d not delivered here (%s)", item.op, item.id, state)
+        return state == "mine"
 
     def _in(self, seconds: float) -> int:
         return to_ms(self.clock.now()) + int(seconds * 1000)

@@ -322,7 +322,13 @@ class Store(Protocol):
         """The conversation's complaint record, None when it is not a complaint."""
         ...
 
-    async def pending_outbox(self) -> list[OutboxItem]: ...
+    async def pending_outbox(self, *, take_over: bool | None = None) -> list[OutboxItem]:
+        """Undelivered items, claimed by this process (those nobody else holds)."""
+        ...
+
+    async def claim_outbox(self, item: OutboxItem, now: int) -> str:
+        """Before a delivery attempt on a shared database: "mine", "done" or "wait"."""
+        ...
 
     async def outbox_sent(
         self, item: OutboxItem, now: int, effects: Delivery
