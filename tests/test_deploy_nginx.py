@@ -1,13 +1,13 @@
 """The README's deployment from outside (issue 19): Debian's nginx with deploy/nginx.conf
-terminating TLS in front of ``supportbot run`` on one real PostgreSQL database.
+terminating TLS in front of ``supportbot run`` processes on one real PostgreSQL database.
 
 Telegram updates are POSTed to nginx's https webhook route with the secret header (as
-Telegram does; the bot's ``api_url`` is the local Bot API server), widget visitors talk
-over wss through nginx's WebSocket upgrade. Every customer gets each answer exactly
-once, each handoff opens one forum topic, and ``supportbot kpi --format json`` counts
-exactly what was sent. Here the second upstream slot is a process that is down (its port
-refuses connections): nginx passes everything to the live one, which is what the guide
-says happens when one of the two processes dies.
+Telegram does; the bots' ``api_url`` is the local Bot API server), Slack events signed to
+its Request URL, widget visitors talk over wss through nginx's WebSocket upgrade. Every
+customer gets each answer exactly once, each handoff opens one forum topic, and
+``supportbot kpi --format json`` counts exactly what was sent. Two deployments: one process
+with the second upstream slot down (its ports refuse: nginx passes everything to the live
+one), and two processes sharing the load, one of them killed with SIGKILL under load.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -261,4 +262,114 @@ async def test_one_process_behind_nginx_with_the_other_down(
     assert Counter(d.nginx.upstreams("/ws/widget")) == Counter({alive.address("web"): 10 + 1})
     assert Counter(d.nginx.upstreams("/slack/events")) == Counter({alive.address("slack"): 6})
     assert report["conversations"]["started"] == 16 + 4 + 6 + 10
+    assert report["conversations"]["handed_off"] == 6
+
+
+@pytest.mark.slow
+async def test_two_processes_behind_nginx_share_the_load_and_survive_a_kill_9(
+    tmp_path: Path, tg: TelegramServer, slack: FakeSlack, pg_url: str
+) -> None:
+    """Both processes serve webhook updates and widget sockets; one is killed with SIGKILL
+    while updates are POSTed. Replies to Telegram fail from the start of that phase until
+    the kill (so no reply is in flight at the kill: a send cut between the platform and
+    its record may legitimately repeat, the outbox's business and not this test's); then
+    the live process delivers everything, the dead one's claims once their lease ran out.
+    Every customer gets each answer exactly once, one topic per handed-off conversation,
+    and the KPIs count exactly what was sent."""
+    first = [tg.add_user(f"Client{i}") for i in range(20)]
+    callers = [tg.add_user(f"Appelant{i}") for i in range(4)]
+    second = [tg.add_user(f"Suivant{i}") for i in range(40)]
+    async with deployed(tmp_path, tg, slack, pg_url, running=2) as d:
+        p1, p2 = d.processes
+        assert p1.bot is not None
+        assert p2.bot is not None
+        visitors = [Visitor(d.http, d.public) for _ in range(14)]
+        for visitor in visitors:  # one after the other: least_conn alternates
+            await visitor.open()
+        askers, web_callers = visitors[:12], visitors[12:]
+
+        # Phase 1: both processes take their share.
+        statuses = await asyncio.gather(
+            *(d.post(c, QUESTION) for c in first), *(d.post(c, "/agent") for c in callers)
+        )
+        assert statuses == [200] * 24
+        await asyncio.gather(
+            *(v.say(QUESTION, "q1") for v in askers),
+            *(v.say("/agent", "a1") for v in web_callers),
+        )
+
+        def phase_1_done() -> bool:
+            return (
+                all(answers(tg, c.id) for c in first)
+                and all(told(tg, c, HANDOFF) for c in callers)
+                and all(v.bot_lines(DID_IT_HELP) for v in askers)
+                and all(v.bot_lines(HANDOFF) for v in web_callers)
+                and len(d.topics()) >= 6
+            )
+
+        await eventually(phase_1_done, within=60)
+        telegram = Counter(d.nginx.upstreams("/telegram"))
+        assert telegram[p1.address("telegram")] > 0
+        assert telegram[p2.address("telegram")] > 0
+
+        # Phase 2: kill -9 of p2 while updates are POSTed through nginx.
+        tg.fail("sendMessage", 502, times=10**6)
+        acked: set[int] = set()
+        killed = asyncio.Event()
+
+        async def post(user: FakeUser) -> None:
+            for _ in range(5):  # Telegram retries what got no 200
+                if await d.post(user, QUESTION) == 200:
+                    acked.add(user.id)
+                    if len(acked) == 15 and not killed.is_set():
+                        assert p2.bot is not None
+                        assert p2.bot.proc is not None
+                        p2.bot.proc.send_signal(signal.SIGKILL)  # at once, under load
+                        killed.set()
+                    return
+
+        await asyncio.gather(*(post(c) for c in second))
+        assert killed.is_set()
+        assert p2.bot.proc is not None
+        assert await p2.bot.proc.wait() == -signal.SIGKILL
+        p2.bot.proc = None
+        tg.clear_faults()
+        assert acked == {c.id for c in second}  # nginx passed the dead one's share on
+
+        # The dead process's widgets reconnect through nginx (to the live one), replay
+        # what they missed, and every visitor asks again.
+        await eventually(lambda: sum(v.closed.is_set() for v in visitors) > 0, within=30)
+        for visitor in visitors:
+            if visitor.closed.is_set():
+                await visitor.open()
+        await asyncio.gather(*(v.say(QUESTION, "q2") for v in askers))
+
+        def phase_2_done() -> bool:
+            return all(answers(tg, c.id) for c in second) and all(
+                len(v.bot_lines(DID_IT_HELP)) >= 2 for v in askers
+            )
+
+        await eventually(phase_2_done, within=120)
+        async with d.http.get(f"{d.public}/readyz") as resp:
+            assert resp.status == 200  # the live process answers for the deployment
+        await asyncio.gather(*(v.close() for v in visitors))
+        report = await kpi(d.config, d.env)
+        assert await p1.bot.stop() == 0
+        p1.bot = None
+
+    everyone = first + second
+    per_chat = Counter(len(answers(tg, c.id)) for c in everyone)
+    assert per_chat == Counter({1: len(everyone)}), per_chat
+    assert [told(tg, c, HANDOFF) for c in callers] == [1] * 4
+    assert [len(v.bot_lines(DID_IT_HELP)) for v in askers] == [2] * 12
+    assert [len(v.bot_lines(HANDOFF)) for v in web_callers] == [1] * 2
+    topics = d.topics()
+    assert len(topics) == len(set(topics)) == 6
+    # A socket is logged when it closes: the first 14 were spread over both processes.
+    sockets = Counter(d.nginx.upstreams("/ws/widget"))
+    assert sockets[p1.address("web")] > 0
+    assert sockets[p2.address("web")] > 0
+    served = Counter(d.nginx.upstreams("/telegram"))
+    print(f"\nnginx /telegram by upstream: {dict(served)}; /ws/widget: {dict(sockets)}")
+    assert report["conversations"]["started"] == 20 + 4 + 40 + 14
     assert report["conversations"]["handed_off"] == 6
