@@ -39,10 +39,13 @@ class DigestRuns:
         ``force`` re-sends a period already done (an explicit ``digest --now``); it still
         never takes a run from a live holder.
         """
+        # Several processes (PostgreSQL): the row is locked while we decide, and of two
+        # first claims together the second inserts nothing.
+        lock = " FOR UPDATE" if self.db.shared else ""
         async with self.db.transaction() as conn:
             async with conn.execute(
                 "SELECT id, status, owner, lease_until FROM digest_runs "
-                "WHERE period_start = ? AND period_end = ?",
+                f"WHERE period_start = ? AND period_end = ?{lock}",
                 (start, end),
             ) as cur:
                 row = await cur.fetchone()
@@ -50,11 +53,12 @@ class DigestRuns:
                 async with conn.execute(
                     "INSERT INTO digest_runs (period_start, period_end, status, owner, "
                     "lease_until, attempts, claimed_at) VALUES (?, ?, 'sending', ?, ?, 1, ?) "
-                    "RETURNING id",
+                    "ON CONFLICT (period_start, period_end) DO NOTHING RETURNING id",
                     (start, end, owner, now + lease_ms, now),
                 ) as cur:
                     inserted = await cur.fetchone()
-                assert inserted is not None
+                if inserted is None:  # another process claimed it a moment ago
+                    return None
                 return DigestRun(int(inserted[0]), start, end, "sending", owner, now + lease_ms, 1)
             run_id = int(row["id"])
             if row["status"] == "done":

@@ -449,7 +449,13 @@ class PgDatabase(Database):
 
     def _begin(self) -> None:
         self._ensure()
-        self.pg.execute("BEGIN")
+        try:
+            self.pg.execute("BEGIN")
+        except psycopg.OperationalError:  # closed by the server since: nothing done yet
+            if not self.pg.broken:
+                raise
+            self._ensure()
+            self.pg.execute("BEGIN")
 
     def _commit(self) -> None:
         try:
@@ -500,7 +506,13 @@ class PgDatabase(Database):
 
     def _ping_now(self) -> None:
         self._ensure()
-        self.pg.execute("SELECT 1")
+        try:
+            self.pg.execute("SELECT 1")
+        except psycopg.OperationalError:
+            if not self.pg.broken:
+                raise
+            self._ensure()
+            self.pg.execute("SELECT 1")
 
     async def close(self) -> None:
         if not self.pg.closed:

@@ -95,7 +95,7 @@ class Harness:
     async def start_held(self) -> None:
         """Start with the outbox held, as the app does until its channels are up."""
         self.db = await Database.open(self.settings.storage.target())
-        store = SqliteStore(self.db)
+        store = SqliteStore(self.db, clock=self.clock)
         self.dispatcher = Dispatcher(
             store,
             self.clock,
