@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint types unit browser postgresql faketime test-dates screenshots bench kb-eval clean
+.PHONY: run test check lint types unit browser postgresql nginx faketime test-dates screenshots bench kb-eval clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,7 +34,11 @@ browser:
 postgresql:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
 
-unit: $(STAMP) browser postgresql
+## The deployment test (tests/test_deploy_nginx.py) runs Debian's nginx in front of the bot.
+nginx:
+	test -x /usr/sbin/nginx || command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx)
+
+unit: $(STAMP) browser postgresql nginx
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -q
 
 ## The whole suite with the clock moved far from today (libfaketime, by an offset so that
@@ -45,7 +49,7 @@ DATES ?= 2027-03-28T01:30:00Z 2027-03-28T12:00:00Z 2027-10-31T01:30:00Z 2027-10-
 faketime:
 	command -v faketime >/dev/null || (apt-get update -qq && apt-get install -y -qq faketime)
 
-test-dates: $(STAMP) browser postgresql faketime
+test-dates: $(STAMP) browser postgresql nginx faketime
 	@lib=$$(dpkg -L libfaketime | grep '/libfaketime\.so\.1$$' | head -n 1); \
 	test -n "$$lib" || { echo "libfaketime.so.1 not found (dpkg -L libfaketime)"; exit 1; }; \
 	for at in $(DATES); do \
@@ -65,9 +69,10 @@ screenshots: $(STAMP) browser
 
 ## The load benchmark: the real bot against the local Telegram/Slack servers and widget
 ## visitors over WebSocket, each against a bare bot as its ceiling (about 5 min;
-## `make bench QUICK=1`: about a minute).
-bench: $(STAMP)
-	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python bench/load_bench.py $(if $(QUICK),--quick) $(if $(ENCODER),--encoder $(ENCODER))
+## `make bench QUICK=1`: about a minute; `make bench QUICK=1 STORAGE=all PROCESSES=2`: the
+## storage rows alone, one process on SQLite, one and two on a throwaway PostgreSQL).
+bench: $(STAMP) $(if $(STORAGE),postgresql)
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python bench/load_bench.py $(if $(QUICK),--quick) $(if $(ENCODER),--encoder $(ENCODER)) $(if $(STORAGE),--storage $(STORAGE)) $(if $(PROCESSES),--processes $(PROCESSES))
 
 kb-eval: $(STAMP)
 	$(BIN)/supportbot kb eval

@@ -13,6 +13,13 @@ test used during the closed-loop phase, divided by the messages answered in it.
 
     .venv/bin/python bench/load_bench.py            # full run, about 5 minutes
     .venv/bin/python bench/load_bench.py --quick    # about a minute
+    .venv/bin/python bench/load_bench.py --quick --storage all   # the storage rows only
+
+The storage rows (``--storage sqlite|postgresql|all``, ``--processes N`` on PostgreSQL)
+drive widget visitors over WebSocket, the channel with no platform rate limit, against
+one process on SQLite, one on a throwaway PostgreSQL cluster (tests/pg_cluster.py: Debian's
+binaries, ``make unit`` installs them) and N processes on that database, the visitors
+spread over the processes as a load balancer would; CPU s/msg adds up every process.
 
 Throughput is closed loop: every customer asks, waits for the answer, asks again; the
 peak is what N customers reach that way. Latencies are then measured at half that rate,
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -53,6 +61,7 @@ from bench.loadkit import (  # noqa: E402
     until,
 )
 from bot.knowledge import KnowledgeBase  # noqa: E402
+from tests.pg_cluster import PgCluster  # noqa: E402
 
 KNOWLEDGE = ROOT / "knowledge.yaml"
 ENCODER: str | None = None  # --encoder: knowledge.encoder of the bot under test
@@ -281,6 +290,145 @@ async def web_run(plan: Plan, tmp: Path, questions: list[str], *, ours: bool) ->
     finally:
         await app.stop()
     return result
+
+
+# ---------------------------------------------------------------------------- storage rows
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One storage row: the engine and how many ``supportbot run`` share its database."""
+
+    storage: str  # sqlite | postgresql
+    processes: int = 1
+
+    @property
+    def label(self) -> str:
+        engine = "SQLite" if self.storage == "sqlite" else "PostgreSQL"
+        return f"{self.processes} process{'es' if self.processes > 1 else ''} on {engine}"
+
+
+def create_database(cluster: PgCluster, name: str) -> str:
+    """An empty database in the throwaway cluster (the first process migrates it)."""
+    import psycopg
+
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return cluster.url(name)
+
+
+async def storage_run(
+    plan: Plan,
+    tmp: Path,
+    questions: list[str],
+    deployment: Deployment,
+    cluster: PgCluster | None,
+) -> dict[str, Any]:
+    """Widget visitors, spread over ``deployment.processes`` web channels on one database:
+    closed-loop peak (with every process's CPU) then half that rate for the latency."""
+    name = f"storage_{deployment.storage}_{deployment.processes}"
+    env = {"WEB_SECRET": "bench-web-secret"}  # a visitor's token is valid on every process
+    storage: dict[str, Any] = {"path": str(tmp / f"{name}.db")}
+    if deployment.storage == "postgresql":
+        assert cluster is not None
+        env["SUPPORTBOT_DATABASE_URL"] = create_database(cluster, name)
+    children: list[Child] = []
+    ports: list[int] = []
+    try:
+        for i in range(deployment.processes):
+            port = free_port()
+            config = write_config(
+                tmp / f"{name}_{i}.yaml",
+                tmp / f"{name}.db",
+                storage=storage,
+                web={
+                    "enabled": True,
+                    "port": port,
+                    "rate_limit": "1000000/1s",
+                    "max_sockets_per_ip": 100_000,
+                },
+                telegram={"enabled": False},
+                slack={"enabled": False},
+            )
+            child = supportbot(config, env, tmp / f"{name}_{i}.log")
+            children.append(child)
+            ports.append(port)
+            # one after the other: the first one creates the schema
+            await ready(child, lambda port=port: listening(port))
+        waiters = Waiters()
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            visitors = [
+                web_load.Visitor(http, f"http://127.0.0.1:{ports[i % len(ports)]}", waiters)
+                for i in range(plan.customers)
+            ]
+            for chunk in range(0, len(visitors), 50):
+                await asyncio.gather(*(v.open() for v in visitors[chunk : chunk + 50]))
+            expect = telegram_load.FR["did_it_help"]
+            await web_load.run_visitors(visitors, questions, Tally("warm-up"), 2.0, expect=expect)
+            peak = Tally(deployment.label)
+            with contextlib.ExitStack() as stack:
+                for child in children:
+                    stack.enter_context(peak.cpu_of(child))
+                await web_load.run_visitors(visitors, questions, peak, plan.seconds, expect=expect)
+            half = Tally(f"{deployment.label}, half rate")
+            await web_load.run_visitors(
+                visitors, questions, half, plan.seconds, expect=expect,
+                rate=max(peak.rate / 2, 1.0),
+            )  # fmt: skip
+            for visitor in visitors:
+                await visitor.close()
+        for child in children:
+            child.check_alive()
+    finally:
+        for child in children:
+            await child.stop()
+    return {
+        "label": deployment.label,
+        "msgs_per_s": round(peak.rate, 1),
+        "p50_ms": round(peak.ms(50), 1),
+        "p99_ms": round(peak.ms(99), 1),
+        "half_rate": round(half.rate, 1),
+        "half_p99_ms": round(half.ms(99), 1),
+        "cpu_s_per_msg": round(peak.cpu_per_msg, 5),
+        "errors": peak.errors + half.errors,
+    }
+
+
+async def run_storage(plan: Plan, deployments: list[Deployment]) -> list[dict[str, Any]]:
+    questions = telegram_load.kb_questions(KnowledgeBase.load(KNOWLEDGE))
+    needs_pg = any(d.storage == "postgresql" for d in deployments)
+    cluster = PgCluster.start() if needs_pg else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="supportbot-bench-") as name:
+            return [await storage_run(plan, Path(name), questions, d, cluster) for d in deployments]
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def storage_table(rows: list[dict[str, Any]], plan: Plan) -> Table:
+    t = Table(title=f"storage rows: widget visitors over WebSocket ({plan.customers} visitors, "
+                    f"{plan.seconds:g} s a phase, load avg {os.getloadavg()[0]:.2f})")  # fmt: skip
+    for column in (
+        "deployment",
+        "msgs/s (closed loop)",
+        "p50 / p99 at peak",
+        "p99 at half peak",
+        "CPU s/msg (all processes)",
+        "vs 1 on SQLite",
+        "errors",
+    ):
+        t.add_column(column, justify="left" if column == "deployment" else "right")  # fmt: skip
+    base = rows[0]["msgs_per_s"] if rows and rows[0]["label"].endswith("SQLite") else None
+    for r in rows:
+        ratio = f"{r['msgs_per_s'] / base:.0%}" if base else ""
+        t.add_row(
+            r["label"], f"{r['msgs_per_s']:.0f}", f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} ms",
+            f"{r['half_p99_ms']:.0f} ms ({r['half_rate']:.0f}/s)", f"{r['cpu_s_per_msg']:.5f}",
+            ratio, str(r["errors"]),
+        )  # fmt: skip
+    return t
 
 
 def listening(port: int) -> bool:
@@ -533,6 +681,15 @@ def main() -> None:
     parser.add_argument(
         "--encoder", help="knowledge.encoder of the bot (e.g. none); the questions stay the same"
     )
+    parser.add_argument(
+        "--storage",
+        choices=["sqlite", "postgresql", "all"],
+        help="only the storage rows: one process on this engine (all: SQLite, PostgreSQL, "
+        "and --processes on PostgreSQL)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="supportbot run processes on PostgreSQL"
+    )
     args = parser.parse_args()
     global ENCODER
     ENCODER = args.encoder
@@ -540,10 +697,26 @@ def main() -> None:
         plan = Plan(customers=50, seconds=3.0, open_conversations=20_000)
     else:
         plan = Plan(args.customers, args.seconds, args.open_conversations)
-    result = asyncio.run(run(plan))
     console = Console()
     if not console.is_terminal:  # a log or a pipe: one line per row, not 80 columns
         console = Console(width=170)
+    if args.storage:
+        if args.processes > 1 and args.storage == "sqlite":
+            parser.error("several processes need PostgreSQL (SQLite is one process)")
+        if args.storage == "all":
+            deployments = [Deployment("sqlite"), Deployment("postgresql")]
+            if args.processes > 1:
+                deployments.append(Deployment("postgresql", args.processes))
+        else:
+            deployments = [Deployment(args.storage, args.processes)]
+        rows = asyncio.run(run_storage(plan, deployments))
+        console.print(storage_table(rows, plan))
+        rerun = plan.command(args.quick) + f" --storage {args.storage}"
+        console.print(f"rerun: {rerun}" + (f" --processes {args.processes}"
+                                          if args.processes > 1 else ""))  # fmt: skip
+        print(json.dumps(rows, sort_keys=True))
+        return
+    result = asyncio.run(run(plan))
     console.print(table(result))
     console.print("pacing: off (telegram.pacing / slack.pacing false: local servers, no flood "
                   "limits)")  # fmt: skip
