@@ -22,12 +22,13 @@ import pytest
 from bot.app import SupportApp
 from bot.config import Secrets
 from handlers.web import WebTransport
+from storage.database import Database
 from storage.notify import Changes, PgChanges
 from storage.postgres import PgDatabase
 from storage.web_store import WebStore
 from tests.fakes.clock import FakeClock
 from tests.test_app import settings_for
-from tests.test_web_channel import ALICE_KEY, KEYS, Served, Visitor
+from tests.test_web_channel import KEYS, Served, Visitor
 from tests.waiting import eventually
 
 SECRET = "a-shared-web-secret-0123456789abcdef"  # WEB_SECRET: the same in every process
@@ -66,9 +67,7 @@ async def console_of(served: Served) -> Console:
 
 
 @pytest.fixture
-async def pair(
-    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Pair]:
+async def pair(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Pair]:
     # Until the several-process core (i19mp) lifts it, one `supportbot run` per database.
     async def no_guard(self: PgDatabase) -> None:
         return None
@@ -138,9 +137,15 @@ async def test_widget_on_a_hears_what_process_b_answers_once_and_in_order(pair: 
     await pair.b.web.post_alert(9001, cid, "Conversation en attente.")  # B keeps an alert
     await eventually(lambda: bool(console.of("alert")))
     assert console.of("alert") == [
-        {"type": "alert", "alert": {"id": 9001, "conversation": cid,
-                                    "at": console.of("alert")[0]["alert"]["at"],
-                                    "text": "Conversation en attente."}}  # fmt: skip
+        {
+            "type": "alert",
+            "alert": {
+                "id": 9001,
+                "conversation": cid,
+                "at": console.of("alert")[0]["alert"]["at"],
+                "text": "Conversation en attente.",
+            },
+        }  # fmt: skip
     ]
     # Each line exactly once, in order, and the same lines on both tabs.
     assert in_order_once(on_a), seqs(on_a)
@@ -176,9 +181,7 @@ async def test_many_lines_from_both_processes_reach_every_tab_once_in_order(pair
         await tab.close()
 
 
-async def test_a_dropped_listen_connection_comes_back_and_rereads(
-    pair: Pair, pg_url: str
-) -> None:
+async def test_a_dropped_listen_connection_comes_back_and_rereads(pair: Pair, pg_url: str) -> None:
     token = await pair.a.token()
     visitor = pair.a.web.signer.visitor_of(token)
     assert visitor is not None
@@ -187,7 +190,8 @@ async def test_a_dropped_listen_connection_comes_back_and_rereads(
     await on_a.say("bonjour")
     await eventually(lambda: len(on_a.lines()) == 2)
     changes = pair.a.web.changes
-    assert isinstance(changes, PgChanges) and changes.reconnects == 0
+    assert isinstance(changes, PgChanges)
+    assert changes.reconnects == 0
     # Written by B while A was not listening: no note reaches A (a store without notes).
     quiet = WebStore(pair.b.app._db)
     await quiet.append(visitor, 1, "agent", "écrit pendant la coupure", name="alice")
@@ -211,9 +215,13 @@ async def test_a_dropped_listen_connection_comes_back_and_rereads(
         await each.close()
 
 
-async def test_a_note_goes_out_only_if_its_write_commits(pg_url: str) -> None:
-    from storage.database import Database
+async def publish_then_fail(db: Database, changes: PgChanges) -> None:
+    async with db.transaction() as conn:
+        await changes.publish({"t": "line", "v": "rolled-back", "s": 1}, conn)
+        raise RuntimeError("the write fails")
 
+
+async def test_a_note_goes_out_only_if_its_write_commits(pg_url: str) -> None:
     db = await Database.open(pg_url)
     changes = PgChanges(db, pg_url)
     heard: list[dict[str, Any]] = []
@@ -221,9 +229,7 @@ async def test_a_note_goes_out_only_if_its_write_commits(pg_url: str) -> None:
     await changes.start()
     try:
         with pytest.raises(RuntimeError):
-            async with db.transaction() as conn:
-                await changes.publish({"t": "line", "v": "rolled-back", "s": 1}, conn)
-                raise RuntimeError("the write fails")
+            await publish_then_fail(db, changes)
         async with db.transaction() as conn:
             await changes.publish({"t": "line", "v": "committed", "s": 1}, conn)
         await changes.publish({"t": "changed", "c": 7})  # outside a transaction: at once
