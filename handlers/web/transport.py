@@ -7,22 +7,17 @@ they import nothing back. Like the other handlers it only translates: widget fra
 become ``CustomerMessage``/``CustomerChoice`` events, and ``send`` writes what the
 engine says into the visitor's transcript before queueing it for the visitor's open
 sockets (``handlers.web.sockets``: a push never waits for a browser).
-
-Several processes may share one PostgreSQL database, each serving its own sockets: every
-transcript write sends a note (storage/notify.py), and a process holding a socket of that
-visitor reads the lines after the socket's last seq from storage. Each socket thus gets
-every line once and in order, whoever wrote it; the console hears of changes likewise.
+Several processes may share one PostgreSQL database, each serving its own sockets
+(``handlers.web.relay``: each line once and in order, whichever process wrote it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 import secrets
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -55,12 +50,12 @@ from handlers.web.console import Console
 from handlers.web.dashboard import dashboard_routes
 from handlers.web.followups import FollowupRoutes
 from handlers.web.ops import Readiness, ops_routes
+from handlers.web.relay import Relay
 from handlers.web.site import Site, demo_page, static_dir, widget_script
 from handlers.web.sockets import Outlet
-from storage.database import DB_ERRORS
 from storage.followups import SqliteFollowups
-from storage.notify import Changes, Note, changes_for
-from storage.web_store import WebLine, WebStore
+from storage.notify import Changes, changes_for
+from storage.web_store import WebStore
 
 if TYPE_CHECKING:
     from bot.conversation.engine import ConversationService
@@ -73,7 +68,6 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
 MAX_FRAME = 64 * 1024
 MAX_CLIENT_ID = 64
-REPLAY_BATCH = 500  # lines read from the transcript at a time
 MAX_SEQ = 2**53  # a line number beyond this is not one we gave (and JSON numbers end there)
 _COMMAND = re.compile(r"^/([a-z]+)\b\s*(.*)$", re.DOTALL)
 
@@ -106,7 +100,8 @@ class WebTransport:
         self.on_event = on_event
         self.clock = clock
         self.site = Site(settings.web, clock)
-        self.visitors: dict[str, set[Outlet]] = defaultdict(set)
+        self.relay = Relay()  # the visitors' open sockets, and notes between processes
+        self.visitors = self.relay.visitors
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._store: WebStore | None = None
@@ -116,10 +111,6 @@ class WebTransport:
         self.console: Console | None = None
         self._engine_metrics: EngineMetrics | None = None
         self.changes: Changes | None = None  # notes from and to other processes
-        self._syncing: set[Outlet] = set()  # widget sockets reading missed lines
-        self._dirty: set[Outlet] = set()  # … told of newer lines meanwhile
-        self._readers: dict[Outlet, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,7 +118,6 @@ class WebTransport:
         """Receive the database and the engine (called by SupportApp before ``start``)."""
         self._db = db
         self.changes = changes_for(db)
-        self.changes.subscribe(self._heard)
         self._store = WebStore(db, self.changes)
         self._signer = Signer(await self._secret())
         self._keys = AgentKeys.load(
@@ -135,7 +125,7 @@ class WebTransport:
         )
         sessions = Sessions(self._signer, self._keys, await self._store.session_generations())
         self.console = Console(self.site, self.on_event, self._store, sessions, self._keys)
-        self.console.publish = self._publish
+        self.relay.attach(self._store, self.changes, self.console)
         engine.add_observer(self.console.changed)
         engine.add_assignment_observer(self.console.assigned)
         self.console.roster = engine.roster
@@ -244,9 +234,7 @@ class WebTransport:
             self._runner = None
         if self.changes is not None:
             await self.changes.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.relay.stop()
 
     # ------------------------------------------------------------------ CustomerChannel
 
@@ -267,12 +255,12 @@ class WebTransport:
             self._push(to.chat_id, {"type": "notice", "text": text})
             for outlet in list(self.visitors.get(to.chat_id, ())):
                 await outlet.close(flush=True)
-            self._publish({"t": "gone", "v": to.chat_id})  # its sockets elsewhere close too
+            self.relay.publish({"t": "gone", "v": to.chat_id})  # its sockets elsewhere close too
             return Sent()
         line = await self.store.append(to.chat_id, self._now(), author, text, rows,
                                        name=name or None)  # fmt: skip
         assert line is not None
-        self._push_line(to.chat_id, line)
+        self.relay.push_line(to.chat_id, line)
         return Sent(message_id=str(line.seq))
 
     async def send_media(self, to: Address, media: Media, caption: str) -> Sent:
@@ -343,11 +331,7 @@ class WebTransport:
         since = request.query.get("since", "0")
         first = int(since) if since.isdigit() and len(since) < 16 else 0
         try:
-            # Replayed from storage, as lines written by another process are: a line
-            # stored here meanwhile is pushed directly only if it follows the last one.
-            outlet.seq = min(first, await self.store.last_seq(visitor))
-            self.visitors[visitor].add(outlet)
-            self._catch_up(outlet, visitor)
+            await self.relay.open(outlet, visitor, first)  # replays what it missed
             lang = request.query.get("lang", "")[:8] or None
             customer = Customer("web", visitor, f"Web {visitor[:6]}", lang)
             async for msg in ws:
@@ -360,14 +344,7 @@ class WebTransport:
                     await outlet.close(WSCloseCode.UNSUPPORTED_DATA)
                     break
         finally:
-            self.visitors[visitor].discard(outlet)
-            if not self.visitors[visitor]:
-                del self.visitors[visitor]
-            self._dirty.discard(outlet)
-            reader = self._readers.get(outlet)
-            if reader is not None:
-                reader.cancel()
-            self._syncing.discard(outlet)
+            self.relay.close(outlet, visitor)
             await outlet.stop()
 
     @staticmethod
@@ -424,7 +401,7 @@ class WebTransport:
         visitor = customer.user_id
         line = await self.store.append(visitor, self._now(), "customer", text, client_id=client_id)
         if line is not None:
-            self._push_line(visitor, line)
+            self.relay.push_line(visitor, line)
         match = _COMMAND.match(text.strip())
         command, body = (match.group(1), match.group(2)) if match else (None, text)
         event = CustomerMessage(
@@ -463,101 +440,4 @@ class WebTransport:
             outlet.push({"type": "notice", "text": outcome.notice})
 
     def _push(self, visitor: str, frame: dict[str, Any]) -> None:
-        """Queue for every open socket of the visitor (never waits: see ``Outlet``).
-
-        An offline visitor, or one whose socket is dropped, replays on reconnect."""
-        for outlet in list(self.visitors.get(visitor, ())):
-            outlet.push(frame)
-
-    def _push_line(self, visitor: str, line: WebLine) -> None:
-        """A line just stored here: straight to the sockets whose last line precedes it;
-        a socket that missed lines (written by another process, not yet heard of)
-        re-reads from storage instead, so that it never sees them out of order."""
-        for outlet in list(self.visitors.get(visitor, ())):
-            if line.seq == outlet.seq + 1 and outlet not in self._syncing:
-                outlet.seq = line.seq
-                outlet.push(line.json())
-            elif line.seq > outlet.seq:
-                self._catch_up(outlet, visitor)
-
-    def _catch_up(self, outlet: Outlet, visitor: str) -> None:
-        """Have ``outlet`` read the lines after its last one from storage: one reader per
-        socket, and a request while it reads makes it read once more."""
-        self._dirty.add(outlet)
-        if outlet in self._readers:
-            return
-        self._syncing.add(outlet)
-        task = asyncio.get_running_loop().create_task(
-            self._read_missed(outlet, visitor), name=f"ws-catch-up:{outlet.who}"
-        )
-        self._readers[outlet] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _read_missed(self, outlet: Outlet, visitor: str) -> None:
-        try:
-            while outlet in self._dirty and not outlet.dropped:
-                self._dirty.discard(outlet)
-                while True:
-                    lines = await self.store.since(visitor, outlet.seq, REPLAY_BATCH)
-                    for line in lines:
-                        if line.seq > outlet.seq:  # a direct push may have sent it meanwhile
-                            outlet.seq = line.seq
-                            outlet.push(line.json())
-                    if len(lines) < REPLAY_BATCH:
-                        break
-        except StorageError as exc:
-            log.warning("web channel: could not re-read a visitor's transcript: %s", exc)
-        finally:
-            self._readers.pop(outlet, None)
-            self._syncing.discard(outlet)
-            self._dirty.discard(outlet)
-
-    # ------------------------------------------------------------------ other processes
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _publish(self, note: Note) -> None:
-        """Tell the other processes (never waits: a note is sent by its own task)."""
-        if self.changes is not None:
-            self._spawn(self._send_note(self.changes, note), "note")
-
-    async def _send_note(self, changes: Changes, note: Note) -> None:
-        try:
-            await changes.publish(note)
-        except DB_ERRORS + (StorageError,) as exc:
-            log.warning("web channel: could not tell other processes of a %r: %s", note["t"], exc)
-
-    def _heard(self, note: Note) -> None:
-        """A note from any process (storage/notify.py); ours were acted on already."""
-        kind = note["t"]
-        if kind == "resync":  # notes may have been lost: every socket re-reads
-            for held, outlets in list(self.visitors.items()):
-                for outlet in list(outlets):
-                    self._catch_up(outlet, held)
-            if self.console is not None:
-                self._spawn(self.console.resync(), "console-resync")
-            return
-        if self.changes is None or note.get("o") == self.changes.origin:
-            return
-        visitor, seq = note.get("v"), note.get("s")
-        if kind == "line" and isinstance(visitor, str) and isinstance(seq, int):
-            for outlet in list(self.visitors.get(visitor, ())):
-                if seq > outlet.seq:
-                    self._catch_up(outlet, visitor)
-        elif kind == "chosen" and isinstance(visitor, str) and isinstance(seq, int):
-            if visitor in self.visitors:
-                self._spawn(self._show_chosen(visitor, seq), "chosen")
-        elif kind == "gone" and isinstance(visitor, str):
-            for outlet in list(self.visitors.get(visitor, ())):
-                self._spawn(outlet.close(), "gone")
-        elif self.console is not None:
-            self.console.heard(note)
-
-    async def _show_chosen(self, visitor: str, seq: int) -> None:
-        line = await self.store.line(visitor, seq)
-        if line is not None and line.chosen is not None:
-            self._push(visitor, {"type": "chosen", "seq": seq, "label": line.chosen})
+        self.relay.push(visitor, frame)
