@@ -14,6 +14,7 @@ from typing import Any
 
 from storage.conversations import transcript_lines
 from storage.database import Database, Row
+from storage.notify import Changes
 
 SECRET_KEY = "token_secret"  # where earlier versions kept the generated secret
 GENERATION_PREFIX = "session_generation:"
@@ -81,8 +82,11 @@ def _line(row: Row) -> WebLine:
 class WebStore:
     """Reads and writes ``web_messages`` / ``web_settings`` and the console's queries."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, changes: Changes | None = None) -> None:
         self.db = db
+        # Other processes hear of new lines and choices (storage/notify.py); a note is
+        # sent inside the write's transaction, so only if it commits.
+        self.changes = changes
 
     async def legacy_secret(self) -> str | None:
         """The token secret older versions kept here (now in its own file), if any."""
@@ -123,6 +127,8 @@ class WebStore:
     ) -> WebLine | None:
         """Add a line with the visitor's next seq; None if ``client_id`` was already stored."""
         async with self.db.transaction() as conn:
+            if self.db.engine == "postgresql":  # several processes: one append per visitor
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (visitor,))
             if client_id is not None:
                 cursor = await conn.execute(
                     "SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?",
@@ -141,6 +147,8 @@ class WebStore:
                 "name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (visitor, seq, at, author, text, shown, client_id, name),
             )
+            if self.changes is not None:
+                await self.changes.publish({"t": "line", "v": visitor, "s": seq}, conn)
         return WebLine(seq, at, author, text, choices or [], None, name)
 
     async def erased(self, visitor: str) -> bool:
@@ -176,6 +184,21 @@ class WebStore:
                 "UPDATE web_messages SET chosen = ? WHERE visitor = ? AND seq = ?",
                 (label, visitor, seq),
             )
+            if self.changes is not None:
+                await self.changes.publish({"t": "chosen", "v": visitor, "s": seq}, conn)
+
+    async def last_seq(self, visitor: str) -> int:
+        """The visitor's latest line number (0: none yet)."""
+        row = await self.db.fetchone(
+            "SELECT COALESCE(MAX(seq), 0) FROM web_messages WHERE visitor = ?", (visitor,)
+        )
+        return int(row[0]) if row else 0
+
+    async def line(self, visitor: str, seq: int) -> WebLine | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM web_messages WHERE visitor = ? AND seq = ?", (visitor, seq)
+        )
+        return None if row is None else _line(row)
 
     async def console_conversations(self, resolved_since: int) -> list[dict[str, Any]]:
         """Conversations agents care about: waiting, taken, and recently resolved."""
@@ -219,6 +242,15 @@ class WebStore:
         if row is None:
             return None
         return WebAlert(alert_id, conversation_id, int(row[0]), text)
+
+    async def alert(self, alert_id: int) -> WebAlert | None:
+        """One kept alert (another process kept it and told us its id)."""
+        row = await self.db.fetchone(
+            "SELECT id, conversation_id, at, text FROM web_alerts WHERE id = ?", (alert_id,)
+        )
+        if row is None:
+            return None
+        return WebAlert(int(row["id"]), row["conversation_id"], int(row["at"]), row["text"])
 
     async def alerts(self, limit: int) -> list[WebAlert]:
         """The latest alerts, newest first."""

@@ -8,12 +8,16 @@ and Slack/Telegram agents see the same conversations; actions become
 ``AgentMessage``/``AgentAction`` events with ``Agent(desk="web")``. The console also
 keeps the desk's alerts (see ``post_alert``), so that agents who work only here hear of
 detractors and waiting customers.
+
+With several processes on one PostgreSQL database, what the engine of one process changes
+is told to the consoles of every process (``publish`` sends a note, ``heard`` gets them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,7 @@ from bot.conversation.model import (
 from handlers.web.auth import SESSION_TTL_S, AgentKeys, Sessions
 from handlers.web.site import Site, bad_request, file_handler
 from handlers.web.sockets import Outlet
-from storage.web_store import WebStore
+from storage.web_store import WebAlert, WebStore
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ ACTIONS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
 Roster = Callable[[], Awaitable[dict[str, Any]]]
+Publish = Callable[[dict[str, Any]], None]
 
 
 def _shown(author: str, name: str) -> str:
@@ -83,6 +88,11 @@ class Console:
         self.sockets: set[Outlet] = set()
         self._agent_of: dict[Outlet, str] = {}  # each open socket's agent, as "web:<name>"
         self.roster: Roster | None = None  # the engine's presences and loads (routing)
+        self.publish: Publish | None = None  # tells other processes' consoles (transport)
+        self._alert_seen = 0
+        self._tasks: set[asyncio.Task[None]] = (
+            set()
+        )  # the newest alert id pushed (or kept) by this process
 
     def add_routes(self, app: web.Application, files: Path) -> None:
         app.router.add_get("/agent", file_handler(files / "agent.html"))
@@ -357,12 +367,20 @@ class Console:
 
     def changed(self, conversation_id: int) -> None:
         """Engine observer: tell open consoles to refresh this conversation (never waits)."""
+        self._push_changed(conversation_id)
+        self._tell({"t": "changed", "c": conversation_id})
+
+    def _push_changed(self, conversation_id: int | None) -> None:
         for outlet in list(self.sockets):
             outlet.push({"type": "changed", "id": conversation_id})
 
     def assigned(self, conversation_id: int, agent_key: str) -> None:
         """Routing observer: the agent it gave a conversation to sees it in their open
         consoles (a badge on "Mes conversations" and a notice); never waits."""
+        self._push_assigned(conversation_id, agent_key)
+        self._tell({"t": "assigned", "c": conversation_id, "a": agent_key})
+
+    def _push_assigned(self, conversation_id: int, agent_key: str) -> None:
         frame = {"type": "assigned", "id": conversation_id}
         for outlet, agent in list(self._agent_of.items()):
             if agent == agent_key:
@@ -374,10 +392,53 @@ class Console:
         alert = await self.store.add_alert(alert_id, conversation_id, text, at)
         if alert is None:
             return  # a redelivery: already kept and shown
+        self._push_alert(alert)
+        self._tell({"t": "alert", "id": alert_id})  # the id only: the text stays stored
+
+    def _push_alert(self, alert: WebAlert) -> None:
+        self._alert_seen = max(self._alert_seen, alert.id)
         frame = {"type": "alert", "alert": alert.json()}
         for outlet in list(self.sockets):
             outlet.push(frame)
 
+    def _tell(self, note: dict[str, Any]) -> None:
+        if self.publish is not None:
+            self.publish(note)
+
+    def heard(self, note: dict[str, Any]) -> None:
+        """What another process's engine or outbox did (storage/notify.py)."""
+        kind, cid = note["t"], note.get("c")
+        if kind == "changed" and isinstance(cid, int):
+            self._push_changed(cid)
+        elif kind == "assigned" and isinstance(cid, int) and isinstance(note.get("a"), str):
+            self._push_assigned(cid, note["a"])
+        elif kind == "alert" and isinstance(note.get("id"), int):
+            self._spawn(self._show_alert(int(note["id"])))
+
+    async def _show_alert(self, alert_id: int) -> None:
+        alert = await self.store.alert(alert_id)
+        if alert is not None and alert.id > self._alert_seen:
+            self._push_alert(alert)
+
+    async def resync(self) -> None:
+        """Notes were lost (the LISTEN connection dropped): every list is refreshed
+        (``all``: the open conversation too) and the alerts kept meanwhile are shown."""
+        if not self.sockets:
+            return
+        for outlet in list(self.sockets):
+            outlet.push({"type": "changed", "id": None, "all": True})
+        missed = [a for a in await self.store.alerts(ALERTS_SHOWN) if a.id > self._alert_seen]
+        for alert in reversed(missed):  # oldest first, as they came
+            self._push_alert(alert)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="console-note")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def close_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for outlet in list(self.sockets):
             await outlet.close()

@@ -49,6 +49,7 @@ class Outlet:
         self._drained.set()
         self._task: asyncio.Task[None] | None = None
         self.dropped = False
+        self.seq = 0  # a widget's: the last transcript line queued (each once, in order)
 
     def push(self, frame: dict[str, Any]) -> None:
         """Queue a frame for this socket; drop the socket if it lets too much pile up."""

@@ -7,6 +7,8 @@ they import nothing back. Like the other handlers it only translates: widget fra
 become ``CustomerMessage``/``CustomerChoice`` events, and ``send`` writes what the
 engine says into the visitor's transcript before queueing it for the visitor's open
 sockets (``handlers.web.sockets``: a push never waits for a browser).
+Several processes may share one PostgreSQL database, each serving its own sockets
+(``handlers.web.relay``: each line once and in order, whichever process wrote it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import json
 import logging
 import re
 import secrets
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,9 +50,11 @@ from handlers.web.console import Console
 from handlers.web.dashboard import dashboard_routes
 from handlers.web.followups import FollowupRoutes
 from handlers.web.ops import Readiness, ops_routes
+from handlers.web.relay import Relay
 from handlers.web.site import Site, demo_page, static_dir, widget_script
 from handlers.web.sockets import Outlet
 from storage.followups import SqliteFollowups
+from storage.notify import Changes, changes_for
 from storage.web_store import WebStore
 
 if TYPE_CHECKING:
@@ -97,7 +100,8 @@ class WebTransport:
         self.on_event = on_event
         self.clock = clock
         self.site = Site(settings.web, clock)
-        self.visitors: dict[str, set[Outlet]] = defaultdict(set)
+        self.relay = Relay()  # the visitors' open sockets, and notes between processes
+        self.visitors = self.relay.visitors
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._store: WebStore | None = None
@@ -106,19 +110,22 @@ class WebTransport:
         self._db: Database | None = None
         self.console: Console | None = None
         self._engine_metrics: EngineMetrics | None = None
+        self.changes: Changes | None = None  # notes from and to other processes
 
     # ------------------------------------------------------------------ lifecycle
 
     async def attach(self, db: Database, engine: ConversationService) -> None:
         """Receive the database and the engine (called by SupportApp before ``start``)."""
         self._db = db
-        self._store = WebStore(db)
+        self.changes = changes_for(db)
+        self._store = WebStore(db, self.changes)
         self._signer = Signer(await self._secret())
         self._keys = AgentKeys.load(
             self.secrets.web_agent_keys, key_file_for(self.settings.storage.path)
         )
         sessions = Sessions(self._signer, self._keys, await self._store.session_generations())
         self.console = Console(self.site, self.on_event, self._store, sessions, self._keys)
+        self.relay.attach(self._store, self.changes, self.console)
         engine.add_observer(self.console.changed)
         engine.add_assignment_observer(self.console.assigned)
         self.console.roster = engine.roster
@@ -181,6 +188,8 @@ class WebTransport:
         return app
 
     async def start(self) -> None:
+        if self.changes is not None:
+            await self.changes.start()  # hear other processes before serving sockets
         # Idle keep-alive connections, and requests whose headers never finish, are
         # closed after idle_timeout (aiohttp starts this timer as a connection opens).
         idle = self.config.idle_timeout.total_seconds()
@@ -192,6 +201,8 @@ class WebTransport:
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
+            if self.changes is not None:
+                await self.changes.stop()
             where = f"{self.config.host}:{self.config.port}"
             if self.required:
                 raise ConfigError("web.port", f"cannot listen on {where}: {exc.strerror}") from None
@@ -221,6 +232,9 @@ class WebTransport:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.changes is not None:
+            await self.changes.stop()
+        await self.relay.stop()
 
     # ------------------------------------------------------------------ CustomerChannel
 
@@ -241,11 +255,12 @@ class WebTransport:
             self._push(to.chat_id, {"type": "notice", "text": text})
             for outlet in list(self.visitors.get(to.chat_id, ())):
                 await outlet.close(flush=True)
+            self.relay.publish({"t": "gone", "v": to.chat_id})  # its sockets elsewhere close too
             return Sent()
         line = await self.store.append(to.chat_id, self._now(), author, text, rows,
                                        name=name or None)  # fmt: skip
         assert line is not None
-        self._push(to.chat_id, line.json())
+        self.relay.push_line(to.chat_id, line)
         return Sent(message_id=str(line.seq))
 
     async def send_media(self, to: Address, media: Media, caption: str) -> Sent:
@@ -313,12 +328,10 @@ class WebTransport:
         send_timeout = self.config.send_timeout.total_seconds()
         outlet = Outlet(ws, request, send_timeout=send_timeout, who=ip)
         outlet.start()
-        self.visitors[visitor].add(outlet)
+        since = request.query.get("since", "0")
+        first = int(since) if since.isdigit() and len(since) < 16 else 0
         try:
-            since = request.query.get("since", "0")
-            first = int(since) if since.isdigit() and len(since) < 16 else 0
-            for line in await self.store.since(visitor, first):
-                outlet.push(line.json())
+            await self.relay.open(outlet, visitor, first)  # replays what it missed
             lang = request.query.get("lang", "")[:8] or None
             customer = Customer("web", visitor, f"Web {visitor[:6]}", lang)
             async for msg in ws:
@@ -331,9 +344,7 @@ class WebTransport:
                     await outlet.close(WSCloseCode.UNSUPPORTED_DATA)
                     break
         finally:
-            self.visitors[visitor].discard(outlet)
-            if not self.visitors[visitor]:
-                del self.visitors[visitor]
+            self.relay.close(outlet, visitor)
             await outlet.stop()
 
     @staticmethod
@@ -390,7 +401,7 @@ class WebTransport:
         visitor = customer.user_id
         line = await self.store.append(visitor, self._now(), "customer", text, client_id=client_id)
         if line is not None:
-            self._push(visitor, line.json())
+            self.relay.push_line(visitor, line)
         match = _COMMAND.match(text.strip())
         command, body = (match.group(1), match.group(2)) if match else (None, text)
         event = CustomerMessage(
@@ -429,8 +440,4 @@ class WebTransport:
             outlet.push({"type": "notice", "text": outcome.notice})
 
     def _push(self, visitor: str, frame: dict[str, Any]) -> None:
-        """Queue for every open socket of the visitor (never waits: see ``Outlet``).
-
-        An offline visitor, or one whose socket is dropped, replays on reconnect."""
-        for outlet in list(self.visitors.get(visitor, ())):
-            outlet.push(frame)
+        self.relay.push(visitor, frame)

@@ -355,7 +355,7 @@
       if (frame.type === "assigned") { onAssigned(frame.id); return; }
       if (frame.type !== "changed") return;
       refreshList();
-      if (frame.id === current) open(current);
+      if (current !== null && (frame.all || frame.id === current)) open(current);
     };
     ws.onclose = function () {
       socket = null;

@@ -1,0 +1,254 @@
+"""The web channel with two processes on one PostgreSQL database (issue 19).
+
+Two SupportApps (two aiohttp servers, two Database connections, two LISTEN connections)
+on one real throwaway PostgreSQL: a widget socket or a console held by process A hears
+what process B's engine and outbox did, each line once and in order, and a LISTEN
+connection that drops comes back and re-reads what it may have missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+import pytest
+
+from bot.app import SupportApp
+from bot.config import Secrets
+from handlers.web import WebTransport
+from storage.database import Database
+from storage.notify import Changes, PgChanges
+from storage.postgres import PgDatabase
+from storage.web_store import WebStore
+from tests.fakes.clock import FakeClock
+from tests.test_app import settings_for
+from tests.test_web_channel import KEYS, Served, Visitor
+from tests.waiting import eventually
+
+SECRET = "a-shared-web-secret-0123456789abcdef"  # WEB_SECRET: the same in every process
+
+
+@dataclass
+class Pair:
+    a: Served
+    b: Served
+
+
+class Console:
+    """An agent console socket: collects what the server pushes."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.frames.append(json.loads(msg.data))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == kind]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+
+async def console_of(served: Served) -> Console:
+    ws = await served.http.ws_connect(f"{served.base}/ws/agent", headers=served.auth())
+    return Console(ws)
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Pair]:
+    # Until the several-process core (i19mp) lifts it, one `supportbot run` per database.
+    async def no_guard(self: PgDatabase) -> None:
+        return None
+
+    monkeypatch.setattr(PgDatabase, "hold_instance_lock", no_guard)
+    clock = FakeClock()
+    secrets = Secrets(web_agent_keys=KEYS, web_secret=SECRET)
+    web = {"port": 0, "rate_limit": "50/10s", "max_message_length": 3000}
+    served: list[Served] = []
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        try:
+            for name in ("a", "b"):
+                (tmp_path / name).mkdir()
+                storage = {"path": str(tmp_path / name / "app.db"), "url": pg_url}
+                settings = settings_for(tmp_path / name, web=web, desk="web", storage=storage)
+                app = SupportApp(settings, secrets, clock=clock)
+                await app.start()
+                transport = next(t for t in app.transports if isinstance(t, WebTransport))
+                assert isinstance(transport.changes, PgChanges)
+                served.append(Served(app, transport, http))
+            yield Pair(served[0], served[1])
+        finally:
+            for each in served:
+                await each.app.stop()
+
+
+async def queued(served: Served) -> int:
+    """The conversation waiting for an agent (the engine's step may still be running)."""
+    async with asyncio.timeout(5):
+        while True:
+            waiting = [c for c in await served.conversations() if c["state"] == "queued"]
+            if waiting:
+                return int(waiting[0]["id"])
+            await asyncio.sleep(0.01)  # polling a condition over HTTP, bounded above
+
+
+def seqs(visitor: Visitor) -> list[int]:
+    return [line["seq"] for line in visitor.lines()]
+
+
+def in_order_once(visitor: Visitor) -> bool:
+    numbers = seqs(visitor)
+    return numbers == list(range(1, len(numbers) + 1))
+
+
+async def test_widget_on_a_hears_what_process_b_answers_once_and_in_order(pair: Pair) -> None:
+    token = await pair.a.token()
+    on_a = await pair.a.widget(token)  # the visitor's tab served by process A
+    on_b = await pair.b.widget(token)  # … and another one, served by process B
+    await on_b.say("Quel est le délai de livraison ?")  # B's engine answers, B's outbox sends
+    await eventually(lambda: any(line["choices"] for line in on_a.lines()))
+    await eventually(lambda: any(line["choices"] for line in on_b.lines()))
+    await on_b.press("Oui, merci")  # the choice is stored by B: A's tab marks it too
+    await eventually(lambda: any(f["type"] == "chosen" for f in on_a.frames))
+    await eventually(lambda: on_a.asked(11) and on_b.asked(11))
+    before = len(on_b.lines())
+    await on_b.say("je veux parler à un conseiller")
+    await eventually(lambda: len(on_b.lines()) >= before + 2)  # the request and the answer
+    cid = await queued(pair.b)
+    await eventually(lambda: len(on_a.lines()) == len(on_b.lines()))
+    console = await console_of(pair.a)  # agent console on A; the agent works on B
+    await pair.b.act(cid, "take")
+    await pair.b.act(cid, "reply", text="Bonjour, ici Alice.")
+    await eventually(lambda: on_a.has("Bonjour, ici Alice."))
+    await eventually(lambda: on_b.has("Bonjour, ici Alice."))
+    await eventually(lambda: any(f["id"] == cid for f in console.of("changed")))
+    await pair.b.web.post_alert(9001, cid, "Conversation en attente.")  # B keeps an alert
+    await eventually(lambda: bool(console.of("alert")))
+    assert console.of("alert") == [
+        {
+            "type": "alert",
+            "alert": {
+                "id": 9001,
+                "conversation": cid,
+                "at": console.of("alert")[0]["alert"]["at"],
+                "text": "Conversation en attente.",
+            },
+        }  # fmt: skip
+    ]
+    # Each line exactly once, in order, and the same lines on both tabs.
+    assert in_order_once(on_a), seqs(on_a)
+    assert on_a.lines() == on_b.lines()
+    assert on_a.texts()[-1] == "Bonjour, ici Alice."
+    assert [f["seq"] for f in on_a.frames if f["type"] == "chosen"] == [
+        f["seq"] for f in on_b.frames if f["type"] == "chosen"
+    ]
+    for each in (on_a, on_b, console):
+        await each.close()
+
+
+async def test_many_lines_from_both_processes_reach_every_tab_once_in_order(pair: Pair) -> None:
+    """Lines written alternately by A and B, as fast as they come: no gap, no double."""
+    token = await pair.a.token()
+    visitor = pair.a.web.signer.visitor_of(token)
+    assert visitor is not None
+    tabs = [await pair.a.widget(token), await pair.b.widget(token)]
+    from bot.conversation.model import Address
+
+    sends = [
+        (pair.a if i % 2 else pair.b).web.send(Address("web", visitor), f"ligne {i}")
+        for i in range(40)
+    ]
+    await asyncio.gather(*sends)
+    for tab in tabs:
+        await eventually(lambda tab=tab: len(tab.lines()) == 40)  # type: ignore[misc]
+        assert in_order_once(tab), seqs(tab)
+    late = await pair.a.widget(token, since=35)  # a reconnect replays only what it missed
+    await eventually(lambda: len(late.lines()) == 5)
+    assert seqs(late) == [36, 37, 38, 39, 40]
+    for tab in [*tabs, late]:
+        await tab.close()
+
+
+async def test_a_dropped_listen_connection_comes_back_and_rereads(pair: Pair, pg_url: str) -> None:
+    token = await pair.a.token()
+    visitor = pair.a.web.signer.visitor_of(token)
+    assert visitor is not None
+    on_a = await pair.a.widget(token)
+    console = await console_of(pair.a)
+    await on_a.say("bonjour")
+    await eventually(lambda: len(on_a.lines()) == 2)
+    changes = pair.a.web.changes
+    assert isinstance(changes, PgChanges)
+    assert changes.reconnects == 0
+    # Written by B while A was not listening: no note reaches A (a store without notes).
+    quiet = WebStore(pair.b.app._db)
+    await quiet.append(visitor, 1, "agent", "écrit pendant la coupure", name="alice")
+    await quiet.add_alert(424242, None, "Alerte pendant la coupure.", 1)
+    assert changes._conn is not None
+    pid = changes._conn.info.backend_pid
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+        await admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    await eventually(lambda: changes.reconnects == 1)
+    await eventually(lambda: on_a.has("écrit pendant la coupure"))
+    await eventually(lambda: any(f["alert"]["id"] == 424242 for f in console.of("alert")))
+    assert any(f.get("all") for f in console.of("changed"))  # lists and open view refresh
+    # Listening again: what B's stack sends now comes by note.
+    from bot.conversation.model import Address
+
+    await pair.b.web.send(Address("web", visitor), "après la coupure")
+    await eventually(lambda: on_a.has("après la coupure"))
+    assert in_order_once(on_a), seqs(on_a)
+    assert on_a.texts()[-2:] == ["écrit pendant la coupure", "après la coupure"]
+    for each in (on_a, console):
+        await each.close()
+
+
+async def publish_then_fail(db: Database, changes: PgChanges) -> None:
+    async with db.transaction() as conn:
+        await changes.publish({"t": "line", "v": "rolled-back", "s": 1}, conn)
+        raise RuntimeError("the write fails")
+
+
+async def test_a_note_goes_out_only_if_its_write_commits(pg_url: str) -> None:
+    db = await Database.open(pg_url)
+    changes = PgChanges(db, pg_url)
+    heard: list[dict[str, Any]] = []
+    changes.subscribe(heard.append)
+    await changes.start()
+    try:
+        with pytest.raises(RuntimeError):
+            await publish_then_fail(db, changes)
+        async with db.transaction() as conn:
+            await changes.publish({"t": "line", "v": "committed", "s": 1}, conn)
+        await changes.publish({"t": "changed", "c": 7})  # outside a transaction: at once
+        await eventually(lambda: len(heard) == 2)
+        assert [(n["t"], n.get("v"), n["o"]) for n in heard] == [
+            ("line", "committed", changes.origin),
+            ("changed", None, changes.origin),
+        ]
+    finally:
+        await changes.stop()
+        await db.close()
+
+
+async def test_one_process_hears_its_notes_in_memory_and_refuses_texts() -> None:
+    changes = Changes()
+    heard: list[dict[str, Any]] = []
+    changes.subscribe(heard.append)
+    await changes.publish({"t": "changed", "c": 3})
+    await eventually(lambda: len(heard) == 1)
+    assert heard == [{"t": "changed", "c": 3, "o": changes.origin}]
+    with pytest.raises(ValueError, match="never texts"):
+        await changes.publish({"t": "line", "text": "x" * 2000})
