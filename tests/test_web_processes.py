@@ -24,7 +24,6 @@ from bot.config import Secrets
 from handlers.web import WebTransport
 from storage.database import Database
 from storage.notify import Changes, PgChanges
-from storage.postgres import PgDatabase
 from storage.web_store import WebStore
 from tests.fakes.clock import FakeClock
 from tests.test_app import settings_for
@@ -67,12 +66,7 @@ async def console_of(served: Served) -> Console:
 
 
 @pytest.fixture
-async def pair(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Pair]:
-    # Until the several-process core (i19mp) lifts it, one `supportbot run` per database.
-    async def no_guard(self: PgDatabase) -> None:
-        return None
-
-    monkeypatch.setattr(PgDatabase, "hold_instance_lock", no_guard)
+async def pair(tmp_path: Path, pg_url: str) -> AsyncIterator[Pair]:
     clock = FakeClock()
     secrets = Secrets(web_agent_keys=KEYS, web_secret=SECRET)
     web = {"port": 0, "rate_limit": "50/10s", "max_message_length": 3000}
