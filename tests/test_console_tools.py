@@ -158,7 +158,8 @@ async def test_complaint_options_and_record_for_the_console(served: Served) -> N
     token = await served.token()
     visitor = await served.widget(token)
     await visitor.say("je veux parler à un conseiller")
-    await eventually(lambda: visitor.has("conseiller"))
+    # the bot's handoff line, not the customer's own (which has the word too)
+    await eventually(lambda: visitor.has("conseiller") and len(visitor.lines()) >= 2)
     (conv,) = await served.conversations()
     cid = int(conv["id"])
     path = f"/api/agent/conversations/{cid}/complaint"

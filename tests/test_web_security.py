@@ -175,6 +175,7 @@ async def test_a_stalled_socket_is_dropped_and_its_lines_replay_on_reconnect(
         visitor, token = web.signer.new_visitor()
         sock = await StalledSocket.open(web.port, f"/ws/widget?token={token}")
         try:
+            await eventually(lambda: visitor in web.visitors, within=10)  # counted in first
             for i in range(asks):
                 await sock.send_json({"type": "message", "id": f"q{i}", "text": BIG_QUESTION})
             await eventually(lambda: visitor not in web.visitors, within=10)  # dropped
