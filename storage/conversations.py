@@ -267,17 +267,23 @@ class SqliteStore(RoutingQueries):
 
     async def due_timers(self, now: int, limit: int) -> list[DueTimer]:
         """Due timers, claimed by this process (with a lease, so that another process
-        fires them if this one dies first); those another process holds are skipped."""
+        fires them if this one dies first); those another process holds are skipped. A
+        lone process (SQLite) takes every due timer: any other claim is a dead process's
+        (killed between claiming a timer and firing it), not one to wait a lease for."""
         claim, lock = self._claim(now), self.db.claim_lock
+        free = ""
+        params: tuple[str | int, ...] = (claim.owner, claim.until, now)
+        if self.db.shared:
+            free = " AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)"
+            params = (*params, now, claim.owner)
 
         def work(conn: Conn) -> list[Row]:
             return conn.execute(
                 "UPDATE timers SET claimed_by = ?, claimed_until = ?"
                 " WHERE (conversation_id, kind) IN (SELECT conversation_id, kind FROM timers"
-                " WHERE due_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?"
-                f" OR claimed_by = ?) ORDER BY due_at LIMIT ? {lock})"
+                f" WHERE due_at <= ?{free} ORDER BY due_at LIMIT ? {lock})"
                 " RETURNING conversation_id, kind, due_at",
-                (claim.owner, claim.until, now, now, claim.owner, limit),
+                (*params, limit),
             ).fetchall()
 
         rows = await self.db.write(work)

@@ -104,3 +104,20 @@ async def test_resumed_items_wait_for_the_channels_and_keep_lane_order(harness: 
     assert later[0].startswith("Ravi d'avoir pu vous aider")  # resumed items first, in order
     assert later[1].startswith("Sur une échelle de 0 à 10")
     assert later[2] == "Comment évaluez-vous l'aide que vous avez reçue ?"
+
+
+async def test_a_lone_process_fires_timers_a_killed_one_had_claimed(harness: Harness) -> None:
+    """SQLite is one process at a time: a timer claimed (leased) by a process killed before
+    firing it fires at the next sweep, not a lease later (kill -9 CI run: a queued
+    conversation stayed open for the whole 60 s lease)."""
+    from storage.conversations import SqliteStore
+
+    await harness.say("Je veux parler à un conseiller")
+    harness.clock.advance(timedelta(days=2))
+    now = int(harness.clock.now().timestamp() * 1000)
+    killed = SqliteStore(harness.db, clock=harness.clock, owner="killed-process")
+    claimed = await killed.due_timers(now, 10)
+    assert claimed
+    assert harness.engine is not None
+    assert await harness.engine.sweep() == len(claimed)
+    assert await harness.engine.sweep() == 0
