@@ -30,6 +30,15 @@ def pg_bin() -> Path | None:
     return found[-1] if found else None
 
 
+def _server_env() -> dict[str, str]:
+    """This environment without libfaketime: ``make test-dates`` fakes the tests' clock,
+    but a faked PostgreSQL never fires its own timers (``lock_timeout`` waited forever).
+    The server's clock is never the product's: every stored time comes from the app."""
+    return {
+        k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")
+    }
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,6 +64,7 @@ class PgCluster:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=self.root,
+            env=_server_env(),
         )
 
     @classmethod
@@ -118,5 +128,6 @@ class PgCluster:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 cwd=self.root,
+                env=_server_env(),
             )
         shutil.rmtree(self.root, ignore_errors=True)
