@@ -16,7 +16,6 @@ import shutil
 import socket
 import sqlite3
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from storage.kpi_queries import KpiQueries
 from tests.fakes.clock import FakeClock
 from tests.kpi_seed import seed_week
 from tests.pg_cluster import PgCluster
+from tests.test_cli import restore_logging  # noqa: F401  (autouse fixture: main() installs a root handler)
 from tests.test_kpi_queries import (
     BREAKDOWN,
     CACHED,
@@ -106,17 +106,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("SUPPORTBOT_DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def use_storage(project: Path, **storage: str) -> Path:
