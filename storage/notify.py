@@ -8,8 +8,8 @@ and every process hears all of them, its own included (a listener skips its own)
 
 - SQLite is one process: ``Changes`` hands notes to the listeners in memory, soon
   after the call (``call_soon``), never inside the caller.
-- PostgreSQL: ``PgChanges`` sends ``NOTIFY supportbot_web`` (inside the caller's
-  transaction when given one, so a note goes out only if what it tells of was committed)
+- PostgreSQL: ``PgChanges`` sends ``NOTIFY supportbot_web`` (inside the write that
+  stores what it tells of, ``in_write``, so a note goes out only if that was committed)
   and keeps a dedicated ``LISTEN`` connection. When that connection drops it reconnects,
   and listeners then get ``{"t": "resync"}``: notes sent meanwhile were lost, so they
   re-read what they show from storage (the transcript by seq), nothing is missed.
@@ -33,7 +33,7 @@ import psycopg
 from bot.errors import StorageError
 
 if TYPE_CHECKING:
-    from storage.database import AsyncConn, Conn, Database
+    from storage.database import Conn, Database
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,20 @@ class Changes:
     async def stop(self) -> None:
         """Stop hearing."""
 
-    async def publish(self, note: Note, conn: AsyncConn | None = None) -> None:
-        """Tell every process, this one included. With ``conn`` (inside a transaction)
-        the note goes out only if that transaction commits (on PostgreSQL)."""
+    async def publish(self, note: Note) -> None:
+        """Tell every process, this one included, now (``in_write`` ties a note to a
+        write's commit)."""
         text = encode({**note, "o": self.origin})
+        asyncio.get_running_loop().call_soon(self._heard, text)
+
+    def in_write(self, conn: Conn, note: Note) -> str:
+        """Inside a ``Database.write`` work (on the database thread): on PostgreSQL the
+        note goes out with that transaction's commit. Give what it returns to
+        ``committed`` once the write has returned."""
+        return encode({**note, "o": self.origin})
+
+    def committed(self, text: str) -> None:
+        """After the write that carried the note: this process's listeners (SQLite)."""
         asyncio.get_running_loop().call_soon(self._heard, text)
 
     def _heard(self, text: str) -> None:
@@ -123,12 +133,17 @@ class PgChanges(Changes):
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def publish(self, note: Note, conn: AsyncConn | None = None) -> None:
+    async def publish(self, note: Note) -> None:
         text = encode({**note, "o": self.origin})
-        if conn is not None:
-            await conn.execute("SELECT pg_notify(?, ?)", (CHANNEL, text))
-        else:  # outside any open transaction (``read`` waits for them): sent at once
-            await self.db.read(lambda c: _notify(c, text))
+        await self.db.read(lambda c: _notify(c, text))
+
+    def in_write(self, conn: Conn, note: Note) -> str:
+        text = super().in_write(conn, note)
+        _notify(conn, text)
+        return text
+
+    def committed(self, text: str) -> None:
+        """Nothing more: every process, this one included, hears it through LISTEN."""
 
     async def start(self) -> None:
         try:

@@ -29,8 +29,9 @@ from psycopg.adapt import Buffer, Dumper, Loader
 from psycopg.rows import RowMaker, tuple_row
 
 from bot.errors import DatabaseLockedError, SchemaError, StorageError
-from storage.database import AsyncCursor, Conn, Cursor, Database, migrations, newer_schema
+from storage.database import AsyncCursor, Conn, Cursor, migrations, newer_schema
 from storage.pg_dialect import FUNCTIONS, pg_schema, pg_sql
+from storage.pg_pipeline import Piped, PipelinedGroups
 from storage.pg_sessions import KEY_WAIT_FIRST, KEY_WAIT_MAX, Session, key_lock_id
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,12 @@ class PgConn:
 
     def __init__(self, conn: psycopg.Connection[PgRow]) -> None:
         self.pg = conn
+        self.pipe: psycopg.Pipeline | None = None  # set while a group is pipelined
 
     def execute(self, sql: str, parameters: Any = ()) -> Cursor:
         cur = self.pg.execute(pg_sql(sql), list(parameters))
+        if self.pipe is not None:
+            return cast(Cursor, Piped(cur, self.pipe))
         return cast(Cursor, cur)
 
     def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
@@ -157,7 +161,7 @@ def _read_version(conn: psycopg.Connection[PgRow]) -> int:
     return int(found[0]) if found else 0
 
 
-class PgDatabase(Database):
+class PgDatabase(PipelinedGroups):
     """A PostgreSQL database, shared by any number of processes: the write connection on
     one worker thread (writes are serialized, as on SQLite), reads on a second connection
     (a failing read never aborts another caller's open transaction), and the advisory
@@ -311,12 +315,18 @@ class PgDatabase(Database):
             self.pg = conn
             self._conn = PgConn(conn)
 
-    def _write_now(self, work: Callable[[Conn], T]) -> T:
+    def _failure(self, exc: BaseException) -> BaseException:
         """As on SQLite, a lock held past ``busy_timeout`` (lock_timeout) is named."""
-        try:
-            return super()._write_now(work)
-        except psycopg.errors.LockNotAvailable:
-            raise DatabaseLockedError(f"database {self.path} is locked") from None
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return DatabaseLockedError(f"database {self.path} is locked")
+        return exc
+
+    def _in_transaction(self) -> bool:
+        status = self.pg.info.transaction_status
+        return status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+
+    def _piping(self, pipe: psycopg.Pipeline | None) -> None:
+        self._conn.pipe = pipe
 
     def _begin(self) -> None:
         self._ensure()
@@ -336,6 +346,7 @@ class PgDatabase(Database):
             raise
 
     def _rollback(self) -> None:
+        self._leave_pipeline(quiet=True)
         if self.pg.closed or self.pg.broken:
             return
         if self.pg.info.transaction_status != pq.TransactionStatus.IDLE:

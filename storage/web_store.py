@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.conversations import transcript_lines
-from storage.database import Database, Row
+from storage.database import Conn, Database, Row
 from storage.notify import Changes
+from storage.privacy import visitor_mark
 
 SECRET_KEY = "token_secret"  # where earlier versions kept the generated secret
 GENERATION_PREFIX = "session_generation:"
@@ -65,6 +66,16 @@ _CONSOLE_COLUMNS = """SELECT c.id, c.channel, c.state, c.language, c.topic, c.ta
        c.handed_off_at, c.handoff_reason, c.agent_key, c.agent_name, c.desk, c.resolved_at,
        c.pending_since, c.updated_at, cu.name AS customer
 FROM conversations c JOIN customers cu ON cu.id = c.customer_id"""
+
+
+# The visitor's next line, unless the visitor was erased (their mark in web_settings) or
+# the widget's client id was already stored (a frame sent again after a reconnect).
+_APPEND = """INSERT INTO web_messages(visitor, seq, at, author, text, choices, client_id, name)
+SELECT ?, next.seq, ?, ?, ?, ?, ?, ?
+FROM (SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM web_messages WHERE visitor = ?) next
+WHERE NOT EXISTS (SELECT 1 FROM web_settings WHERE key = ?)
+  AND NOT EXISTS (SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?)
+RETURNING seq"""
 
 
 def _line(row: Row) -> WebLine:
@@ -125,36 +136,39 @@ class WebStore:
         *,
         name: str | None = None,
     ) -> WebLine | None:
-        """Add a line with the visitor's next seq; None if ``client_id`` was already stored."""
-        async with self.db.transaction() as conn:
-            if self.db.engine == "postgresql":  # several processes: one append per visitor
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (visitor,))
-            if client_id is not None:
-                cursor = await conn.execute(
-                    "SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?",
-                    (visitor, client_id),
-                )
-                if await cursor.fetchone() is not None:
-                    return None
-            cursor = await conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM web_messages WHERE visitor = ?", (visitor,)
-            )
-            row = await cursor.fetchone()
-            seq = int(row[0]) if row else 1
-            shown = json.dumps(choices or [], ensure_ascii=False)
-            await conn.execute(
-                "INSERT INTO web_messages(visitor, seq, at, author, text, choices, client_id, "
-                "name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (visitor, seq, at, author, text, shown, client_id, name),
-            )
-            if self.changes is not None:
-                await self.changes.publish({"t": "line", "v": visitor, "s": seq}, conn)
+        """Add a line with the visitor's next seq; None if it was not stored: the visitor
+        was erased, or ``client_id`` was already stored.
+
+        One write, one INSERT (group-committed with the others): the erasure and
+        duplicate checks and the next seq are in its SELECT."""
+        shown = json.dumps(choices or [], ensure_ascii=False)
+        changes = self.changes
+        shared = self.db.engine == "postgresql"
+        mark = visitor_mark(visitor)
+
+        def add(conn: Conn) -> tuple[int, str | None] | None:
+            if shared:  # several processes: one append per visitor at a time
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (visitor,))
+            row = conn.execute(_APPEND, (visitor, at, author, text, shown, client_id, name,
+                                         visitor, mark, visitor, client_id)).fetchone()  # fmt: skip
+            if row is None:
+                return None
+            seq = int(row[0])
+            note = None
+            if changes is not None:
+                note = changes.in_write(conn, {"t": "line", "v": visitor, "s": seq})
+            return seq, note
+
+        added = await self.db.write(add)
+        if added is None:
+            return None
+        seq, note = added
+        if changes is not None and note is not None:
+            changes.committed(note)
         return WebLine(seq, at, author, text, choices or [], None, name)
 
     async def erased(self, visitor: str) -> bool:
         """Whether this visitor's data was erased: their token no longer opens anything."""
-        from storage.privacy import visitor_mark
-
         row = await self.db.fetchone("SELECT 1 FROM web_settings WHERE key = ?",
                                      (visitor_mark(visitor),))  # fmt: skip
         return row is not None
@@ -179,13 +193,20 @@ class WebStore:
         return any(c.get("token") == token for r in json.loads(row["choices"]) for c in r)
 
     async def mark_chosen(self, visitor: str, seq: int, label: str) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
+        changes = self.changes
+
+        def mark(conn: Conn) -> str | None:
+            conn.execute(
                 "UPDATE web_messages SET chosen = ? WHERE visitor = ? AND seq = ?",
                 (label, visitor, seq),
             )
-            if self.changes is not None:
-                await self.changes.publish({"t": "chosen", "v": visitor, "s": seq}, conn)
+            if changes is None:
+                return None
+            return changes.in_write(conn, {"t": "chosen", "v": visitor, "s": seq})
+
+        note = await self.db.write(mark)
+        if changes is not None and note is not None:
+            changes.committed(note)
 
     async def last_seq(self, visitor: str) -> int:
         """The visitor's latest line number (0: none yet)."""

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from storage.database import Conn, Database
-from storage.sqlite import GROUP_MAX, SqliteDatabase
+from storage.group_commit import GROUP_MAX
+from storage.sqlite import SqliteDatabase
 from tests.waiting import eventually
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import psycopg
@@ -22,7 +23,8 @@ import pytest
 from bot.app import SupportApp
 from bot.config import Secrets
 from handlers.web import WebTransport
-from storage.database import Database
+from storage.database import Conn, Database
+from storage.group_commit import GroupCommitted
 from storage.notify import Changes, PgChanges
 from storage.web_store import WebStore
 from tests.fakes.clock import FakeClock
@@ -209,32 +211,63 @@ async def test_a_dropped_listen_connection_comes_back_and_rereads(pair: Pair, pg
         await each.close()
 
 
-async def publish_then_fail(db: Database, changes: PgChanges) -> None:
-    async with db.transaction() as conn:
-        await changes.publish({"t": "line", "v": "rolled-back", "s": 1}, conn)
-        raise RuntimeError("the write fails")
-
-
 async def test_a_note_goes_out_only_if_its_write_commits(pg_url: str) -> None:
+    """Also inside a group commit: a work rolled back to its savepoint takes its note
+    with it, while the works committed beside it send theirs."""
     db = await Database.open(pg_url)
     changes = PgChanges(db, pg_url)
     heard: list[dict[str, Any]] = []
     changes.subscribe(heard.append)
     await changes.start()
+
+    def fail(conn: Conn) -> str:
+        changes.in_write(conn, {"t": "line", "v": "rolled-back", "s": 1})
+        raise RuntimeError("the write fails")
+
+    def note(visitor: str) -> Callable[[Conn], str]:
+        return lambda conn: changes.in_write(conn, {"t": "line", "v": visitor, "s": 1})
+
+    started, gate = threading.Event(), threading.Event()
+
+    def hold(conn: Conn) -> None:
+        started.set()
+        if not gate.wait(10):
+            raise TimeoutError("the test never opened the gate")
+
     try:
         with pytest.raises(RuntimeError):
-            await publish_then_fail(db, changes)
-        async with db.transaction() as conn:
-            await changes.publish({"t": "line", "v": "committed", "s": 1}, conn)
-        await changes.publish({"t": "changed", "c": 7})  # outside a transaction: at once
-        await eventually(lambda: len(heard) == 2)
+            await db.write(fail)  # alone in its transaction
+        held = asyncio.create_task(db.write(hold))
+        assert await asyncio.to_thread(started.wait, 10)
+        grouped = [asyncio.create_task(db.write(w)) for w in (note("a"), fail, note("b"))]
+        await eventually(lambda: len(cast(GroupCommitted, db)._queued) == 3)
+        gate.set()
+        await held
+        outcomes = await asyncio.gather(*grouped, return_exceptions=True)
+        assert isinstance(outcomes[1], RuntimeError)
+        assert not isinstance(outcomes[0], BaseException)
+        assert not isinstance(outcomes[2], BaseException)
+        await changes.publish({"t": "changed", "c": 7})  # outside a write: at once
+        await eventually(lambda: len(heard) == 3)
         assert [(n["t"], n.get("v"), n["o"]) for n in heard] == [
-            ("line", "committed", changes.origin),
+            ("line", "a", changes.origin),
+            ("line", "b", changes.origin),
             ("changed", None, changes.origin),
         ]
     finally:
         await changes.stop()
         await db.close()
+
+
+async def test_one_process_hears_a_written_note_after_the_write() -> None:
+    changes = Changes()
+    heard: list[dict[str, Any]] = []
+    changes.subscribe(heard.append)
+    text = changes.in_write(cast(Conn, None), {"t": "line", "v": "x", "s": 2})
+    assert heard == []  # nothing before the write has returned
+    changes.committed(text)
+    await eventually(lambda: len(heard) == 1)
+    assert heard == [{"t": "line", "v": "x", "s": 2, "o": changes.origin}]
 
 
 async def test_one_process_hears_its_notes_in_memory_and_refuses_texts() -> None:

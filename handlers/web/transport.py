@@ -251,15 +251,14 @@ class WebTransport:
     ) -> Sent:
         """Store the line (the source of truth), then push it to the visitor's open sockets."""
         rows = [[{"label": c.label, "token": c.token} for c in row] for row in choices]
-        if await self.store.erased(to.chat_id):  # e.g. the goodbye after /forget: not stored
+        line = await self.store.append(to.chat_id, self._now(), author, text, rows,
+                                       name=name or None)  # fmt: skip
+        if line is None:  # erased (e.g. the goodbye after /forget): not stored
             self._push(to.chat_id, {"type": "notice", "text": text})
             for outlet in list(self.visitors.get(to.chat_id, ())):
                 await outlet.close(flush=True)
             self.relay.publish({"t": "gone", "v": to.chat_id})  # its sockets elsewhere close too
             return Sent()
-        line = await self.store.append(to.chat_id, self._now(), author, text, rows,
-                                       name=name or None)  # fmt: skip
-        assert line is not None
         self.relay.push_line(to.chat_id, line)
         return Sent(message_id=str(line.seq))
 
