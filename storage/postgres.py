@@ -321,10 +321,6 @@ class PgDatabase(PipelinedGroups):
             return DatabaseLockedError(f"database {self.path} is locked")
         return exc
 
-    def _in_transaction(self) -> bool:
-        status = self.pg.info.transaction_status
-        return status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
-
     def _piping(self, pipe: psycopg.Pipeline | None) -> None:
         self._conn.pipe = pipe
 
