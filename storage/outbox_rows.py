@@ -111,33 +111,30 @@ DONE = "done"  # drop it: delivered, failed, or another live process has it
 WAIT = "wait"  # an earlier item of its lane is undelivered: released, for a later sweep
 
 
+# One statement (one round trip on PostgreSQL): the item still undelivered and not held by
+# another live process (its row locked, or skipped if another transaction has it), then
+# claimed by us, or released when an earlier item of its lane is undelivered.
+_CLAIM_ITEM = """UPDATE outbox
+SET claimed_by = CASE WHEN lane_ahead.earlier THEN NULL ELSE ? END,
+    claimed_until = CASE WHEN lane_ahead.earlier THEN NULL ELSE ? END
+FROM (SELECT EXISTS (SELECT 1 FROM outbox WHERE lane = ? AND id < ? AND sent_at IS NULL
+                     AND failed_at IS NULL) AS earlier) lane_ahead
+WHERE outbox.id = (SELECT id FROM outbox WHERE id = ? AND sent_at IS NULL
+                   AND failed_at IS NULL AND (claimed_by IS NULL OR claimed_by = ?
+                   OR claimed_until IS NULL OR claimed_until <= ?) {lock})
+RETURNING outbox.claimed_by"""
+
+
 def claim_item(conn: Conn, item_id: int, lane: str, claim: Claim, now: int, lock: str) -> str:
     """Claim (or renew) one outbox item before a delivery attempt, keeping lane order
     across processes: an item waits while an earlier one of its lane is undelivered."""
     row = conn.execute(
-        f"SELECT sent_at, failed_at, claimed_by, claimed_until FROM outbox WHERE id = ? {lock}",
-        (item_id,),
+        _CLAIM_ITEM.format(lock=lock),
+        (claim.owner, claim.until, lane, item_id, item_id, claim.owner, now),
     ).fetchone()
-    if row is None or row["sent_at"] is not None or row["failed_at"] is not None:
+    if row is None:  # delivered, failed, or another live process has it
         return DONE
-    held = row["claimed_until"] is not None and row["claimed_until"] > now
-    if row["claimed_by"] not in (None, claim.owner) and held:
-        return DONE
-    earlier = conn.execute(
-        "SELECT 1 FROM outbox WHERE lane = ? AND id < ? AND sent_at IS NULL"
-        " AND failed_at IS NULL LIMIT 1",
-        (lane, item_id),
-    ).fetchone()
-    if earlier is not None:  # let it go: a sweep claims the lane in order later
-        conn.execute(
-            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = ?", (item_id,)
-        )
-        return WAIT
-    conn.execute(
-        "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id = ?",
-        (claim.owner, claim.until, item_id),
-    )
-    return MINE
+    return WAIT if row[0] is None else MINE
 
 
 def claim_pending(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -19,6 +20,7 @@ from bot.conversation.store import Delivery, NewEvent, NewMessage, NewOutbox, Un
 from bot.knowledge.text import fold
 from storage.conversations import SqliteStore
 from storage.database import DB_ERRORS, Conn, Database, migrations
+from storage.outbox_rows import DONE, MINE, WAIT, Claim, claim_item
 from storage.privacy import PrivacyStore
 
 ANA = Customer("telegram", "41", "Ana Ünal")
@@ -159,6 +161,44 @@ async def test_outbox_pending_sent_retry_failed(db: Database) -> None:
     retried = await db.fetchone("SELECT error FROM outbox WHERE id = ?", (second.id,))
     assert retried is not None
     assert len(retried["error"]) == 500
+
+
+async def test_an_outbox_item_is_claimed_in_lane_order_and_by_one_live_process(
+    db: Database,
+) -> None:
+    """``claim_item``, one statement on both engines: MINE when free (or ours, or its
+    lease ran out), WAIT (released) while an earlier item of its lane is undelivered, DONE
+    when delivered, failed, or held by another live process."""
+    store, cid = await _conversation(SqliteStore(db))
+    unit = Unit(2_000, None, conversation=await store.load(cid))
+    unit.outbox.append(NewOutbox("c:telegram:41", "send", {"text": "un"}))
+    unit.outbox.append(NewOutbox("c:telegram:41", "send", {"text": "deux"}))
+    first, second = (await store.apply(unit)).outbox
+
+    def claim(item_id: int, lane: str, owner: str, now: int) -> Callable[[Conn], str]:
+        return lambda conn: claim_item(conn, item_id, lane, Claim(owner, now + 60_000), now,
+                                       db.claim_lock)  # fmt: skip
+
+    async def holder(item_id: int) -> tuple[object, object]:
+        row = await db.fetchone("SELECT claimed_by, claimed_until FROM outbox WHERE id = ?",
+                                (item_id,))  # fmt: skip
+        assert row is not None
+        return row[0], row[1]
+
+    lane, me = "c:telegram:41", store.owner  # the items were enqueued claimed by us
+    assert await db.write(claim(second.id, lane, me, 3_000)) == WAIT
+    assert await holder(second.id) == (None, None)  # released for a later sweep, in order
+    assert await db.write(claim(first.id, lane, me, 3_000)) == MINE
+    assert await holder(first.id) == (me, 63_000)
+    assert await db.write(claim(first.id, lane, "other", 4_000)) == DONE  # my lease holds
+    assert await db.write(claim(first.id, lane, me, 5_000)) == MINE  # renewed
+    assert await holder(first.id) == (me, 65_000)
+    assert await db.write(claim(first.id, lane, "other", 66_000)) == MINE  # lease ran out
+    assert await holder(first.id) == ("other", 126_000)
+    await store.outbox_sent(first, 67_000, Delivery())
+    assert await db.write(claim(first.id, lane, "other", 68_000)) == DONE  # delivered
+    assert await db.write(claim(second.id, lane, me, 68_000)) == MINE  # its turn now
+    assert await db.write(claim(10_000_000, lane, me, 68_000)) == DONE  # no such item
 
 
 async def test_timers_due_in_order(db: Database) -> None:
