@@ -188,6 +188,26 @@ async def test_concurrent_handoffs_on_two_processes_never_exceed_the_cap(
     assert states.count(State.QUEUED) == 4
 
 
+async def test_a_conversation_nobody_takes_is_escalated_once_by_two_processes(
+    processes: Callable[..., Any], clock: FakeClock
+) -> None:
+    first, second = await processes(routing={"escalate_to": "S_LEADS", "escalate_after": "10m"})
+    await first.say(ASK, user="1")
+    await second.restart()  # both processes know the waiting conversation
+    assert second.engine is not None
+    await second.engine.roster()
+    for _ in range(3):
+        clock.advance(timedelta(minutes=6))
+        assert first.engine is not None
+        await asyncio.gather(first.engine.sweep(), second.engine.sweep())
+        await first.drain()
+        await second.drain()
+    called = [m for m in first.desk.mentions if m[0] == "S_LEADS"]
+    assert len(called) == 1, called
+    events = await first.row("SELECT COUNT(*) FROM events WHERE kind = 'escalated'")
+    assert events[0] == 1
+
+
 # ---------------------------------------------------------------- follow-up reminders
 
 
