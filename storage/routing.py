@@ -2,7 +2,8 @@
 the recent agent response times the wait estimate is drawn from.
 
 Per-agent open counts are never counted here per assignment: the engine reads the holders
-once (``assigned_holders``) and keeps the counts itself as conversations change.
+(``routing_holders``) once, or on a database other processes share once per routing pass,
+and keeps the counts itself as conversations change.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ SELECT c.id, c.customer_id, c.handed_off_at, c.handoff_reason,
 FROM conversations c
 WHERE c.state = 'queued' AND c.handed_off_at IS NOT NULL
 """
+
+_HOLDERS = """
+SELECT id, agent_key FROM conversations WHERE state = 'assigned' AND agent_key IS NOT NULL
+UNION ALL
+SELECT id, NULL FROM conversations WHERE state = 'queued'
+"""
+_ANY_QUEUED = "SELECT 1 FROM conversations WHERE state = 'queued' LIMIT 1"
 
 
 class RoutingQueries:
@@ -91,17 +99,18 @@ class RoutingQueries:
                 (agent_key, name, at, at),
             )
 
-    async def assigned_holders(self) -> list[tuple[int, str]]:
-        """(conversation id, agent key) of every assigned conversation: read once at start."""
-        rows = await self.db.fetchall(
-            "SELECT id, agent_key FROM conversations WHERE state = 'assigned' "
-            "AND agent_key IS NOT NULL"
-        )
-        return [(r["id"], r["agent_key"]) for r in rows]
+    async def routing_holders(self) -> tuple[list[tuple[int, str]], list[int]]:
+        """(conversation id, agent key) of every assigned conversation and the ids of the
+        queued ones, in one statement: one snapshot, so a conversation taken meanwhile is
+        never counted in neither or both (read once at start; on a shared database at
+        each routing pass, from the two partial indexes: what is open, not the history)."""
+        rows = await self.db.fetchall(_HOLDERS)
+        holders = [(r["id"], r["agent_key"]) for r in rows if r["agent_key"] is not None]
+        return holders, [r["id"] for r in rows if r["agent_key"] is None]
 
-    async def queued_ids(self) -> list[int]:
-        rows = await self.db.fetchall("SELECT id FROM conversations WHERE state = 'queued'")
-        return [r["id"] for r in rows]
+    async def anything_queued(self) -> bool:
+        """Is any conversation waiting? (a shared database's routing pass, before its lock)"""
+        return await self.db.fetchone(_ANY_QUEUED) is not None
 
     async def routing_queue(self) -> list[QueueEntry]:
         """Every queued conversation with what orders it (unsorted: the engine sorts)."""

@@ -119,6 +119,18 @@ def test_book_replays_steps_recorded_while_seeding() -> None:
     assert not book.record(8, State.BOT, None)
 
 
+def test_book_read_again_replays_only_what_was_committed_during_the_read() -> None:
+    """On a shared database the book is read again at each pass: a step this process
+    committed before that read must not undo what another process did since (#7 queued
+    here, then assigned by the other process)."""
+    book = RoutingBook()
+    book.record(7, State.QUEUED, None)  # before any read: kept aside
+    book.begin_read()
+    book.record(9, State.QUEUED, None)  # during the read: replayed
+    book.seed([(7, "slack:B")], [])
+    assert (book.holder, book.load, book.queued) == ({7: "slack:B"}, {"slack:B": 1}, {9})
+
+
 # ---------------------------------------------------------------- presence
 
 

@@ -5,6 +5,14 @@ A routing pass runs after a step that may let the queue move (a conversation joi
 left it, an agent has one fewer, someone came back) and at every sweep (business hours
 open, escalations fall due). It reads the queue once; the per-agent open counts come from
 the ``RoutingBook`` kept in memory, never from a count query per assignment.
+
+On a database other processes share (PostgreSQL), each process sees only its own steps, so
+a pass runs under a routing-wide lock held against the other processes, and starts by
+reading the book again (who holds what, the queue, presences: one snapshot of what is
+open). Every automatic assignment is made and committed under that lock, so no process
+ever counts from a book that misses another's assignment: the cap and the least-busy
+choice hold across processes, and whichever process frees an agent (or sweeps) moves the
+queue, wherever the conversation was queued.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ CONSOLE_DESK = "web"
 HISTORY = timedelta(days=14)  # agent answers the wait estimate is drawn from ...
 HISTORY_LIMIT = 200  # ... at most this many, the latest
 MEDIAN_TTL_MS = 5 * 60 * 1000  # the median is read again at most every five minutes
+ROUTING_KEY = "supportbot:routing"  # held across processes for a pass (shared database)
 
 
 class Routing(Complaints):
@@ -50,7 +59,10 @@ class Routing(Complaints):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._routing = self.settings.routing
-        self._book = RoutingBook()
+        self._shared = bool(getattr(self.store, "shared", False))
+        # Shared: only a pass reads the book (again), and replays only what was committed
+        # during that read; until then there is nothing to keep aside.
+        self._book = RoutingBook(ready=self._shared)
         self._presence: dict[str, PresenceRecord] = {}
         self._route_lock = asyncio.Lock()
         self._route_wanted = False
@@ -65,21 +77,45 @@ class Routing(Complaints):
     # ------------------------------------------------------------------ bookkeeping
 
     async def _commit(self, unit: Unit) -> bool:
-        applied = await super()._commit(unit)
         conv = unit.conversation
-        if applied and conv is not None and self._book.record(conv.id, conv.state, conv.agent_key):
-            self._route_wanted = True
+        # On a shared database the book may not know this conversation (another process
+        # assigned it since the last pass): any change of state or agent may free someone.
+        moved = (
+            self._shared and conv is not None and bool({"state", "agent_key"} & set(conv.changes))
+        )
+        applied = await super()._commit(unit)
+        if applied and conv is not None:
+            freed = self._book.record(conv.id, conv.state, conv.agent_key)
+            self._route_wanted = self._route_wanted or freed or moved
         return applied
 
     async def _routing_ready(self) -> None:
         """Read presences, holders and the queue once; the book keeps them from then on."""
         if self._book.ready:
             return
+        await self._read_book()
+
+    async def _read_book(self) -> None:
+        """(Re)read presences, holders and the queue into the book; steps committed while
+        reading are replayed over it (``RoutingBook.seed``)."""
+        self._book.begin_read()
         presences = await self.store.presences()
-        holders = await self.store.assigned_holders()
-        queued = await self.store.queued_ids()
+        holders, queued = await self.store.routing_holders()
         self._presence = {p.agent_key: p for p in presences}
         self._book.seed(holders, queued)
+
+    async def _view(self) -> tuple[RoutingBook, dict[str, PresenceRecord]]:
+        """What a decision outside a routing pass reads (the console's roster, what a
+        customer is told at handoff): the book, or on a shared database a fresh read of
+        its own (only a pass, under the routing lock, rewrites the book then)."""
+        if not self._shared:
+            await self._routing_ready()
+            return self._book, self._presence
+        book = RoutingBook()
+        presences = await self.store.presences()
+        holders, queued = await self.store.routing_holders()
+        book.seed(holders, queued)
+        return book, {p.agent_key: p for p in presences}
 
     def _configured_agents(self) -> list[str]:
         ids: list[Any] = []
@@ -89,20 +125,23 @@ class Routing(Complaints):
             ids = list(self.settings.slack.agent_ids)
         return [f"{self.desk}:{i}" for i in ids]
 
-    def _agents(self, now: int) -> list[AgentState]:
+    def _agents(
+        self, now: int, view: tuple[RoutingBook, dict[str, PresenceRecord]] | None = None
+    ) -> list[AgentState]:
         """Every agent routing knows: the desk's agent_ids and whoever said where they are.
         Outside business hours nobody is available."""
+        book, presence = view or (self._book, self._presence)
         at_work = self.calendar.is_open(from_ms(now))
-        keys = dict.fromkeys([*self._configured_agents(), *self._presence])
+        keys = dict.fromkeys([*self._configured_agents(), *presence])
         agents = []
         for key in keys:
-            said = self._presence.get(key)
+            said = presence.get(key)
             agents.append(
                 AgentState(
                     key=key,
                     name=said.name if said else "",  # unknown until they say
                     available=at_work and (said.available if said else True),
-                    load=self._book.load.get(key, 0),
+                    load=book.load.get(key, 0),
                     last_assigned_at=said.last_assigned_at if said else None,
                 )
             )
@@ -110,24 +149,25 @@ class Routing(Complaints):
 
     async def roster(self) -> dict[str, Any]:
         """What the console shows: each agent's presence and open conversations."""
-        await self._routing_ready()
+        view = await self._view()
+        book, presence = view
         now = self._now()
         at_work = self.calendar.is_open(from_ms(now))
         agents = [
             {
                 "key": a.key,
                 "name": a.name or a.key.partition(":")[2],
-                "available": self._presence[a.key].available if a.key in self._presence else True,
+                "available": presence[a.key].available if a.key in presence else True,
                 "at_work": a.available,
                 "open": a.load,
             }
-            for a in self._agents(now)
+            for a in self._agents(now, view)
         ]
         return {
             "mode": self._routing.mode,
             "max_open": self._routing.max_open_per_agent,
             "business_hours": at_work,
-            "queued": len(self._book.queued),
+            "queued": len(book.queued),
             "agents": agents,
         }
 
@@ -168,9 +208,9 @@ class Routing(Complaints):
         shortly when an agent can take it now, else their place and, with history, the
         expected wait."""
         complaint = reason == "complaint"
-        await self._routing_ready()
+        view = await self._view()
         now = unit.now
-        agents = self._agents(now)
+        agents = self._agents(now, view)
         cap = self._routing.max_open_per_agent
         if self._routing.mode != "manual" and pick_agent(self._routing.mode, agents, cap):
             return self._t(conv.language, "handoff_complaint" if complaint else "handoff_open")
@@ -227,9 +267,19 @@ class Routing(Complaints):
                 log.exception("routing pass failed; the next sweep retries")
 
     async def _route_pass(self) -> None:
-        await self._routing_ready()
-        if not self._book.queued:
+        if not self._shared:
+            await self._routing_ready()
+            if self._book.queued:
+                await self._route_queue()
             return
+        if not await self.store.anything_queued():
+            return  # the usual case, without taking the lock
+        async with self.locks.hold(ROUTING_KEY):
+            await self._read_book()  # after the last pass's commits, whoever made them
+            if self._book.queued:
+                await self._route_queue()
+
+    async def _route_queue(self) -> None:
         now = self._now()
         queue = queue_order(await self.store.routing_queue())
         if self._routing.mode != "manual":

@@ -4,7 +4,9 @@ the choice of an agent, the queue order and the wait estimate. No I/O here.
 The book is the lesson of Chatwoot's assignment v2: counting each agent's open
 conversations with a database query on every assignment makes routing slower as the
 history grows. The engine reads the holders once, then moves the counts itself whenever
-a committed step changes a conversation's state or agent (``RoutingBook.record``).
+a committed step changes a conversation's state or agent (``RoutingBook.record``). With
+several processes on one database, each reads them again (what is open, from partial
+indexes: not the history) at the start of each routing pass, under a lock they share.
 """
 
 from __future__ import annotations
@@ -96,8 +98,9 @@ class RoutingBook:
     """Who holds which assigned conversation, the per-agent counts, and the queued ids.
 
     ``record`` is called after each committed step; ``seed`` once with what the database
-    holds. Steps recorded while the seed was being read are replayed over it, so a step
-    that lands between the read and the seed is not lost.
+    holds (on a database other processes share: again at each routing pass, after
+    ``begin_read``). Steps recorded while the seed was being read are replayed over it, so
+    a step that lands between the read and the seed is not lost.
     """
 
     ready: bool = False
@@ -128,6 +131,13 @@ class RoutingBook:
             self.queued.add(cid)
         freed = old is not None and self.holder.get(cid) != old
         return freed or was_queued != (state == State.QUEUED)
+
+    def begin_read(self) -> None:
+        """A (new) read of the database starts: keep aside what is committed from now on,
+        and only that (what came before is in the read; on a shared database, replaying an
+        older step could undo another process's later one)."""
+        self.ready = False
+        self._recent = {}
 
     def seed(self, holders: Sequence[tuple[int, str]], queued: Sequence[int]) -> None:
         recent, self._recent = self._recent, {}
