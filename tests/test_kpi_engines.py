@@ -319,7 +319,9 @@ async def test_two_supportbot_runs_serve_on_one_postgresql(project: Path, pg_url
             deadline = asyncio.get_running_loop().time() + 60
             for port, run in zip(ports, runs, strict=True):
                 while not await ready(port):
-                    assert run.returncode is None, "a run stopped"
+                    if run.returncode is not None:
+                        err = await run.stderr.read() if run.stderr else b""
+                        raise AssertionError(f"a run stopped: {err.decode()[-3000:]}")
                     assert asyncio.get_running_loop().time() < deadline, "never ready"
                     await asyncio.sleep(0.2)
         assert all(run.returncode is None for run in runs)

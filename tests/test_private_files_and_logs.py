@@ -204,3 +204,20 @@ async def test_sql_parameters_stay_out_of_a_debug_log(
     err = capsys.readouterr().err
     assert "debug is on" in err
     assert MARKER not in err
+
+
+def test_processes_starting_together_share_the_first_secret_written(tmp_path: Path) -> None:
+    """Two `supportbot run` on one PostgreSQL database and one folder: the other process
+    writes the secret between this one's look and its write. Before, this one died with
+    FileExistsError."""
+    path = tmp_path / "support.web-secret"
+
+    def other_process_first() -> str:
+        path.write_text("theirs" * 8 + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        return "mine" * 10
+
+    assert secret_file(path, other_process_first) == "theirs" * 8
+    assert path.read_text(encoding="utf-8") == "theirs" * 8 + "\n"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no draft left behind
+    assert secret_file(path, lambda: "never") == "theirs" * 8

@@ -182,19 +182,39 @@ class Sessions:
 def secret_file(path: Path, make: Callable[[], str]) -> str:
     """The secret kept in ``path`` (owner-only), written from ``make()`` the first time.
 
+    Several processes may start together on one folder (PostgreSQL lets them share a
+    database): the first secret written wins, whole, and the others read it.
     The value is registered with the log redaction, like the environment's secrets.
     """
-    if path.exists():
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)  # written by an older version, or copied with loose modes
-        value = path.read_text(encoding="utf-8").strip()
-    else:
-        value = make()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        value = _read_secret(path)
+    except FileNotFoundError:
+        value = _create_secret(path, make())
+    redact(value)
+    return value
+
+
+def _read_secret(path: Path) -> str:
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # written by an older version, or copied with loose modes
+    return path.read_text(encoding="utf-8").strip()
+
+
+def _create_secret(path: Path, value: str) -> str:
+    """Write ``value`` to a private temporary file, then link it to ``path``: the link
+    appears complete or not at all, and fails if another process made ``path`` first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(value + "\n")
-    redact(value)
+        try:
+            os.link(draft, path)
+        except FileExistsError:  # another process was first: its secret is the one
+            return _read_secret(path)
+    finally:
+        draft.unlink(missing_ok=True)
     return value
 
 
