@@ -298,7 +298,9 @@ class Database:
         ``transaction()`` costs a thread hop (and an event-loop wake-up) per statement;
         on the hot path a step has about ten statements, so the engine's steps and the
         outbox's records go through here instead. ``work`` runs on the database thread:
-        plain DB-API calls only, no awaiting, nothing touching the event loop.
+        plain DB-API calls only, no awaiting, nothing touching the event loop, and no
+        effect but on the connection: a work whose group failed may run again
+        (storage/pg_pipeline.py).
         """
         async with self._write_lock:
             return await self._run(self._write_now, work)

@@ -3,12 +3,15 @@
 On PostgreSQL every statement is a round trip to the server, and on a busy 2-core
 machine a round trip is also a wait for the GIL: the write thread gives it up while the
 server answers and must get it back from an event loop that is matching a customer's
-question. So a group of works is sent as one pipeline: BEGIN, each work's SAVEPOINT,
-its statements and its RELEASE, then COMMIT go out without waiting, and the thread waits
-only where a work reads a result (``fetchone`` and the like) and once at the end of each
-work (a sync: an error must be that work's, so that only it is rolled back to its
-savepoint). A statement that reads nothing (an UPDATE, an INSERT without RETURNING)
-costs no round trip of its own.
+question. So a group of works is sent as one pipeline: BEGIN, the works' statements one
+after the other, COMMIT; the thread waits only where a work reads a result
+(``fetchone`` and the like) and at the COMMIT. A statement that reads nothing (an
+UPDATE, an INSERT without RETURNING) costs no round trip of its own.
+
+No savepoint per work (SQLite's way): they were a third of a customer message's
+commands. If anything in the group fails, the transaction is rolled back and each work
+runs again in its own, so only the failing one fails. Hence the rule of
+``Database.write``: a work's only effects are on the connection it is given.
 """
 
 from __future__ import annotations
@@ -18,12 +21,8 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
-from psycopg import pq
 
-from storage.database import Conn
-from storage.group_commit import SAVEPOINT, GroupCommitted, Outcome, Work
-
-_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+from storage.group_commit import GroupCommitted, Outcome, Work
 
 
 class Piped:
@@ -73,9 +72,38 @@ class PipelinedGroups(GroupCommitted):
         """Tell the storage-facing connection whether statements are pipelined."""
         raise NotImplementedError
 
+    def _one_transaction(self, works: list[Work]) -> list[Outcome]:
+        """The works one after the other in one pipelined transaction, no savepoints and
+        no wait between them; if anything fails (a work, or the COMMIT), the transaction
+        is rolled back and each work is run again alone, so that only the failing one
+        fails. Savepoints cost two commands and a sync per work (a third of a customer
+        message's commands): a failure is rare, a second run of a group is cheap."""
+        if len(works) == 1:
+            return self._lone(works[0])
+        try:
+            self._begin_group()
+            conn = self.raw
+            results = [work(conn) for work in works]
+            self._commit_group_tx()
+        except BaseException:
+            self._rollback()
+            return [outcome for work in works for outcome in self._lone(work)]
+        return [(True, result) for result in results]
+
     def _lone(self, work: Work) -> list[Outcome]:
-        """In a pipeline a savepoint costs no round trip: a lone work goes the same way."""
-        return self._one_transaction([work])
+        """One work in its own pipelined transaction: BEGIN, its statements, COMMIT."""
+        try:
+            self._begin_group()
+        except Exception as exc:
+            self._rollback()
+            return [(False, self._failure(exc))]
+        try:
+            result = work(self.raw)
+            self._commit_group_tx()
+        except BaseException as exc:
+            self._rollback()
+            return [(False, self._failure(exc))]
+        return [(True, result)]
 
     def _begin_group(self) -> None:
         self._ensure()
@@ -83,30 +111,6 @@ class PipelinedGroups(GroupCommitted):
         self._pipe = self._piped.__enter__()
         self._piping(self._pipe)
         self.pg.execute("BEGIN")
-
-    def _open_work(self, conn: Conn) -> None:
-        self.pg.execute(f"SAVEPOINT {SAVEPOINT}")
-
-    def _finish_work(self, conn: Conn) -> None:
-        if self._pipe is not None:
-            self._pipe.sync()
-
-    def _close_work(self, conn: Conn) -> None:
-        self.pg.execute(f"RELEASE {SAVEPOINT}")
-
-    def _in_transaction(self) -> bool:
-        """After a work's error. In pipeline mode libpq reports the transaction ACTIVE,
-        not failed: once synced, an explicit transaction ends only with its connection
-        (an error leaves it open, to be rolled back to the savepoint)."""
-        if self._pipe is None:
-            return self.pg.info.transaction_status in _OPEN
-        with contextlib.suppress(psycopg.Error):
-            self._pipe.sync()
-        return not (self.pg.closed or self.pg.broken)
-
-    def _undo_work(self, conn: Conn) -> None:
-        self.pg.execute(f"ROLLBACK TO {SAVEPOINT}")
-        self.pg.execute(f"RELEASE {SAVEPOINT}")
 
     def _commit_group_tx(self) -> None:
         try:
