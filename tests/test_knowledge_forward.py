@@ -149,3 +149,30 @@ def test_a_fast_pass_that_differs_is_not_used(
             return np.ones((len(texts), 512), dtype=np.float32)
 
     assert encoder_module._checked_forward(Moved()) is None
+
+
+def test_a_clause_reuses_the_messages_positions(use: UseEncoder) -> None:
+    """A message encoded with its clauses: positions far enough from a clause's ends are
+    the message's, computed once; the vectors stay the wheel's."""
+    from bot.knowledge.forward import distinct_contexts
+    from bot.knowledge.text import clauses
+
+    message = (
+        "Bonjour, j'ai commandé une robe bleue mardi dernier pour le mariage de ma sœur, "
+        "mais je ne sais toujours pas quand elle arrivera chez moi."
+    )
+    texts = [message, *clauses(message)]
+    assert len(texts) == 3
+    forward = CachedForward(use._model._model)
+    group = [forward._tokenize(text) for text in texts]
+    flat = np.array([token for ids in group for token in ids], dtype=np.int64)
+    lens = np.array([len(ids) for ids in group], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+    kept, spread = distinct_contexts(flat, starts, lens)
+    assert kept is not None
+    assert spread is not None
+    assert len(kept) < len(flat) - 10  # most of the first clause, the middle of the second
+    assert np.array_equal(flat[kept][spread], flat)  # each position maps to its own token
+    assert np.abs(forward.encode(texts) - wheel(use, texts)).max() <= 1e-5
+    alone = distinct_contexts(flat[: lens[0]], starts[:1], lens[:1])
+    assert alone == (None, None)  # one sentence without repeats: nothing to share
