@@ -391,9 +391,10 @@ def test_match_is_fast() -> None:
 
 def test_scores_are_the_evidences_confidences_bit_for_bit() -> None:
     """``LexicalIndex.scores`` writes ``confidence(Evidence(...))`` out inline (speed):
-    on every shipped set's messages, with and without synonyms, the very same floats."""
+    on every shipped set's messages, with and without synonyms, the very same floats
+    as the model's own definition (``Evidence.coverage``, ``confidence``)."""
     from bot.knowledge.evaluation import load_dataset, shipped_sets
-    from bot.knowledge.lexical import LexicalIndex, Synonyms, confidence
+    from bot.knowledge.lexical import Evidence, LexicalIndex, Synonyms, confidence
     from bot.knowledge.loader import parse
 
     checked = 0
@@ -402,11 +403,17 @@ def test_scores_are_the_evidences_confidences_bit_for_bit() -> None:
         for groups in (synonyms, []):
             index = LexicalIndex(entries, Synonyms(groups))
             for case in [*load_dataset(item.dataset), *map(_Case, ["", "?!", "zzzz qqqq"])]:
-                evidence = index.evidence(case.text, case.language)
-                expected = {number: confidence(e) for number, e in evidence}
-                first = evidence[0][1] if evidence else None
-                unknown = first.unknown / first.total if first else 1.0
-                assert index.scores(case.text, case.language) == (expected, unknown), case.text
+                sums = index._gather(case.text, case.language)
+                expected: tuple[dict[int, float], float] = ({}, 1.0)
+                if sums is not None:
+                    mass, fit, total, unknown, discount = sums
+                    found = {
+                        n: confidence(Evidence(m, total, unknown, fit[n], discount))
+                        for n, m in enumerate(mass)
+                        if m > 0.0
+                    }
+                    expected = (found, unknown / total) if found else ({}, 1.0)
+                assert index.scores(case.text, case.language) == expected, case.text
                 checked += 1
     assert checked > 1000
 

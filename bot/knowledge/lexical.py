@@ -62,6 +62,7 @@ PHRASE_WORD_SHARE: Final = 0.35  # weight of each word of a synonym phrase, besi
 COVERAGE_EXPONENT: Final = 0.7  # confidence = coverage ** a * fit ** (1 - a)
 FIT_FLOOR: Final = 1.2  # fit divides by at least this many rarest IDFs: a question made
 # of one common word ("Where is my order?") cannot be fully fitted by that word alone
+_Sums = tuple[list[float], list[float], float, float, float]  # ``LexicalIndex._gather``
 
 # ---------------------------------------------------------------------- analysis
 
@@ -378,23 +379,9 @@ class LexicalIndex:
             return {}, self.unknown_weight
         return found, max(self.idf[t] for t in found)
 
-    def evidence(self, text: str, language: str | None) -> list[tuple[int, Evidence]]:
-        """What the message has in common with each entry it shares a term with."""
-        gathered = self._gather(text, language)
-        if gathered is None:
-            return []
-        entry_mass, fit, total, unknown, discount = gathered
-        return [
-            (number, Evidence(mass, total, unknown, fit[number], discount))
-            for number, mass in enumerate(entry_mass)
-            if mass > 0.0
-        ]
-
-    def _gather(
-        self, text: str, language: str | None
-    ) -> tuple[list[float], list[float], float, float, float] | None:
-        """``evidence``'s sums: per entry its mass and fit, then the message's total and
-        unknown weights and its discount; None when the message weighs nothing."""
+    def _gather(self, text: str, language: str | None) -> _Sums | None:
+        """Per entry its ``Evidence`` mass and fit, then the message's total and unknown
+        weights and its discount; None when the message weighs nothing."""
         words = self.synonyms.words(text)
         if not words:
             return None
@@ -445,17 +432,14 @@ class LexicalIndex:
 
     def scores(self, text: str, language: str | None) -> tuple[dict[int, float], float]:
         """Lexical confidence per entry (non-zero ones), and the share of the message's
-        weight that no entry knows (1 when no word of it is known).
-
-        ``confidence(Evidence(...))`` of every entry, written out: the same operations
-        in the same order (the same floats), without an object and two calls per
-        entry, which were half of a long message's time here."""
-        gathered = self._gather(text, language)
-        if gathered is None:
+        weight that no entry knows (1 when none is known): ``confidence(Evidence(...))``
+        written out (same operations and floats; an object and two calls an entry were
+        half of a long message's time)."""
+        sums = self._gather(text, language)
+        if sums is None:
             return {}, 1.0
-        entry_mass, fit, total, unknown, discount = gathered
-        a = COVERAGE_EXPONENT
-        rest = 1.0 - a
+        entry_mass, fit, total, unknown, discount = sums
+        a, rest = COVERAGE_EXPONENT, 1.0 - COVERAGE_EXPONENT
         out: dict[int, float] = {}
         for number, mass in enumerate(entry_mass):
             if mass > 0.0:
@@ -463,6 +447,4 @@ class LexicalIndex:
                 unexplained = KNOWN_ELSEWHERE_WEIGHT * known_elsewhere + unknown
                 coverage = mass / (mass + discount * unexplained)
                 out[number] = min(1.0, (coverage**a) * (fit[number] ** rest))
-        if not out:  # as ``evidence`` finding no entry
-            return {}, 1.0
-        return out, unknown / total
+        return (out, unknown / total) if out else ({}, 1.0)
