@@ -182,13 +182,16 @@ class SemanticIndex:
 
     def similarities(self, vectors: Matrix) -> Similarities:
         """Per-entry cosines for one encoded message (``encode``'s rows)."""
-        # Columns: message, then clauses. (Questions × rows, not rows × questions: the
-        # same values, bit for bit, in two thirds of the time for a message with clauses.)
-        cosines = self._questions @ vectors.T
+        # The message's row as one product (questions × 1: the same bits as before); each
+        # clause's as a matrix-vector product, which reads the questions without first
+        # copying them into blocks as a product with 3 or 4 columns does (half the time).
+        whole = (self._questions @ vectors[:1].T)[:, 0]
         starts = self._starts
-        whole = np.ascontiguousarray(cosines[:, 0])
         best = np.maximum.reduceat(whole, starts)
-        question = np.maximum.reduceat(cosines.max(axis=1), starts) if len(vectors) > 1 else best
+        closest = whole
+        for clause in vectors[1:]:
+            closest = np.maximum(closest, self._questions @ clause)
+        question = np.maximum.reduceat(closest, starts) if len(vectors) > 1 else best
         # Second best per entry: mask each entry's best once, take the max again.
         masked = np.where(whole >= best[self._owner], -2.0, whole)
         second = np.maximum.reduceat(masked, starts)
