@@ -147,9 +147,9 @@ class SemanticIndex:
         self._texts = texts
         self._rows: dict[str, int] | None = None  # text → row of ``_vectors``, on demand
         (self._vectors,) = packed([vectors])
-        if vectors.nbytes >= HUGE_PAGE:  # the copy read or encoded is no longer needed
-            del vectors
-            release_free_memory()
+        if cache is not None and vectors.nbytes >= HUGE_PAGE:  # a long-lived index: the
+            del vectors  # copy read or encoded is no longer needed (not worth it for the
+            release_free_memory()  # short-lived ones of ``KnowledgeBase.collisions``)
         self._questions = self._vectors[: len(questions)]  # row slices: contiguous
         self._answers = self._vectors[len(questions) :]
         self._starts = np.asarray(self._question_starts, dtype=np.intp)
