@@ -387,3 +387,37 @@ def test_match_is_fast() -> None:
         shipped.match(message)
         timings.append(time.perf_counter() - start)
     assert statistics.median(timings) < 0.001  # measured ≈ 0.1 ms on the 2-core dev machine
+
+
+def test_scores_are_the_evidences_confidences_bit_for_bit() -> None:
+    """``LexicalIndex.scores`` writes ``confidence(Evidence(...))`` out inline (speed):
+    on every shipped set's messages, with and without synonyms, the very same floats
+    as the model's own definition (``Evidence.coverage``, ``confidence``)."""
+    from bot.knowledge.evaluation import load_dataset, shipped_sets
+    from bot.knowledge.lexical import Evidence, LexicalIndex, Synonyms, confidence
+    from bot.knowledge.loader import parse
+
+    checked = 0
+    for item in shipped_sets():
+        entries, _threshold, synonyms = parse(item.knowledge)
+        for groups in (synonyms, []):
+            index = LexicalIndex(entries, Synonyms(groups))
+            for case in [*load_dataset(item.dataset), *map(_Case, ["", "?!", "zzzz qqqq"])]:
+                sums = index._gather(case.text, case.language)
+                expected: tuple[dict[int, float], float] = ({}, 1.0)
+                if sums is not None:
+                    mass, fit, total, unknown, discount = sums
+                    found = {
+                        n: confidence(Evidence(m, total, unknown, fit[n], discount))
+                        for n, m in enumerate(mass)
+                        if m > 0.0
+                    }
+                    expected = (found, unknown / total) if found else ({}, 1.0)
+                assert index.scores(case.text, case.language) == expected, case.text
+                checked += 1
+    assert checked > 1000
+
+
+class _Case:
+    def __init__(self, text: str) -> None:
+        self.text, self.language = text, "fr"

@@ -378,6 +378,28 @@ def test_pair_is_the_mean_of_an_entrys_two_best_questions() -> None:
         assert sims.question[number] >= own[0] - 1e-6
 
 
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_similarities_follow_their_definition_with_clauses(rows: int) -> None:
+    """Per entry, over the message's row and its clauses' (random unit vectors here):
+    ``question`` = best cosine of any row with one of its questions; ``pair`` = mean of
+    the message row's two best; ``answer`` = the message row's best answer-side cosine."""
+    from bot.knowledge.semantic import SemanticIndex
+
+    index = SemanticIndex(CountingEncoder(), ENTRIES)
+    vectors = normalized(np.random.default_rng(rows).standard_normal((rows, 26)))
+    sims = index.similarities(vectors)
+    questions, answers = index._questions, index._answers
+    q_ends = [*index._question_starts[1:], len(questions)]
+    a_ends = [*index._answer_starts[1:], len(answers)]
+    for number, (start, end) in enumerate(zip(index._question_starts, q_ends, strict=True)):
+        own = questions[start:end] @ vectors.T  # questions × rows
+        assert sims.question[number] == pytest.approx(own.max(), abs=1e-6)
+        best_two = np.sort(own[:, 0])[::-1][:2]
+        assert sims.pair[number] == pytest.approx(best_two.mean(), abs=1e-6)
+        side = answers[index._answer_starts[number] : a_ends[number]] @ vectors[0]
+        assert sims.answer[number] == pytest.approx(side.max(), abs=1e-6)
+
+
 def test_a_huge_message_is_matched_on_its_beginning(kb: KnowledgeBase) -> None:
     """A pasted novel (or a fuzzer's 40,000 « ﷺ ») once cost 30 s of CPU on the event loop:
     only the first ``MATCHED_CHARS`` characters are matched, and giant "words" are not

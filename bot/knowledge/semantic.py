@@ -32,6 +32,7 @@ import numpy.typing as npt
 from bot.knowledge import text as textmod
 from bot.knowledge.encoder import Encoder, Matrix
 from bot.knowledge.entries import LANGUAGES, KbEntry
+from bot.knowledge.forward import HUGE_PAGE, packed, release_free_memory
 from bot.knowledge.respell import Respeller
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,16 @@ class SemanticIndex:
                 cache.write(key, vectors)
         self._texts = texts
         self._rows: dict[str, int] | None = None  # text → row of ``_vectors``, on demand
-        self._vectors = vectors
-        self._questions = np.ascontiguousarray(vectors[: len(questions)])
-        self._answers = np.ascontiguousarray(vectors[len(questions) :])
+        (self._vectors,) = packed([vectors])
+        if cache is not None and vectors.nbytes >= HUGE_PAGE:  # a long-lived index: the
+            del vectors  # copy read or encoded is no longer needed (not worth it for the
+            release_free_memory()  # short-lived ones of ``KnowledgeBase.collisions``)
+        self._questions = self._vectors[: len(questions)]  # row slices: contiguous
+        self._answers = self._vectors[len(questions) :]
+        self._starts = np.asarray(self._question_starts, dtype=np.intp)
+        self._answer_first = np.asarray(self._answer_starts, dtype=np.intp)
         counts = np.diff([*self._question_starts, len(questions)])
+        self._owner = np.repeat(np.arange(len(counts)), counts)  # entry of each question
         self._single = counts < 2  # entries with one question: their "pair" is that one
         self.respell = Respeller(texts)
         self._recent: OrderedDict[str, Matrix] = OrderedDict()
@@ -175,17 +182,21 @@ class SemanticIndex:
 
     def similarities(self, vectors: Matrix) -> Similarities:
         """Per-entry cosines for one encoded message (``encode``'s rows)."""
-        cosines = vectors @ self._questions.T  # rows: message, then clauses
-        starts = self._question_starts
-        question = np.maximum.reduceat(cosines, starts, axis=1).max(axis=0)
-        whole = cosines[0]
+        # The message's row as one product (questions × 1: the same bits as before); each
+        # clause's as a matrix-vector product, which reads the questions without first
+        # copying them into blocks as a product with 3 or 4 columns does (half the time).
+        whole = (self._questions @ vectors[:1].T)[:, 0]
+        starts = self._starts
         best = np.maximum.reduceat(whole, starts)
+        closest = whole
+        for clause in vectors[1:]:
+            closest = np.maximum(closest, self._questions @ clause)
+        question = np.maximum.reduceat(closest, starts) if len(vectors) > 1 else best
         # Second best per entry: mask each entry's best once, take the max again.
-        owner = np.repeat(np.arange(len(starts)), np.diff([*starts, len(whole)]))
-        masked = np.where(whole >= best[owner], -2.0, whole)
+        masked = np.where(whole >= best[self._owner], -2.0, whole)
         second = np.maximum.reduceat(masked, starts)
         pair = np.where(self._single | (second < -1.5), best, (best + second) / 2)
-        answer = np.maximum.reduceat(self._answers @ vectors[0], self._answer_starts)
+        answer = np.maximum.reduceat(self._answers @ vectors[0], self._answer_first)
         return Similarities(
             question.astype(np.float32), pair.astype(np.float32), answer.astype(np.float32)
         )
@@ -205,8 +216,7 @@ class SemanticIndex:
         another entry's question than to its own entry's others, by a cosine of at least
         ``floor``; closest first. Entries with a single question have no "own others"."""
         cosines = self._questions @ self._questions.T
-        starts = self._question_starts
-        owner = np.repeat(np.arange(len(starts)), np.diff([*starts, len(cosines)]))
+        owner = self._owner
         same = owner[:, None] == owner[None, :]
         np.fill_diagonal(cosines, -2.0)
         own = np.where(same, cosines, -2.0).max(axis=1)
