@@ -57,9 +57,9 @@ def _lost(outcomes: list[Outcome], exc: BaseException) -> list[Outcome]:
 
 
 class GroupCommitted(Database):
-    """A database whose ``write`` is group-committed. The engine provides ``_begin``,
-    ``_commit``, ``_rollback``, ``raw`` and ``_in_transaction``; it may send the savepoint
-    statements its own way (``_open_work``/``_close_work``/``_undo_work``)."""
+    """A database whose ``write`` is group-committed, a savepoint per work. The engine
+    provides ``_begin``, ``_commit``, ``_rollback``, ``raw`` and ``_in_transaction``, or
+    runs a group its own way (``_one_transaction``, ``_lone``: storage/pg_pipeline.py)."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
@@ -75,26 +75,8 @@ class GroupCommitted(Database):
         raise NotImplementedError
 
     def _begin_group(self) -> None:
-        """Open a group's transaction (an engine may send BEGIN with the first
-        savepoint)."""
+        """Open the transaction of a group of works."""
         self._begin()
-
-    def _commit_group_tx(self) -> None:
-        self._commit()
-
-    def _open_work(self, conn: Conn) -> None:
-        conn.execute(f"SAVEPOINT {SAVEPOINT}")
-
-    def _close_work(self, conn: Conn) -> None:
-        conn.execute(f"RELEASE {SAVEPOINT}")
-
-    def _undo_work(self, conn: Conn) -> None:
-        conn.execute(f"ROLLBACK TO {SAVEPOINT}")
-        conn.execute(f"RELEASE {SAVEPOINT}")
-
-    def _finish_work(self, conn: Conn) -> None:
-        """After a work, inside its own try: an engine that sends statements ahead
-        (a pipeline) waits for their outcome here, so that an error is the work's."""
 
     def _failure(self, exc: BaseException) -> BaseException:
         """The exception a work's caller gets for ``exc`` (an engine may name it better)."""
@@ -208,25 +190,25 @@ class GroupCommitted(Database):
         outcomes: list[Outcome] = []
         try:
             for work in works:
-                self._open_work(conn)
+                conn.execute(f"SAVEPOINT {SAVEPOINT}")
                 try:
                     result = work(conn)
-                    self._finish_work(conn)
                 except BaseException as exc:
                     failed = self._failure(exc)
                     if not self._in_transaction():  # the engine undid the whole transaction
                         self._rollback()
                         return [*_lost(outcomes, failed), (False, failed)]
-                    self._undo_work(conn)
+                    conn.execute(f"ROLLBACK TO {SAVEPOINT}")
+                    conn.execute(f"RELEASE {SAVEPOINT}")
                     outcomes.append((False, failed))
                     continue
-                self._close_work(conn)
+                conn.execute(f"RELEASE {SAVEPOINT}")
                 outcomes.append((True, result))
         except Exception as exc:  # a savepoint statement failed: nothing is kept
             self._rollback()
             return [(False, self._failure(exc))] * len(works)
         try:
-            self._commit_group_tx()
+            self._commit()
         except Exception as exc:  # nothing of the group was stored
             return _lost(outcomes, self._failure(exc))
         return outcomes

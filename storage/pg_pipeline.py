@@ -84,7 +84,7 @@ class PipelinedGroups(GroupCommitted):
             self._begin_group()
             conn = self.raw
             results = [work(conn) for work in works]
-            self._commit_group_tx()
+            self._commit_pipeline()
         except BaseException:
             self._rollback()
             return [outcome for work in works for outcome in self._lone(work)]
@@ -99,7 +99,7 @@ class PipelinedGroups(GroupCommitted):
             return [(False, self._failure(exc))]
         try:
             result = work(self.raw)
-            self._commit_group_tx()
+            self._commit_pipeline()
         except BaseException as exc:
             self._rollback()
             return [(False, self._failure(exc))]
@@ -112,7 +112,7 @@ class PipelinedGroups(GroupCommitted):
         self._piping(self._pipe)
         self.pg.execute("BEGIN")
 
-    def _commit_group_tx(self) -> None:
+    def _commit_pipeline(self) -> None:
         try:
             self.pg.execute("COMMIT")
             self._leave_pipeline(quiet=False)
