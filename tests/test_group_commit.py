@@ -8,12 +8,12 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from storage.database import Conn, Database
-from storage.group_commit import GROUP_MAX
+from storage.group_commit import GROUP_MAX, GroupCommitted
 from storage.sqlite import SqliteDatabase
 from tests.waiting import eventually
 
@@ -33,7 +33,7 @@ class Gate:
             raise TimeoutError("the test never opened the gate")
         return "gate"
 
-    async def hold(self, db: SqliteDatabase) -> asyncio.Task[str]:
+    async def hold(self, db: Database) -> asyncio.Task[str]:
         task = asyncio.create_task(db.write(self.work))
         if not await asyncio.to_thread(self.started.wait, 10):
             raise TimeoutError("the gate work never ran")
@@ -76,16 +76,42 @@ def insert(label: str, order: list[str] | None = None) -> Callable[[Conn], int]:
     return work
 
 
-async def labels(db: SqliteDatabase) -> list[str]:
+class Refused(Exception):
+    pass
+
+
+def refused(conn: Conn) -> int:
+    """A work that fails in Python after a statement."""
+    conn.execute("INSERT INTO t (label) VALUES ('refused')")
+    raise Refused("no")
+
+
+def bad_sql(conn: Conn) -> int:
+    """A work whose second statement the database refuses (NOT NULL)."""
+    conn.execute("INSERT INTO t (label) VALUES ('bad_sql')")
+    conn.execute("INSERT INTO t (label) VALUES (NULL)")
+    return 0
+
+
+def parent_and_child(conn: Conn) -> None:
+    """Tables whose foreign key is checked at COMMIT (deferred)."""
+    conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute(
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL "
+        "REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+
+
+async def labels(db: Database) -> list[str]:
     return [str(row[0]) for row in await db.tuples("SELECT label FROM t ORDER BY id")]
 
 
-async def queue_behind_gate(db: SqliteDatabase, works: list[Callable[[Conn], Any]]) -> list[Any]:
+async def queue_behind_gate(db: Database, works: list[Callable[[Conn], Any]]) -> list[Any]:
     """Start ``works`` while the gate holds the thread; open it; their outcomes in order."""
     gate = Gate()
     held = await gate.hold(db)
     tasks = [asyncio.create_task(db.write(work)) for work in works]
-    await eventually(lambda: len(db._queued) == len(works))
+    await eventually(lambda: len(cast(GroupCommitted, db)._queued) == len(works))
     gate.go.set()
     assert await held == "gate"
     return list(await asyncio.gather(*tasks, return_exceptions=True))
@@ -117,20 +143,8 @@ async def test_a_group_is_bounded(db: SqliteDatabase) -> None:
 async def test_a_failing_work_rolls_back_alone_and_raises_to_its_caller(
     db: SqliteDatabase,
 ) -> None:
-    class Refused(Exception):
-        pass
-
-    def bad(conn: Conn) -> int:
-        conn.execute("INSERT INTO t (label) VALUES ('bad')")
-        raise Refused("no")
-
-    def bad_sql(conn: Conn) -> int:
-        conn.execute("INSERT INTO t (label) VALUES ('bad_sql')")
-        conn.execute("INSERT INTO t (label) VALUES (NULL)")  # NOT NULL
-        return 0
-
     begins = count_begins(db)
-    results = await queue_behind_gate(db, [insert("a"), bad, insert("b"), bad_sql, insert("c")])
+    results = await queue_behind_gate(db, [insert("a"), refused, insert("b"), bad_sql, insert("c")])
     assert len(begins) == 2
     assert isinstance(results[1], Refused)
     assert isinstance(results[3], sqlite3.IntegrityError)
@@ -144,14 +158,7 @@ async def test_a_failing_commit_fails_the_whole_group_and_stores_nothing(
 ) -> None:
     """A deferred foreign key is checked at COMMIT: the group is refused as a whole."""
 
-    def schema(conn: Conn) -> None:
-        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
-        conn.execute(
-            "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL "
-            "REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
-        )
-
-    await db.write(schema)
+    await db.write(parent_and_child)
     orphan: Callable[[Conn], Any] = lambda conn: conn.execute(  # noqa: E731
         "INSERT INTO child (parent_id) VALUES (999)"
     )
@@ -170,14 +177,7 @@ async def test_a_lone_write_refused_at_commit_leaves_no_open_transaction(
     """Before, a COMMIT refused with IntegrityError left the transaction open and every
     later write failed with 'cannot start a transaction within a transaction'."""
 
-    def schema(conn: Conn) -> None:
-        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
-        conn.execute(
-            "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL "
-            "REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
-        )
-
-    await db.write(schema)
+    await db.write(parent_and_child)
     with pytest.raises(sqlite3.IntegrityError):
         await db.write(lambda conn: conn.execute("INSERT INTO child (parent_id) VALUES (7)"))
     with pytest.raises(sqlite3.IntegrityError):

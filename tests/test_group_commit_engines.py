@@ -4,9 +4,6 @@ each work in its own savepoint, its error its own."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Callable
 from typing import Any, cast
 
 import psycopg
@@ -14,37 +11,15 @@ import pytest
 
 from storage.database import DB_ERRORS, Conn, Database
 from storage.group_commit import GroupCommitted
-from tests.waiting import eventually
-
-
-async def queue_behind_gate(db: Database, works: list[Callable[[Conn], Any]]) -> list[Any]:
-    """Start ``works`` while a first write holds the database thread; their outcomes."""
-    started, go = threading.Event(), threading.Event()
-
-    def gate(conn: Conn) -> None:
-        started.set()
-        if not go.wait(10):
-            raise TimeoutError("the test never opened the gate")
-
-    held = asyncio.create_task(db.write(gate))
-    assert await asyncio.to_thread(started.wait, 10)
-    tasks = [asyncio.create_task(db.write(work)) for work in works]
-    await eventually(lambda: len(cast(GroupCommitted, db)._queued) == len(works))
-    go.set()
-    await held
-    return list(await asyncio.gather(*tasks, return_exceptions=True))
-
-
-def insert(label: str) -> Callable[[Conn], int]:
-    def work(conn: Conn) -> int:
-        return int(conn.execute("INSERT INTO t (label) VALUES (?) RETURNING id", (label,))
-                   .fetchone()[0])  # fmt: skip
-
-    return work
-
-
-async def labels(db: Database) -> list[str]:
-    return [str(row[0]) for row in await db.tuples("SELECT label FROM t ORDER BY id")]
+from tests.test_group_commit import (
+    Refused,
+    bad_sql,
+    insert,
+    labels,
+    parent_and_child,
+    queue_behind_gate,
+    refused,
+)
 
 
 async def make_table(db: Database) -> None:
@@ -92,25 +67,13 @@ async def test_a_failing_work_fails_alone(db: Database) -> None:
     and only their rows are missing."""
     await make_table(db)
 
-    class Refused(Exception):
-        pass
-
-    def refused(conn: Conn) -> int:
-        conn.execute("INSERT INTO t (label) VALUES ('refused')")
-        raise Refused("no")
-
-    def bad_sql(conn: Conn) -> int:
-        conn.execute("INSERT INTO t (label) VALUES ('bad_sql')")
-        conn.execute("INSERT INTO t (label) VALUES (NULL)")  # NOT NULL
-        return 0
-
     works = [insert("a"), refused, insert("b"), bad_sql, insert("c")]
     results = await queue_behind_gate(db, works)
     assert isinstance(results[1], Refused)
     assert isinstance(results[3], DB_ERRORS)
     rows = dict(await db.tuples("SELECT label, id FROM t"))
     assert [results[0], results[2], results[4]] == [rows["a"], rows["b"], rows["c"]]
-    assert await labels(db) == ["a", "b", "c"]
+    assert await labels(db) == ["gate", "a", "b", "c"]
 
 
 async def test_a_refused_commit_stores_nothing_of_what_failed(db: Database) -> None:
@@ -118,14 +81,8 @@ async def test_a_refused_commit_stores_nothing_of_what_failed(db: Database) -> N
     PostgreSQL runs the works again alone; a caller told of success finds its row, a
     caller told of an error finds none, and the next write goes through."""
 
-    def schema(conn: Conn) -> None:
-        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
-        conn.execute(
-            "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL "
-            "REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
-        )
-
-    await db.write(schema)
+    await make_table(db)  # for the gate's row
+    await db.write(parent_and_child)
     results = await queue_behind_gate(
         db,
         [

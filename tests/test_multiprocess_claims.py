@@ -23,6 +23,7 @@ from tests.fakes.clock import FakeClock
 from tests.fakes.recording import RecordingChannel, RecordingDesk
 from tests.harness import Harness
 from tests.test_followups import HOURS, PARIS, paris
+from tests.test_routing import conv_of, holder, resolve
 
 ASK = "Je veux parler à un conseiller"
 A, B, C = "U_AGENT", "U_AGENT2", "U_AGENT3"
@@ -53,27 +54,6 @@ async def processes(pg_url: str, clock: FakeClock) -> AsyncIterator[Callable[...
     yield start
     for h in started:
         await h.stop()
-
-
-async def conv_of(h: Harness, user: str) -> dict[str, Any]:
-    row = await h.row(
-        "SELECT c.* FROM conversations c JOIN customers cu ON cu.id = c.customer_id "
-        "WHERE cu.user_id = ? ORDER BY c.id DESC LIMIT 1",
-        user,
-    )
-    assert row is not None
-    return dict(row)
-
-
-async def holder(h: Harness, user: str) -> str | None:
-    conv = await conv_of(h, user)
-    return conv["agent_key"] if conv["state"] == State.ASSIGNED else None
-
-
-async def resolve(h: Harness, user: str, agent: str) -> None:
-    thread = (await conv_of(h, user))["desk_thread"]
-    outcome = await h.agent_does(AgentActionKind.RESOLVE, agent=agent, thread=thread)
-    assert outcome.ok, outcome
 
 
 async def loads(h: Harness) -> dict[str, int]:

@@ -78,8 +78,8 @@ class Served:
             return list((await resp.json())["conversations"])
 
 
-class Visitor:
-    """A widget's socket: sends frames, collects what the server pushes."""
+class Socket:
+    """A client WebSocket that collects every frame the server pushes."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
@@ -90,6 +90,14 @@ class Visitor:
         async for msg in self.ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self.frames.append(json.loads(msg.data))
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+
+class Visitor(Socket):
+    """A widget's socket: sends frames, collects what the server pushes."""
 
     async def say(self, text: str, client_id: str | None = None) -> str:
         client_id = client_id or f"m{next(_ids)}"
@@ -124,10 +132,6 @@ class Visitor:
                         await self.ws.send_json({**frame, "token": choice["token"]})
                         return
         raise AssertionError(f"no button {label!r} in {self.texts()}")
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await self._reader
 
 
 @pytest.fixture

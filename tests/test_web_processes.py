@@ -9,7 +9,6 @@ connection that drops comes back and re-reads what it may have missed.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from storage.notify import Changes, PgChanges
 from storage.web_store import WebStore
 from tests.fakes.clock import FakeClock
 from tests.test_app import settings_for
-from tests.test_web_channel import KEYS, Served, Visitor
+from tests.test_web_channel import KEYS, Served, Socket, Visitor
 from tests.waiting import eventually
 
 SECRET = "a-shared-web-secret-0123456789abcdef"  # WEB_SECRET: the same in every process
@@ -41,25 +40,11 @@ class Pair:
     b: Served
 
 
-class Console:
+class Console(Socket):
     """An agent console socket: collects what the server pushes."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.frames: list[dict[str, Any]] = []
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for msg in self.ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                self.frames.append(json.loads(msg.data))
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["type"] == kind]
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await self._reader
 
 
 async def console_of(served: Served) -> Console:

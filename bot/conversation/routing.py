@@ -59,7 +59,7 @@ class Routing(Complaints):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._routing = self.settings.routing
-        self._shared = bool(getattr(self.store, "shared", False))
+        self._shared = self.store.shared
         # Shared: only a pass reads the book (again), and replays only what was committed
         # during that read; until then there is nothing to keep aside.
         self._book = RoutingBook(ready=self._shared)
@@ -99,10 +99,14 @@ class Routing(Complaints):
         """(Re)read presences, holders and the queue into the book; steps committed while
         reading are replayed over it (``RoutingBook.seed``)."""
         self._book.begin_read()
+        self._presence = await self._read_into(self._book)
+
+    async def _read_into(self, book: RoutingBook) -> dict[str, PresenceRecord]:
+        """Seed ``book`` with who holds what and the queue; the agents' presences."""
         presences = await self.store.presences()
         holders, queued = await self.store.routing_holders()
-        self._presence = {p.agent_key: p for p in presences}
-        self._book.seed(holders, queued)
+        book.seed(holders, queued)
+        return {p.agent_key: p for p in presences}
 
     async def _view(self) -> tuple[RoutingBook, dict[str, PresenceRecord]]:
         """What a decision outside a routing pass reads (the console's roster, what a
@@ -112,10 +116,7 @@ class Routing(Complaints):
             await self._routing_ready()
             return self._book, self._presence
         book = RoutingBook()
-        presences = await self.store.presences()
-        holders, queued = await self.store.routing_holders()
-        book.seed(holders, queued)
-        return book, {p.agent_key: p for p in presences}
+        return book, await self._read_into(book)
 
     def _configured_agents(self) -> list[str]:
         ids: list[Any] = []
