@@ -31,6 +31,7 @@ from psycopg.rows import RowMaker, tuple_row
 from bot.errors import DatabaseLockedError, SchemaError, StorageError
 from storage.database import AsyncCursor, Conn, Cursor, migrations, newer_schema
 from storage.pg_dialect import FUNCTIONS, pg_schema, pg_sql
+from storage.pg_keylocks import BatchedKeyLocks
 from storage.pg_pipeline import Piped, PipelinedGroups
 from storage.pg_sessions import KEY_WAIT_FIRST, KEY_WAIT_MAX, Session, key_lock_id
 
@@ -180,6 +181,7 @@ class PgDatabase(PipelinedGroups):
         self._lock_timeout_ms = lock_timeout_ms
         self._reader = Session(url, _connect, self._setup, "supportbot-pg-read")
         self._locker = Session(url, _connect, lambda conn: None, "supportbot-pg-lock")
+        self._keys = BatchedKeyLocks(self._locker)
 
     def _setup(self, conn: psycopg.Connection[PgRow]) -> None:
         if self._lock_timeout_ms:
@@ -256,42 +258,16 @@ class PgDatabase(PipelinedGroups):
         ``pg_try_advisory_lock`` tried again after short pauses rather than a blocking
         ``pg_advisory_lock``: a wait must not stop this process's other conversations
         (the lock connection serves them all). The server drops the lock if this process
-        dies, even on kill -9."""
+        dies, even on kill -9. Tries and releases go in batches (storage/pg_keylocks.py)."""
         lock_id = key_lock_id(key)
         pause = KEY_WAIT_FIRST
-        while not await self._try_key(lock_id):
+        while not await self._keys.try_lock(lock_id):
             await asyncio.sleep(pause)
             pause = min(pause * 2, KEY_WAIT_MAX)
         try:
             yield
         finally:
-            await asyncio.shield(self._locker.run(self._unlock, lock_id))
-
-    async def _try_key(self, lock_id: int) -> bool:
-        """One try; a caller cancelled meanwhile must not leave the lock taken for good."""
-        trying = self._locker.run(self._try_lock, lock_id)
-        try:
-            return await asyncio.shield(trying)
-        except asyncio.CancelledError:
-
-            def undo(done: asyncio.Future[bool]) -> None:
-                if not done.cancelled() and done.exception() is None and done.result():
-                    self._locker.run(self._unlock, lock_id)
-
-            trying.add_done_callback(undo)
-            raise
-
-    def _try_lock(self, lock_id: int) -> bool:
-        row = self._locker.retried(
-            lambda c: c.execute("SELECT pg_try_advisory_lock(%s)", [lock_id]).fetchone()
-        )
-        return bool(row and row[0])
-
-    def _unlock(self, lock_id: int) -> None:
-        try:
-            self._locker.get().execute("SELECT pg_advisory_unlock(%s)", [lock_id])
-        except psycopg.OperationalError as exc:  # the session is gone, and its locks with it
-            log.warning("advisory unlock failed (connection lost): %s", exc)
+            self._keys.release(lock_id)
 
     # -- the write connection
 
@@ -396,6 +372,7 @@ class PgDatabase(PipelinedGroups):
         if not self.pg.closed:
             await self._run(self.pg.close)
         self._thread.shutdown(wait=False)
+        await self._keys.drain()
         for session in (self._reader, self._locker):
             if session.conn is not None:
                 await session.run(session.close)

@@ -268,6 +268,30 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
             await app.stop()
 
 
+async def test_a_socket_open_when_its_visitor_is_erased_elsewhere_is_closed(
+    served: Served,
+) -> None:
+    """Erased by `supportbot customer erase` while the widget is open: its next message
+    is not stored, reaches no conversation, and the socket is closed."""
+    token = await served.token()
+    visitor_id = served.web.signer.visitor_of(token)
+    assert visitor_id is not None
+    visitor = await served.widget(token)
+    await visitor.say(f"Ma commande {MARK} est en retard")
+    await eventually(lambda: len(visitor.lines()) >= 2)
+    db = served.app.settings.storage.path
+    outside = await Database.open(db)
+    try:
+        await PrivacyService(outside, served.app.settings, FakeClock()).erase(
+            f"web:{visitor_id}", actor="cli:ops"
+        )
+    finally:
+        await outside.close()
+    await visitor.say(f"Encore {KEEP}")
+    await eventually(lambda: visitor.ws.closed)
+    assert KEEP.encode() not in raw_bytes(db)
+
+
 async def test_forget_on_the_widget_revokes_its_token(served: Served) -> None:
     token = await served.token()
     visitor = await served.widget(token)
