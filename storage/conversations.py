@@ -123,7 +123,8 @@ class SqliteStore(RoutingQueries):
         return self.db.shared
 
     def _claim(self, now: int | None = None) -> Claim:
-        return Claim(self.owner, (now if now is not None else self._now()) + self.lease_ms)
+        until = (now if now is not None else self._now()) + self.lease_ms
+        return Claim(self.owner, until, self.db.shared)
 
     def _now(self) -> int:
         return to_ms(self.clock.now())

@@ -34,6 +34,7 @@ class Claim:
 
     owner: str
     until: int
+    shared: bool = False  # other processes deliver too: enqueue checks lane order
 
 
 def enqueue(
@@ -54,12 +55,14 @@ def enqueue(
          owner, until)
         for o, link in zip(outbox, links, strict=True)
     ]  # fmt: skip
-    ids = insert_many(
-        conn,
+    table = (
         "outbox (conversation_id, lane, op, payload, message_id, created_at, claimed_by,"
-        " claimed_until)",
-        rows,
+        " claimed_until)"
     )
+    if claim is not None and claim.shared:
+        inserted = _insert_claimed(conn, table, rows, claim.owner)
+    else:
+        inserted = [(i, False) for i in insert_many(conn, table, rows)]
     return tuple(
         OutboxItem(
             id=i,
@@ -68,9 +71,31 @@ def enqueue(
             op=o.op,
             payload=o.payload,
             message_id=link,
+            claimed_until=until if claim is not None and claim.shared and not behind else None,
         )  # fmt: skip
-        for i, o, link in zip(ids, outbox, links, strict=True)
+        for (i, behind), o, link in zip(inserted, outbox, links, strict=True)
     )
+
+
+# Each new row's id, and whether an earlier undelivered item of its lane is not ours (then
+# its first attempt claims it as usual, and waits its turn): in the INSERT's own round trip.
+_BEHIND = (
+    "EXISTS (SELECT 1 FROM outbox o WHERE o.lane = outbox.lane AND o.id < outbox.id"
+    " AND o.sent_at IS NULL AND o.failed_at IS NULL"
+    " AND (o.claimed_by IS NULL OR o.claimed_by <> ?))"
+)
+
+
+def _insert_claimed(
+    conn: Conn, table: str, rows: Sequence[tuple[Any, ...]], owner: str
+) -> list[tuple[int, bool]]:
+    width = len(rows[0])
+    marks = ",".join(["(" + ",".join("?" * width) + ")"] * len(rows))
+    params = [value for row in rows for value in row]
+    result = conn.execute(
+        f"INSERT INTO {table} VALUES {marks} RETURNING id, {_BEHIND}", [*params, owner]
+    ).fetchall()
+    return sorted((int(row[0]), bool(row[1])) for row in result)
 
 
 def record_sent(

@@ -19,7 +19,8 @@ import yaml
 
 from bot.config import settings_from_mapping
 from bot.conversation.model import CustomerMessage, State
-from storage.conversations import CLAIM_LEASE
+from bot.conversation.store import OutboxItem
+from storage.conversations import CLAIM_LEASE, SqliteStore
 from storage.database import Database
 from tests.fakes.clock import FakeClock
 from tests.fakes.telegram_server import running_server
@@ -129,6 +130,44 @@ async def test_a_conversation_held_by_one_process_waits_in_the_other(
     assert not outcome.duplicate
     texts = second.channel.texts(second.address("5"))
     assert sum("Remboursement sous 14 jours" in t for t in texts) == 1
+
+
+async def test_a_reply_goes_out_on_the_claim_made_with_it_unless_that_claim_got_old(
+    pg_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item is enqueued claimed by its process: its first attempt needs no claim of its
+    own (one round trip fewer), unless less than half the lease is left by then (here:
+    the channels came up 40 s late), when it claims anew before sending."""
+    claimed: list[str] = []
+    real = SqliteStore.claim_outbox
+
+    async def counted(self: SqliteStore, item: OutboxItem, now: int) -> str:
+        claimed.append(item.op)
+        return await real(self, item, now)
+
+    monkeypatch.setattr(SqliteStore, "claim_outbox", counted)
+    h = _harness(pg_url, clock)
+    await h.start()
+    try:
+        await h.say(QUESTIONS[0], user="1", dedup_key="fresh:1")
+        assert sum("Livraison en 2 à 4 jours" in t for t in h.channel.texts(h.address("1"))) == 1
+        assert claimed == []
+    finally:
+        await h.stop()
+    late = _harness(pg_url, clock)
+    await late.start_held()
+    try:
+        assert late.engine is not None
+        assert late.dispatcher is not None
+        event = CustomerMessage(late.customer("2"), late.address("2"), QUESTIONS[1], "late:2")
+        await late.engine.handle(event)  # queued behind the held channels
+        clock.advance(timedelta(seconds=40))
+        late.dispatcher.release()
+        await late.drain()
+        assert "send" in claimed
+        assert sum("Remboursement" in t for t in late.channel.texts(late.address("2"))) == 1
+    finally:
+        await late.stop()
 
 
 async def test_a_redelivered_update_is_handled_once_whichever_process_gets_it(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 
 from bot.conversation.model import Address, Customer, State
-from bot.conversation.store import Delivery, NewEvent, NewMessage, NewOutbox, Unit
+from bot.conversation.store import Delivery, NewEvent, NewMessage, NewOutbox, OutboxItem, Unit
 from bot.knowledge.text import fold
 from storage.conversations import SqliteStore
 from storage.database import DB_ERRORS, Conn, Database, migrations
@@ -199,6 +199,38 @@ async def test_an_outbox_item_is_claimed_in_lane_order_and_by_one_live_process(
     assert await db.write(claim(first.id, lane, "other", 68_000)) == DONE  # delivered
     assert await db.write(claim(second.id, lane, me, 68_000)) == MINE  # its turn now
     assert await db.write(claim(10_000_000, lane, me, 68_000)) == DONE  # no such item
+
+
+async def test_items_enqueued_on_a_shared_database_say_whether_their_claim_serves(
+    db: Database,
+) -> None:
+    """On a shared database an item is enqueued claimed by its process; it is marked
+    ``claimed_until`` (its first attempt needs no claim) unless an earlier undelivered
+    item of its lane is not ours: then it claims, and waits its turn, as usual."""
+    from storage.outbox_rows import enqueue
+
+    store, cid = await _conversation(SqliteStore(db))
+    lane, other_lane = "c:telegram:41", "d:41"
+
+    def step(owner: str, now: int, *lanes: str) -> Callable[[Conn], tuple[OutboxItem, ...]]:
+        items = [NewOutbox(lane, "send", {"text": str(n)}) for n, lane in enumerate(lanes)]
+        claim = Claim(owner, now + 60_000, shared=True)
+        return lambda conn: enqueue(conn, items, cid, [], now, claim)
+
+    mine = await db.write(step("me", 1_000, lane, lane, other_lane))
+    assert [i.claimed_until for i in mine] == [61_000, 61_000, 61_000]  # ours, in order
+    theirs = await db.write(step("other", 2_000, lane, other_lane))
+    assert [i.claimed_until for i in theirs] == [None, None]  # behind mine: claim, wait
+    await store.outbox_sent(mine[0], 3_000, Delivery())
+    await store.outbox_sent(mine[1], 3_000, Delivery())
+    later = await db.write(step("me", 4_000, lane))
+    assert [i.claimed_until for i in later] == [None]  # behind the other process's item
+    unshared = await db.write(
+        lambda conn: enqueue(
+            conn, [NewOutbox(lane, "send", {})], cid, [], 5_000, Claim("me", 65_000)
+        )  # fmt: skip
+    )
+    assert unshared[0].claimed_until is None  # one process alone: no claims at all
 
 
 async def test_timers_due_in_order(db: Database) -> None:

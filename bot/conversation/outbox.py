@@ -6,7 +6,8 @@ Transient failures (platform down, 429) wait and retry — the wait is stored, s
 restart resumes it; permanent ones are recorded as failed and never block the lane.
 
 On a database other processes share, an item is delivered by the process that claimed
-it (its lease renewed before each attempt); ``resume`` claims what a dead process left
+it (its lease renewed before each attempt but a fresh item's first, which uses the claim
+made when it was enqueued); ``resume`` claims what a dead process left
 once its lease ran out. An item whose lane has an earlier undelivered item of another
 process is let go and taken, in lane order, by a later ``resume``.
 """
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 GoneCallback = Callable[[OutboxItem], Awaitable[None]]
 MAX_UNEXPECTED_ATTEMPTS = 5
+# An item's first attempt uses the claim made when it was enqueued while at least this much
+# of its lease (storage.conversations.CLAIM_LEASE, 60 s) is left; else it claims anew.
+FRESH_CLAIM_LEFT_S = 30.0
 THREAD_CACHE = 10_000
 
 
@@ -170,9 +174,11 @@ class Dispatcher:
         log_conversation.set(item.conversation_id)  # this lane's task: its log lines
         await self._wait_until(item.next_attempt_at)
         attempts = item.attempts
+        fresh = item.claimed_until  # claimed when enqueued: the first attempt may use it
         while True:
-            if self._claims and not await self._mine(item):
+            if self._claims and not self._still_ours(fresh) and not await self._mine(item):
                 return
+            fresh = None
             try:
                 effects = await self._deliver(item)
             except TransientDeliveryError as exc:
@@ -218,6 +224,11 @@ class Dispatcher:
         if state != "mine":
             log.debug("%s #%d not delivered here (%s)", item.op, item.id, state)
         return state == "mine"
+
+    def _still_ours(self, claimed_until: int | None) -> bool:
+        """Is the claim made when the item was enqueued good for a whole attempt? Then
+        the attempt needs no claim of its own (one database round trip fewer)."""
+        return claimed_until is not None and self._in(FRESH_CLAIM_LEFT_S) <= claimed_until
 
     def _in(self, seconds: float) -> int:
         return to_ms(self.clock.now()) + int(seconds * 1000)

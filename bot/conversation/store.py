@@ -132,6 +132,9 @@ class OutboxItem:
     message_id: int | None
     attempts: int = 0
     next_attempt_at: int | None = None
+    # On a shared database: enqueued claimed by this process until then (ms), with no
+    # earlier item of its lane held elsewhere, so its first attempt needs no new claim.
+    claimed_until: int | None = None
 
 
 @dataclass(slots=True)
