@@ -89,9 +89,7 @@ _BEHIND = (
 def _insert_claimed(
     conn: Conn, table: str, rows: Sequence[tuple[Any, ...]], owner: str
 ) -> list[tuple[int, bool]]:
-    width = len(rows[0])
-    marks = ",".join(["(" + ",".join("?" * width) + ")"] * len(rows))
-    params = [value for row in rows for value in row]
+    marks, params = _values(rows)
     result = conn.execute(
         f"INSERT INTO {table} VALUES {marks} RETURNING id, {_BEHIND}", [*params, owner]
     ).fetchall()
@@ -185,8 +183,19 @@ def insert_many(conn: Conn, table: str, rows: Sequence[tuple[Any, ...]]) -> list
     Rowids of one statement are assigned in processing order within our single-writer
     transaction, so sorting the RETURNING ids restores the order of ``rows``.
     """
-    width = len(rows[0])
-    marks = ",".join(["(" + ",".join("?" * width) + ")"] * len(rows))
-    params = [value for row in rows for value in row]
+    marks, params = _values(rows)
     result = conn.execute(f"INSERT INTO {table} VALUES {marks} RETURNING id", params).fetchall()
     return sorted(int(row[0]) for row in result)
+
+
+def insert_rows(conn: Conn, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+    """``head VALUES (…), (…) tail``: one statement for all the rows (on PostgreSQL an
+    ``executemany`` sends one command per row)."""
+    marks, params = _values(rows)
+    conn.execute(f"{head} VALUES {marks} {tail}".rstrip(), params)
+
+
+def _values(rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+    """The ``(?, ?), (?, ?)`` of rows of one width, and their parameters in order."""
+    row = "(" + ",".join("?" * len(rows[0])) + ")"
+    return ",".join([row] * len(rows)), [value for values in rows for value in values]

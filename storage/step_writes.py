@@ -13,7 +13,7 @@ from storage.complaints import write_complaint
 from storage.database import Conn
 from storage.followups import write_followup_changes
 from storage.kb_questions import write_kb_changes
-from storage.outbox_rows import Claim, enqueue, insert_many
+from storage.outbox_rows import Claim, enqueue, insert_many, insert_rows
 from storage.privacy import erase_customer
 
 
@@ -54,9 +54,9 @@ def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> tuple[Outb
             rows,
         )
     if unit.events:
-        conn.executemany(
-            "INSERT INTO events (conversation_id, customer_id, at, kind, actor, data) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+        insert_rows(
+            conn,
+            "INSERT INTO events (conversation_id, customer_id, at, kind, actor, data)",
             [
                 (
                     conversation_id,
@@ -80,11 +80,12 @@ def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> tuple[Outb
                 (conversation_id, *kinds),
             )
         if unit.timers_set:
-            conn.executemany(
-                "INSERT INTO timers (conversation_id, kind, due_at) VALUES (?, ?, ?) "
+            insert_rows(
+                conn,
+                "INSERT INTO timers (conversation_id, kind, due_at)",
+                [(conversation_id, kind, due) for kind, due in unit.timers_set.items()],
                 "ON CONFLICT (conversation_id, kind) DO UPDATE SET due_at = excluded.due_at,"
                 " claimed_by = NULL, claimed_until = NULL",
-                [(conversation_id, kind, due) for kind, due in unit.timers_set.items()],
             )
         if unit.survey_new is not None:
             cols = {"conversation_id": conversation_id, **unit.survey_new}
