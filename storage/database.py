@@ -83,6 +83,19 @@ def is_sqlite(conn: Conn) -> bool:
     return isinstance(conn, sqlite3.Connection)
 
 
+def execute_all(conn: Conn, writes: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    """Writes that return nothing, each to another table: on PostgreSQL one statement
+    (the first ones as data-modifying ``WITH`` parts: one command, not one a write), on
+    SQLite one after the other (it has no such parts; its statements cost no trip)."""
+    if len(writes) == 1 or is_sqlite(conn):
+        for sql, params in writes:
+            conn.execute(sql, params)
+        return
+    *parts, (last, last_params) = writes
+    head = ", ".join(f"w{n} AS ({sql})" for n, (sql, _params) in enumerate(parts))
+    conn.execute(f"WITH {head} {last}", [p for _sql, ps in parts for p in ps] + [*last_params])
+
+
 def table_columns_of(conn: Conn, table: str) -> list[str]:
     """The columns of ``table`` (none when it does not exist), on either engine."""
     if is_sqlite(conn):

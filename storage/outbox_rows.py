@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.conversation.store import Delivery, NewOutbox, OutboxItem
-from storage.database import Conn, Row
+from storage.database import Conn, Row, execute_all
 
 
 def outbox_item(row: Row) -> OutboxItem:
@@ -100,31 +100,27 @@ def record_sent(
     conn: Conn, item: OutboxItem, now: int, effects: Delivery, claim: Claim | None = None
 ) -> tuple[OutboxItem, ...]:
     """A delivery's record (on the database thread, inside ``Database.write``)."""
-    conn.execute(
-        "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
-        (now, item.id),
-    )
+    writes: list[tuple[str, Sequence[Any]]] = [
+        ("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?", (now, item.id))
+    ]
     if item.message_id is not None:
-        conn.execute("UPDATE messages SET delivered_at = ? WHERE id = ?", (now, item.message_id))
+        writes.append(("UPDATE messages SET delivered_at = ? WHERE id = ?", (now, item.message_id)))
     if item.conversation_id is not None:
+        sets: list[str] = []
+        params: list[Any] = []
         if effects.customer_response:
-            agent = (
-                ", first_agent_response_at = COALESCE(first_agent_response_at, ?)"
-                if effects.agent_response
-                else ""
-            )
-            conn.execute(
-                "UPDATE conversations SET first_response_at = "
-                f"COALESCE(first_response_at, ?){agent} WHERE id = ?",
-                (now, now, item.conversation_id)
-                if effects.agent_response
-                else (now, item.conversation_id),
-            )
+            sets.append("first_response_at = COALESCE(first_response_at, ?)")
+            params.append(now)
+            if effects.agent_response:
+                sets.append("first_agent_response_at = COALESCE(first_agent_response_at, ?)")
+                params.append(now)
         if effects.thread is not None:
-            conn.execute(
-                "UPDATE conversations SET desk_thread = ?, desk_header = ? WHERE id = ?",
-                (effects.thread, effects.header_message, item.conversation_id),
-            )
+            sets.append("desk_thread = ?, desk_header = ?")
+            params += [effects.thread, effects.header_message]
+        if sets:
+            sql = f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?"
+            writes.append((sql, [*params, item.conversation_id]))
+    execute_all(conn, writes)
     return enqueue(conn, effects.follow_up, item.conversation_id, [], now, claim)
 
 

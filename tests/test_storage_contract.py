@@ -161,6 +161,21 @@ async def test_outbox_pending_sent_retry_failed(db: Database) -> None:
     retried = await db.fetchone("SELECT error FROM outbox WHERE id = ?", (second.id,))
     assert retried is not None
     assert len(retried["error"]) == 500
+    # Every field a delivery records, in one statement on PostgreSQL (execute_all).
+    effects = Delivery(customer_response=True, agent_response=True, thread="T1",
+                       header_message="H1")  # fmt: skip
+    await store.outbox_sent(second, 6_000, effects)
+    conv_row = await db.fetchone(
+        "SELECT first_response_at, first_agent_response_at, desk_thread, desk_header"
+        " FROM conversations WHERE id = ?",
+        (cid,),
+    )
+    assert conv_row is not None
+    assert tuple(conv_row) == (3_000, 6_000, "T1", "H1")  # the first response stays
+    second_row = await db.fetchone("SELECT sent_at, attempts FROM outbox WHERE id = ?",
+                                   (second.id,))  # fmt: skip
+    assert second_row is not None
+    assert tuple(second_row) == (6_000, 2)
 
 
 async def test_an_outbox_item_is_claimed_in_lane_order_and_by_one_live_process(
