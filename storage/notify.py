@@ -96,6 +96,10 @@ class Changes:
         ``committed`` once the write has returned."""
         return encode({**note, "o": self.origin})
 
+    def line_note_column(self) -> tuple[str, tuple[Any, ...]] | None:
+        """PostgreSQL only (see ``PgChanges``): here notes go through ``in_write``."""
+        return None
+
     def committed(self, text: str) -> None:
         """After the write that carried the note: this process's listeners (SQLite)."""
         asyncio.get_running_loop().call_soon(self._heard, text)
@@ -144,6 +148,15 @@ class PgChanges(Changes):
 
     def committed(self, text: str) -> None:
         """Nothing more: every process, this one included, hears it through LISTEN."""
+
+    def line_note_column(self) -> tuple[str, tuple[Any, ...]]:
+        """A RETURNING column for a statement that writes one ``web_messages`` row: it
+        sends that line's note, as ``in_write`` would, without a statement of its own."""
+        sql = (
+            "pg_notify(?, json_build_object('t', 'line', 'v', visitor, 's', seq,"
+            " 'o', ?::text)::text)"
+        )
+        return sql, (CHANNEL, self.origin)
 
     async def start(self) -> None:
         try:

@@ -145,17 +145,21 @@ class WebStore:
         changes = self.changes
         shared = self.db.engine == "postgresql"
         mark = visitor_mark(visitor)
+        # PostgreSQL: the note rides the INSERT's RETURNING (one statement fewer).
+        noting = changes.line_note_column() if changes is not None else None
+        sql, extra = (_APPEND, ()) if noting is None else (f"{_APPEND}, {noting[0]}", noting[1])
 
         def add(conn: Conn) -> tuple[int, str | None] | None:
             if shared:  # several processes: one append per visitor at a time
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (visitor,))
-            row = conn.execute(_APPEND, (visitor, at, author, text, shown, client_id, name,
-                                         visitor, mark, visitor, client_id)).fetchone()  # fmt: skip
+            params = (visitor, at, author, text, shown, client_id, name,
+                      visitor, mark, visitor, client_id, *extra)  # fmt: skip
+            row = conn.execute(sql, params).fetchone()
             if row is None:
                 return None
             seq = int(row[0])
             note = None
-            if changes is not None:
+            if changes is not None and noting is None:
                 note = changes.in_write(conn, {"t": "line", "v": visitor, "s": seq})
             return seq, note
 

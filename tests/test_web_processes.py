@@ -244,6 +244,33 @@ async def test_a_note_goes_out_only_if_its_write_commits(pg_url: str) -> None:
         await db.close()
 
 
+async def test_a_stored_line_sends_its_note_from_its_own_insert(pg_url: str) -> None:
+    """On PostgreSQL the line's note rides the INSERT (RETURNING): one note for each
+    line stored, with its visitor, seq and origin; none for a line refused (a resent
+    frame's client id)."""
+    db = await Database.open(pg_url)
+    changes = PgChanges(db, pg_url)
+    heard: list[dict[str, Any]] = []
+    changes.subscribe(heard.append)
+    await changes.start()
+    store = WebStore(db, changes)
+    try:
+        first = await store.append("v1", 1_000, "customer", "bonjour", client_id="c1")
+        again = await store.append("v1", 1_001, "customer", "bonjour", client_id="c1")
+        second = await store.append("v1", 1_002, "bot", "Bonjour !")
+        assert first is not None
+        assert again is None
+        assert second is not None
+        await eventually(lambda: len(heard) == 2)
+        assert [(n["t"], n["v"], n["s"], n["o"]) for n in heard] == [
+            ("line", "v1", first.seq, changes.origin),
+            ("line", "v1", second.seq, changes.origin),
+        ]
+    finally:
+        await changes.stop()
+        await db.close()
+
+
 async def test_one_process_hears_a_written_note_after_the_write() -> None:
     changes = Changes()
     heard: list[dict[str, Any]] = []
