@@ -28,7 +28,7 @@ from bot.conversation.store import (
 )
 from storage.complaints import load_complaint
 from storage.customer_history import customer_context as _customer_context
-from storage.database import Conn, Database, Row
+from storage.database import DB_ERRORS, Conn, Database, Row
 from storage.followups import SqliteFollowups
 from storage.inbound_queue import process_owner
 from storage.kb_questions import latest_kb_question
@@ -41,7 +41,7 @@ from storage.outbox_rows import (
 )
 from storage.pg_sessions import key_lock_id
 from storage.routing import RoutingQueries
-from storage.step_writes import Duplicate, apply_step
+from storage.step_writes import apply_step, redelivered
 
 _SELECT = """
 SELECT c.*, cu.key AS customer_key, cu.name AS customer_name,
@@ -228,8 +228,10 @@ class SqliteStore(RoutingQueries):
         try:
             claim = self._claim(unit.now)
             items = await self.db.write(lambda conn: apply_step(conn, unit, claim))
-        except Duplicate:
-            return Applied(applied=False)
+        except DB_ERRORS as exc:
+            if redelivered(exc):
+                return Applied(applied=False)
+            raise
         return Applied(applied=True, outbox=items)
 
     async def transcript(self, conversation_id: int, limit: int) -> list[TranscriptLine]:

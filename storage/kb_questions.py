@@ -11,35 +11,39 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bot.clock import to_ms
 from bot.conversation.store import KbQuestionRecord, Unit
 from bot.insights.kpi import Period
-from storage.database import Conn, Database
+from storage.database import Database
 
 GAP = "(q.outcome IN ('missed', 'other') OR q.helped = 0)"
 
 
-def write_kb_changes(
-    conn: Conn, unit: Unit, conversation_id: int, message_ids: Sequence[int]
-) -> None:
-    """A step's kb_questions writes (on the database thread, inside ``SqliteStore.apply``)."""
+def kb_writes(
+    unit: Unit, conversation_id: int, message_ids: Sequence[int]
+) -> list[tuple[str, Sequence[Any]]]:
+    """A step's kb_questions writes (run by ``apply_step`` with its others): a new
+    question, and the verdict on an earlier one (another row)."""
+    writes: list[tuple[str, Sequence[Any]]] = []
     question, verdict = unit.kb_question, unit.kb_verdict
     if question is not None:
         candidates = json.dumps(list(question.candidates)) if question.candidates else None
-        conn.execute(
+        writes.append((
             "INSERT INTO kb_questions (conversation_id, message_id, language, outcome, entry,"
             " candidates, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (conversation_id, message_ids[question.message], question.language,
              question.outcome, question.entry, candidates, unit.now),
-        )  # fmt: skip
+        ))  # fmt: skip
     if verdict is not None:
         helped = None if verdict.helped is None else int(verdict.helped)
-        conn.execute(
+        writes.append((
             "UPDATE kb_questions SET outcome = COALESCE(?, outcome), entry = COALESCE(?, entry),"
             " helped = COALESCE(?, helped), decided_at = ? WHERE id = ? AND conversation_id = ?",
             (verdict.outcome, verdict.entry, helped, unit.now, verdict.question, conversation_id),
-        )
+        ))  # fmt: skip
+    return writes
 
 
 async def latest_kb_question(db: Database, conversation_id: int) -> KbQuestionRecord | None:

@@ -184,11 +184,13 @@ def insert_many(conn: Conn, table: str, rows: Sequence[tuple[Any, ...]]) -> list
     return sorted(int(row[0]) for row in result)
 
 
-def insert_rows(conn: Conn, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
-    """``head VALUES (…), (…) tail``: one statement for all the rows (on PostgreSQL an
-    ``executemany`` sends one command per row)."""
+def rows_statement(
+    head: str, rows: Sequence[Sequence[Any]], tail: str = ""
+) -> tuple[str, list[Any]]:
+    """``head VALUES (…), (…) tail`` and its parameters: one statement for all the rows
+    (on PostgreSQL an ``executemany`` sends one command per row)."""
     marks, params = _values(rows)
-    conn.execute(f"{head} VALUES {marks} {tail}".rstrip(), params)
+    return f"{head} VALUES {marks} {tail}".rstrip(), params
 
 
 def _values(rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:

@@ -5,42 +5,53 @@ events, timers, surveys, follow-ups, complaints and the outbox items it queues."
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Sequence
 from typing import Any
+
+import psycopg
 
 from bot.conversation.model import State
 from bot.conversation.store import OutboxItem, Unit
 from storage.complaints import write_complaint
-from storage.database import Conn
+from storage.database import Conn, execute_all
 from storage.followups import write_followup_changes
-from storage.kb_questions import write_kb_changes
-from storage.outbox_rows import Claim, enqueue, insert_many, insert_rows
+from storage.kb_questions import kb_writes
+from storage.outbox_rows import Claim, enqueue, insert_many, rows_statement
 from storage.privacy import erase_customer
 
 
-class Duplicate(Exception):
-    """Raised inside a transaction to roll back a redelivered update."""
+def redelivered(exc: BaseException) -> bool:
+    """Did a step fail on its inbound key, i.e. was its update stored already? (A step's
+    ``INSERT INTO inbound`` has no ``ON CONFLICT``: a redelivery, rare, fails and rolls
+    back the whole step, so a fresh update's check costs no round trip of its own.)"""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "inbound.dedup_key" in str(exc)
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return exc.diag.table_name == "inbound"
+    return False
 
 
 def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> tuple[OutboxItem, ...]:
-    """One engine step's writes (on the database thread, inside ``Database.write``)."""
+    """One engine step's writes (on the database thread, inside ``Database.write``).
+
+    The writes that read nothing and touch a table once go out together at the end
+    (``execute_all``: one statement on PostgreSQL); those whose ids are needed (messages,
+    outbox items) and the rare ones run in place."""
     now = unit.now
+    batch: list[tuple[str, Sequence[Any]]] = []
     if unit.dedup_key is not None:
-        fresh = conn.execute(
-            "INSERT INTO inbound (dedup_key, at) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1",
-            (unit.dedup_key, now),
-        )
-        if not fresh.fetchall():  # stepped to the end: the statement is done
-            raise Duplicate
+        batch.append(("INSERT INTO inbound (dedup_key, at) VALUES (?, ?)", (unit.dedup_key, now)))
     conv = unit.conversation
     conversation_id = conv.id if conv else None
     customer_id = conv.customer_id if conv else unit.customer_id
     if conv is not None and conv.changes:
         names = list(conv.changes)
         sets = ", ".join(f"{name} = ?" for name in names)
-        conn.execute(
+        batch.append((
             f"UPDATE conversations SET {sets}, updated_at = ? WHERE id = ?",
             [*(_db(conv.changes[n]) for n in names), now, conv.id],
-        )
+        ))  # fmt: skip
         conv.changes.clear()
     message_ids: list[int] = [0] * len(unit.messages)
     if conversation_id is not None and unit.messages:
@@ -54,8 +65,7 @@ def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> tuple[Outb
             rows,
         )
     if unit.events:
-        insert_rows(
-            conn,
+        batch.append(rows_statement(
             "INSERT INTO events (conversation_id, customer_id, at, kind, actor, data)",
             [
                 (
@@ -68,7 +78,7 @@ def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> tuple[Outb
                 )
                 for e in unit.events
             ],
-        )
+        ))  # fmt: skip
     if conversation_id is not None:
         if unit.clear_all_timers:
             conn.execute("DELETE FROM timers WHERE conversation_id = ?", (conversation_id,))
@@ -79,14 +89,13 @@ def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> tuple[Outb
                 f"({','.join('?' * len(kinds))})",
                 (conversation_id, *kinds),
             )
-        if unit.timers_set:
-            insert_rows(
-                conn,
+        if unit.timers_set:  # after the DELETE above, which ran in place
+            batch.append(rows_statement(
                 "INSERT INTO timers (conversation_id, kind, due_at)",
                 [(conversation_id, kind, due) for kind, due in unit.timers_set.items()],
                 "ON CONFLICT (conversation_id, kind) DO UPDATE SET due_at = excluded.due_at,"
                 " claimed_by = NULL, claimed_until = NULL",
-            )
+            ))  # fmt: skip
         if unit.survey_new is not None:
             cols = {"conversation_id": conversation_id, **unit.survey_new}
             conn.execute(
@@ -101,12 +110,14 @@ def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> tuple[Outb
                 [*(unit.survey_update[n] for n in names), conversation_id],
             )
     if conversation_id is not None:
-        write_kb_changes(conn, unit, conversation_id, message_ids)
+        batch += kb_writes(unit, conversation_id, message_ids)
         write_followup_changes(conn, unit, conversation_id, customer_id)
         if unit.complaint is not None:
             write_complaint(conn, conversation_id, unit.complaint, now)
     if customer_id is not None:
         _customer_changes(conn, unit, customer_id)
+    if batch:
+        execute_all(conn, batch)
     items = enqueue(conn, unit.outbox, conversation_id, message_ids, now, claim)
     if unit.customer_forget and customer_id is not None:
         # Last, so that this step's own messages and payloads are erased too.

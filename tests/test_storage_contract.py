@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 
@@ -20,8 +22,10 @@ from bot.conversation.store import Delivery, NewEvent, NewMessage, NewOutbox, Ou
 from bot.knowledge.text import fold
 from storage.conversations import SqliteStore
 from storage.database import DB_ERRORS, Conn, Database, migrations
+from storage.group_commit import GroupCommitted
 from storage.outbox_rows import DONE, MINE, WAIT, Claim, claim_item
 from storage.privacy import PrivacyStore
+from tests.waiting import eventually
 
 ANA = Customer("telegram", "41", "Ana Ünal")
 ANA_CHAT = Address("telegram", "41")
@@ -94,6 +98,42 @@ async def test_a_step_is_applied_once_per_delivery(db: Database) -> None:
         ("customer", "où est mon colis ?"),
         ("bot", "Il part demain."),
     ]
+
+
+async def test_a_redelivery_in_a_group_of_writes_fails_alone(db: Database) -> None:
+    """Steps committed together (group commit): the one whose update was stored already
+    is not applied (its inbound key fails, the group runs again without it); the others
+    are, once each."""
+    store = SqliteStore(db)
+    conv = await store.open_conversation(ANA, ANA_CHAT, "fr", 1_000)
+
+    def unit(key: str, text: str) -> Unit:
+        step = Unit(2_000, key, conversation=conv)
+        step.message(NewMessage("in", "customer", text))
+        step.events.append(NewEvent("customer_message", "customer"))
+        return step
+
+    assert (await store.apply(unit("tg:1", "un"))).applied
+    started, go = threading.Event(), threading.Event()
+
+    def gate(conn: Conn) -> None:  # holds the write thread: the steps queue up behind it
+        started.set()
+        if not go.wait(10):
+            raise TimeoutError("the test never opened the gate")
+
+    held = asyncio.create_task(db.write(gate))
+    assert await asyncio.to_thread(started.wait, 10)
+    steps = [("tg:2", "deux"), ("tg:1", "un encore"), ("tg:3", "trois")]
+    results = [asyncio.create_task(store.apply(unit(k, t))) for k, t in steps]
+    await eventually(lambda: len(cast(GroupCommitted, db)._queued) == len(steps))
+    go.set()
+    await held
+    assert [r.applied for r in await asyncio.gather(*results)] == [True, False, True]
+    lines = await store.transcript(conv.id, 10)
+    assert [x.text for x in lines] == ["un", "deux", "trois"]
+    count = await db.fetchone("SELECT COUNT(*) FROM events WHERE kind = 'customer_message'")
+    assert count is not None
+    assert count[0] == 3
 
 
 async def test_a_failed_step_leaves_nothing(db: Database) -> None:
