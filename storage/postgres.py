@@ -96,13 +96,23 @@ class PgRow:
 
 
 def _rows(cursor: Any) -> RowMaker[PgRow]:
-    names = [d.name for d in cursor.description or ()]
-    index = {name: i for i, name in enumerate(names)}
+    """The row maker of one result (psycopg asks for one per statement): its column names
+    read from the result itself, and their index shared by every result of the same
+    columns (``cursor.description`` built a Column object per column per statement)."""
+    result = cursor.pgresult
+    fields = tuple(result.fname(i) for i in range(result.nfields)) if result is not None else ()
+    names, index = _columns(fields)
 
     def make(values: Sequence[Any]) -> PgRow:
         return PgRow(tuple(values), names, index)
 
     return make
+
+
+@functools.lru_cache(maxsize=512)
+def _columns(fields: tuple[bytes | None, ...]) -> tuple[list[str], dict[str, int]]:
+    names = [(f or b"").decode() for f in fields]
+    return names, {name: i for i, name in enumerate(names)}
 
 
 class _NumericLoader(Loader):
