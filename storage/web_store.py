@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bot.errors import StorageError
 from storage.conversations import transcript_lines
 from storage.database import Conn, Database, Row
 from storage.notify import Changes
@@ -74,8 +75,14 @@ _APPEND = """INSERT INTO web_messages(visitor, seq, at, author, text, choices, c
 SELECT ?, next.seq, ?, ?, ?, ?, ?, ?
 FROM (SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM web_messages WHERE visitor = ?) next
 WHERE NOT EXISTS (SELECT 1 FROM web_settings WHERE key = ?)
-  AND NOT EXISTS (SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?)
-RETURNING seq"""
+  AND NOT EXISTS (SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?)"""
+
+# Why an append stored nothing: the visitor was erased, or the line is a resent frame's.
+_REFUSED = """SELECT EXISTS (SELECT 1 FROM web_settings WHERE key = ?)
+    OR EXISTS (SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?)"""
+
+# Another process's line took the seq ours was given, again and again: give up then.
+SEQ_TRIES = 50
 
 
 def _line(row: Row) -> WebLine:
@@ -140,21 +147,31 @@ class WebStore:
         was erased, or ``client_id`` was already stored.
 
         One write, one INSERT (group-committed with the others): the erasure and
-        duplicate checks and the next seq are in its SELECT."""
+        duplicate checks and the next seq are in its SELECT. On PostgreSQL the line's
+        note rides its RETURNING, and two processes may give two lines one seq: the
+        second does nothing (``ON CONFLICT``) and tries again with the next one."""
         shown = json.dumps(choices or [], ensure_ascii=False)
         changes = self.changes
         shared = self.db.engine == "postgresql"
         mark = visitor_mark(visitor)
-        # PostgreSQL: the note rides the INSERT's RETURNING (one statement fewer).
         noting = changes.line_note_column() if changes is not None else None
-        sql, extra = (_APPEND, ()) if noting is None else (f"{_APPEND}, {noting[0]}", noting[1])
+        sql = _APPEND + (" ON CONFLICT DO NOTHING" if shared else "") + " RETURNING seq"
+        extra: tuple[Any, ...] = ()
+        if noting is not None:
+            sql, extra = f"{sql}, {noting[0]}", noting[1]
+        params = (visitor, at, author, text, shown, client_id, name,
+                  visitor, mark, visitor, client_id, *extra)  # fmt: skip
 
         def add(conn: Conn) -> tuple[int, str | None] | None:
-            if shared:  # several processes: one append per visitor at a time
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (visitor,))
-            params = (visitor, at, author, text, shown, client_id, name,
-                      visitor, mark, visitor, client_id, *extra)  # fmt: skip
             row = conn.execute(sql, params).fetchone()
+            tries = 1
+            while row is None and shared:  # refused, or the seq was taken meanwhile
+                refused = conn.execute(_REFUSED, (mark, visitor, client_id)).fetchone()
+                if refused is not None and refused[0]:
+                    return None
+                if tries >= SEQ_TRIES:
+                    raise StorageError(f"no free line number for a visitor after {tries} tries")
+                row, tries = conn.execute(sql, params).fetchone(), tries + 1
             if row is None:
                 return None
             seq = int(row[0])

@@ -271,6 +271,27 @@ async def test_a_stored_line_sends_its_note_from_its_own_insert(pg_url: str) -> 
         await db.close()
 
 
+async def test_two_processes_writing_one_visitors_lines_lose_none(pg_url: str) -> None:
+    """No lock: two processes may give two lines the same seq; the second finds it taken
+    (ON CONFLICT), and tries the next one. Every line is stored once, seqs 1..n."""
+    first, second = await Database.open(pg_url), await Database.open(pg_url)
+    try:
+        stores = (WebStore(first), WebStore(second))
+        for _ in range(3):  # three rounds of lines written at once by both
+            lines = await asyncio.gather(*(
+                stores[n % 2].append("v7", 1_000 + n, "bot", f"ligne {n}") for n in range(40)
+            ))  # fmt: skip
+            assert all(line is not None for line in lines)
+        stored = await stores[0].since("v7", 0)
+        assert [line.seq for line in stored] == list(range(1, 121))
+        assert len({line.text for line in stored}) == 40
+        assert await stores[1].append("v7", 9_000, "customer", "hé", client_id="c1") is not None
+        assert await stores[0].append("v7", 9_001, "customer", "hé", client_id="c1") is None
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_one_process_hears_a_written_note_after_the_write() -> None:
     changes = Changes()
     heard: list[dict[str, Any]] = []
