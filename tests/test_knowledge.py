@@ -119,6 +119,30 @@ def test_english_message_finds_a_french_only_entry_through_synonyms() -> None:
     )
 
 
+def test_words_are_not_stemmed_for_synonym_groups_that_do_not_exist(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without synonym groups, a message's words are stemmed for the index only (a new
+    word's stem costs 30 µs a language); with groups, a word still finds its group by
+    its stem ("remboursez" → "rembourser")."""
+    from bot.knowledge import lexical, text
+
+    stemmed: list[tuple[str, str]] = []
+    original = text.stem
+
+    def counting(word: str, language: str) -> str:
+        stemmed.append((word, language))
+        return original(word, language)
+
+    monkeypatch.setattr(lexical.textmod, "stem", counting)
+    none = lexical.Synonyms([])
+    assert none._single("remboursez", "remboursez") is None
+    assert stemmed == []
+    groups = lexical.Synonyms([["rembourser", "argent"]])
+    assert groups._single("remboursez", "remboursez") == "~0"
+    assert stemmed
+
+
 def test_synonyms_bridge_different_words() -> None:
     message = "quand vais-je récupérer mon argent ?"
     plain = KnowledgeBase.from_entries(ENTRIES).match(message)

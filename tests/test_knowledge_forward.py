@@ -176,3 +176,56 @@ def test_a_clause_reuses_the_messages_positions(use: UseEncoder) -> None:
     assert np.abs(forward.encode(texts) - wheel(use, texts)).max() <= 1e-5
     alone = distinct_contexts(flat[: lens[0]], starts[:1], lens[:1])
     assert alone == (None, None)  # one sentence without repeats: nothing to share
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 12])
+@pytest.mark.parametrize("shape", [(1280, 512), (320, 320)])
+def test_few_rows_product_is_the_matrix_product(rows: int, shape: tuple[int, int]) -> None:
+    """Sliced for 2–4 rows by a matrix larger than 2 MB: the same product (to float
+    rounding), whatever the number of rows or the matrix."""
+    from bot.knowledge.forward import few_rows_product
+
+    rng = np.random.default_rng(rows)
+    left = rng.standard_normal((rows, shape[0]), dtype=np.float32)
+    weights = rng.standard_normal(shape, dtype=np.float32)
+    exact = left.astype(np.float64) @ weights.astype(np.float64)
+    got = few_rows_product(left, weights)
+    assert got.shape == exact.shape
+    assert got.dtype == np.float32
+    assert np.abs(got - exact).max() <= 1e-5 * np.abs(exact).max()
+
+
+def test_texts_sharing_positions_are_summed_as_the_wheel_does(use: UseEncoder) -> None:
+    """Message and clauses share most positions (computed once, counted in each text's
+    sum); single texts, distinct texts and a text given twice: the wheel's vectors."""
+    from bot.knowledge.text import clauses
+
+    message = "Bonjour, ma commande est arrivée abîmée. Mais je voudrais savoir comment la rendre ?"
+    forward = CachedForward(use._model._model)
+    batches = [
+        [message, *clauses(message)],
+        [message],
+        ["où est mon colis", "I forgot my password", "ok"],
+        [message, "ok", message],
+    ]
+    for texts in batches:
+        assert np.abs(forward.encode(texts) - wheel(use, texts)).max() <= 1e-5, texts
+
+
+def test_the_process_wide_single_blas_thread_is_not_set_again(
+    use: UseEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once ``single_threaded_blas`` has put the process on one thread, encoding does not
+    set and restore the thread count around every message (0.1 ms each time)."""
+    texts = ["où est mon colis", "I forgot my password"]
+    expected = use.encode(texts)
+    calls: list[object] = []
+    backend = use._model._model
+    original = backend._threadpool
+    monkeypatch.setattr(backend, "_threadpool", lambda **kw: calls.append(kw) or original(**kw))
+    monkeypatch.setattr(encoder_module, "_blas_limited", True)
+    assert np.array_equal(use.encode(texts), expected)
+    assert calls == []
+    monkeypatch.setattr(encoder_module, "_blas_limited", False)
+    assert np.array_equal(use.encode(texts), expected)
+    assert calls == [{"limits": 1, "user_api": "blas"}]

@@ -400,6 +400,36 @@ def test_similarities_follow_their_definition_with_clauses(rows: int) -> None:
         assert sims.answer[number] == pytest.approx(side.max(), abs=1e-6)
 
 
+def test_texts_asked_twice_have_one_column_and_tie_exactly() -> None:
+    """Two entries with the same questions and answer get the very same cosines (one
+    column per distinct text), and the columns hold every other text's vector."""
+    from bot.knowledge.semantic import SemanticIndex
+
+    refund = ENTRIES[1]
+    twin = KbEntry("refund-delay-again", refund.topic, refund.questions, refund.answers)
+    encoder = CountingEncoder()
+    index = SemanticIndex(encoder, [*ENTRIES, twin])
+    texts = index._texts
+    assert index._columns.shape[1] == len(set(texts)) < len(texts)
+    rows = encoder.encode(texts)
+    assert np.array_equal(index._columns.T[index._column_of], rows)
+    for number in (0, 4, 7):
+        vectors = normalized(np.random.default_rng(number).standard_normal((3, 26)))
+        sims = index.similarities(vectors)
+        for values in (sims.question, sims.pair, sims.answer):
+            assert values[1] == values[3]  # bit for bit, not approximately
+            assert values.dtype == np.float32
+        assert np.array_equal(index.known(texts[:2]), rows[:2])
+
+
+def test_spread_is_the_standard_deviation_of_the_ranks() -> None:
+    from bot.knowledge.calibration import SPREAD_FLOOR, spread
+
+    ranks = np.random.default_rng(5).standard_normal(200).astype(np.float32)
+    assert spread(ranks) == pytest.approx(float(ranks.std()), rel=1e-6)
+    assert spread(np.full(7, 0.3, dtype=np.float32)) == SPREAD_FLOOR
+
+
 def test_a_huge_message_is_matched_on_its_beginning(kb: KnowledgeBase) -> None:
     """A pasted novel (or a fuzzer's 40,000 « ﷺ ») once cost 30 s of CPU on the event loop:
     only the first ``MATCHED_CHARS`` characters are matched, and giant "words" are not

@@ -110,7 +110,8 @@ def rank_score(
 
 def spread(ranks: npt.NDArray[np.float32]) -> float:
     """The scale of one message's margins: the standard deviation of every entry's rank."""
-    return max(float(ranks.std()), SPREAD_FLOOR)
+    deviations = ranks - ranks.mean()  # as ``ranks.std()``, without its 25 µs of overhead
+    return max(math.sqrt(float(np.dot(deviations, deviations)) / len(ranks)), SPREAD_FLOOR)
 
 
 def scaled_margin(rank: float, rival: float, scale: float) -> float:

@@ -130,6 +130,8 @@ class UseEncoder:
             return np.zeros((0, 512), dtype=np.float32)
         if self._forward is None:
             return normalized(self._model.encode(list(texts)))
+        if _blas_limited:  # the whole process is on one BLAS thread already: setting and
+            return normalized(self._forward.encode(texts))  # restoring it cost 0.1 ms
         limit = getattr(self._model._model, "_threadpool", None)  # as the wheel: 1 thread
         with limit(limits=1, user_api="blas") if limit is not None else nullcontext():
             return normalized(self._forward.encode(texts))

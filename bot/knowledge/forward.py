@@ -60,6 +60,7 @@ _ORDERS: Final = ((2, 0), (3, 1), (5, 2))  # (n-gram order, left context) per br
 _MAX_LEFT: Final = 2
 _BLOCKS: Final = sum(n for n, _left in _ORDERS)  # first-layer products kept per token
 _FIRST_BLOCK: Final = (0, 2, 5)  # each branch's first block among them
+_SLICE: Final = 256  # weight rows per slice in ``few_rows_product``
 
 Floats = npt.NDArray[np.float32]
 Ints = npt.NDArray[np.int64]
@@ -154,6 +155,23 @@ def distinct_contexts(flat: Ints, starts: Ints, lens: Ints) -> tuple[Ints | None
     if len(kept) == n_tokens:
         return None, None
     return kept, spread.ravel()
+
+
+def few_rows_product(rows: Floats, weights: Floats) -> Floats:
+    """``rows @ weights``; for 2–4 rows and weights of more than 2 MB, in slices of 256
+    weight rows (half a megabyte, kept in the core's cache for every row).
+
+    OpenBLAS's product of a few rows by a matrix larger than that cache took twice as
+    long as its slices' (the text and its clauses by the 1280 × 512 output projection:
+    180 µs against 85 for 3 rows, cache warm; 290 against 220 from memory). One row
+    is a matrix-vector product, which streams well already; many rows amortize."""
+    if not 2 <= len(rows) <= 4 or weights.nbytes <= HUGE_PAGE:
+        product: Floats = rows @ weights
+        return product
+    out: Floats = rows[:, :_SLICE] @ weights[:_SLICE]
+    for start in range(_SLICE, len(weights), _SLICE):
+        out += rows[:, start : start + _SLICE] @ weights[start : start + _SLICE]
+    return out
 
 
 class WordTokenizer:
@@ -362,10 +380,17 @@ class CachedForward:
             feats[:, offset : offset + _CNN_DIM] = c2
 
         layernorm(feats, b.ln_g, b.ln_b, self._eps)
-        if spread is not None:
-            feats = feats[spread]
-        # As the wheel: sum the tokens, then project (the projection is linear).
-        mean = np.add.reduceat(feats, starts, axis=0) @ self._cnn_w
+        # As the wheel: sum the tokens, then project (the projection is linear). The sums
+        # as a product (how many times each computed row occurs in each text, times the
+        # rows): ``np.add.reduceat`` took 25–75 µs, this 5–10.
+        if len(group) == 1:
+            sums = feats.sum(axis=0, keepdims=True)
+        else:
+            text = np.repeat(np.arange(len(group), dtype=np.int64), lens)
+            row = spread if spread is not None else np.arange(n_tokens, dtype=np.int64)
+            counts = np.bincount(text * count + row, minlength=len(group) * count)
+            sums = counts.reshape(len(group), count).astype(np.float32) @ feats
+        mean = few_rows_product(sums, self._cnn_w)
         flens = lens.astype(np.float32)
         mean += flens[:, None] * b.cnn_b
         mean *= np.reciprocal(np.sqrt(flens))[:, None]

@@ -135,7 +135,10 @@ class Synonyms:
         concept = self.phrases.get((key,))
         if concept is None and len(word) >= self.STEM_MIN_LENGTH and not word.isdigit():
             for lang in LANGUAGES:
-                concept = self.stems[lang].get(textmod.stem(word, lang))
+                stems = self.stems[lang]
+                if not stems:  # no synonym group: no stem to compute (30 µs a new word)
+                    continue
+                concept = stems.get(textmod.stem(word, lang))
                 if concept is not None:
                     break
         return concept
