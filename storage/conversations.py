@@ -227,7 +227,7 @@ class SqliteStore(RoutingQueries):
     async def apply(self, unit: Unit) -> Applied:
         try:
             claim = self._claim(unit.now)
-            items = await self.db.write(lambda conn: apply_step(conn, unit, claim))
+            items = await self.db.write_later(lambda conn: apply_step(conn, unit, claim))
         except DB_ERRORS as exc:
             if redelivered(exc):
                 return Applied(applied=False)
@@ -319,7 +319,7 @@ class SqliteStore(RoutingQueries):
         self, item: OutboxItem, now: int, effects: Delivery
     ) -> tuple[OutboxItem, ...]:
         claim = self._claim(now)
-        return await self.db.write(lambda conn: record_sent(conn, item, now, effects, claim))
+        return await self.db.write_later(lambda conn: record_sent(conn, item, now, effects, claim))
 
     async def outbox_retry(self, item: OutboxItem, next_attempt_at: int, error: str) -> None:
         """The lease runs to the next attempt and beyond: a waiting item stays ours."""

@@ -32,11 +32,12 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import psycopg
 
@@ -76,6 +77,35 @@ class Conn(Protocol):
 
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Later(Generic[T]):
+    """What a work of ``write_later`` gives back: its result, read once its transaction
+    has committed. On PostgreSQL a group's statements go out as one pipeline, and rows
+    read inside a work wait for a round trip of their own; rows read after the COMMIT
+    came with it."""
+
+    read: Callable[[], T]
+
+
+def later(conn: Conn, cursor: Cursor, finish: Callable[[list[Any]], T]) -> Later[T]:
+    """``finish(rows)`` of ``cursor``'s rows, after the COMMIT (SQLite reads them now: its
+    statements cost no trip, and a cursor is read before its transaction ends)."""
+    if is_sqlite(conn):
+        rows = cursor.fetchall()
+        return Later(lambda: finish(rows))
+    return Later(lambda: finish(cursor.fetchall()))
+
+
+def settled(ok: bool, value: Any) -> tuple[bool, Any]:
+    """A work's outcome with its ``Later`` read (on the database thread, after COMMIT)."""
+    if not ok or not isinstance(value, Later):
+        return ok, value
+    try:
+        return True, value.read()
+    except Exception as exc:
+        return False, exc
 
 
 def is_sqlite(conn: Conn) -> bool:
@@ -318,6 +348,10 @@ class Database:
         async with self._write_lock:
             return await self._run(self._write_now, work)
 
+    async def write_later(self, work: Callable[[Conn], Later[T]]) -> T:
+        """``write``, for a work whose result is read after the COMMIT (``Later``)."""
+        return cast(T, await self.write(work))
+
     async def read(self, work: Callable[[Conn], T]) -> T:
         """Run ``work`` (plain DB-API reads) in one hop to the database thread."""
         async with self._write_lock:  # never inside another caller's open transaction
@@ -331,6 +365,8 @@ class Database:
             self._rollback()
             raise
         self._commit()
+        if isinstance(result, Later):
+            return cast(T, result.read())
         return result
 
     @asynccontextmanager

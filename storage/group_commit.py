@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from storage.database import Conn, Database
+from storage.database import Conn, Database, settled
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class GroupCommitted(Database):
             rest = works[len(outcomes) :]
             done = self._lone(rest[0]) if len(rest) == 1 else self._one_transaction(rest)
             outcomes.extend(done)
-        return outcomes
+        return [settled(ok, value) for ok, value in outcomes]
 
     def _lone(self, work: Work) -> list[Outcome]:
         """One work alone: its own transaction, no savepoint."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.conversation.store import Delivery, NewOutbox, OutboxItem
-from storage.database import Conn, Row, execute_all
+from storage.database import Conn, Later, Row, execute_all, later
 
 
 def outbox_item(row: Row) -> OutboxItem:
@@ -44,10 +44,11 @@ def enqueue(
     message_ids: Sequence[int],
     now: int,
     claim: Claim | None = None,
-) -> tuple[OutboxItem, ...]:
-    """Insert a step's outbox items, claimed by the process that will deliver them."""
+) -> Later[tuple[OutboxItem, ...]]:
+    """Insert a step's outbox items, claimed by the process that will deliver them; their
+    ids are read after the COMMIT (``Later``)."""
     if not outbox:
-        return ()
+        return Later(tuple)
     owner, until = (claim.owner, claim.until) if claim else (None, None)
     links = [message_ids[o.message] or None if o.message is not None else None for o in outbox]
     rows = [
@@ -55,30 +56,37 @@ def enqueue(
          owner, until)
         for o, link in zip(outbox, links, strict=True)
     ]  # fmt: skip
-    table = (
-        "outbox (conversation_id, lane, op, payload, message_id, created_at, claimed_by,"
-        " claimed_until)"
-    )
-    if claim is not None and claim.shared:
-        inserted = _insert_claimed(conn, table, rows, claim.owner)
-    else:
-        inserted = [(i, False) for i in insert_many(conn, table, rows)]
-    return tuple(
-        OutboxItem(
-            id=i,
-            conversation_id=conversation_id,
-            lane=o.lane,
-            op=o.op,
-            payload=o.payload,
-            message_id=link,
-            claimed_until=until if claim is not None and claim.shared and not behind else None,
-        )  # fmt: skip
-        for (i, behind), o, link in zip(inserted, outbox, links, strict=True)
+    marks, params = _values(rows)
+    shared = claim is not None and claim.shared
+    # Each new row's id, and on a shared database whether it waits behind another
+    # process's item of its lane (then its first attempt claims it as usual).
+    behind = f", {_BEHIND}" if shared else ", 0"
+    cursor = conn.execute(
+        "INSERT INTO outbox (conversation_id, lane, op, payload, message_id, created_at,"
+        f" claimed_by, claimed_until) VALUES {marks} RETURNING id{behind}",
+        [*params, owner] if shared else params,
     )
 
+    def items(result: list[Any]) -> tuple[OutboxItem, ...]:
+        # Ids of one statement are assigned in the order of its rows: sorted, they match.
+        inserted = sorted((int(row[0]), bool(row[1])) for row in result)
+        return tuple(
+            OutboxItem(
+                id=i,
+                conversation_id=conversation_id,
+                lane=o.lane,
+                op=o.op,
+                payload=o.payload,
+                message_id=link,
+                claimed_until=until if shared and not waits else None,
+            )  # fmt: skip
+            for (i, waits), o, link in zip(inserted, outbox, links, strict=True)
+        )
 
-# Each new row's id, and whether an earlier undelivered item of its lane is not ours (then
-# its first attempt claims it as usual, and waits its turn): in the INSERT's own round trip.
+    return later(conn, cursor, items)
+
+
+# Whether an earlier undelivered item of the new row's lane is not ours.
 _BEHIND = (
     "EXISTS (SELECT 1 FROM outbox o WHERE o.lane = outbox.lane AND o.id < outbox.id"
     " AND o.sent_at IS NULL AND o.failed_at IS NULL"
@@ -86,19 +94,9 @@ _BEHIND = (
 )
 
 
-def _insert_claimed(
-    conn: Conn, table: str, rows: Sequence[tuple[Any, ...]], owner: str
-) -> list[tuple[int, bool]]:
-    marks, params = _values(rows)
-    result = conn.execute(
-        f"INSERT INTO {table} VALUES {marks} RETURNING id, {_BEHIND}", [*params, owner]
-    ).fetchall()
-    return sorted((int(row[0]), bool(row[1])) for row in result)
-
-
 def record_sent(
     conn: Conn, item: OutboxItem, now: int, effects: Delivery, claim: Claim | None = None
-) -> tuple[OutboxItem, ...]:
+) -> Later[tuple[OutboxItem, ...]]:
     """A delivery's record (on the database thread, inside ``Database.write``)."""
     writes: list[tuple[str, Sequence[Any]]] = [
         ("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?", (now, item.id))

@@ -14,7 +14,7 @@ import psycopg
 from bot.conversation.model import State
 from bot.conversation.store import OutboxItem, Unit
 from storage.complaints import write_complaint
-from storage.database import Conn, execute_all
+from storage.database import Conn, Later, execute_all
 from storage.followups import write_followup_changes
 from storage.kb_questions import kb_writes
 from storage.outbox_rows import Claim, enqueue, insert_many, rows_statement
@@ -32,7 +32,7 @@ def redelivered(exc: BaseException) -> bool:
     return False
 
 
-def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> tuple[OutboxItem, ...]:
+def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> Later[tuple[OutboxItem, ...]]:
     """One engine step's writes (on the database thread, inside ``Database.write``).
 
     The writes that read nothing and touch a table once go out together at the end

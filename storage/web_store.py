@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.errors import StorageError
 from storage.conversations import transcript_lines
-from storage.database import Conn, Database, Row
+from storage.database import Conn, Database, Later, Row, later
 from storage.notify import Changes
 from storage.privacy import visitor_mark
 
@@ -148,8 +148,9 @@ class WebStore:
 
         One write, one INSERT (group-committed with the others): the erasure and
         duplicate checks and the next seq are in its SELECT. On PostgreSQL the line's
-        note rides its RETURNING, and two processes may give two lines one seq: the
-        second does nothing (``ON CONFLICT``) and tries again with the next one."""
+        note rides its RETURNING and the seq is read after the COMMIT (no wait inside the
+        group); two processes may give two lines one seq: the second does nothing (``ON
+        CONFLICT``) and is written again, in full, with the next one."""
         shown = json.dumps(choices or [], ensure_ascii=False)
         changes = self.changes
         shared = self.db.engine == "postgresql"
@@ -180,7 +181,15 @@ class WebStore:
                 note = changes.in_write(conn, {"t": "line", "v": visitor, "s": seq})
             return seq, note
 
-        added = await self.db.write(add)
+        def add_later(conn: Conn) -> Later[tuple[int, str | None] | None]:
+            """PostgreSQL's usual case: the seq read after the COMMIT, no wait in between."""
+            return later(conn, conn.execute(sql, params), lambda rows: (
+                (int(rows[0][0]), None) if rows else None
+            ))  # fmt: skip
+
+        added = await self.db.write_later(add_later) if shared else None
+        if added is None:  # SQLite; or refused, or the seq was taken meanwhile: in full
+            added = await self.db.write(add)
         if added is None:
             return None
         seq, note = added

@@ -4,12 +4,13 @@ each work in its own savepoint, its error its own."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import psycopg
 import pytest
 
-from storage.database import DB_ERRORS, Conn, Database
+from storage.database import DB_ERRORS, Conn, Database, Later, later
 from storage.group_commit import GroupCommitted
 from tests.test_group_commit import (
     Refused,
@@ -74,6 +75,32 @@ async def test_a_failing_work_fails_alone(db: Database) -> None:
     rows = dict(await db.tuples("SELECT label, id FROM t"))
     assert [results[0], results[2], results[4]] == [rows["a"], rows["b"], rows["c"]]
     assert await labels(db) == ["gate", "a", "b", "c"]
+
+
+def insert_later(label: str) -> Callable[[Conn], Later[int]]:
+    """An INSERT whose id is read after the COMMIT (``write_later``)."""
+
+    def work(conn: Conn) -> Later[int]:
+        cur = conn.execute("INSERT INTO t (label) VALUES (?) RETURNING id", (label,))
+        return later(conn, cur, lambda rows: int(rows[0][0]))
+
+    return work
+
+
+async def test_results_read_after_the_commit_are_each_works_own(db: Database) -> None:
+    """``Later`` results: read once the group committed (PostgreSQL: they came with the
+    COMMIT, no round trip inside the group), each caller its own; in a group that failed
+    and ran again work by work, the values of the run that was stored."""
+    await make_table(db)
+    works = [insert_later("a"), insert("b"), insert_later("c"), bad_sql, insert_later("d")]
+    results = await queue_behind_gate(db, works)
+    assert isinstance(results[3], DB_ERRORS)
+    rows = dict(await db.tuples("SELECT label, id FROM t"))
+    assert [results[0], results[1], results[2], results[4]] == [
+        rows["a"], rows["b"], rows["c"], rows["d"]
+    ]  # fmt: skip
+    assert await db.write_later(insert_later("e")) == (await db.tuples(
+        "SELECT id FROM t WHERE label = 'e'"))[0][0]  # fmt: skip
 
 
 async def test_a_refused_commit_stores_nothing_of_what_failed(db: Database) -> None:
