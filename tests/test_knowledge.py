@@ -123,7 +123,7 @@ def test_words_are_not_stemmed_for_synonym_groups_that_do_not_exist(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without synonym groups, a message's words are stemmed for the index only (a new
-    word's stem costs 30 µs a language); with groups, a word still finds its group by
+    word is stemmed for nothing else); with groups, a word still finds its group by
     its stem ("remboursez" → "rembourser")."""
     from bot.knowledge import lexical, text
 

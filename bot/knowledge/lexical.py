@@ -1,7 +1,6 @@
 """The knowledge base: knowledge.yaml loaded, validated, indexed, and matched.
 
-Matching turns a customer message into the entry that answers it, with a
-confidence in [0, 1]; below the threshold the bot says it is not sure.
+Matching gives a message the entry that answers it and a confidence in [0, 1].
 
 How a message is scored (everything but the last step is precomputed at load;
 a match takes about 0.1 ms for 36 entries):
@@ -135,10 +134,8 @@ class Synonyms:
         concept = self.phrases.get((key,))
         if concept is None and len(word) >= self.STEM_MIN_LENGTH and not word.isdigit():
             for lang in LANGUAGES:
-                stems = self.stems[lang]
-                if not stems:  # no synonym group: no stem to compute (30 µs a new word)
-                    continue
-                concept = stems.get(textmod.stem(word, lang))
+                stems = self.stems[lang]  # empty without synonym groups: nothing to stem
+                concept = stems.get(textmod.stem(word, lang)) if stems else None
                 if concept is not None:
                     break
         return concept
