@@ -23,10 +23,8 @@ from tests.fakes.clock import FakeClock
 from tests.fakes.recording import RecordingChannel, RecordingDesk
 from tests.harness import Harness
 from tests.test_followups import HOURS, PARIS, paris
-from tests.test_routing import conv_of, holder, resolve
+from tests.test_routing import ASK, A, B, C, conv_of, holder, one_each, resolve
 
-ASK = "Je veux parler à un conseiller"
-A, B, C = "U_AGENT", "U_AGENT2", "U_AGENT3"
 Pair = tuple[Harness, Harness]
 
 
@@ -105,10 +103,7 @@ async def test_least_busy_counts_what_the_other_process_assigned(
     first, second = await processes(
         agents=(A, B, C), routing={"mode": "least_busy", "max_open_per_agent": 5}
     )
-    for user in ("1", "2", "3"):
-        await first.say(ASK, user=user)
-        clock.advance(timedelta(seconds=5))
-    assert [await holder(first, u) for u in ("1", "2", "3")] == [f"slack:{x}" for x in (A, B, C)]
+    await one_each(first, clock)
     await resolve(second, "2", B)
     await resolve(second, "3", C)
     await second.say(ASK, user="4")  # A holds one; B and C none, B's turn is the older

@@ -69,6 +69,14 @@ async def presence(h: Harness, agent: str, available: bool) -> Any:
     return outcome
 
 
+async def one_each(h: Harness, clock: FakeClock) -> None:
+    """Customers 1, 2 and 3 ask for a person 5 s apart: A, B and C get one each."""
+    for user in ("1", "2", "3"):
+        await h.say(ASK, user=user)
+        clock.advance(timedelta(seconds=5))
+    assert [await holder(h, u) for u in ("1", "2", "3")] == [f"slack:{x}" for x in (A, B, C)]
+
+
 async def resolve(h: Harness, user: str, agent: str) -> None:
     thread = (await conv_of(h, user))["desk_thread"]
     outcome = await h.agent_does(RESOLVE, agent=agent, thread=thread)
@@ -224,10 +232,7 @@ async def test_round_robin_takes_turns_least_busy_takes_the_lightest(
 ) -> None:
     h = await routed(tmp_path, clock, agents=(A, B, C), mode=mode, max_open_per_agent=5)
     stop_later.append(h)
-    for user in ("1", "2", "3"):
-        await h.say(ASK, user=user)
-        clock.advance(timedelta(seconds=5))
-    assert [await holder(h, u) for u in ("1", "2", "3")] == [f"slack:{x}" for x in (A, B, C)]
+    await one_each(h, clock)
     await resolve(h, "2", B)
     await resolve(h, "3", C)
     clock.advance(timedelta(seconds=5))
