@@ -16,13 +16,13 @@ from typing import Any
 from bot.clock import to_ms
 from bot.conversation.store import KbQuestionRecord, Unit
 from bot.insights.kpi import Period
-from storage.database import Database
+from storage.database import Database, ReturnedId
 
 GAP = "(q.outcome IN ('missed', 'other') OR q.helped = 0)"
 
 
 def kb_writes(
-    unit: Unit, conversation_id: int, message_ids: Sequence[int]
+    unit: Unit, conversation_id: int, message_ids: Sequence[int | ReturnedId]
 ) -> list[tuple[str, Sequence[Any]]]:
     """A step's kb_questions writes (run by ``apply_step`` with its others): a new
     question, and the verdict on an earlier one (another row)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.conversation.store import Delivery, NewOutbox, OutboxItem
-from storage.database import Conn, Later, Row, execute_all, later
+from storage.database import Conn, Later, ReturnedId, Row, Statement, execute_all, later
 
 
 def outbox_item(row: Row) -> OutboxItem:
@@ -41,13 +41,16 @@ def enqueue(
     conn: Conn,
     outbox: Sequence[NewOutbox],
     conversation_id: int | None,
-    message_ids: Sequence[int],
+    message_ids: Sequence[int | ReturnedId],
     now: int,
     claim: Claim | None = None,
+    writes: Sequence[Statement] = (),
 ) -> Later[tuple[OutboxItem, ...]]:
-    """Insert a step's outbox items, claimed by the process that will deliver them; their
-    ids are read after the COMMIT (``Later``)."""
+    """Insert a step's outbox items (after ``writes``, in the same ``execute_all``),
+    claimed by the process that will deliver them; their ids are read after the COMMIT
+    (``Later``)."""
     if not outbox:
+        execute_all(conn, writes)
         return Later(tuple)
     owner, until = (claim.owner, claim.until) if claim else (None, None)
     links = [message_ids[o.message] or None if o.message is not None else None for o in outbox]
@@ -58,18 +61,20 @@ def enqueue(
     ]  # fmt: skip
     marks, params = _values(rows)
     shared = claim is not None and claim.shared
-    # Each new row's id, and on a shared database whether it waits behind another
-    # process's item of its lane (then its first attempt claims it as usual).
+    # Each new row's id and message, and on a shared database whether it waits behind
+    # another process's item of its lane (then its first attempt claims it as usual).
     behind = f", {_BEHIND}" if shared else ", 0"
-    cursor = conn.execute(
+    insert = (
         "INSERT INTO outbox (conversation_id, lane, op, payload, message_id, created_at,"
-        f" claimed_by, claimed_until) VALUES {marks} RETURNING id{behind}",
+        f" claimed_by, claimed_until) VALUES {marks} RETURNING id, message_id{behind}",
         [*params, owner] if shared else params,
     )
+    cursor = execute_all(conn, writes, insert)
+    assert cursor is not None
 
     def items(result: list[Any]) -> tuple[OutboxItem, ...]:
         # Ids of one statement are assigned in the order of its rows: sorted, they match.
-        inserted = sorted((int(row[0]), bool(row[1])) for row in result)
+        inserted = sorted((int(row[0]), row[1], bool(row[2])) for row in result)
         return tuple(
             OutboxItem(
                 id=i,
@@ -77,10 +82,10 @@ def enqueue(
                 lane=o.lane,
                 op=o.op,
                 payload=o.payload,
-                message_id=link,
+                message_id=message_id,
                 claimed_until=until if shared and not waits else None,
             )  # fmt: skip
-            for (i, waits), o, link in zip(inserted, outbox, links, strict=True)
+            for (i, message_id, waits), o in zip(inserted, outbox, strict=True)
         )
 
     return later(conn, cursor, items)
@@ -118,8 +123,7 @@ def record_sent(
         if sets:
             sql = f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?"
             writes.append((sql, [*params, item.conversation_id]))
-    execute_all(conn, writes)
-    return enqueue(conn, effects.follow_up, item.conversation_id, [], now, claim)
+    return enqueue(conn, effects.follow_up, item.conversation_id, [], now, claim, writes)
 
 
 # What ``claim_item`` answers before each delivery.
@@ -169,17 +173,6 @@ def claim_pending(
         (claim.owner, claim.until, *params, limit),
     ).fetchall()
     return sorted(rows, key=lambda r: int(r["id"]))
-
-
-def insert_many(conn: Conn, table: str, rows: Sequence[tuple[Any, ...]]) -> list[int]:
-    """Insert rows in one statement (one hop); return their ids in insertion order.
-
-    Rowids of one statement are assigned in processing order within our single-writer
-    transaction, so sorting the RETURNING ids restores the order of ``rows``.
-    """
-    marks, params = _values(rows)
-    result = conn.execute(f"INSERT INTO {table} VALUES {marks} RETURNING id", params).fetchall()
-    return sorted(int(row[0]) for row in result)
 
 
 def rows_statement(

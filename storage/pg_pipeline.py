@@ -27,7 +27,7 @@ from storage.group_commit import GroupCommitted, Outcome, Work
 
 class Piped:
     """A cursor of a pipelined statement. Fetching waits for the result by itself; its
-    ``rowcount`` and ``description`` need the pipeline synced first."""
+    ``rowcount``, ``description`` and ``pgresult`` need the pipeline synced first."""
 
     __slots__ = ("_cur", "_pipe")
 
@@ -47,6 +47,10 @@ class Piped:
     @property
     def description(self) -> Any:
         return self._ready().description
+
+    @property
+    def pgresult(self) -> Any:
+        return self._ready().pgresult
 
     def fetchone(self) -> Any:
         return self._cur.fetchone()

@@ -357,7 +357,7 @@ class PgDatabase(PipelinedGroups):
     def _statement_now(self, sql: str, params: Any) -> AsyncCursor:
         self._ensure()
         cur = self._conn.execute(sql, params)
-        rows = cur.fetchall() if cur.description is not None else []
+        rows = cur.fetchall() if _has_rows(cur) else []
         return AsyncCursor(rows, cur.rowcount)
 
     def _tuples_now(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
@@ -398,7 +398,14 @@ class PgDatabase(PipelinedGroups):
 
 def _fetch(conn: psycopg.Connection[PgRow], sql: str, params: Sequence[Any]) -> list[Any]:
     cur = conn.execute(pg_sql(sql), list(params))
-    return cur.fetchall() if cur.description is not None else []
+    return cur.fetchall() if _has_rows(cur) else []
+
+
+def _has_rows(cur: Any) -> bool:
+    """Did the statement return rows (a SELECT, a RETURNING)? Asked of the result itself:
+    ``cursor.description`` builds a Column object per column each time."""
+    result = cur.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
 
 
 def _tuples(

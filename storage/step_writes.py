@@ -14,10 +14,10 @@ import psycopg
 from bot.conversation.model import State
 from bot.conversation.store import OutboxItem, Unit
 from storage.complaints import write_complaint
-from storage.database import Conn, Later, execute_all
+from storage.database import Conn, Later, ReturnedId
 from storage.followups import write_followup_changes
 from storage.kb_questions import kb_writes
-from storage.outbox_rows import Claim, enqueue, insert_many, rows_statement
+from storage.outbox_rows import Claim, enqueue, rows_statement
 from storage.privacy import erase_customer
 
 
@@ -53,17 +53,16 @@ def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> Later[tupl
             [*(_db(conv.changes[n]) for n in names), now, conv.id],
         ))  # fmt: skip
         conv.changes.clear()
-    message_ids: list[int] = [0] * len(unit.messages)
+    message_ids: list[int | ReturnedId] = [0] * len(unit.messages)
     if conversation_id is not None and unit.messages:
-        rows = [
-            (conversation_id, m.direction, m.author, m.agent_key, m.text, m.media, now)
-            for m in unit.messages
-        ]
-        message_ids = insert_many(
-            conn,
-            "messages (conversation_id, direction, author, agent_key, text, media, created_at)",
-            rows,
-        )
+        batch.append(rows_statement(
+            "INSERT INTO messages (conversation_id, direction, author, agent_key, text, media,"
+            " created_at)",
+            [(conversation_id, m.direction, m.author, m.agent_key, m.text, m.media, now)
+             for m in unit.messages],
+            "RETURNING id",
+        ))  # fmt: skip
+        message_ids = [ReturnedId(len(batch) - 1, k) for k in range(len(unit.messages))]
     if unit.events:
         batch.append(rows_statement(
             "INSERT INTO events (conversation_id, customer_id, at, kind, actor, data)",
@@ -116,9 +115,7 @@ def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> Later[tupl
             write_complaint(conn, conversation_id, unit.complaint, now)
     if customer_id is not None:
         _customer_changes(conn, unit, customer_id)
-    if batch:
-        execute_all(conn, batch)
-    items = enqueue(conn, unit.outbox, conversation_id, message_ids, now, claim)
+    items = enqueue(conn, unit.outbox, conversation_id, message_ids, now, claim, batch)
     if unit.customer_forget and customer_id is not None:
         # Last, so that this step's own messages and payloads are erased too.
         erase_customer(conn, customer_id, now, "customer")

@@ -18,7 +18,15 @@ from typing import cast
 import pytest
 
 from bot.conversation.model import Address, Customer, State
-from bot.conversation.store import Delivery, NewEvent, NewMessage, NewOutbox, OutboxItem, Unit
+from bot.conversation.store import (
+    Delivery,
+    KbQuestion,
+    NewEvent,
+    NewMessage,
+    NewOutbox,
+    OutboxItem,
+    Unit,
+)
 from bot.knowledge.text import fold
 from storage.conversations import SqliteStore
 from storage.database import DB_ERRORS, Conn, Database, migrations
@@ -98,6 +106,54 @@ async def test_a_step_is_applied_once_per_delivery(db: Database) -> None:
         ("customer", "où est mon colis ?"),
         ("bot", "Il part demain."),
     ]
+
+
+async def test_a_steps_rows_point_at_its_own_messages(db: Database) -> None:
+    """A step's outbox items and knowledge-base question name the messages of that step
+    (on PostgreSQL the messages and the rows pointing at them are one statement, the ids
+    never read back in between), also when steps of other conversations share a group."""
+    store = SqliteStore(db)
+    bob = Customer("telegram", "42", "Bob")
+    convs = [
+        await store.open_conversation(ANA, ANA_CHAT, "fr", 1_000),
+        await store.open_conversation(bob, Address("telegram", "42"), "fr", 1_000),
+    ]
+
+    def unit(n: int, conv_index: int) -> Unit:
+        conv = convs[conv_index]
+        step = Unit(2_000 + n, f"tg:{n}", conversation=conv)
+        step.message(NewMessage("in", "customer", f"question {n}"))
+        step.message(NewMessage("out", "bot", f"answer {n}"))
+        step.message(NewMessage("out", "bot", f"did it help {n}?"))
+        step.kb_question = KbQuestion(0, "fr", "answered", "delivery")
+        step.outbox.append(NewOutbox(f"c:{n}", "send", {"text": f"did it help {n}?"}, 2))
+        step.outbox.append(NewOutbox(f"c:{n}", "send", {"text": f"answer {n}"}, 1))
+        step.outbox.append(NewOutbox(f"d:{n}", "post", {"text": "no message"}))
+        return step
+
+    results = await asyncio.gather(*(store.apply(unit(n, n % 2)) for n in range(6)))
+    for n, result in enumerate(results):
+        texts = []
+        for item in result.outbox:
+            if item.message_id is None:
+                texts.append(None)
+                continue
+            row = await db.fetchone(
+                "SELECT m.text, o.message_id FROM messages m JOIN outbox o ON o.message_id = m.id"
+                " WHERE o.id = ?",
+                (item.id,),
+            )
+            assert row is not None
+            assert row["message_id"] == item.message_id
+            texts.append(row["text"])
+        assert texts == [f"did it help {n}?", f"answer {n}", None]
+        question = await db.fetchone(
+            "SELECT m.text FROM kb_questions q JOIN messages m ON m.id = q.message_id"
+            " JOIN inbound i ON i.dedup_key = ? WHERE q.at = ?",
+            (f"tg:{n}", 2_000 + n),
+        )
+        assert question is not None
+        assert question["text"] == f"question {n}"
 
 
 async def test_a_redelivery_in_a_group_of_writes_fails_alone(db: Database) -> None:

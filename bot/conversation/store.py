@@ -89,9 +89,13 @@ class ConversationRecord:
     changes: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **values: Any) -> None:
+        """Set fields; only those whose value differs are written with the step (an
+        unchanged ``topic`` in the UPDATE would still fire the KPI cohort trigger)."""
         for name, value in values.items():
             if name not in CONVERSATION_FIELDS:
                 raise AttributeError(f"{name} is not a conversation field")
+            if name not in self.changes and getattr(self, name) == value:
+                continue
             setattr(self, name, value)
             self.changes[name] = value
 
