@@ -9,6 +9,7 @@ transaction.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from bot.conversation.store import (
 )
 from storage.complaints import load_complaint
 from storage.customer_history import customer_context as _customer_context
-from storage.database import DB_ERRORS, Conn, Database, Row
+from storage.database import DB_ERRORS, Conn, Database, Later, Row
 from storage.followups import SqliteFollowups
 from storage.inbound_queue import process_owner
 from storage.kb_questions import latest_kb_question
@@ -318,8 +319,13 @@ class SqliteStore(RoutingQueries):
     async def outbox_sent(
         self, item: OutboxItem, now: int, effects: Delivery
     ) -> tuple[OutboxItem, ...]:
+        return await self.db.write_later(self.sent_record(item, now, effects))
+
+    def sent_record(
+        self, item: OutboxItem, now: int, effects: Delivery
+    ) -> Callable[[Conn], Later[tuple[OutboxItem, ...]]]:
         claim = self._claim(now)
-        return await self.db.write_later(lambda conn: record_sent(conn, item, now, effects, claim))
+        return lambda conn: record_sent(conn, item, now, effects, claim)
 
     async def outbox_retry(self, item: OutboxItem, next_attempt_at: int, error: str) -> None:
         """The lease runs to the next attempt and beyond: a waiting item stays ours."""

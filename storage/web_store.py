@@ -9,6 +9,7 @@ console has no channel history: its alerts, and what each agent has read, live h
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from bot.errors import StorageError
 from storage.conversations import transcript_lines
 from storage.database import Conn, Database, Later, Row, later
 from storage.notify import Changes
+from storage.pg_sessions import key_lock_id
 from storage.privacy import visitor_mark
 
 SECRET_KEY = "token_secret"  # where earlier versions kept the generated secret
@@ -84,6 +86,10 @@ _REFUSED = """SELECT EXISTS (SELECT 1 FROM web_settings WHERE key = ?)
 # Another process's line took the seq ours was given, again and again: give up then.
 SEQ_TRIES = 50
 
+# PostgreSQL: a visitor's lines are numbered one transaction at a time (the lock is the
+# transaction's, released by its COMMIT).
+_LOCK = "SELECT pg_advisory_xact_lock(?)"
+
 
 def _line(row: Row) -> WebLine:
     return WebLine(
@@ -144,13 +150,32 @@ class WebStore:
         name: str | None = None,
     ) -> WebLine | None:
         """Add a line with the visitor's next seq; None if it was not stored: the visitor
-        was erased, or ``client_id`` was already stored.
+        was erased, or ``client_id`` was already stored."""
+        line, _ = await self.append_with(visitor, at, author, text, choices, client_id, name=name)
+        return line
 
-        One write, one INSERT (group-committed with the others): the erasure and
-        duplicate checks and the next seq are in its SELECT. On PostgreSQL the line's
-        note rides its RETURNING and the seq is read after the COMMIT (no wait inside the
-        group); two processes may give two lines one seq: the second does nothing (``ON
-        CONFLICT``) and is written again, in full, with the next one."""
+    async def append_with(
+        self,
+        visitor: str,
+        at: int,
+        author: str,
+        text: str,
+        choices: list[list[dict[str, str]]] | None = None,
+        client_id: str | None = None,
+        *,
+        name: str | None = None,
+        also: Callable[[Conn], Any] | None = None,
+    ) -> tuple[WebLine | None, Any]:
+        """``append``, and ``also`` (a delivery's record) in the same transaction: the
+        line and what ``also`` returned (read after the COMMIT when it is a ``Later``).
+
+        One write (group-committed with the others): the erasure and duplicate checks
+        and the next seq are in the INSERT's SELECT. On PostgreSQL the visitor's lines
+        are numbered under a transaction lock of the visitor (``_LOCK``: another process
+        numbering the same visitor's lines waits for our COMMIT, then its INSERT sees our
+        line), the line's note rides its RETURNING and the seq is read after the COMMIT:
+        no wait inside the group. ``ON CONFLICT DO NOTHING`` stays as a guard: a line it
+        refused anyway is written again, in full, alone."""
         shown = json.dumps(choices or [], ensure_ascii=False)
         changes = self.changes
         shared = self.db.engine == "postgresql"
@@ -181,21 +206,29 @@ class WebStore:
                 note = changes.in_write(conn, {"t": "line", "v": visitor, "s": seq})
             return seq, note
 
-        def add_later(conn: Conn) -> Later[tuple[int, str | None] | None]:
-            """PostgreSQL's usual case: the seq read after the COMMIT, no wait in between."""
-            return later(conn, conn.execute(sql, params), lambda rows: (
+        def add_also(conn: Conn) -> Later[tuple[tuple[int, str | None] | None, Any]]:
+            """SQLite: the line and ``also`` in one transaction (its reads cost no trip)."""
+            added, more = add(conn), also(conn) if also is not None else None
+            return Later(lambda: (added, more.read() if isinstance(more, Later) else more))
+
+        def add_later(conn: Conn) -> Later[tuple[tuple[int, str | None] | None, Any]]:
+            """PostgreSQL: the lock, the line and ``also``, all read after the COMMIT."""
+            conn.execute(_LOCK, (key_lock_id(visitor, "web-lines"),))
+            line = later(conn, conn.execute(sql, params), lambda rows: (
                 (int(rows[0][0]), None) if rows else None
             ))  # fmt: skip
+            more = also(conn) if also is not None else None
+            return Later(lambda: (line.read(), more.read() if isinstance(more, Later) else more))
 
-        added = await self.db.write_later(add_later) if shared else None
-        if added is None:  # SQLite; or refused, or the seq was taken meanwhile: in full
+        added, recorded = await self.db.write_later(add_later if shared else add_also)
+        if added is None and shared:  # refused (erased, resent), or the guard: in full
             added = await self.db.write(add)
         if added is None:
-            return None
+            return None, recorded
         seq, note = added
         if changes is not None and note is not None:
             changes.committed(note)
-        return WebLine(seq, at, author, text, choices or [], None, name)
+        return WebLine(seq, at, author, text, choices or [], None, name), recorded
 
     async def erased(self, visitor: str) -> bool:
         """Whether this visitor's data was erased: their token no longer opens anything."""

@@ -29,10 +29,11 @@ from bot.conversation.store import (
 )
 from bot.knowledge.text import fold
 from storage.conversations import SqliteStore
-from storage.database import DB_ERRORS, Conn, Database, migrations
+from storage.database import DB_ERRORS, Conn, Database, Later, later, migrations
 from storage.group_commit import GroupCommitted
 from storage.outbox_rows import DONE, MINE, WAIT, Claim, claim_item
 from storage.privacy import PrivacyStore
+from storage.web_store import WebStore
 from tests.waiting import eventually
 
 ANA = Customer("telegram", "41", "Ana Ünal")
@@ -154,6 +155,30 @@ async def test_a_steps_rows_point_at_its_own_messages(db: Database) -> None:
         )
         assert question is not None
         assert question["text"] == f"question {n}"
+
+
+async def test_a_web_line_and_its_delivery_record_are_one_write(db: Database) -> None:
+    """The web channel stores a reply and the outbox's record of it in one transaction
+    (``append_with``): a record that fails leaves no line, and one that works gives its
+    result back with the line."""
+    store = WebStore(db)
+
+    def boom(conn: Conn) -> None:
+        conn.execute("UPDATE outbox SET sent_at = 1")
+        raise RuntimeError("the record failed")
+
+    with pytest.raises(RuntimeError, match="the record failed"):
+        await store.append_with("v1", 1_000, "bot", "Bonjour !", also=boom)
+    assert await store.since("v1", 0) == []
+
+    def record(conn: Conn) -> Later[int]:
+        cursor = conn.execute("INSERT INTO inbound (dedup_key, at) VALUES ('k', 1) RETURNING at")
+        return later(conn, cursor, lambda rows: int(rows[0][0]) + 1)
+
+    line, recorded = await store.append_with("v1", 1_001, "bot", "Bonjour !", also=record)
+    assert line is not None
+    assert recorded == 2
+    assert [x.text for x in await store.since("v1", 0)] == ["Bonjour !"]
 
 
 async def test_a_redelivery_in_a_group_of_writes_fails_alone(db: Database) -> None:

@@ -362,6 +362,46 @@ async def test_console_take_reply_resolve_then_survey(served: Served) -> None:
     assert body["conversation"]["topic"] == "livraison"
 
 
+async def test_a_reply_is_stored_and_recorded_as_sent_in_one_write(served: Served) -> None:
+    """The web channel is a ``RecordingChannel``: a reply's line and the outbox's record
+    of it (sent, the message delivered, the first agent response) are one write, not a
+    line and then ``outbox_sent``."""
+    visitor, cid = await queued_conversation(served)
+    store = served.app.engine.store
+    assert (await served.act(cid, "take"))["ok"]
+    await served.app.engine.outbox.drain()
+    separate: list[Any] = []
+    joined: list[Any] = []
+    append_with = served.web.store.append_with
+
+    async def outbox_sent(*args: Any) -> Any:
+        separate.append(args)
+        raise AssertionError("recorded apart from its line")
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        joined.append(kwargs["also"])
+        return await append_with(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "outbox_sent", outbox_sent)
+        patch.setattr(served.web.store, "append_with", counted)
+        await served.act(cid, "reply", text="Je regarde votre commande.")
+        await eventually(lambda: visitor.has("Je regarde votre commande"))
+        await served.app.engine.outbox.drain()
+    assert separate == []
+    assert len(joined) == 1
+    assert joined[0] is not None
+    row = await store.db.fetchone(
+        "SELECT o.sent_at, m.delivered_at, c.first_agent_response_at FROM outbox o"
+        " JOIN messages m ON m.id = o.message_id JOIN conversations c ON c.id = o.conversation_id"
+        " WHERE m.text = ?",
+        ("Je regarde votre commande.",),
+    )
+    assert row is not None
+    assert row["sent_at"] is not None
+    assert row["delivered_at"] == row["sent_at"] == row["first_agent_response_at"]
+
+
 async def test_transfer_to_another_agent_and_back_to_queue(served: Served) -> None:
     _visitor, cid = await queued_conversation(served)
     await served.act(cid, "take")

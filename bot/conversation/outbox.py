@@ -21,6 +21,7 @@ import math
 import random
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from bot.clock import Clock, to_ms
@@ -34,6 +35,7 @@ from bot.conversation.ports import (
     ChoiceDesk,
     CustomerChannel,
     MentioningDesk,
+    RecordingChannel,
 )
 from bot.conversation.store import Delivery, NewOutbox, OutboxItem, Store
 from bot.errors import (
@@ -46,6 +48,15 @@ from bot.logs import conversation_id as log_conversation
 log = logging.getLogger(__name__)
 
 GoneCallback = Callable[[OutboxItem], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A delivery that its channel recorded in its own write (``RecordingChannel``)."""
+
+    follow_up: tuple[OutboxItem, ...]
+
+
 MAX_UNEXPECTED_ATTEMPTS = 5
 # An item's first attempt uses the claim made when it was enqueued while at least this much
 # of its lease (storage.conversations.CLAIM_LEASE, 60 s) is left; else it claims anew.
@@ -80,7 +91,7 @@ class Dispatcher:
         self._lanes: dict[str, deque[OutboxItem]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._threads: OrderedDict[int, ThreadRef] = OrderedDict()  # small LRU
-        self._aware: dict[type, bool] = {}  # channel class → is it an AuthorAwareChannel
+        self._ports: dict[tuple[type, type], bool] = {}  # (channel class, port): is it one
         self._slots = asyncio.Semaphore(parallel)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -204,7 +215,10 @@ class Dispatcher:
                 await self._record(self.store.outbox_retry, item, self._in(delay), repr(exc))
                 await asyncio.sleep(delay)
                 continue
-            follow_up = await self._record(self.store.outbox_sent, item, self._in(0), effects)
+            if isinstance(effects, Recorded):  # the channel's own write recorded it
+                follow_up = effects.follow_up
+            else:
+                follow_up = await self._record(self.store.outbox_sent, item, self._in(0), effects)
             if follow_up:
                 self.submit(follow_up)
             return
@@ -241,31 +255,38 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ one delivery
 
-    async def _deliver(self, item: OutboxItem) -> Delivery:
+    async def _deliver(self, item: OutboxItem) -> Delivery | Recorded:
         payload = item.payload
         if item.op in P.CUSTOMER_OPS:
             to = P.address_from(payload["to"])
             channel = self.customers.get(to.channel)
             if channel is None:
                 raise PermanentDeliveryError(f"the {to.channel} channel is not enabled")
-            if item.op == P.SEND:
-                choices = P.choices_from(payload.get("choices", []))
-                author = str(payload.get("author", "bot"))
-                if self._author_aware(channel):
-                    name = str(payload.get("name", ""))
-                    await channel.send_as(to, payload["text"], choices, author, name)
-                else:
-                    await channel.send(to, payload["text"], choices)
-            else:
-                media = P.media_from(payload["media"])
-                await channel.send_media(to, media, payload.get("caption", ""))
             agent = payload.get("author") == "agent"
             follow: tuple[NewOutbox, ...] = ()
             relayed = payload.get("relayed")
             if relayed and item.conversation_id is not None:
                 lane = P.desk_lane(item.conversation_id)
                 follow = (NewOutbox(lane, P.MARK_RELAYED, {"ref": relayed}),)
-            return Delivery(customer_response=True, agent_response=agent, follow_up=follow)
+            effects = Delivery(customer_response=True, agent_response=agent, follow_up=follow)
+            if item.op == P.SEND:
+                choices = P.choices_from(payload.get("choices", []))
+                author = str(payload.get("author", "bot"))
+                name = str(payload.get("name", ""))
+                if self._recording(channel):
+                    record = self.store.sent_record(item, self._in(0), effects)
+                    follow_up = await channel.send_recorded(
+                        to, payload["text"], choices, author, name, record
+                    )
+                    return Recorded(tuple(follow_up))
+                if self._author_aware(channel):
+                    await channel.send_as(to, payload["text"], choices, author, name)
+                else:
+                    await channel.send(to, payload["text"], choices)
+            else:
+                media = P.media_from(payload["media"])
+                await channel.send_media(to, media, payload.get("caption", ""))
+            return effects
         if item.op == P.ALERT:
             await self._alert(item)
             return Delivery()
@@ -307,14 +328,20 @@ class Dispatcher:
             raise PermanentDeliveryError(f"unknown outbox operation {item.op!r}")
         return Delivery()
 
+    def _recording(self, channel: CustomerChannel) -> TypeGuard[RecordingChannel]:
+        return self._is(channel, RecordingChannel)
+
     def _author_aware(self, channel: CustomerChannel) -> TypeGuard[AuthorAwareChannel]:
+        return self._is(channel, AuthorAwareChannel)
+
+    def _is(self, channel: CustomerChannel, port: type) -> bool:
         """``isinstance`` against a runtime Protocol inspects the class's attributes each
         time; a channel's class does not change, so the answer is kept per class."""
-        kind = type(channel)
-        aware = self._aware.get(kind)
-        if aware is None:
-            aware = self._aware[kind] = isinstance(channel, AuthorAwareChannel)
-        return aware
+        key = (type(channel), port)
+        answer = self._ports.get(key)
+        if answer is None:
+            answer = self._ports[key] = isinstance(channel, port)
+        return answer
 
     async def _alert(self, item: OutboxItem) -> None:
         """To the boards first: they keep one copy per item, so when the desk fails and

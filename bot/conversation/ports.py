@@ -11,7 +11,7 @@ Texts arrive plain: each adapter escapes them for its own markup.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from bot.conversation.model import (
     Address,
@@ -26,6 +26,9 @@ from bot.conversation.model import (
 
 EventSink = Callable[[InboundEvent], Awaitable[Outcome]]
 """What a handler calls with each normalized event (``ConversationService.handle``)."""
+
+DeliveryRecord = Callable[[Any], Any]
+"""A delivery's record as a storage write (``Store.sent_record``), opaque to the engine."""
 
 
 class CustomerChannel(Protocol):
@@ -59,6 +62,26 @@ class AuthorAwareChannel(Protocol):
     ) -> Sent:
         """``send`` with the author of the text: "bot" or "agent", and an agent's display
         name ("" when unknown: the channel shows a generic label)."""
+        ...
+
+
+@runtime_checkable
+class RecordingChannel(Protocol):
+    """A channel whose delivery is itself a write to the bot's database (the web widget's
+    transcript): the delivery's record joins that write, so a reply is stored and
+    recorded as sent in one transaction (one write where there were two, and a crash
+    between them can no longer send it twice)."""
+
+    async def send_recorded(
+        self,
+        to: Address,
+        text: str,
+        choices: Sequence[Sequence[Choice]],
+        author: str,
+        name: str,
+        record: DeliveryRecord,
+    ) -> Any:
+        """``send_as``, with ``record`` run in the same transaction; what it returned."""
         ...
 
 

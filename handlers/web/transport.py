@@ -35,6 +35,7 @@ from bot.conversation.model import (
     Outcome,
     Sent,
 )
+from bot.conversation.ports import DeliveryRecord
 from bot.errors import ConfigError, StorageError
 from bot.metrics import EngineMetrics
 from handlers.web.agent_tools import AgentTools
@@ -55,7 +56,7 @@ from handlers.web.site import Site, demo_page, static_dir, widget_script
 from handlers.web.sockets import Outlet
 from storage.followups import SqliteFollowups
 from storage.notify import Changes, changes_for
-from storage.web_store import WebStore
+from storage.web_store import WebLine, WebStore
 
 if TYPE_CHECKING:
     from bot.conversation.engine import ConversationService
@@ -249,18 +250,45 @@ class WebTransport:
         author: str,
         name: str = "",
     ) -> Sent:
+        line, _ = await self._line(to, text, choices, author, name, None)
+        return Sent() if line is None else Sent(message_id=str(line.seq))
+
+    async def send_recorded(
+        self,
+        to: Address,
+        text: str,
+        choices: Sequence[Sequence[Choice]],
+        author: str,
+        name: str,
+        record: DeliveryRecord,
+    ) -> Any:
+        """``send_as`` with the outbox's record of it in the same write
+        (``RecordingChannel``): a reply is stored and recorded as sent together."""
+        _, recorded = await self._line(to, text, choices, author, name, record)
+        return recorded
+
+    async def _line(
+        self,
+        to: Address,
+        text: str,
+        choices: Sequence[Sequence[Choice]],
+        author: str,
+        name: str,
+        record: DeliveryRecord | None,
+    ) -> tuple[WebLine | None, Any]:
         """Store the line (the source of truth), then push it to the visitor's open sockets."""
         rows = [[{"label": c.label, "token": c.token} for c in row] for row in choices]
-        line = await self.store.append(to.chat_id, self._now(), author, text, rows,
-                                       name=name or None)  # fmt: skip
+        line, recorded = await self.store.append_with(
+            to.chat_id, self._now(), author, text, rows, name=name or None, also=record
+        )
         if line is None:  # erased (e.g. the goodbye after /forget): not stored
             self._push(to.chat_id, {"type": "notice", "text": text})
             for outlet in list(self.visitors.get(to.chat_id, ())):
                 await outlet.close(flush=True)
             self.relay.publish({"t": "gone", "v": to.chat_id})  # its sockets elsewhere close too
-            return Sent()
+            return None, recorded
         self.relay.push_line(to.chat_id, line)
-        return Sent(message_id=str(line.seq))
+        return line, recorded
 
     async def send_media(self, to: Address, media: Media, caption: str) -> Sent:
         shown = f"[{media.kind}{': ' + media.name if media.name else ''}] {caption}".strip()
