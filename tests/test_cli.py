@@ -132,6 +132,29 @@ def test_run_with_web_off_and_no_token_says_what_to_set(
     assert "SLACK_BOT_TOKEN" in err
 
 
+def test_run_gives_the_database_thread_the_gil_back_quickly(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``supportbot run`` shortens the GIL's switch interval (5 ms by default) so that
+    the database thread is not kept waiting by a busy event loop after each statement."""
+    from bot.app import SupportApp
+    from bot.cli import SWITCH_INTERVAL_S
+
+    seen: list[float] = []
+
+    async def serve_forever(self: SupportApp) -> None:
+        seen.append(sys.getswitchinterval())
+
+    monkeypatch.setattr(SupportApp, "serve_forever", serve_forever)
+    before = sys.getswitchinterval()
+    try:
+        assert main(["run", "--config", str(project / "config.yaml")]) == 0
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == [SWITCH_INTERVAL_S]
+    assert SWITCH_INTERVAL_S < 0.005
+
+
 def test_run_with_enabled_channel_but_no_token_names_the_key(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
