@@ -16,7 +16,8 @@ from typing import Any
 from bot.clock import to_ms
 from bot.conversation.store import KbQuestionRecord, Unit
 from bot.insights.kpi import Period
-from storage.database import Database, ReturnedId
+from storage.database import Database
+from storage.statements import ReturnedId
 
 GAP = "(q.outcome IN ('missed', 'other') OR q.helped = 0)"
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.conversation.store import Delivery, NewOutbox, OutboxItem
-from storage.database import Conn, Later, ReturnedId, Row, Statement, execute_all, later
+from storage.database import Conn, Later, Row, later
+from storage.statements import ReturnedId, Statement, execute_all
 
 
 def outbox_item(row: Row) -> OutboxItem:

@@ -14,11 +14,12 @@ import psycopg
 from bot.conversation.model import State
 from bot.conversation.store import OutboxItem, Unit
 from storage.complaints import write_complaint
-from storage.database import Conn, Later, ReturnedId
+from storage.database import Conn, Later
 from storage.followups import write_followup_changes
 from storage.kb_questions import kb_writes
 from storage.outbox_rows import Claim, enqueue, rows_statement
 from storage.privacy import erase_customer
+from storage.statements import ReturnedId
 
 
 def redelivered(exc: BaseException) -> bool:

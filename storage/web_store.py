@@ -139,16 +139,10 @@ class WebStore:
             )
 
     async def append(
-        self,
-        visitor: str,
-        at: int,
-        author: str,
-        text: str,
-        choices: list[list[dict[str, str]]] | None = None,
-        client_id: str | None = None,
-        *,
-        name: str | None = None,
-    ) -> WebLine | None:
+        self, visitor: str, at: int, author: str, text: str,
+        choices: list[list[dict[str, str]]] | None = None, client_id: str | None = None,
+        *, name: str | None = None,
+    ) -> WebLine | None:  # fmt: skip
         """Add a line with the visitor's next seq; None if it was not stored: the visitor
         was erased, or ``client_id`` was already stored."""
         line, _ = await self.append_with(visitor, at, author, text, choices, client_id, name=name)

@@ -13,9 +13,7 @@ Several processes may share one PostgreSQL database, each serving its own socket
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -50,6 +48,7 @@ from handlers.web.auth import (
 from handlers.web.console import Console
 from handlers.web.dashboard import dashboard_routes
 from handlers.web.followups import FollowupRoutes
+from handlers.web.frames import COMMAND, MAX_FRAME, MAX_SEQ, BadFrame, parse_frame
 from handlers.web.ops import Readiness, ops_routes
 from handlers.web.relay import Relay
 from handlers.web.site import Site, demo_page, static_dir, widget_script
@@ -67,14 +66,6 @@ __all__ = ["WebTransport", "static_dir"]
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
-MAX_FRAME = 64 * 1024
-MAX_CLIENT_ID = 64
-MAX_SEQ = 2**53  # a line number beyond this is not one we gave (and JSON numbers end there)
-_COMMAND = re.compile(r"^/([a-z]+)\b\s*(.*)$", re.DOTALL)
-
-
-class BadFrame(ValueError):
-    """A widget frame we cannot use: the socket is closed with 1003."""
 
 
 class WebTransport:
@@ -254,28 +245,17 @@ class WebTransport:
         return Sent() if line is None else Sent(message_id=str(line.seq))
 
     async def send_recorded(
-        self,
-        to: Address,
-        text: str,
-        choices: Sequence[Sequence[Choice]],
-        author: str,
-        name: str,
-        record: DeliveryRecord,
-    ) -> Any:
+        self, to: Address, text: str, choices: Sequence[Sequence[Choice]], author: str,
+        name: str, record: DeliveryRecord,
+    ) -> Any:  # fmt: skip
         """``send_as`` with the outbox's record of it in the same write
         (``RecordingChannel``): a reply is stored and recorded as sent together."""
-        _, recorded = await self._line(to, text, choices, author, name, record)
-        return recorded
+        return (await self._line(to, text, choices, author, name, record))[1]
 
     async def _line(
-        self,
-        to: Address,
-        text: str,
-        choices: Sequence[Sequence[Choice]],
-        author: str,
-        name: str,
-        record: DeliveryRecord | None,
-    ) -> tuple[WebLine | None, Any]:
+        self, to: Address, text: str, choices: Sequence[Sequence[Choice]], author: str,
+        name: str, record: DeliveryRecord | None,
+    ) -> tuple[WebLine | None, Any]:  # fmt: skip
         """Store the line (the source of truth), then push it to the visitor's open sockets."""
         rows = [[{"label": c.label, "token": c.token} for c in row] for row in choices]
         line, recorded = await self.store.append_with(
@@ -374,23 +354,8 @@ class WebTransport:
             self.relay.close(outlet, visitor)
             await outlet.stop()
 
-    @staticmethod
-    def _frame(data: str) -> tuple[dict[str, Any], str, str]:
-        """A frame's fields, or ``BadFrame`` saying what is wrong (never the text itself)."""
-        try:
-            frame = json.loads(data)
-        except RecursionError:
-            raise BadFrame("JSON nested too deep") from None
-        except ValueError:
-            raise BadFrame(f"not JSON ({len(data)} characters)") from None
-        if not isinstance(frame, dict) or "type" not in frame or "id" not in frame:
-            raise BadFrame("not an object with a type and an id")
-        if not isinstance(frame["type"], str) or not isinstance(frame["id"], str | int):
-            raise BadFrame("type or id of the wrong kind")
-        return frame, frame["type"], str(frame["id"])[:MAX_CLIENT_ID]
-
     async def _widget_frame(self, outlet: Outlet, customer: Customer, ip: str, data: str) -> None:
-        frame, kind, client_id = self._frame(data)
+        frame, kind, client_id = parse_frame(data)
         # Erased meanwhile (CLI or /forget)? A message's own write checks it (and stores
         # nothing then): one read fewer on the busiest path.
         if kind != "message" and await self.store.erased(customer.user_id):
@@ -434,7 +399,7 @@ class WebTransport:
         elif await self.store.erased(visitor):  # not stored: erased, not a resent frame
             await outlet.close()
             return
-        match = _COMMAND.match(text.strip())
+        match = COMMAND.match(text.strip())
         command, body = (match.group(1), match.group(2)) if match else (None, text)
         event = CustomerMessage(
             customer, Address("web", visitor), body, f"web:{visitor}:{client_id}", command=command
