@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 
 from tests.deployment import (
@@ -94,6 +95,20 @@ def topics_opened(tg: TelegramServer, desk: FakeChat) -> list[int]:
         for c in tg.calls_to("createForumTopic", ok=True)
         if c.params["chat_id"] == desk.id
     ]
+
+
+async def delivered(database_url: str, within: float = 60) -> None:
+    """Wait until the outbox has nothing left to deliver (every item sent or failed)."""
+    pending = "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+    async with await psycopg.AsyncConnection.connect(database_url) as db:
+
+        async def left() -> int:
+            row = await (await db.execute(pending)).fetchone()
+            return int(row[0]) if row else 1
+
+        async with asyncio.timeout(within):
+            while await left():  # noqa: ASYNC110 - the database's state, polled, bounded above
+                await asyncio.sleep(0.05)
 
 
 def told(tg: TelegramServer, user: FakeUser, text: str) -> int:
@@ -308,6 +323,9 @@ async def test_two_processes_behind_nginx_share_the_load_and_survive_a_kill_9(
             )
 
         await eventually(phase_1_done, within=60)
+        # ... and recorded: a topic the server made but its process had not yet written
+        # down would be made again by the other process after the kill.
+        await delivered(pg_url)
         telegram = Counter(d.nginx.upstreams("/telegram"))
         assert telegram[p1.address("telegram")] > 0
         assert telegram[p2.address("telegram")] > 0
