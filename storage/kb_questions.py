@@ -11,23 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from bot.clock import to_ms
 from bot.conversation.store import KbQuestionRecord, Unit
 from bot.insights.kpi import Period
 from storage.database import Database
-from storage.statements import ReturnedId
+from storage.statements import ReturnedId, Statement
 
 GAP = "(q.outcome IN ('missed', 'other') OR q.helped = 0)"
 
 
 def kb_writes(
     unit: Unit, conversation_id: int, message_ids: Sequence[int | ReturnedId]
-) -> list[tuple[str, Sequence[Any]]]:
+) -> list[Statement]:
     """A step's kb_questions writes (run by ``apply_step`` with its others): a new
     question, and the verdict on an earlier one (another row)."""
-    writes: list[tuple[str, Sequence[Any]]] = []
+    writes: list[Statement] = []
     question, verdict = unit.kb_question, unit.kb_verdict
     if question is not None:
         candidates = json.dumps(list(question.candidates)) if question.candidates else None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -19,7 +18,7 @@ from storage.followups import write_followup_changes
 from storage.kb_questions import kb_writes
 from storage.outbox_rows import Claim, enqueue, rows_statement
 from storage.privacy import erase_customer
-from storage.statements import ReturnedId
+from storage.statements import ReturnedId, Statement
 
 
 def redelivered(exc: BaseException) -> bool:
@@ -36,11 +35,11 @@ def redelivered(exc: BaseException) -> bool:
 def apply_step(conn: Conn, unit: Unit, claim: Claim | None = None) -> Later[tuple[OutboxItem, ...]]:
     """One engine step's writes (on the database thread, inside ``Database.write``).
 
-    The writes that read nothing and touch a table once go out together at the end
-    (``execute_all``: one statement on PostgreSQL); those whose ids are needed (messages,
-    outbox items) and the rare ones run in place."""
+    The writes to a table touched once go out together at the end, the outbox items
+    last (``execute_all``: one statement on PostgreSQL; the rows that point at a new
+    message name it by ``ReturnedId``); the rare ones run in place."""
     now = unit.now
-    batch: list[tuple[str, Sequence[Any]]] = []
+    batch: list[Statement] = []
     if unit.dedup_key is not None:
         batch.append(("INSERT INTO inbound (dedup_key, at) VALUES (?, ?)", (unit.dedup_key, now)))
     conv = unit.conversation

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.errors import StorageError
 from storage.conversations import transcript_lines
 from storage.database import Conn, Database, Later, Row, later
 from storage.notify import Changes
@@ -78,13 +77,6 @@ SELECT ?, next.seq, ?, ?, ?, ?, ?, ?
 FROM (SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM web_messages WHERE visitor = ?) next
 WHERE NOT EXISTS (SELECT 1 FROM web_settings WHERE key = ?)
   AND NOT EXISTS (SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?)"""
-
-# Why an append stored nothing: the visitor was erased, or the line is a resent frame's.
-_REFUSED = """SELECT EXISTS (SELECT 1 FROM web_settings WHERE key = ?)
-    OR EXISTS (SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?)"""
-
-# Another process's line took the seq ours was given, again and again: give up then.
-SEQ_TRIES = 50
 
 # PostgreSQL: a visitor's lines are numbered one transaction at a time (the lock is the
 # transaction's, released by its COMMIT).
@@ -167,56 +159,37 @@ class WebStore:
         and the next seq are in the INSERT's SELECT. On PostgreSQL the visitor's lines
         are numbered under a transaction lock of the visitor (``_LOCK``: another process
         numbering the same visitor's lines waits for our COMMIT, then its INSERT sees our
-        line), the line's note rides its RETURNING and the seq is read after the COMMIT:
-        no wait inside the group. ``ON CONFLICT DO NOTHING`` stays as a guard: a line it
-        refused anyway is written again, in full, alone."""
+        line), so a line is never refused for its seq; its note rides its RETURNING and
+        the seq is read after the COMMIT: no wait inside the group."""
         shown = json.dumps(choices or [], ensure_ascii=False)
         changes = self.changes
         shared = self.db.engine == "postgresql"
-        mark = visitor_mark(visitor)
         noting = changes.line_note_column() if changes is not None else None
-        sql = _APPEND + (" ON CONFLICT DO NOTHING" if shared else "") + " RETURNING seq"
+        sql = _APPEND + " RETURNING seq"
         extra: tuple[Any, ...] = ()
         if noting is not None:
             sql, extra = f"{sql}, {noting[0]}", noting[1]
         params = (visitor, at, author, text, shown, client_id, name,
-                  visitor, mark, visitor, client_id, *extra)  # fmt: skip
+                  visitor, visitor_mark(visitor), visitor, client_id, *extra)  # fmt: skip
 
-        def add(conn: Conn) -> tuple[int, str | None] | None:
-            row = conn.execute(sql, params).fetchone()
-            tries = 1
-            while row is None and shared:  # refused, or the seq was taken meanwhile
-                refused = conn.execute(_REFUSED, (mark, visitor, client_id)).fetchone()
-                if refused is not None and refused[0]:
-                    return None
-                if tries >= SEQ_TRIES:
-                    raise StorageError(f"no free line number for a visitor after {tries} tries")
-                row, tries = conn.execute(sql, params).fetchone(), tries + 1
-            if row is None:
-                return None
-            seq = int(row[0])
-            note = None
-            if changes is not None and noting is None:
-                note = changes.in_write(conn, {"t": "line", "v": visitor, "s": seq})
-            return seq, note
-
-        def add_also(conn: Conn) -> Later[tuple[tuple[int, str | None] | None, Any]]:
-            """SQLite: the line and ``also`` in one transaction (its reads cost no trip)."""
-            added, more = add(conn), also(conn) if also is not None else None
-            return Later(lambda: (added, more.read() if isinstance(more, Later) else more))
-
-        def add_later(conn: Conn) -> Later[tuple[tuple[int, str | None] | None, Any]]:
-            """PostgreSQL: the lock, the line and ``also``, all read after the COMMIT."""
-            conn.execute(_LOCK, (key_lock_id(visitor, "web-lines"),))
-            line = later(conn, conn.execute(sql, params), lambda rows: (
-                (int(rows[0][0]), None) if rows else None
-            ))  # fmt: skip
+        def add(conn: Conn) -> Later[tuple[tuple[int, str | None] | None, Any]]:
+            if shared:
+                conn.execute(_LOCK, (key_lock_id(visitor, "web-lines"),))
+            cursor = conn.execute(sql, params)
+            line: Later[tuple[int, str | None] | None]
+            if changes is not None and noting is None:  # SQLite: the note made in the write
+                row = cursor.fetchone()
+                added = None
+                if row is not None:
+                    seq = int(row[0])
+                    added = (seq, changes.in_write(conn, {"t": "line", "v": visitor, "s": seq}))
+                line = Later(lambda: added)
+            else:  # PostgreSQL: the note rides the INSERT; the seq is read after the COMMIT
+                line = later(conn, cursor, lambda rows: (int(rows[0][0]), None) if rows else None)
             more = also(conn) if also is not None else None
             return Later(lambda: (line.read(), more.read() if isinstance(more, Later) else more))
 
-        added, recorded = await self.db.write_later(add_later if shared else add_also)
-        if added is None and shared:  # refused (erased, resent), or the guard: in full
-            added = await self.db.write(add)
+        added, recorded = await self.db.write_later(add)
         if added is None:
             return None, recorded
         seq, note = added
