@@ -157,15 +157,24 @@ class PgConn:
         return cast(Cursor, cur)
 
 
-def _connect(url: str) -> psycopg.Connection[PgRow]:
-    """A connection of ours. No server-side prepared statements (``prepare_threshold``):
-    a group whose pipeline failed could leave psycopg's cache naming a statement the
-    server never prepared, so the group's works, run again alone, failed ("prepared
-    statement does not exist"); without them the bot spent less CPU per message, not more
-    (2.2–2.5 against 2.6–3.1 ms, load_bench --storage postgresql), and a transaction-mode
-    pooler (PgBouncer) in front of the database works too."""
+def _connect(url: str, *, prepared: bool = False) -> psycopg.Connection[PgRow]:
+    """A connection of ours; ``prepared``: its statements are prepared server-side.
+
+    Prepared, a statement is parsed and planned once per connection, not at each use:
+    planning the step's one statement took longer than running it (180 µs to parse and
+    230 to plan for 335 to execute, from the server's log at ``load_bench``). The
+    write, read and lock connections prepare; the others (migrations, whose scripts hold
+    several commands, ``check``, ``db copy``) do not.
+
+    Prepared on their *first* use (``prepare_threshold = 0``), not psycopg's fifth: psycopg
+    checks a statement's first result before keeping its name, but takes the fifth use's
+    name on trust, so a pipeline that failed before the server prepared it left a name the
+    server never had, and the group's works, run again alone, failed with "prepared
+    statement does not exist" (tests/test_group_commit_engines.py). A pooler in front of
+    the database must keep prepared statements (PgBouncer ≥ 1.21:
+    ``max_prepared_statements``)."""
     conn = psycopg.connect(url, autocommit=True, row_factory=_rows, application_name="supportbot")
-    conn.prepare_threshold = None
+    conn.prepare_threshold = 0 if prepared else None
     conn.adapters.register_loader("numeric", _NumericLoader)
     conn.adapters.register_dumper(bool, _BoolDumper)
     return conn
@@ -196,8 +205,9 @@ class PgDatabase(PipelinedGroups):
         self._conn = PgConn(conn)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supportbot-pg")
         self._lock_timeout_ms = lock_timeout_ms
-        self._reader = Session(url, _connect, self._setup, "supportbot-pg-read")
-        self._locker = Session(url, _connect, lambda conn: None, "supportbot-pg-lock")
+        connect = functools.partial(_connect, prepared=True)
+        self._reader = Session(url, connect, self._setup, "supportbot-pg-read")
+        self._locker = Session(url, connect, lambda conn: None, "supportbot-pg-lock")
         self._keys = BatchedKeyLocks(self._locker)
 
     def _setup(self, conn: psycopg.Connection[PgRow]) -> None:
@@ -216,6 +226,7 @@ class PgDatabase(PipelinedGroups):
         try:
             await db._run(db._setup, conn)
             await db._run(db._migrate)
+            conn.prepare_threshold = 0  # as ``_connect(prepared=True)``, once migrated
         except psycopg.Error as exc:
             await db.close()
             raise StorageError(f"cannot use database {where}: {_reason(exc)}") from None
@@ -303,7 +314,7 @@ class PgDatabase(PipelinedGroups):
         if self.pg.closed or self.pg.broken:
             log.warning("database connection to %s lost; reconnecting", self.path)
             self.pg.close()
-            conn = _connect(self.url)
+            conn = _connect(self.url, prepared=True)
             self._setup(conn)
             self.pg = conn
             self._conn = PgConn(conn)

@@ -106,10 +106,11 @@ async def test_results_read_after_the_commit_are_each_works_own(db: Database) ->
 async def test_works_run_again_after_a_failed_group_find_their_statements(
     db: Database,
 ) -> None:
-    """Over and over: a group fails (a refused row), its works run again alone. With
-    server-side prepared statements, psycopg could leave a statement it had queued for
-    preparing in the failed pipeline in its cache, and the runs again then failed with
-    "prepared statement does not exist" (1 run in 4 of the test above)."""
+    """Over and over: a group fails (a refused row), its works run again alone. Its
+    statements are prepared server-side on PostgreSQL: psycopg could leave a statement it
+    had queued for preparing in the failed pipeline in its cache, and the runs again then
+    failed with "prepared statement does not exist" (1 run in 4 of the test above, at
+    psycopg's default of preparing on the fifth use)."""
     await make_table(db)
     for n in range(30):
         works = [insert_later(f"a{n}"), insert(f"b{n}"), insert_later(f"c{n}"), bad_sql,
@@ -118,11 +119,38 @@ async def test_works_run_again_after_a_failed_group_find_their_statements(
         assert isinstance(results[3], DB_ERRORS)
         assert not any(isinstance(r, BaseException) for r in (*results[:3], results[4])), results
     assert len(await labels(db)) == 30 * 5  # a gate and four works a round; bad_sql none
-    if db.engine == "postgresql":  # the cause, removed: no statement prepared server-side
+    if db.engine == "postgresql":  # the works' insert is among the prepared statements
         prepared = await db.write(
-            lambda conn: conn.execute("SELECT COUNT(*) FROM pg_prepared_statements").fetchone()
+            lambda conn: conn.execute(
+                "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'INSERT%'"
+            ).fetchall()
         )
-        assert prepared[0] == 0
+        assert any("INSERT INTO t" in row[0] for row in prepared), prepared
+
+
+async def test_a_statement_first_prepared_in_a_failed_group_runs_again(db: Database) -> None:
+    """A statement used for the 1st to the 6th time right after a failing one, in a group:
+    its Parse never reached the server (the pipeline was aborted), yet it runs again alone
+    and afterwards. psycopg's default, preparing on the 5th use, failed here with
+    "prepared statement does not exist"."""
+    await make_table(db)
+    for uses in range(6):
+        sql = f"INSERT INTO t (label) VALUES (?) RETURNING id -- after {uses} uses"
+
+        def use(label: str, sql: str = sql) -> Callable[[Conn], Later[int]]:
+            def work(conn: Conn) -> Later[int]:
+                cur = conn.execute(sql, (label,))
+                return later(conn, cur, lambda rows: int(rows[0][0]))
+
+            return work
+
+        for n in range(uses):
+            await db.write_later(use(f"warm{uses}.{n}"))
+        results = await queue_behind_gate(db, [insert(f"a{uses}"), bad_sql, use(f"b{uses}")])
+        assert isinstance(results[1], DB_ERRORS)
+        assert isinstance(results[2], int), results
+        assert isinstance(await db.write_later(use(f"c{uses}")), int)
+    assert len(await labels(db)) == sum(1 + uses + 3 for uses in range(6))  # a gate a round
 
 
 async def test_a_refused_commit_stores_nothing_of_what_failed(db: Database) -> None:
