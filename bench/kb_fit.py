@@ -2,11 +2,11 @@
 
 On the TUNING sets only: the shop's eval.yaml (pooled with and without the
 shop's synonyms) and the sets whose eval.yaml says ``tuning: true`` (telecom,
-elearning: written before looking at the matcher's output). The held-out sets
-(shop/holdout, saas, bank, hotel) are never read. Prints the ranking weights
-(grid search on top-1 accuracy) and the confidence coefficients (logistic
-regression, every set weighing the same, in and out of scope balanced within
-each); paste them into calibration.py. Rerun:
+elearning, energy, fitness, rental: written before looking at the matcher's
+output). The held-out sets (shop/holdout, saas, bank, hotel) are never read.
+Prints the ranking weights (grid search on top-1 accuracy) and the confidence
+coefficients (logistic regression, every set weighing the same, in and out of
+scope balanced within each); paste them into calibration.py. Rerun:
 
     .venv/bin/python bench/kb_fit.py [QUESTION PAIR ANSWER LEXICAL]  # fixed weights
 """

@@ -285,16 +285,19 @@ def test_shop_knowledge_is_the_root_sample() -> None:
     assert packaged.read_bytes() == (ROOT / "knowledge.yaml").read_bytes()
 
 
-# Measured at the default threshold (README "Figures"); floors a few points below so that
-# a regression fails. (in-scope right, out-of-scope declined)
+# Measured at the default threshold (README "Figures"); the test allows a few points
+# below, so that a regression fails. (in-scope right, out-of-scope declined)
 MEASURED = {
-    "shop/eval": (0.823, 0.86),
-    "shop/holdout": (0.917, 0.65),
-    "telecom": (0.657, 0.806),
-    "elearning": (0.607, 0.909),
-    "saas": (0.523, 0.857),
-    "bank": (0.548, 0.86),
-    "hotel": (0.509, 0.981),
+    "shop/eval": (0.847, 0.86),
+    "shop/holdout": (0.931, 0.75),
+    "telecom": (0.646, 0.861),
+    "elearning": (0.589, 0.955),
+    "energy": (0.384, 0.852),
+    "fitness": (0.587, 0.911),
+    "rental": (0.50, 0.839),
+    "saas": (0.593, 0.875),
+    "bank": (0.575, 0.912),
+    "hotel": (0.544, 0.962),
 }
 
 
@@ -342,7 +345,7 @@ def test_environment_is_offline() -> None:
 
 def test_tuning_sets_are_marked_and_held_out_ones_are_not() -> None:
     tuned = {item.name for item in shipped_sets() if item.tuned}
-    assert tuned == {"shop/eval", "telecom", "elearning"}
+    assert tuned == {"shop/eval", "telecom", "elearning", "energy", "fitness", "rental"}
 
 
 def test_clauses_drop_courtesy_and_split_context_from_question() -> None:
@@ -458,13 +461,16 @@ def test_a_question_the_matcher_would_give_another_entry_is_a_collision(
     encoder: Encoder,
 ) -> None:
     kb = KnowledgeBase([*ENTRIES, MISFILED], encoder=encoder)
+    before = kb.match("When will I get my refund back?")
     collisions = kb.collisions()
     found = {(c.entry.id, c.question, c.other.id) for c in collisions}
     assert ("parcel-tracking", "When will I get my refund back?", "refund-delay") in found
     assert all({c.entry.id, c.other.id} == {"parcel-tracking", "refund-delay"} for c in collisions)
     assert all(c.score >= kb.threshold for c in collisions)
     # the knowledge base itself is untouched by the leave-one-out
-    assert kb.match("When will I get my refund back?").id == "parcel-tracking"
+    after = kb.match("When will I get my refund back?")
+    assert (after.id, after.score) == (before.id, before.score)
+    assert len(kb.entries) == len(ENTRIES) + 1
 
 
 def test_distinct_entries_have_no_collision(kb: KnowledgeBase) -> None:

@@ -23,13 +23,20 @@ Two steps, both with coefficients frozen below:
 How they were fitted (``python bench/kb_fit.py``, rerun it after changing a
 feature): on the *tuning* sets only: the shop's eval.yaml (pooled with and
 without its ``synonyms:``, so that nothing assumes a business wrote synonyms),
-and two sets written for that purpose, before looking at the matcher's output,
+and five sets written for that purpose, before looking at the matcher's output,
 for businesses with short knowledge bases and no synonyms (evalsets/telecom,
-evalsets/elearning). Each set weighs the same; in- and out-of-scope messages
-weigh the same within a set, so that 0.5 is the natural threshold. Ranking
-weights by grid search on top-1 accuracy; the confidence by logistic
-regression (Newton, L2 0.01). The held-out sets (the shop's holdout, saas,
-bank, hotel) were never used.
+elearning, energy, fitness, rental). Each set weighs the same; in- and
+out-of-scope messages weigh the same within a set, so that 0.5 is the natural
+threshold. Ranking weights by grid search on top-1 accuracy; the confidence by
+logistic regression (Newton, L2 0.01). The held-out sets (the shop's holdout,
+saas, bank, hotel) were never used.
+
+Energy, fitness and rental joined the tuning sets in round 5: first measured
+blind with the constants fitted on the other three (right / declined: 38.4 / 83.3,
+59.9 / 91.1, 53.8 / 83.9 %), then fitted on with them. The refit ranks the
+answers' text higher (pair 0.5 → 1.0, answer 0.2 → 0.8: pooled top-1 79.0 →
+80.1 %); held out, top-1 went from 73.6 / 75.8 / 76.5 to 75.9 / 75.8 / 78.3 %
+(saas / bank / hotel) and right + declined from 439.4 to 446.1 points in all.
 
 Tried and left out (issue 15, round 3): **self-calibration** of each knowledge base at
 load time. Leave-one-out over its own example questions (one question removed: an
@@ -59,14 +66,12 @@ import numpy as np
 import numpy.typing as npt
 
 RANK_QUESTION: Final = 1.0
-RANK_PAIR: Final = 0.5
-RANK_ANSWER: Final = 0.2
+RANK_PAIR: Final = 1.0
+RANK_ANSWER: Final = 0.8
 RANK_LEXICAL: Final = 0.4
-# Since messages are respelled (respell.py), kb_fit.py's grid prefers (1, 1, 0.6, 0.2) by
-# 0.1 point of pooled top-1 (87.2 against 87.1 %): within noise, so these are kept.
 
 # intercept, lexical, pair, answer, scaled margin, unknown share (fitted, see above)
-CONFIDENCE: Final[tuple[float, ...]] = (-5.5, 0.36, 6.14, 7.22, 0.71, -1.6)
+CONFIDENCE: Final[tuple[float, ...]] = (-3.76, 0.45, 4.2, 4.82, 0.7, -1.97)
 
 TIE_SCALE: Final = 0.002
 """Pair cosines this close to the runner-up's (see ``tie_share``) mean "asked alike"."""

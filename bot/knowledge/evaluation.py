@@ -4,9 +4,10 @@ A set lists messages with the entry that should answer them, or ``null`` when
 none should. Sets ship inside the package (``evalsets/<name>/``: a business's
 knowledge.yaml, eval.yaml, and for the shop a holdout.yaml): the shop is the
 one the matcher was tuned on, the others (saas, bank, hotel) were written
-blind and never tuned on; telecom and elearning are extra *tuning* sets
-(``tuning: true`` in their eval.yaml), written before looking at the
-matcher's output, so that the calibration is not fitted to one business.
+blind and never tuned on; telecom, elearning, energy, fitness and rental are
+extra *tuning* sets (``tuning: true`` in their eval.yaml), written before
+looking at the matcher's output, so that the calibration is not fitted to one
+business.
 Two figures matter:
 
 - **accuracy**: in-scope messages answered (confidence ≥ threshold) with the
