@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from storage.group_commit import GroupCommitted, Outcome, Work
+from storage.pg_sessions import forget_plans, stale_plan
 
 
 class Piped:
@@ -94,8 +95,10 @@ class PipelinedGroups(GroupCommitted):
             return [outcome for work in works for outcome in self._lone(work)]
         return [(True, result) for result in results]
 
-    def _lone(self, work: Work) -> list[Outcome]:
-        """One work in its own pipelined transaction: BEGIN, its statements, COMMIT."""
+    def _lone(self, work: Work, *, again: bool = True) -> list[Outcome]:
+        """One work in its own pipelined transaction: BEGIN, its statements, COMMIT; run
+        once more if a statement prepared before the schema changed was refused (nothing
+        of the first run is stored: it was rolled back)."""
         try:
             self._begin_group()
         except Exception as exc:
@@ -106,6 +109,9 @@ class PipelinedGroups(GroupCommitted):
             self._commit_pipeline()
         except BaseException as exc:
             self._rollback()
+            if again and stale_plan(exc) and not (self.pg.closed or self.pg.broken):
+                forget_plans(self.pg)
+                return self._lone(work, again=False)
             return [(False, self._failure(exc))]
         return [(True, result)]
 

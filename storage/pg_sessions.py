@@ -26,6 +26,22 @@ def key_lock_id(key: str, purpose: str = "step") -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def stale_plan(exc: BaseException) -> bool:
+    """Did the server refuse a statement prepared before the schema changed under it? A
+    newer version's migration, run by another process during a rolling upgrade, added a
+    column to a table that a ``SELECT *`` reads: "cached plan must not change result type"
+    (SQLSTATE 0A000, for as long as the connection lives). Any 0A000 is taken for it: a
+    statement that is really unsupported fails again once its plans are forgotten."""
+    return isinstance(exc, psycopg.errors.FeatureNotSupported)
+
+
+def forget_plans(conn: psycopg.Connection[Any]) -> None:
+    """Drop the connection's prepared statements, on the server and in psycopg's cache
+    (which clears itself on seeing ``DEALLOCATE ALL``): the next uses prepare them again."""
+    log.info("schema changed by another process: statements prepared again")
+    conn.execute("DEALLOCATE ALL")
+
+
 # Waiting for a key another process holds: tried again after these pauses (seconds).
 KEY_WAIT_FIRST = 0.002
 KEY_WAIT_MAX = 0.05
@@ -62,14 +78,20 @@ class Session:
         return asyncio.get_running_loop().run_in_executor(self.thread, functools.partial(fn, *args))
 
     def retried(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """``work`` on the connection; once more on a new one if the server had closed it
-        (only for statements that are safe to repeat: reads, lock calls)."""
+        """``work`` on the connection; once more on a new one if the server had closed it,
+        or with its statements prepared again if the schema changed under them (only for
+        statements that are safe to repeat: reads, lock calls)."""
         conn = self.get()
         try:
             return work(conn)
         except psycopg.OperationalError:
             if not (conn.closed or conn.broken):
                 raise
+        except psycopg.Error as exc:
+            if not stale_plan(exc):
+                raise
+            forget_plans(conn)
+            return work(conn)
         return work(self.get())
 
     def close(self) -> None:

@@ -472,6 +472,32 @@ async def test_a_write_blocked_past_busy_timeout_says_locked(db_target: str) -> 
         await db.close()
 
 
+async def test_a_column_added_by_a_newer_version_breaks_no_statement(
+    db: Database, db_target: str
+) -> None:
+    """A rolling upgrade: another process (a newer version) adds a column while this one
+    runs. PostgreSQL refused this connection's statements prepared before it ("cached plan
+    must not change result type") for as long as the connection lived; they are prepared
+    again, on the read and the write connections, and see the new column."""
+    await db.write(lambda conn: conn.execute("CREATE TABLE rolled (id INTEGER, a TEXT)"))
+    await db.write(lambda conn: conn.execute("INSERT INTO rolled VALUES (1, 'x')"))
+
+    def everything(conn: Conn) -> list[tuple[object, ...]]:
+        return [tuple(row) for row in conn.execute("SELECT * FROM rolled WHERE id = ?", (1,))]
+
+    for _ in range(3):
+        assert await db.read(everything) == [(1, "x")]
+        assert await db.write(everything) == [(1, "x")]
+    newer = await Database.open(db_target)
+    try:
+        await newer.write(lambda conn: conn.execute("ALTER TABLE rolled ADD COLUMN b TEXT"))
+    finally:
+        await newer.close()
+    assert await db.read(everything) == [(1, "x", None)]
+    assert await db.write(everything) == [(1, "x", None)]
+    assert await db.read(everything) == [(1, "x", None)]  # and from then on
+
+
 def test_the_sql_is_translated_once_for_postgresql() -> None:
     """``?`` → ``%s`` outside literals and comments, literal ``%`` doubled, SQLite's planner
     hints dropped; schema types widened, identity keys, triggers as PL/pgSQL."""
