@@ -110,7 +110,7 @@ class PipelinedGroups(GroupCommitted):
         except BaseException as exc:
             self._rollback()
             if again and stale_plan(exc) and not (self.pg.closed or self.pg.broken):
-                forget_plans(self.pg)
+                forget_plans(self.pg, exc)
                 return self._lone(work, again=False)
             return [(False, self._failure(exc))]
         return [(True, result)]

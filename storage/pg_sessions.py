@@ -10,7 +10,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import psycopg
 
@@ -26,7 +26,7 @@ def key_lock_id(key: str, purpose: str = "step") -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def stale_plan(exc: BaseException) -> bool:
+def stale_plan(exc: BaseException) -> TypeGuard[psycopg.errors.FeatureNotSupported]:
     """Did the server refuse a statement prepared before the schema changed under it? A
     newer version's migration, run by another process during a rolling upgrade, added a
     column to a table that a ``SELECT *`` reads: "cached plan must not change result type"
@@ -35,10 +35,11 @@ def stale_plan(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.FeatureNotSupported)
 
 
-def forget_plans(conn: psycopg.Connection[Any]) -> None:
+def forget_plans(conn: psycopg.Connection[Any], refused: psycopg.Error) -> None:
     """Drop the connection's prepared statements, on the server and in psycopg's cache
     (which clears itself on seeing ``DEALLOCATE ALL``): the next uses prepare them again."""
-    log.info("schema changed by another process: statements prepared again")
+    reason = (str(refused).strip().splitlines() or ["?"])[0]
+    log.info("statement refused (%s): prepared statements dropped, run again", reason)
     conn.execute("DEALLOCATE ALL")
 
 
@@ -90,7 +91,7 @@ class Session:
         except psycopg.Error as exc:
             if not stale_plan(exc):
                 raise
-            forget_plans(conn)
+            forget_plans(conn, exc)
             return work(conn)
         return work(self.get())
 
