@@ -26,6 +26,11 @@ def key_lock_id(key: str, purpose: str = "step") -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def server_reason(exc: psycopg.Error) -> str:
+    """The server's message, first line (never the connection string)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def stale_plan(exc: BaseException) -> TypeGuard[psycopg.errors.FeatureNotSupported]:
     """Did the server refuse a statement prepared before the schema changed under it? A
     newer version's migration, run by another process during a rolling upgrade, added a
@@ -38,8 +43,9 @@ def stale_plan(exc: BaseException) -> TypeGuard[psycopg.errors.FeatureNotSupport
 def forget_plans(conn: psycopg.Connection[Any], refused: psycopg.Error) -> None:
     """Drop the connection's prepared statements, on the server and in psycopg's cache
     (which clears itself on seeing ``DEALLOCATE ALL``): the next uses prepare them again."""
-    reason = (str(refused).strip().splitlines() or ["?"])[0]
-    log.info("statement refused (%s): prepared statements dropped, run again", reason)
+    log.info(
+        "statement refused (%s): prepared statements dropped, run again", server_reason(refused)
+    )
     conn.execute("DEALLOCATE ALL")
 
 

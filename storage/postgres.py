@@ -33,7 +33,7 @@ from storage.database import AsyncCursor, Conn, Cursor, migrations, newer_schema
 from storage.pg_dialect import FUNCTIONS, pg_schema, pg_sql
 from storage.pg_keylocks import BatchedKeyLocks
 from storage.pg_pipeline import Piped, PipelinedGroups
-from storage.pg_sessions import KEY_WAIT_FIRST, KEY_WAIT_MAX, Session, key_lock_id
+from storage.pg_sessions import KEY_WAIT_FIRST, KEY_WAIT_MAX, Session, key_lock_id, server_reason
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class PgDatabase(PipelinedGroups):
         try:
             conn = await loop.run_in_executor(None, _connect, url)
         except psycopg.Error as exc:
-            raise StorageError(f"cannot open database {where}: {_reason(exc)}") from None
+            raise StorageError(f"cannot open database {where}: {server_reason(exc)}") from None
         db = cls(conn, url, int(busy_timeout.total_seconds() * 1000))
         try:
             await db._run(db._setup, conn)
@@ -229,7 +229,7 @@ class PgDatabase(PipelinedGroups):
             conn.prepare_threshold = 0  # as ``_connect(prepared=True)``, once migrated
         except psycopg.Error as exc:
             await db.close()
-            raise StorageError(f"cannot use database {where}: {_reason(exc)}") from None
+            raise StorageError(f"cannot use database {where}: {server_reason(exc)}") from None
         except BaseException:
             await db.close()
             raise
@@ -246,7 +246,9 @@ class PgDatabase(PipelinedGroups):
         try:
             current = await asyncio.get_running_loop().run_in_executor(None, read)
         except psycopg.Error as exc:
-            raise StorageError(f"cannot open database {redact(url)}: {_reason(exc)}") from None
+            raise StorageError(
+                f"cannot open database {redact(url)}: {server_reason(exc)}"
+            ) from None
         return current, len(migrations())
 
     def _migrate(self) -> None:
@@ -268,7 +270,7 @@ class PgDatabase(PipelinedGroups):
                 try:
                     self.pg.execute(pg_schema(sql))
                 except psycopg.Error as exc:
-                    raise SchemaError(f"migration {name} failed: {_reason(exc)}") from None
+                    raise SchemaError(f"migration {name} failed: {server_reason(exc)}") from None
             self.pg.execute(f"DELETE FROM {VERSION_TABLE}")
             self.pg.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (%s)", [len(known)])
 
@@ -425,8 +427,3 @@ def _tuples(
     cur = conn.cursor(row_factory=tuple_row)
     cur.execute(pg_sql(sql), list(params))
     return cur.fetchall()
-
-
-def _reason(exc: psycopg.Error) -> str:
-    """The server's message, first line (never the connection string)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -184,7 +184,7 @@ class WebStore:
                     seq = int(row[0])
                     added = (seq, changes.in_write(conn, {"t": "line", "v": visitor, "s": seq}))
                 line = Later(lambda: added)
-            else:  # PostgreSQL: the note rides the INSERT; the seq is read after the COMMIT
+            else:  # the note, if any, rides the INSERT (PostgreSQL); the seq read after COMMIT
                 line = later(conn, cursor, lambda rows: (int(rows[0][0]), None) if rows else None)
             more = also(conn) if also is not None else None
             return Later(lambda: (line.read(), more.read() if isinstance(more, Later) else more))
