@@ -235,6 +235,7 @@ def _forget_visitors(conn: Conn, visitors: Sequence[str], now: int) -> int:
     for visitor in visitors:
         cur = conn.execute("DELETE FROM web_messages WHERE visitor = ?", (visitor,))
         lines += int(cur.rowcount)
+        conn.execute("DELETE FROM web_line_numbers WHERE visitor = ?", (visitor,))
         prefix = f"web:{visitor}:"
         conn.execute("DELETE FROM inbound WHERE substr(dedup_key, 1, ?) = ?", (len(prefix), prefix))
         conn.execute(

@@ -16,7 +16,6 @@ from typing import Any
 from storage.conversations import transcript_lines
 from storage.database import Conn, Database, Later, Row, later
 from storage.notify import Changes
-from storage.pg_sessions import key_lock_id
 from storage.privacy import visitor_mark
 
 SECRET_KEY = "token_secret"  # where earlier versions kept the generated secret
@@ -78,9 +77,24 @@ FROM (SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM web_messages WHERE visitor = 
 WHERE NOT EXISTS (SELECT 1 FROM web_settings WHERE key = ?)
   AND NOT EXISTS (SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?)"""
 
-# PostgreSQL: a visitor's lines are numbered one transaction at a time (the lock is the
-# transaction's, released by its COMMIT).
-_LOCK = "SELECT pg_advisory_xact_lock(?)"
+# PostgreSQL: the same, the number taken by bumping the visitor's row of web_line_numbers
+# in the statement itself. Its row lock, held to the COMMIT, numbers a visitor's lines one
+# transaction at a time across processes, and ON CONFLICT DO UPDATE reads the row's latest
+# committed value even where the statement's snapshot is older (a MAX(seq) alone would
+# miss a line committed while this statement waited for that lock). GREATEST catches up
+# with lines the row does not count (copied from SQLite, written by an older version). An
+# erased visitor gets no row, and a frame sent again takes no number (no gap in the seqs).
+_APPEND_PG = """WITH next AS (
+  INSERT INTO web_line_numbers(visitor, last_seq)
+  SELECT ?, COALESCE(MAX(seq), 0) + 1 FROM web_messages WHERE visitor = ?
+  HAVING NOT EXISTS (SELECT 1 FROM web_settings WHERE key = ?)
+     AND NOT EXISTS (SELECT 1 FROM web_messages WHERE visitor = ? AND client_id = ?)
+  ON CONFLICT (visitor) DO UPDATE
+  SET last_seq = GREATEST(web_line_numbers.last_seq + 1, excluded.last_seq)
+  RETURNING last_seq
+)
+INSERT INTO web_messages(visitor, seq, at, author, text, choices, client_id, name)
+SELECT ?, next.last_seq, ?, ?, ?, ?, ?, ? FROM next"""
 
 
 def _line(row: Row) -> WebLine:
@@ -155,26 +169,30 @@ class WebStore:
         """``append``, and ``also`` (a delivery's record) in the same transaction: the
         line and what ``also`` returned (read after the COMMIT when it is a ``Later``).
 
-        One write (group-committed with the others): the erasure and duplicate checks
-        and the next seq are in the INSERT's SELECT. On PostgreSQL the visitor's lines
-        are numbered under a transaction lock of the visitor (``_LOCK``: another process
-        numbering the same visitor's lines waits for our COMMIT, then its INSERT sees our
-        line), so a line is never refused for its seq; its note rides its RETURNING and
-        the seq is read after the COMMIT: no wait inside the group."""
+        One statement (group-committed with the others): the erasure and duplicate
+        checks and the next seq are in the INSERT. On PostgreSQL the visitor's row of
+        ``web_line_numbers`` orders the numbering across processes (``_APPEND_PG``: another
+        process numbering the same visitor's lines waits for our COMMIT, then counts on
+        from ours), so a line is never refused for its seq; its note rides its RETURNING
+        and the seq is read after the COMMIT: no wait inside the group."""
         shown = json.dumps(choices or [], ensure_ascii=False)
         changes = self.changes
-        shared = self.db.engine == "postgresql"
         noting = changes.line_note_column() if changes is not None else None
-        sql = _APPEND + " RETURNING seq"
-        extra: tuple[Any, ...] = ()
+        if self.db.engine == "postgresql":
+            sql = _APPEND_PG
+            params: tuple[Any, ...] = (
+                visitor, visitor, visitor_mark(visitor), visitor, client_id,
+                visitor, at, author, text, shown, client_id, name,
+            )  # fmt: skip
+        else:
+            sql = _APPEND
+            params = (visitor, at, author, text, shown, client_id, name,
+                      visitor, visitor_mark(visitor), visitor, client_id)  # fmt: skip
+        sql += " RETURNING seq"
         if noting is not None:
-            sql, extra = f"{sql}, {noting[0]}", noting[1]
-        params = (visitor, at, author, text, shown, client_id, name,
-                  visitor, visitor_mark(visitor), visitor, client_id, *extra)  # fmt: skip
+            sql, params = f"{sql}, {noting[0]}", (*params, *noting[1])
 
         def add(conn: Conn) -> Later[tuple[tuple[int, str | None] | None, Any]]:
-            if shared:
-                conn.execute(_LOCK, (key_lock_id(visitor, "web-lines"),))
             cursor = conn.execute(sql, params)
             line: Later[tuple[int, str | None] | None]
             if changes is not None and noting is None:  # SQLite: the note made in the write

@@ -181,6 +181,45 @@ async def test_a_web_line_and_its_delivery_record_are_one_write(db: Database) ->
     assert [x.text for x in await store.since("v1", 0)] == ["Bonjour !"]
 
 
+async def test_a_visitors_lines_go_on_from_what_is_stored(db: Database) -> None:
+    """A visitor's next line is numbered after every stored line, even lines its number
+    row does not count (copied from SQLite, written by an older version), and even when
+    that row lags; a frame sent again takes no number; an erased visitor's lines and
+    number row go, and no new line is stored for them."""
+    store = WebStore(db)
+    async with db.transaction() as conn:
+        for seq in (1, 2, 3):  # as `db copy` or an older version leaves them
+            await conn.execute(
+                "INSERT INTO web_messages(visitor, seq, at, author, text) VALUES (?, ?, ?, ?, ?)",
+                ("v9", seq, 1_000 + seq, "customer", f"ligne {seq}"),
+            )
+    fourth = await store.append("v9", 2_000, "bot", "quatre")
+    assert fourth is not None
+    assert fourth.seq == 4
+    async with db.transaction() as conn:  # a number row behind the lines
+        await conn.execute(
+            "INSERT INTO web_line_numbers(visitor, last_seq) VALUES ('v9', 1) "
+            "ON CONFLICT (visitor) DO UPDATE SET last_seq = 1"
+        )
+    fifth = await store.append("v9", 2_001, "bot", "cinq")
+    assert fifth is not None
+    assert fifth.seq == 5
+    assert await store.append("v9", 2_002, "customer", "six", client_id="c6") is not None
+    assert await store.append("v9", 2_003, "customer", "six", client_id="c6") is None
+    seventh = await store.append("v9", 2_004, "bot", "sept")
+    assert seventh is not None
+    assert seventh.seq == 7  # the frame sent again took no number
+    assert [line.seq for line in await store.since("v9", 0)] == [1, 2, 3, 4, 5, 6, 7]
+
+    web = Customer("web", "v9", "Ana")
+    await SqliteStore(db).open_conversation(web, Address("web", "v9"), "fr", 3_000)
+    assert await PrivacyStore(db).erase(web.key, 5_000, "admin") is not None
+    assert await store.since("v9", 0) == []
+    assert await db.fetchall("SELECT * FROM web_line_numbers WHERE visitor = 'v9'") == []
+    assert await store.append("v9", 6_000, "customer", "encore là ?") is None
+    assert await db.fetchall("SELECT * FROM web_line_numbers WHERE visitor = 'v9'") == []
+
+
 async def test_a_redelivery_in_a_group_of_writes_fails_alone(db: Database) -> None:
     """Steps committed together (group commit): the one whose update was stored already
     is not applied (its inbound key fails, the group runs again without it); the others

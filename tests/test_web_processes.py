@@ -272,10 +272,11 @@ async def test_a_stored_line_sends_its_note_from_its_own_insert(pg_url: str) -> 
 
 
 async def test_two_processes_writing_one_visitors_lines_lose_none(pg_url: str) -> None:
-    """Two processes write one visitor's lines at once: each process numbers them under
-    a transaction lock of the visitor, so every line is stored once, seqs 1..n, each
-    line's write run once (without the lock two lines would get one seq: the second's
-    INSERT fails, and its group is rolled back and run again)."""
+    """Two processes write one visitor's lines at once: each line takes its number by
+    bumping the visitor's row of web_line_numbers in its INSERT, whose lock orders them,
+    so every line is stored once, seqs 1..n, each line's write run once (numbered by
+    MAX(seq) alone, two lines would get one seq: the second's INSERT fails, and its group
+    is rolled back and run again)."""
     first, second = await Database.open(pg_url), await Database.open(pg_url)
     runs: list[int] = []
     for db in (first, second):
