@@ -84,6 +84,8 @@ WHERE NOT EXISTS (SELECT 1 FROM web_settings WHERE key = ?)
 # miss a line committed while this statement waited for that lock). GREATEST catches up
 # with lines the row does not count (copied from SQLite, written by an older version). An
 # erased visitor gets no row, and a frame sent again takes no number (no gap in the seqs).
+# The same frame stored by another process while this statement waited for the row (its
+# snapshot did not see it) is skipped by the ON CONFLICT: not stored, as a resent frame.
 _APPEND_PG = """WITH next AS (
   INSERT INTO web_line_numbers(visitor, last_seq)
   SELECT ?, COALESCE(MAX(seq), 0) + 1 FROM web_messages WHERE visitor = ?
@@ -94,7 +96,8 @@ _APPEND_PG = """WITH next AS (
   RETURNING last_seq
 )
 INSERT INTO web_messages(visitor, seq, at, author, text, choices, client_id, name)
-SELECT ?, next.last_seq, ?, ?, ?, ?, ?, ? FROM next"""
+SELECT ?, next.last_seq, ?, ?, ?, ?, ?, ? FROM next
+ON CONFLICT (visitor, client_id) WHERE client_id IS NOT NULL DO NOTHING"""
 
 
 def _line(row: Row) -> WebLine:

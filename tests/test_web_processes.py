@@ -308,6 +308,48 @@ async def test_two_processes_writing_one_visitors_lines_lose_none(pg_url: str) -
         await second.close()
 
 
+async def test_a_frame_stored_by_another_process_meanwhile_is_not_stored_twice(
+    pg_url: str,
+) -> None:
+    """A widget frame sent again reaches a second process while the first is still
+    storing it: the second waits for the visitor's number row, then finds the frame
+    stored and stores nothing (not an error), as for any resent frame."""
+    first, second = await Database.open(pg_url), await Database.open(pg_url)
+    watcher = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    try:
+        async with first.transaction() as conn:  # the first process, mid-write
+            await conn.execute("INSERT INTO web_line_numbers(visitor, last_seq) VALUES ('v8', 1)")
+            await conn.execute(
+                "INSERT INTO web_messages(visitor, seq, at, author, text, client_id) "
+                "VALUES ('v8', 1, 1000, 'customer', 'bonjour', 'c1')"
+            )
+            again = asyncio.create_task(
+                WebStore(second).append("v8", 1_001, "customer", "bonjour", client_id="c1")
+            )
+
+            async def second_waits() -> bool:
+                cur = await watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                row = await cur.fetchone()
+                return row is not None and row[0] > 0
+
+            async with asyncio.timeout(10):
+                while not await second_waits():  # noqa: ASYNC110 - state of another server session
+                    await asyncio.sleep(0.005)
+        assert await again is None
+        lines = await WebStore(first).since("v8", 0)
+        assert [(line.seq, line.text) for line in lines] == [(1, "bonjour")]
+        after = await WebStore(second).append("v8", 1_002, "bot", "Bonjour !")
+        assert after is not None
+        assert after.seq == 3  # the skipped frame had taken 2: a gap, which widgets read past
+    finally:
+        await watcher.close()
+        await first.close()
+        await second.close()
+
+
 async def test_one_process_hears_a_written_note_after_the_write() -> None:
     changes = Changes()
     heard: list[dict[str, Any]] = []
