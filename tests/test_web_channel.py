@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -201,6 +202,31 @@ async def test_duplicate_client_message_id_is_processed_once(served: Served) -> 
     await again.say("merci")
     await eventually(lambda: again.has("merci") and len(again.lines()) == 4)
     assert [line["author"] for line in again.lines()].count("customer") == 2
+
+
+async def test_a_frame_the_database_refuses_gets_unavailable_and_the_socket_stays(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database driver's own error (a disk or connection failure, a line refused for
+    its number during a rolling upgrade) is answered like any storage failure: the
+    visitor is told to try again, and the same socket goes on."""
+    append = served.web.store.append
+    failures = iter([sqlite3.OperationalError("disk I/O error")])
+
+    async def failing_once(*args: Any, **kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return await append(*args, **kwargs)
+
+    monkeypatch.setattr(served.web.store, "append", failing_once)
+    visitor = await served.widget(await served.token())
+    await visitor.say("bonjour")
+    await eventually(lambda: "unavailable" in visitor.errors())
+    assert visitor.lines() == []
+    await visitor.say("bonjour")
+    await eventually(lambda: len(visitor.lines()) == 2)
+    await visitor.close()
 
 
 async def test_forged_or_foreign_tokens_are_refused(served: Served) -> None:

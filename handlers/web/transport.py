@@ -53,6 +53,7 @@ from handlers.web.ops import Readiness, ops_routes
 from handlers.web.relay import Relay
 from handlers.web.site import Site, demo_page, static_dir, widget_script
 from handlers.web.sockets import Outlet
+from storage.database import DB_ERRORS
 from storage.followups import SqliteFollowups
 from storage.notify import Changes, changes_for
 from storage.web_store import WebLine, WebStore
@@ -379,7 +380,7 @@ class WebTransport:
                 if not isinstance(token, str):
                     raise BadFrame("choice token is not a string")
                 await self._visitor_choice(outlet, customer, client_id, seq, token)
-        except StorageError:
+        except (StorageError, *DB_ERRORS):  # the driver's own errors too: not stored
             log.exception("web channel: could not store a visitor frame")
             outlet.push({"type": "error", "code": "unavailable", "id": client_id})
 
