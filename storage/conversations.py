@@ -3,14 +3,14 @@ outbox.
 
 Each engine step is one ``apply`` transaction, redelivery check included; the hot
 path (a customer message answered by the bot) costs one read and one write
-transaction.
+transaction, and on PostgreSQL the read comes back with the conversation's lock.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from bot.conversation.store import (
 )
 from storage.complaints import load_complaint
 from storage.customer_history import customer_context as _customer_context
-from storage.database import DB_ERRORS, Conn, Database, Later, Row
+from storage.database import DB_ERRORS, Conn, Database, Follow, Later, Row
 from storage.followups import SqliteFollowups
 from storage.inbound_queue import process_owner
 from storage.kb_questions import latest_kb_question
@@ -50,6 +50,8 @@ SELECT c.*, cu.key AS customer_key, cu.name AS customer_name,
 FROM conversations c JOIN customers cu ON cu.id = c.customer_id
 """
 
+# The open conversations at some addresses (a ``Follow``, PostgreSQL only).
+_OPEN_AT_ANY = _SELECT + "WHERE c.address_key = ANY(?) AND c.state <> 'closed' ORDER BY c.id"
 
 # How long a claimed outbox item or timer stays this process's without being renewed: a
 # delivery attempt takes seconds; a lease this long run out is a dead process.
@@ -117,6 +119,7 @@ class SqliteStore(RoutingQueries):
         self.clock: Clock = clock or SystemClock()
         self.owner = owner or process_owner()
         self.lease_ms = int(lease.total_seconds() * 1000)
+        self._held_open: dict[str, list[Row]] = {}  # read with the key (``hold``)
 
     @property
     def shared(self) -> bool:
@@ -130,11 +133,26 @@ class SqliteStore(RoutingQueries):
     def _now(self) -> int:
         return to_ms(self.clock.now())
 
-    def hold(self, key: str) -> AbstractAsyncContextManager[None]:
-        """Hold a conversation's address against the other processes for one step."""
-        return self.db.hold_key(key)
+    @asynccontextmanager
+    async def hold(self, key: str, *, load_open: bool = False) -> AsyncIterator[None]:
+        """Hold a conversation's address against the other processes for one step.
+
+        ``load_open``: the step begins with ``load_open(key)``. Where holding the key is a
+        round trip (PostgreSQL), the open conversation comes back with it, and that
+        first ``load_open`` takes it instead of reading again."""
+        follow = Follow(_OPEN_AT_ANY, "address_key", key) if load_open else None
+        async with self.db.hold_key(key, follow) as rows:
+            if rows is not None:
+                self._held_open[key] = rows
+            try:
+                yield
+            finally:
+                self._held_open.pop(key, None)
 
     async def load_open(self, address_key: str) -> ConversationRecord | None:
+        held = self._held_open.pop(address_key, None)  # read with the key, first in the step
+        if held is not None:
+            return _record(held[0]) if held else None
         row = await self.db.fetchone(
             _SELECT + "WHERE c.address_key = ? AND c.state <> 'closed'", (address_key,)
         )

@@ -80,6 +80,22 @@ class Conn(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Follow:
+    """A read to send with a key's lock (``Database.hold_key``) where taking the lock is a
+    round trip of its own (PostgreSQL): the step's first read comes back with the lock.
+
+    ``sql`` takes one array (``= ANY(?)``): the keys of one batch that follow with the
+    same statement share it, and each row goes to the key whose ``value`` it holds in
+    ``column``. It runs after the lock is taken, with a snapshot of its own (READ
+    COMMITTED): it sees whatever the key's previous holder committed before releasing it.
+    """
+
+    sql: str
+    column: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Later(Generic[T]):
     """What a work of ``write_later`` gives back: its result, read once its transaction
     has committed. On PostgreSQL a group's statements go out as one pipeline, and rows
@@ -315,9 +331,13 @@ class Database:
         taken before the database is opened; PostgreSQL overrides this."""
         return
 
-    def hold_key(self, key: str) -> AbstractAsyncContextManager[None]:
+    def hold_key(
+        self, key: str, follow: Follow | None = None
+    ) -> AbstractAsyncContextManager[list[Any] | None]:
         """Hold ``key`` (a conversation's address) against the other processes sharing
-        the database, for one engine step; nothing to hold when the process is alone."""
+        the database, for one engine step; nothing to hold when the process is alone.
+        Gives the rows that ``follow`` read once the key was held, or None if it was not
+        sent (here: the caller reads as usual)."""
         return nullcontext()
 
     # -- the port, the same on both engines

@@ -7,16 +7,24 @@ release asked while the lock thread was busy goes in its next statement, and a r
 is not waited for (the step is done; only another process may need the key, and it
 retries). A key released and tried again in one batch is still ours either way: a
 session's advisory locks stack.
+
+A try may bring a read (``Follow``: a step's open conversation), sent in the same
+pipeline as the batch's statement: one hop and one round trip for the lock and the
+step's first read, where the read on its own connection and thread cost a process on
+PostgreSQL more CPU a message than the read itself (README, "Storage rows").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections import defaultdict
+from typing import Any, NamedTuple
 
 import psycopg
 
+from storage.database import Follow
+from storage.pg_dialect import pg_sql
 from storage.pg_sessions import Session
 
 log = logging.getLogger(__name__)
@@ -28,7 +36,16 @@ _BATCH = (
     " END FROM unnest(%s::bigint[], %s::int[]) WITH ORDINALITY AS t(id, try, n) ORDER BY t.n"
 )
 
-Ask = tuple[int, bool, "asyncio.Future[bool] | None"]  # lock id, try (else release), waiter
+Taken = tuple[bool, "list[Any] | None"]  # the lock is ours now; the rows its follow read
+
+
+class Ask(NamedTuple):
+    """A try or a release asked of the lock connection."""
+
+    lock_id: int
+    taking: bool  # a try, else a release
+    waiter: asyncio.Future[Taken] | None  # None: a release, not waited for
+    follow: Follow | None = None
 
 
 class BatchedKeyLocks:
@@ -39,16 +56,17 @@ class BatchedKeyLocks:
         self._asked: list[Ask] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def try_lock(self, lock_id: int) -> bool:
-        """Whether the lock is ours now. A caller cancelled meanwhile does not leave it
-        taken: a success nobody waits for any more is released."""
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._ask((lock_id, True, waiter))
+    async def try_lock(self, lock_id: int, follow: Follow | None = None) -> Taken:
+        """Whether the lock is ours now, and if so the rows ``follow`` read. A caller
+        cancelled meanwhile does not leave it taken: a success nobody waits for any more
+        is released."""
+        waiter: asyncio.Future[Taken] = asyncio.get_running_loop().create_future()
+        self._ask(Ask(lock_id, True, waiter, follow))
         return await waiter
 
     def release(self, lock_id: int) -> None:
         """Release at the next batch (not waited for)."""
-        self._ask((lock_id, False, None))
+        self._ask(Ask(lock_id, False, None))
 
     def _ask(self, ask: Ask) -> None:
         self._asked.append(ask)
@@ -66,22 +84,22 @@ class BatchedKeyLocks:
             try:
                 answers = await asyncio.shield(self._session.run(self._send, batch))
             except Exception as exc:  # the connection failed twice: the tries fail
-                for _id, _try, waiter in batch:
-                    if waiter is not None and not waiter.done():
-                        waiter.set_exception(exc)
+                for ask in batch:
+                    if ask.waiter is not None and not ask.waiter.done():
+                        ask.waiter.set_exception(exc)
                 continue
-            for (lock_id, _try, waiter), got in zip(batch, answers, strict=True):
-                if waiter is None:
+            for ask, taken in zip(batch, answers, strict=True):
+                if ask.waiter is None:
                     continue
-                if waiter.done():  # cancelled: nobody will release what it got
-                    if got:
-                        self._asked.append((lock_id, False, None))
+                if ask.waiter.done():  # cancelled: nobody will release what it got
+                    if taken[0]:
+                        self._asked.append(Ask(ask.lock_id, False, None))
                 else:
-                    waiter.set_result(got)
+                    ask.waiter.set_result(taken)
 
-    def _send(self, batch: list[Ask]) -> list[bool]:
-        """One statement on the lock connection (its thread)."""
-        if all(is_try for _id, is_try, _waiter in batch):  # safe to send again
+    def _send(self, batch: list[Ask]) -> list[Taken]:
+        """One round trip on the lock connection (its thread)."""
+        if all(ask.taking for ask in batch):  # safe to send again
             return self._session.retried(lambda conn: _run(conn, batch))
         try:
             return _run(self._session.get(), batch)
@@ -92,13 +110,30 @@ class BatchedKeyLocks:
             # The session is gone, and its locks with it: the releases are done; the
             # tries are asked again on a new connection.
             log.warning("advisory locks: connection lost (%s); trying again", exc)
-            tries = [ask for ask in batch if ask[1]]
+            tries = [ask for ask in batch if ask.taking]
             again = iter(_run(self._session.get(), tries) if tries else [])
-            return [next(again) if is_try else False for _id, is_try, _waiter in batch]
+            return [next(again) if ask.taking else (False, None) for ask in batch]
 
 
-def _run(conn: psycopg.Connection[Any], batch: list[Ask]) -> list[bool]:
-    ids = [lock_id for lock_id, _try, _waiter in batch]
-    tries = [int(is_try) for _id, is_try, _waiter in batch]  # this adapter dumps bools as ints
-    rows = conn.execute(_BATCH, [ids, tries]).fetchall()
-    return [bool(row[0]) for row in rows]
+def _run(conn: psycopg.Connection[Any], batch: list[Ask]) -> list[Taken]:
+    """The batch's statement, then its follows (one statement each per ``Follow.sql``),
+    in one pipeline."""
+    ids = [ask.lock_id for ask in batch]
+    tries = [int(ask.taking) for ask in batch]  # this adapter dumps bools as ints
+    values: dict[tuple[str, str], set[Any]] = defaultdict(set)
+    for ask in batch:
+        if ask.follow is not None:
+            values[ask.follow.sql, ask.follow.column].add(ask.follow.value)
+    if not values:
+        return [(bool(row[0]), None) for row in conn.execute(_BATCH, [ids, tries]).fetchall()]
+    with conn.pipeline():
+        taken = conn.execute(_BATCH, [ids, tries])
+        reads = [(key, conn.execute(pg_sql(key[0]), [list(v)])) for key, v in values.items()]
+    found: dict[tuple[str, str, Any], list[Any]] = defaultdict(list)
+    for (sql, column), cursor in reads:
+        for row in cursor.fetchall():
+            found[sql, column, row[column]].append(row)
+    return [
+        (bool(row[0]), None if f is None else found.get((f.sql, f.column, f.value), []))
+        for row, f in zip(taken.fetchall(), (ask.follow for ask in batch), strict=True)
+    ]

@@ -29,7 +29,7 @@ from psycopg.adapt import Buffer, Dumper, Loader
 from psycopg.rows import RowMaker, tuple_row
 
 from bot.errors import DatabaseLockedError, SchemaError, StorageError
-from storage.database import AsyncCursor, Conn, Cursor, migrations, newer_schema
+from storage.database import AsyncCursor, Conn, Cursor, Follow, migrations, newer_schema
 from storage.pg_dialect import FUNCTIONS, pg_schema, pg_sql
 from storage.pg_keylocks import BatchedKeyLocks
 from storage.pg_pipeline import Piped, PipelinedGroups
@@ -282,7 +282,9 @@ class PgDatabase(PipelinedGroups):
     # -- one conversation, one process at a time
 
     @asynccontextmanager
-    async def hold_key(self, key: str) -> AsyncIterator[None]:
+    async def hold_key(
+        self, key: str, follow: Follow | None = None
+    ) -> AsyncIterator[list[Any] | None]:
         """A session advisory lock on ``key`` on the lock connection, for one step.
 
         ``pg_try_advisory_lock`` tried again after short pauses rather than a blocking
@@ -291,11 +293,11 @@ class PgDatabase(PipelinedGroups):
         dies, even on kill -9. Tries and releases go in batches (storage/pg_keylocks.py)."""
         lock_id = key_lock_id(key)
         pause = KEY_WAIT_FIRST
-        while not await self._keys.try_lock(lock_id):
+        while not (taken := await self._keys.try_lock(lock_id, follow))[0]:
             await asyncio.sleep(pause)
             pause = min(pause * 2, KEY_WAIT_MAX)
         try:
-            yield
+            yield taken[1]
         finally:
             self._keys.release(lock_id)
 

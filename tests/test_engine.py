@@ -484,3 +484,27 @@ async def test_conversation_locks_are_released_after_each_step(harness: Harness)
     await harness.agent_does(TAKE)
     await harness.tick(timedelta(minutes=1))
     assert len(harness.engine.locks) == 0  # idle conversations hold no lock object
+
+
+async def test_a_customer_message_reads_its_conversation_with_the_key(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the conversation's key is a round trip to the lock connection; the
+    open conversation comes back with it (``Follow``), so a message that the bot answers
+    takes no trip to the read connection. Each message still sees what the one before
+    wrote (its misses, its state), on both engines."""
+    h = harness
+    trips: list[str] = []
+    reader = getattr(h.db, "_reader", None)
+    if reader is not None:
+        run = reader.run
+        monkeypatch.setattr(reader, "run", lambda *a: trips.append(str(a[1:])) or run(*a))
+    await h.say("Bonjour, quel est le délai de livraison ?")
+    trips.clear()
+    await h.say("zorglub quantique ?")  # not understood: a miss, written by this step
+    await h.say("Quel est le délai de livraison ?")  # answered: the misses start again
+    assert trips == []
+    assert (await conversation(h))["misses"] == 0
+    await h.say("zorglub quantique ?")
+    await h.say("xylophone intergalactique ?")  # the second miss in a row hands off
+    assert (await conversation(h))["state"] == State.QUEUED.value

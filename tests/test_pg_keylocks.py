@@ -9,10 +9,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import psycopg
 import pytest
 
 import storage.pg_keylocks as keylocks
-from storage.database import Database
+from storage.database import Database, Follow
 from storage.pg_sessions import key_lock_id
 from tests.waiting import eventually
 
@@ -32,7 +33,7 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     real = keylocks._run
 
-    def run(conn: Any, batch: list[keylocks.Ask]) -> list[bool]:
+    def run(conn: Any, batch: list[keylocks.Ask]) -> list[keylocks.Taken]:
         sizes.append(len(batch))
         return real(conn, batch)
 
@@ -42,7 +43,7 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 async def free_in(db: Any, key: str) -> bool:
     """Whether ``db`` (another process) can take ``key`` now; given back at once."""
-    got = await db._keys.try_lock(key_lock_id(key))
+    got, _rows = await db._keys.try_lock(key_lock_id(key))
     if got:
         db._keys.release(key_lock_id(key))
         await db._keys.drain()
@@ -116,7 +117,7 @@ async def test_a_try_cancelled_in_flight_does_not_leave_the_key_taken(
     loop = asyncio.get_running_loop()
     real = keylocks._run
 
-    def slow(conn: Any, batch: list[keylocks.Ask]) -> list[bool]:
+    def slow(conn: Any, batch: list[keylocks.Ask]) -> list[keylocks.Taken]:
         loop.call_soon_threadsafe(sending.set)
         asyncio.run_coroutine_threadsafe(go.wait(), loop).result(10)
         return real(conn, batch)
@@ -131,3 +132,81 @@ async def test_a_try_cancelled_in_flight_does_not_leave_the_key_taken(
         await trying
     await first._keys.drain()  # the lock it got nobody waits for: given back
     assert await free_in(second, "web:z")
+
+
+# A read sent with the lock (``Follow``): customers stand for what a key protects.
+NAMES = "SELECT key, name FROM customers WHERE key = ANY(?)"
+
+
+async def _customer(db: Any, key: str, name: str) -> None:
+    await db.write(
+        lambda c: c.execute(
+            "INSERT INTO customers (key, channel, user_id, name, language, first_seen_at)"
+            " VALUES (?, 'web', ?, ?, 'fr', 0)",
+            (key, key, name),
+        )
+    )
+
+
+async def test_a_read_sent_with_the_lock_sees_what_the_last_holder_committed(
+    two: tuple[Any, Any],
+) -> None:
+    """The read runs once the lock is ours, not with a try that failed: while the other
+    process holds the key and changes the row, the waiting step gets the changed row."""
+    first, second = two
+    await _customer(first, "c1", "before")
+    got: list[Any] = []
+
+    async def step() -> None:
+        async with first.hold_key("web:c1", Follow(NAMES, "key", "c1")) as rows:
+            got.extend(rows)
+
+    async with second.hold_key("web:c1"):
+        waiting = asyncio.create_task(step())
+        await eventually(lambda: first._keys._flusher is not None)  # tried, refused
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiting), 0.2)
+        await second.write(lambda c: c.execute("UPDATE customers SET name = 'after'"))
+    await asyncio.wait_for(waiting, 10)
+    assert [(row["key"], row["name"]) for row in got] == [("c1", "after")]
+
+
+async def test_reads_sent_with_tries_share_one_statement_and_go_to_their_own_key(
+    two: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _second = two
+    for n in range(12):
+        await _customer(first, f"c{n}", f"name {n}")
+    sizes = counting(monkeypatch)
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def spy(conn: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(conn, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", spy)
+    held = asyncio.Event()
+    got: dict[int, list[tuple[str, str]]] = {}
+
+    async def step(n: int) -> None:
+        # the 13th key has no row: it gets an empty list, not another key's rows
+        async with first.hold_key(f"web:{n}", Follow(NAMES, "key", f"c{n}")) as rows:
+            got[n] = [(row["key"], row["name"]) for row in rows]
+            await held.wait()
+
+    steps = [asyncio.create_task(step(n)) for n in range(13)]
+    await eventually(lambda: len(got) == 13)
+    batches = len(sizes)
+
+    def reads() -> int:
+        return sum("FROM customers" in query for query in sent)
+
+    assert batches <= 2  # 13 tries in one or two batches, with a read each
+    assert reads() == batches
+    held.set()
+    await asyncio.gather(*steps)
+    assert got == {n: [(f"c{n}", f"name {n}")] if n < 12 else [] for n in range(13)}
+    async with first.hold_key("web:0") as rows:  # no follow: no read
+        assert rows is None
+    assert reads() == batches

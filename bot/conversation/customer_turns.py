@@ -31,7 +31,7 @@ class CustomerTurns(Leaving):
     leaving: ``leaving.py``)."""
 
     async def _customer_message(self, ev: CustomerMessage) -> Outcome:
-        async with self.locks.hold(ev.address.key):
+        async with self.locks.hold(ev.address.key, load_open=True):
             now = self._now()
             conv = await self.store.load_open(ev.address.key)
             text = ev.text.strip()

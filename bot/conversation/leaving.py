@@ -98,7 +98,7 @@ class Leaving(BotAnswers):
 
     async def _forget_answer(self, ev: CustomerChoice, erase: bool) -> Outcome:
         """The answer to /forget's question, whichever conversation (if any) is open now."""
-        async with self.locks.hold(ev.address.key):
+        async with self.locks.hold(ev.address.key, load_open=True):
             now = self._now()
             conv = await self.store.load_open(ev.address.key)
             if conv is not None and conv.customer_key != ev.customer.key:

@@ -8,10 +8,16 @@ the key is then held against those processes too, for as long as this process ho
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
-Across = Callable[[str], AbstractAsyncContextManager[None]]
+
+class Across(Protocol):
+    """Holds a key against the other processes (``Store.hold`` on a shared database);
+    ``load_open``: the step's first read is the key's open conversation."""
+
+    def __call__(self, key: str, *, load_open: bool = ...) -> AbstractAsyncContextManager[None]: ...
 
 
 class KeyedLocks:
@@ -20,7 +26,9 @@ class KeyedLocks:
         self._across = across
 
     @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
+    async def hold(self, key: str, *, load_open: bool = False) -> AsyncIterator[None]:
+        """``load_open``: the holder's first read is ``Store.load_open(key)`` (a store that
+        holds the key on its database can read it on the same trip)."""
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
@@ -30,7 +38,7 @@ class KeyedLocks:
                 if self._across is None:
                     yield
                 else:
-                    async with self._across(key):
+                    async with self._across(key, load_open=load_open):
                         yield
         finally:
             lock, users = self._locks[key]
