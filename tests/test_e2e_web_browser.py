@@ -28,6 +28,7 @@ from playwright.async_api import Browser, Page, Route, async_playwright, expect
 
 from bot.app import SupportApp
 from bot.config import Secrets
+from bot.errors import StorageError
 from handlers.web import WebTransport
 from tests.fakes.clock import FakeClock
 from tests.test_app import settings_for
@@ -69,6 +70,7 @@ async def browser() -> AsyncIterator[Browser]:
 class Running:
     base: str
     clock: FakeClock
+    web: WebTransport
 
 
 @asynccontextmanager
@@ -80,7 +82,7 @@ async def running(tmp_path: Path, **web: Any) -> AsyncIterator[Running]:
     await app.start()
     try:
         web_transport = next(t for t in app.transports if isinstance(t, WebTransport))
-        yield Running(f"http://127.0.0.1:{web_transport.port}", clock)
+        yield Running(f"http://127.0.0.1:{web_transport.port}", clock, web_transport)
     finally:
         await app.stop()
 
@@ -462,3 +464,32 @@ async def test_widget_limits_the_box_and_keeps_what_it_could_not_send(
         await say(page, "trois, et tout ce que j'ai écrit")  # one too many: refused
         await expect(page.get_by_text("Doucement !")).to_be_visible()
         await expect(box).to_have_value("trois, et tout ce que j'ai écrit")  # never lost
+
+
+async def test_widget_gives_back_a_message_the_database_did_not_store(
+    browser: Browser, served: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    append = served.web.store.append
+    failures = iter([StorageError("database is locked")])
+
+    async def failing_once(*args: Any, **kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return await append(*args, **kwargs)
+
+    monkeypatch.setattr(served.web.store, "append", failing_once)
+    page = await browser.new_page()
+    await page.goto(served.base + "/")
+    await page.get_by_role("button", name="Discuter avec le support").click()
+    await expect(page.get_by_text("Je suis l'assistant du service client")).to_be_visible()
+    box = page.get_by_label("Votre message")
+    await say(page, "où en est ma commande 1234 ?")
+    await expect(page.get_by_text("Service momentanément indisponible")).to_be_visible()
+    await expect(box).to_have_value("où en est ma commande 1234 ?")  # never lost
+    await expect(page.locator(".msg.customer")).to_have_count(0)
+    await box.press("Enter")  # sent again, as it was
+    sent = page.locator(".msg.customer")
+    await expect(sent).to_have_count(1)
+    await expect(sent).to_contain_text("où en est ma commande 1234 ?")
+    await expect(box).to_have_value("")

@@ -25,7 +25,7 @@ from bot.app import SupportApp
 from bot.clock import to_ms
 from bot.config import Secrets
 from bot.conversation.model import InboundEvent, Outcome
-from bot.errors import ConfigError
+from bot.errors import ConfigError, StorageError
 from handlers.web import WebTransport
 from handlers.web.auth import AgentKeys, Sessions, Signer, key_file_for
 from handlers.web.limits import RateLimiter
@@ -221,11 +221,41 @@ async def test_a_frame_the_database_refuses_gets_unavailable_and_the_socket_stay
 
     monkeypatch.setattr(served.web.store, "append", failing_once)
     visitor = await served.widget(await served.token())
-    await visitor.say("bonjour")
+    sent = await visitor.say("bonjour")
     await eventually(lambda: "unavailable" in visitor.errors())
+    refused = next(f for f in visitor.frames if f["type"] == "error")
+    assert (refused["id"], refused["stored"]) == (sent, False)  # the widget gives it back
     assert visitor.lines() == []
     await visitor.say("bonjour")
     await eventually(lambda: len(visitor.lines()) == 2)
+    await visitor.close()
+
+
+async def test_a_message_stored_before_a_failure_is_not_given_back(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the visitor's line is written, a failure after it (the engine's step) leaves
+    the line shown: the error does not say "not stored", so the widget keeps the box
+    empty (the text given back and sent again would show twice)."""
+    handle = served.web.on_event
+    failures = iter([StorageError("database is locked")])
+
+    async def failing_once(event: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return await handle(event)
+
+    monkeypatch.setattr(served.web, "on_event", failing_once)
+    visitor = await served.widget(await served.token())
+    sent = await visitor.say("bonjour")
+    await eventually(lambda: "unavailable" in visitor.errors())
+    refused = next(f for f in visitor.frames if f["type"] == "error")
+    assert refused["id"] == sent
+    assert "stored" not in refused
+    assert [line["text"] for line in visitor.lines()] == ["bonjour"]
+    await visitor.say("merci")
+    await eventually(lambda: len(visitor.lines()) == 3)
     await visitor.close()
 
 

@@ -66,6 +66,13 @@ __all__ = ["WebTransport", "static_dir"]
 
 log = logging.getLogger(__name__)
 
+
+class _LineNotStored(StorageError):
+    """A visitor's message that storage refused before its line was written: nothing of it
+    is kept, so the visitor's widget gets the text back (after the line, a failure leaves
+    the line shown, and the text is not given back: sent again, it would show twice)."""
+
+
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
 
 
@@ -380,8 +387,11 @@ class WebTransport:
                 if not isinstance(token, str):
                     raise BadFrame("choice token is not a string")
                 await self._visitor_choice(outlet, customer, client_id, seq, token)
-        except (StorageError, *DB_ERRORS):  # the driver's own errors too: not stored
-            log.exception("web channel: could not store a visitor frame")
+        except _LineNotStored:  # the widget gives the text back, to send again
+            log.exception("web channel: could not store a visitor's message")
+            outlet.push({"type": "error", "code": "unavailable", "id": client_id, "stored": False})
+        except (StorageError, *DB_ERRORS):  # the driver's own errors too
+            log.exception("web channel: could not handle a visitor frame")
             outlet.push({"type": "error", "code": "unavailable", "id": client_id})
 
     async def _visitor_message(
@@ -394,7 +404,12 @@ class WebTransport:
         if not text.strip():
             return
         visitor = customer.user_id
-        line = await self.store.append(visitor, self._now(), "customer", text, client_id=client_id)
+        try:
+            line = await self.store.append(
+                visitor, self._now(), "customer", text, client_id=client_id
+            )
+        except (StorageError, *DB_ERRORS) as exc:
+            raise _LineNotStored from exc
         if line is not None:
             self.relay.push_line(visitor, line)
         elif await self.store.erased(visitor):  # not stored: erased, not a resent frame

@@ -263,7 +263,9 @@
     else if (frame.type === "error") {
       var text = T[frame.code] || T.unavailable;
       notice(text.replace("{n}", frame.limit || ""));
-      if ((frame.code === "rate_limited" || frame.code === "too_long") && unsent[frame.id]) {
+      var refused = frame.code === "rate_limited" || frame.code === "too_long" ||
+        (frame.code === "unavailable" && frame.stored === false);
+      if (refused && unsent[frame.id]) {
         giveBack(unsent[frame.id]); // refused before it was stored: the customer keeps it
         delete unsent[frame.id];
       }
