@@ -9,8 +9,10 @@ transaction, and on PostgreSQL the read comes back with the conversation's lock.
 from __future__ import annotations
 
 import json
+from asyncio import current_task
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -50,8 +52,16 @@ SELECT c.*, cu.key AS customer_key, cu.name AS customer_name,
 FROM conversations c JOIN customers cu ON cu.id = c.customer_id
 """
 
-# The open conversations at some addresses (a ``Follow``, PostgreSQL only).
+# The open conversations at some addresses, and conversations by id (``Follow``s: the
+# reads that come back with a conversation's key on PostgreSQL).
 _OPEN_AT_ANY = _SELECT + "WHERE c.address_key = ANY(?) AND c.state <> 'closed' ORDER BY c.id"
+_IDS_ANY = _SELECT + "WHERE c.id = ANY(?)"
+# What the held key brought back: (store, task, what, rows). A context variable, so that
+# steps of other conversations never see it; and tied to the task, since tasks started
+# inside the step inherit the variable (and may run after the step's writes).
+_HELD: ContextVar[tuple[SqliteStore, object, tuple[str, object], list[Row]] | None] = ContextVar(
+    "supportbot_held_read", default=None
+)
 
 # How long a claimed outbox item or timer stays this process's without being renewed: a
 # delivery attempt takes seconds; a lease this long run out is a dead process.
@@ -119,7 +129,6 @@ class SqliteStore(RoutingQueries):
         self.clock: Clock = clock or SystemClock()
         self.owner = owner or process_owner()
         self.lease_ms = int(lease.total_seconds() * 1000)
-        self._held_open: dict[str, list[Row]] = {}  # read with the key (``hold``)
 
     @property
     def shared(self) -> bool:
@@ -134,24 +143,41 @@ class SqliteStore(RoutingQueries):
         return to_ms(self.clock.now())
 
     @asynccontextmanager
-    async def hold(self, key: str, *, load_open: bool = False) -> AsyncIterator[None]:
+    async def hold(
+        self, key: str, *, load_open: bool = False, load_id: int | None = None
+    ) -> AsyncIterator[None]:
         """Hold a conversation's address against the other processes for one step.
 
-        ``load_open``: the step begins with ``load_open(key)``. Where holding the key is a
-        round trip (PostgreSQL), the open conversation comes back with it, and that
-        first ``load_open`` takes it instead of reading again."""
-        follow = Follow(_OPEN_AT_ANY, "address_key", key) if load_open else None
+        ``load_open`` / ``load_id``: the step begins with ``load_open(key)`` /
+        ``load(load_id)``. Where holding the key is a round trip (PostgreSQL), that
+        conversation comes back with it, and that first read takes it instead of reading
+        again (the key held, nobody else changed it since)."""
+        wanted: tuple[str, object]
+        if load_open:
+            wanted, follow = ("open", key), Follow(_OPEN_AT_ANY, "address_key", key)
+        elif load_id is not None:
+            wanted, follow = ("id", load_id), Follow(_IDS_ANY, "id", load_id)
+        else:
+            async with self.db.hold_key(key):
+                yield
+            return
         async with self.db.hold_key(key, follow) as rows:
-            if rows is not None:
-                self._held_open[key] = rows
+            token = _HELD.set(None if rows is None else (self, current_task(), wanted, rows))
             try:
                 yield
             finally:
-                self._held_open.pop(key, None)
+                _HELD.reset(token)
+
+    def _held(self, wanted: tuple[str, object]) -> list[Row] | None:
+        """The rows read with this task's key, if they are what the step asks first."""
+        held = _HELD.get()
+        if held is None or held[:3] != (self, current_task(), wanted):
+            return None
+        _HELD.set(None)  # the first read only: the step may write, then read again
+        return held[3]
 
     async def load_open(self, address_key: str) -> ConversationRecord | None:
-        held = self._held_open.pop(address_key, None)  # read with the key, first in the step
-        if held is not None:
+        if (held := self._held(("open", address_key))) is not None:
             return _record(held[0]) if held else None
         row = await self.db.fetchone(
             _SELECT + "WHERE c.address_key = ? AND c.state <> 'closed'", (address_key,)
@@ -159,6 +185,8 @@ class SqliteStore(RoutingQueries):
         return _record(row) if row else None
 
     async def load(self, conversation_id: int) -> ConversationRecord | None:
+        if (held := self._held(("id", conversation_id))) is not None:
+            return _record(held[0]) if held else None
         row = await self.db.fetchone(_SELECT + "WHERE c.id = ?", (conversation_id,))
         return _record(row) if row else None
 

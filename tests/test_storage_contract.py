@@ -109,6 +109,52 @@ async def test_a_step_is_applied_once_per_delivery(db: Database) -> None:
     ]
 
 
+async def test_a_conversation_read_with_its_key_is_the_last_committed_one(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hold(key, load_id=…)`` / ``hold(key, load_open=True)``: the step's first read.
+    On PostgreSQL it comes back with the key (no trip to the read connection); on both
+    engines it is what was last committed, a read after the step's own write reads again,
+    and another task's read never takes the rows held for this one."""
+    store = SqliteStore(db)
+    conv = await store.open_conversation(ANA, ANA_CHAT, "fr", 1_000)
+    trips: list[object] = []
+    reader = getattr(db, "_reader", None)
+    if reader is not None:
+        run = reader.run
+        monkeypatch.setattr(reader, "run", lambda *a: trips.append(a) or run(*a))
+
+    async def elsewhere() -> int:
+        """Another task reading the same conversation, holding nothing."""
+        before = len(trips)
+        other = await store.load(conv.id)
+        assert other is not None
+        return len(trips) - before
+
+    async with store.hold(ANA_CHAT.key, load_id=conv.id):
+        other_trips = await asyncio.create_task(elsewhere())
+        first = await store.load(conv.id)
+        assert first is not None
+        assert first.topic is None
+        if reader is not None:
+            assert (len(trips), other_trips) == (1, 1)  # the other task read for itself
+        unit = Unit(2_000, "web:v1:m1", conversation=first)
+        first.update(topic="delivery")
+        assert (await store.apply(unit)).applied
+        again = await store.load(conv.id)  # after the step's write: read again
+        assert again is not None
+        assert again.topic == "delivery"
+    async with store.hold(ANA_CHAT.key, load_open=True):
+        opened = await store.load_open(ANA_CHAT.key)
+        assert opened is not None
+        assert (opened.id, opened.topic) == (conv.id, "delivery")
+    nobody = Address("telegram", "99").key
+    async with store.hold(nobody, load_open=True):  # no conversation open there
+        assert await store.load_open(nobody) is None
+    if reader is not None:
+        assert len(trips) == 2  # the second load only
+
+
 async def test_a_steps_rows_point_at_its_own_messages(db: Database) -> None:
     """A step's outbox items and knowledge-base question name the messages of that step
     (on PostgreSQL the messages and the rows pointing at them are one statement, the ids

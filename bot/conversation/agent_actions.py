@@ -46,7 +46,7 @@ class AgentActions(Complaints):
             return Outcome(ok=False, notice=self._desk_t("unknown_conversation"))
         if not await self._authorized(ev.agent):
             return self._refused()
-        async with self.locks.hold(conv.address.key):
+        async with self.locks.hold(conv.address.key, load_id=conv.id):
             conv = await self.store.load(conv.id)
             assert conv is not None
             log_conversation.set(conv.id)
@@ -136,7 +136,7 @@ class AgentActions(Complaints):
             return self._refused()
         if ev.target is not None and not (ev.target.user_id and await self._authorized(ev.target)):
             return Outcome(ok=False, notice=self._desk_t("not_an_agent", target=ev.target.name))
-        async with self.locks.hold(conv.address.key):
+        async with self.locks.hold(conv.address.key, load_id=conv.id):
             conv = await self.store.load(conv.id)
             assert conv is not None
             log_conversation.set(conv.id)

@@ -155,7 +155,7 @@ class CustomerTurns(Leaving):
             return closed
         if token.question == "forget" and token.value in ("yes", "no"):
             return await self._forget_answer(ev, token.value == "yes")
-        async with self.locks.hold(ev.address.key):
+        async with self.locks.hold(ev.address.key, load_id=token.conversation_id):
             conv = await self.store.load(token.conversation_id)
             if conv is None or conv.address.key != ev.address.key:
                 return closed

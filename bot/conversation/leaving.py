@@ -36,7 +36,7 @@ class Leaving(BotAnswers):
         now = self._now()
         handled = False
         for conv in await self.store.open_for_customer(customer.key):
-            async with self.locks.hold(conv.address.key):
+            async with self.locks.hold(conv.address.key, load_id=conv.id):
                 fresh = await self.store.load(conv.id)
                 if fresh is None or fresh.state == State.CLOSED:
                     continue

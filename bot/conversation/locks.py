@@ -15,9 +15,11 @@ from typing import Protocol
 
 class Across(Protocol):
     """Holds a key against the other processes (``Store.hold`` on a shared database);
-    ``load_open``: the step's first read is the key's open conversation."""
+    ``load_open`` / ``load_id``: the step's first read (see ``KeyedLocks.hold``)."""
 
-    def __call__(self, key: str, *, load_open: bool = ...) -> AbstractAsyncContextManager[None]: ...
+    def __call__(
+        self, key: str, *, load_open: bool = ..., load_id: int | None = ...
+    ) -> AbstractAsyncContextManager[None]: ...
 
 
 class KeyedLocks:
@@ -26,9 +28,12 @@ class KeyedLocks:
         self._across = across
 
     @asynccontextmanager
-    async def hold(self, key: str, *, load_open: bool = False) -> AsyncIterator[None]:
-        """``load_open``: the holder's first read is ``Store.load_open(key)`` (a store that
-        holds the key on its database can read it on the same trip)."""
+    async def hold(
+        self, key: str, *, load_open: bool = False, load_id: int | None = None
+    ) -> AsyncIterator[None]:
+        """The holder's first read, if it is ``Store.load_open(key)`` (``load_open``) or
+        ``Store.load(load_id)``: a store that holds the key on its database reads it on
+        the same trip."""
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
@@ -38,7 +43,7 @@ class KeyedLocks:
                 if self._across is None:
                     yield
                 else:
-                    async with self._across(key, load_open=load_open):
+                    async with self._across(key, load_open=load_open, load_id=load_id):
                         yield
         finally:
             lock, users = self._locks[key]

@@ -306,7 +306,7 @@ class Routing(Complaints):
         conv = await self.store.load(conversation_id)
         if conv is None:
             return False
-        async with self.locks.hold(conv.address.key):
+        async with self.locks.hold(conv.address.key, load_id=conversation_id):
             fresh = await self.store.load(conversation_id)
             if fresh is None or fresh.state != State.QUEUED:
                 return False
@@ -406,7 +406,7 @@ class Routing(Complaints):
         conv = await self.store.load(conversation_id)
         if conv is None:
             return
-        async with self.locks.hold(conv.address.key):
+        async with self.locks.hold(conv.address.key, load_id=conversation_id):
             fresh = await self.store.load(conversation_id)
             if fresh is None or fresh.state != State.QUEUED:
                 return

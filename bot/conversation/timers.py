@@ -21,7 +21,7 @@ class Timers(EngineCore):
             conv = await self.store.load(timer.conversation_id)
             if conv is None:
                 continue
-            async with self.locks.hold(conv.address.key):
+            async with self.locks.hold(conv.address.key, load_id=conv.id):
                 fresh = await self.store.load(conv.id)
                 if fresh is None:
                     continue
