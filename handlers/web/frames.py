@@ -10,6 +10,8 @@ import json
 import re
 from typing import Any
 
+from bot.errors import StorageError
+
 MAX_FRAME = 64 * 1024
 MAX_CLIENT_ID = 64
 MAX_SEQ = 2**53  # a line number beyond this is not one we gave (and JSON numbers end there)
@@ -18,6 +20,13 @@ COMMAND = re.compile(r"^/([a-z]+)\b\s*(.*)$", re.DOTALL)
 
 class BadFrame(ValueError):
     """A widget frame we cannot use: the socket is closed with 1003."""
+
+
+class LineNotStored(StorageError):
+    """A visitor's message that storage refused before its line was written: nothing of it
+    is kept, so the widget gets the text back (``"stored": false``). After the line, a
+    failure leaves the line shown and the text is not given back: sent again, it would
+    show twice."""
 
 
 def parse_frame(data: str) -> tuple[dict[str, Any], str, str]:

@@ -48,7 +48,7 @@ from handlers.web.auth import (
 from handlers.web.console import Console
 from handlers.web.dashboard import dashboard_routes
 from handlers.web.followups import FollowupRoutes
-from handlers.web.frames import COMMAND, MAX_FRAME, MAX_SEQ, BadFrame, parse_frame
+from handlers.web.frames import COMMAND, MAX_FRAME, MAX_SEQ, BadFrame, LineNotStored, parse_frame
 from handlers.web.ops import Readiness, ops_routes
 from handlers.web.relay import Relay
 from handlers.web.site import Site, demo_page, static_dir, widget_script
@@ -65,13 +65,6 @@ if TYPE_CHECKING:
 __all__ = ["WebTransport", "static_dir"]
 
 log = logging.getLogger(__name__)
-
-
-class _LineNotStored(StorageError):
-    """A visitor's message that storage refused before its line was written: nothing of it
-    is kept, so the visitor's widget gets the text back (after the line, a failure leaves
-    the line shown, and the text is not given back: sent again, it would show twice)."""
-
 
 EventHandler = Callable[[InboundEvent], Awaitable[Outcome]]
 
@@ -387,7 +380,7 @@ class WebTransport:
                 if not isinstance(token, str):
                     raise BadFrame("choice token is not a string")
                 await self._visitor_choice(outlet, customer, client_id, seq, token)
-        except _LineNotStored:  # the widget gives the text back, to send again
+        except LineNotStored:  # the widget gives the text back, to send again
             log.exception("web channel: could not store a visitor's message")
             outlet.push({"type": "error", "code": "unavailable", "id": client_id, "stored": False})
         except (StorageError, *DB_ERRORS):  # the driver's own errors too
@@ -409,7 +402,7 @@ class WebTransport:
                 visitor, self._now(), "customer", text, client_id=client_id
             )
         except (StorageError, *DB_ERRORS) as exc:
-            raise _LineNotStored from exc
+            raise LineNotStored from exc
         if line is not None:
             self.relay.push_line(visitor, line)
         elif await self.store.erased(visitor):  # not stored: erased, not a resent frame
