@@ -210,3 +210,21 @@ async def test_reads_sent_with_tries_share_one_statement_and_go_to_their_own_key
     async with first.hold_key("web:0") as rows:  # no follow: no read
         assert rows is None
     assert reads() == batches
+
+
+async def test_a_read_sent_with_the_lock_survives_a_lock_connection_closed_by_the_server(
+    two: tuple[Any, Any], pg_url: str
+) -> None:
+    """A restarted PostgreSQL closed the lock connection (its locks went with it): the
+    next try, with its read, is sent again on a new connection."""
+    first, _second = two
+    await _customer(first, "c1", "Ana")
+    async with first.hold_key("web:c1", Follow(NAMES, "key", "c1")) as rows:
+        assert [row["name"] for row in rows] == ["Ana"]
+    await first._keys.drain()
+    lock_pid = first._locker.conn.info.backend_pid
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", [lock_pid])  # waits for it
+    async with first.hold_key("web:c1", Follow(NAMES, "key", "c1")) as rows:
+        assert [row["name"] for row in rows] == ["Ana"]
+        assert first._locker.conn.info.backend_pid != lock_pid
