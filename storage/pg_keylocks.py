@@ -8,9 +8,9 @@ is not waited for (the step is done; only another process may need the key, and 
 retries). A key released and tried again in one batch is still ours either way: a
 session's advisory locks stack.
 
-A try may bring a read (``Follow``: a step's open conversation), sent in the same
-pipeline as the batch's statement: one hop and one round trip for the lock and the
-step's first read, where the read on its own connection and thread cost a process on
+A try may bring a read (``Follow``: the conversation the step starts by loading), sent in
+the same pipeline as the batch's statement: one hop and one round trip for the lock and
+the step's first read, where the read on its own connection and thread cost a process on
 PostgreSQL more CPU a message than the read itself (README, "Storage rows").
 """
 
