@@ -31,6 +31,7 @@ from bot.config import Secrets
 from bot.errors import StorageError
 from handlers.web import WebTransport
 from tests.fakes.clock import FakeClock
+from tests.fakes.failing import fail_once
 from tests.test_app import settings_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -469,16 +470,7 @@ async def test_widget_limits_the_box_and_keeps_what_it_could_not_send(
 async def test_widget_gives_back_a_message_the_database_did_not_store(
     browser: Browser, served: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    append = served.web.store.append
-    failures = iter([StorageError("database is locked")])
-
-    async def failing_once(*args: Any, **kwargs: Any) -> Any:
-        failure = next(failures, None)
-        if failure is not None:
-            raise failure
-        return await append(*args, **kwargs)
-
-    monkeypatch.setattr(served.web.store, "append", failing_once)
+    fail_once(monkeypatch, served.web.store, "append", StorageError("database is locked"))
     page = await browser.new_page()
     await page.goto(served.base + "/")
     await page.get_by_role("button", name="Discuter avec le support").click()

@@ -30,6 +30,7 @@ from handlers.web import WebTransport
 from handlers.web.auth import AgentKeys, Sessions, Signer, key_file_for
 from handlers.web.limits import RateLimiter
 from tests.fakes.clock import FakeClock
+from tests.fakes.failing import fail_once
 from tests.fakes.telegram_server import running_server
 from tests.reliability.inprocess import QUESTION, answers, telegram_app
 from tests.test_app import SlackDeskLike, settings_for
@@ -210,16 +211,7 @@ async def test_a_frame_the_database_refuses_gets_unavailable_and_the_socket_stay
     """The database driver's own error (a disk or connection failure, a line refused for
     its number during a rolling upgrade) is answered like any storage failure: the
     visitor is told to try again, and the same socket goes on."""
-    append = served.web.store.append
-    failures = iter([sqlite3.OperationalError("disk I/O error")])
-
-    async def failing_once(*args: Any, **kwargs: Any) -> Any:
-        failure = next(failures, None)
-        if failure is not None:
-            raise failure
-        return await append(*args, **kwargs)
-
-    monkeypatch.setattr(served.web.store, "append", failing_once)
+    fail_once(monkeypatch, served.web.store, "append", sqlite3.OperationalError("disk I/O error"))
     visitor = await served.widget(await served.token())
     sent = await visitor.say("bonjour")
     await eventually(lambda: "unavailable" in visitor.errors())
@@ -237,16 +229,7 @@ async def test_a_message_stored_before_a_failure_is_not_given_back(
     """Once the visitor's line is written, a failure after it (the engine's step) leaves
     the line shown: the error does not say "not stored", so the widget keeps the box
     empty (the text given back and sent again would show twice)."""
-    handle = served.web.on_event
-    failures = iter([StorageError("database is locked")])
-
-    async def failing_once(event: Any) -> Any:
-        failure = next(failures, None)
-        if failure is not None:
-            raise failure
-        return await handle(event)
-
-    monkeypatch.setattr(served.web, "on_event", failing_once)
+    fail_once(monkeypatch, served.web, "on_event", StorageError("database is locked"))
     visitor = await served.widget(await served.token())
     sent = await visitor.say("bonjour")
     await eventually(lambda: "unavailable" in visitor.errors())
