@@ -25,7 +25,7 @@ import psycopg
 
 from storage.database import Follow
 from storage.pg_dialect import pg_sql
-from storage.pg_sessions import Session
+from storage.pg_sessions import Session, forget_plans, server_reason, stale_plan
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +126,38 @@ def _run(conn: psycopg.Connection[Any], batch: list[Ask]) -> list[Taken]:
             values[ask.follow.sql, ask.follow.column].add(ask.follow.value)
     if not values:
         return [(bool(row[0]), None) for row in conn.execute(_BATCH, [ids, tries]).fetchall()]
-    with conn.pipeline():
-        taken = conn.execute(_BATCH, [ids, tries])
-        reads = [(key, conn.execute(pg_sql(key[0]), [list(v)])) for key, v in values.items()]
-    found: dict[tuple[str, str, Any], list[Any]] = defaultdict(list)
-    for (sql, column), cursor in reads:
-        for row in cursor.fetchall():
-            found[sql, column, row[column]].append(row)
+    taken: psycopg.Cursor[Any] | None = None
+    try:
+        with conn.pipeline():
+            taken = conn.execute(_BATCH, [ids, tries])
+            reads = [(key, conn.execute(pg_sql(key[0]), [list(v)])) for key, v in values.items()]
+        found: dict[tuple[str, str, Any], list[Any]] = defaultdict(list)
+        for (sql, column), cursor in reads:
+            for row in cursor.fetchall():
+                found[sql, column, row[column]].append(row)
+    except psycopg.Error as exc:
+        if taken is None or conn.broken or conn.closed:
+            raise  # the session's locks went with the connection: the callers see to it
+        return _without_reads(conn, taken, exc)
     return [
         (bool(row[0]), None if f is None else found.get((f.sql, f.column, f.value), []))
         for row, f in zip(taken.fetchall(), (ask.follow for ask in batch), strict=True)
     ]
+
+
+def _without_reads(
+    conn: psycopg.Connection[Any], taken: psycopg.Cursor[Any], failure: psycopg.Error
+) -> list[Taken]:
+    """A read that failed after the batch's statement ran: the locks it took and gave
+    back stand (advisory locks ignore the failed transaction), so its answers are kept
+    and the steps read for themselves. Sending the batch again would take each lock twice
+    and leave it held after the step. A statement prepared before another process changed
+    the schema (a rolling upgrade) is prepared again next time."""
+    try:
+        rows = taken.fetchall()
+    except psycopg.Error:
+        raise failure from None  # the batch's statement failed itself: nothing was taken
+    log.warning("reads sent with the conversation locks failed (%s)", server_reason(failure))
+    if stale_plan(failure):
+        forget_plans(conn, failure)
+    return [(bool(row[0]), None) for row in rows]

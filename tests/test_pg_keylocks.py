@@ -228,3 +228,27 @@ async def test_a_read_sent_with_the_lock_survives_a_lock_connection_closed_by_th
     async with first.hold_key("web:c1", Follow(NAMES, "key", "c1")) as rows:
         assert [row["name"] for row in rows] == ["Ana"]
         assert first._locker.conn.info.backend_pid != lock_pid
+
+
+async def test_a_read_that_fails_after_the_tries_leaves_no_lock_taken_twice(
+    two: tuple[Any, Any], pg_url: str
+) -> None:
+    """During a rolling upgrade another process adds a column: the read prepared before
+    it is refused ("cached plan must not change result type") after the batch's tries
+    took their locks. The locks stand and the step reads for itself (no rows given); the
+    batch is not sent again (each lock taken twice would stay held after the step), and
+    the next read is prepared again."""
+    first, second = two
+    await _customer(first, "c1", "Ana")
+    everything = Follow("SELECT * FROM customers WHERE key = ANY(?)", "key", "c1")
+    async with first.hold_key("web:c1", everything) as rows:
+        assert [row["name"] for row in rows] == ["Ana"]
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("ALTER TABLE customers ADD COLUMN added_by_a_newer_version TEXT")
+    async with first.hold_key("web:c1", everything) as rows:
+        assert rows is None  # refused: the step reads for itself
+        assert not await free_in(second, "web:c1")
+    await first._keys.drain()
+    assert await free_in(second, "web:c1")  # released once, and free: it was taken once
+    async with first.hold_key("web:c1", everything) as rows:
+        assert [row["added_by_a_newer_version"] for row in rows] == [None]
