@@ -18,13 +18,12 @@ from typing import Any
 from bot.channels import ChannelPlan, describe_desk, plan_channels
 from bot.clock import Clock, SystemClock
 from bot.config import Secrets, Settings
-from bot.conversation.busy import patiently
+from bot.conversation.busy import WAIT_OUT, patiently
 from bot.conversation.engine import ConversationService
 from bot.conversation.model import Customer, CustomerLeft, LeaveReason
 from bot.conversation.outbox import Dispatcher
 from bot.conversation.ports import AgentDesk, CustomerChannel, DigestPublisher
 from bot.conversation.store import OutboxItem
-from bot.errors import DatabaseLockedError
 from bot.knowledge import KnowledgeBase
 from bot.replies import SavedReplies
 
@@ -308,7 +307,7 @@ class SupportApp:
                     pruned += await self._inbound.prune(cutoff)
                     log.debug("pruned %d processed-update keys", pruned)
                     last_prune = now
-            except DatabaseLockedError as exc:
+            except WAIT_OUT as exc:
                 log.warning("timer sweep postponed: %s", exc)
             except Exception:
                 log.exception("timer sweep failed; retrying in %.0fs", interval)
@@ -340,7 +339,7 @@ class SupportApp:
         while True:
             try:
                 await self.privacy.tick()
-            except DatabaseLockedError as exc:
+            except WAIT_OUT as exc:
                 log.warning("privacy job postponed: %s", exc)
             except Exception:
                 log.exception("privacy job failed; retrying in %.0fs", interval)

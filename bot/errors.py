@@ -6,6 +6,7 @@
     ├── SavedRepliesError      bad replies.yaml: names file:line, the key and the reason
     ├── StorageError
     │   ├── DatabaseLockedError   another process held the database past busy_timeout
+    │   ├── DatabaseUnavailableError  the server could not be reached (restart, failover)
     │   └── SchemaError           the database is newer than this code, or a migration failed
     ├── InvalidTransitionError    the lifecycle table forbids this change of state
     ├── DeliveryError          a channel could not deliver an action
@@ -60,6 +61,14 @@ class StorageError(SupportbotError):
 
 class DatabaseLockedError(StorageError):
     """Another process kept the database locked for longer than busy_timeout."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database server could not be reached: restarting, failing over, or the
+    connection was cut. Like a lock, it is waited out (``bot.conversation.busy``): the
+    work is tried again on a new connection. The works that are retried this way are
+    safe to repeat (an engine step's inbound key, a delivery's record), as a transaction
+    whose connection was cut during its COMMIT may have been stored."""
 
 
 class SchemaError(StorageError):

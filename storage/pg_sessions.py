@@ -14,6 +14,8 @@ from typing import Any, TypeGuard, TypeVar
 
 import psycopg
 
+from bot.errors import DatabaseUnavailableError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -29,6 +31,38 @@ def key_lock_id(key: str, purpose: str = "step") -> int:
 def server_reason(exc: psycopg.Error) -> str:
     """The server's message, first line (never the connection string)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# The server is going away or not there yet: admin_shutdown, crash_shutdown,
+# cannot_connect_now (a restart, a failover); class 08 is "connection exception".
+_GOING_AWAY = frozenset({"57P01", "57P02", "57P03"})
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Did a statement fail for want of a server (restarting, failing over, or the
+    connection cut), rather than because of the statement? libpq's own failures (refused,
+    closed unexpectedly) have no SQLSTATE."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _GOING_AWAY
+
+
+def unavailable(exc: psycopg.Error) -> DatabaseUnavailableError:
+    """What the caller gets for an ``unreachable`` error: ours, with the server's reason
+    (libpq names the host and port, never the password)."""
+    return DatabaseUnavailableError(f"PostgreSQL unavailable: {server_reason(exc)}")
+
+
+async def on_thread(thread: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+    """``fn`` on a connection's own thread; a server out of reach is named as such."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(thread, functools.partial(fn, *args))
+    except psycopg.OperationalError as exc:
+        if unreachable(exc):
+            raise unavailable(exc) from exc
+        raise
 
 
 def stale_plan(exc: BaseException) -> TypeGuard[psycopg.errors.FeatureNotSupported]:
@@ -81,8 +115,8 @@ class Session:
             self.setup(self.conn)
         return self.conn
 
-    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        return asyncio.get_running_loop().run_in_executor(self.thread, functools.partial(fn, *args))
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await on_thread(self.thread, fn, *args)
 
     def retried(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """``work`` on the connection; once more on a new one if the server had closed it,

@@ -28,12 +28,21 @@ from psycopg import pq
 from psycopg.adapt import Buffer, Dumper, Loader
 from psycopg.rows import RowMaker, tuple_row
 
-from bot.errors import DatabaseLockedError, SchemaError, StorageError
+from bot.errors import DatabaseLockedError, DatabaseUnavailableError, SchemaError, StorageError
 from storage.database import AsyncCursor, Conn, Cursor, Follow, migrations, newer_schema
 from storage.pg_dialect import FUNCTIONS, pg_schema, pg_sql
 from storage.pg_keylocks import BatchedKeyLocks
 from storage.pg_pipeline import Piped, PipelinedGroups
-from storage.pg_sessions import KEY_WAIT_FIRST, KEY_WAIT_MAX, Session, key_lock_id, server_reason
+from storage.pg_sessions import (
+    KEY_WAIT_FIRST,
+    KEY_WAIT_MAX,
+    Session,
+    key_lock_id,
+    on_thread,
+    server_reason,
+    unavailable,
+    unreachable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +239,9 @@ class PgDatabase(PipelinedGroups):
         except psycopg.Error as exc:
             await db.close()
             raise StorageError(f"cannot use database {where}: {server_reason(exc)}") from None
+        except DatabaseUnavailableError as exc:
+            await db.close()
+            raise StorageError(f"cannot use database {where}: {exc}") from None
         except BaseException:
             await db.close()
             raise
@@ -307,10 +319,8 @@ class PgDatabase(PipelinedGroups):
     def raw(self) -> Conn:
         return self._conn
 
-    def _run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        return asyncio.get_running_loop().run_in_executor(
-            self._thread, functools.partial(fn, *args)
-        )
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await on_thread(self._thread, fn, *args)
 
     def _ensure(self) -> None:
         """A new write connection if the server closed the old one (a restarted
@@ -324,9 +334,12 @@ class PgDatabase(PipelinedGroups):
             self._conn = PgConn(conn)
 
     def _failure(self, exc: BaseException) -> BaseException:
-        """As on SQLite, a lock held past ``busy_timeout`` (lock_timeout) is named."""
+        """As on SQLite, a lock held past ``busy_timeout`` (lock_timeout) is named; so is a
+        server out of reach (both are waited out: bot/conversation/busy.py)."""
         if isinstance(exc, psycopg.errors.LockNotAvailable):
             return DatabaseLockedError(f"database {self.path} is locked")
+        if unreachable(exc):
+            return unavailable(cast(psycopg.Error, exc))
         return exc
 
     def _piping(self, pipe: psycopg.Pipeline | None) -> None:
@@ -387,7 +400,8 @@ class PgDatabase(PipelinedGroups):
         try:
             await self._run(self._ping_now)
             await self._reader.run(self._reader.retried, lambda c: c.execute("SELECT 1"))
-        except (psycopg.Error, RuntimeError) as exc:  # RuntimeError: executor shut down
+        except (psycopg.Error, DatabaseUnavailableError, RuntimeError) as exc:
+            # (RuntimeError: the executor is shut down, the database closing)
             raise StorageError(f"database {self.path} does not answer: {exc}") from None
 
     def _ping_now(self) -> None:

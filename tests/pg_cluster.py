@@ -45,6 +45,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+WAIT = ("-w", "-t", "60")  # pg_ctl: until the server is up (or down), at most a minute
+
+
 @dataclass
 class PgCluster:
     """A running cluster; ``url(name)`` is a libpq URL of database ``name``."""
@@ -95,28 +98,27 @@ class PgCluster:
                 "--locale=C",
                 "--no-sync",
             )
-            options = (
-                f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=200"
-            )
-            cluster._run(
-                str(binary / "pg_ctl"),
-                "-D",
-                str(root / "data"),
-                "-l",
-                str(root / "log"),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            )
+            cluster.resume()
         except BaseException:
             cluster.stop()
             raise
         return cluster
+
+    def resume(self) -> None:
+        """Start the server on its data directory (first start, or after ``halt``)."""
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        data, log = str(self.root / "data"), str(self.root / "log")
+        self._run(str(self.bin / "pg_ctl"), "-D", data, "-l", log, "-o", options, *WAIT, "start")
+
+    def halt(self) -> None:
+        """Stop the server as an operator's restart does (``-m fast``: every session
+        ended, the data kept); ``resume`` starts it again."""
+        data = str(self.root / "data")
+        self._run(str(self.bin / "pg_ctl"), "-D", data, "-m", "fast", *WAIT, "stop")
 
     def stop(self) -> None:
         """Stop the server (fast: the data is thrown away) and remove the directory."""

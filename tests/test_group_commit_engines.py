@@ -10,6 +10,7 @@ from typing import Any, cast
 import psycopg
 import pytest
 
+from bot.errors import DatabaseUnavailableError
 from storage.database import DB_ERRORS, Conn, Database, Later, later
 from storage.group_commit import GroupCommitted
 from tests.test_group_commit import (
@@ -190,7 +191,7 @@ async def test_a_connection_closed_by_the_server_fails_its_group_then_reopens(
         for _ in range(2):  # the write that meets the closed connection may fail, not more
             try:
                 outcome.append(await db.write(insert("after")))
-            except DB_ERRORS as exc:
+            except DatabaseUnavailableError as exc:  # ours, not the driver's
                 outcome.append(exc)
             if isinstance(outcome[-1], int):
                 break

@@ -26,7 +26,7 @@ from typing import Any, TypeGuard
 
 from bot.clock import Clock, to_ms
 from bot.conversation import payloads as P
-from bot.conversation.busy import patiently
+from bot.conversation.busy import WAIT_OUT, patiently
 from bot.conversation.model import ThreadRef
 from bot.conversation.ports import (
     AgentDesk,
@@ -192,9 +192,10 @@ class Dispatcher:
             fresh = None
             try:
                 effects = await self._deliver(item)
-            except TransientDeliveryError as exc:
-                attempts += 1
-                delay = self._backoff(attempts, exc.retry_after)
+            except (TransientDeliveryError, *WAIT_OUT) as exc:  # WAIT_OUT: a channel's
+                attempts += 1  # own write (the web channel's line) met a database to wait out
+                retry_after = exc.retry_after if isinstance(exc, TransientDeliveryError) else None
+                delay = self._backoff(attempts, retry_after)
                 log.warning("%s #%d: %s; retry %d in %.1fs", item.op, item.id, exc, attempts, delay)
                 await self._record(self.store.outbox_retry, item, self._in(delay), str(exc))
                 await asyncio.sleep(delay)

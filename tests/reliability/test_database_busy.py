@@ -66,7 +66,7 @@ async def test_bot_waits_out_a_write_lock_and_loses_nothing(
                     text = f"{QUESTION} {round_}-{i}"
                     await tg.customer_sends(customer, text)
                     sent.append(text)
-            await eventually(lambda: "waiting for the lock to be released" in caplog.text)
+            await eventually(lambda: "waiting until the lock is released" in caplog.text)
             await eventually(lambda: "timer sweep postponed" in caplog.text)
             assert database_rows(db, "SELECT COUNT(*) AS n FROM inbound")[0]["n"] == 0
             holder.release.set()  # the other process's long write ends
