@@ -69,8 +69,8 @@ screenshots: $(STAMP) browser
 
 ## The load benchmark: the real bot against the local Telegram/Slack servers and widget
 ## visitors over WebSocket, each against a bare bot as its ceiling (about 5 min;
-## `make bench QUICK=1`: about a minute; `make bench QUICK=1 STORAGE=all PROCESSES=2`: the
-## storage rows alone, one process on SQLite, one and two on a throwaway PostgreSQL).
+## `make bench QUICK=1`: about a minute; `make bench STORAGE=all PROCESSES=2`: the storage
+## rows alone, one process on SQLite, one and two on a throwaway PostgreSQL, about 2½ min).
 bench: $(STAMP) $(if $(STORAGE),postgresql)
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python bench/load_bench.py $(if $(QUICK),--quick) $(if $(ENCODER),--encoder $(ENCODER)) $(if $(STORAGE),--storage $(STORAGE)) $(if $(PROCESSES),--processes $(PROCESSES))
 
