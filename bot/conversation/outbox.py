@@ -192,8 +192,10 @@ class Dispatcher:
             fresh = None
             try:
                 effects = await self._deliver(item)
-            except (TransientDeliveryError, *WAIT_OUT) as exc:  # WAIT_OUT: a channel's
-                attempts += 1  # own write (the web channel's line) met a database to wait out
+            except (TransientDeliveryError, *WAIT_OUT) as exc:
+                # WAIT_OUT: the channel's own write (the web channel's line) met a database
+                # to wait out: retried like a platform that is down
+                attempts += 1
                 retry_after = exc.retry_after if isinstance(exc, TransientDeliveryError) else None
                 delay = self._backoff(attempts, retry_after)
                 log.warning("%s #%d: %s; retry %d in %.1fs", item.op, item.id, exc, attempts, delay)
