@@ -21,6 +21,7 @@ import pytest
 
 from bot.app import SupportApp
 from bot.config import Secrets, settings_from_mapping
+from bot.conversation.model import Address, Customer, CustomerMessage
 from handlers.telegram import RateLimits
 from tests.fakes.telegram_server import TelegramServer, running_server
 from tests.pg_cluster import PgCluster
@@ -112,3 +113,30 @@ async def test_bot_waits_out_a_postgresql_restart_and_answers_each_message_once(
             if c.params["text"] in given
         )  # fmt: skip
         assert sorted(per_chat.values()) == [2] * len(customers)
+
+
+async def test_a_step_that_meets_the_stopped_server_waits_for_it(
+    cluster: PgCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message taken in just before the server stops (a polled batch, a stored webhook
+    update) is answered once it is back, not dropped with the driver's error."""
+    caplog.set_level(logging.INFO)
+    async with running_server() as tg:
+        ana = tg.add_user("Ana")
+        async with bot_on(cluster, tg, tmp_path / "beside.db", "polling") as app:
+            chat = str(ana.id)  # a private chat's id is the user's
+            event = CustomerMessage(
+                Customer("telegram", chat, "Ana", "fr"), Address("telegram", chat), QUESTION, "t:1"
+            )
+            await asyncio.to_thread(cluster.halt)
+            step = asyncio.create_task(app._on_event(event))
+            await eventually(lambda: "waiting until it is back" in caplog.text, within=20)
+            assert not step.done()
+            await asyncio.to_thread(cluster.resume)
+            async with asyncio.timeout(30):
+                await step
+            await eventually(lambda: len(answers(tg, ana.id)) == 1, within=20)
+            assert app.components is not None
+            async with asyncio.timeout(10):
+                await app.components.dispatcher.drain()
+        assert len(answers(tg, ana.id)) == 1
