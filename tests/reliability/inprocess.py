@@ -25,7 +25,7 @@ DID_IT_HELP = "Cette réponse a-t-elle résolu votre problème ?"
 
 @asynccontextmanager
 async def telegram_app(
-    tg: TelegramServer, db: Path, **sections: dict[str, Any]
+    tg: TelegramServer, db: Path, *, webhook_secret: str | None = None, **sections: dict[str, Any]
 ) -> AsyncIterator[SupportApp]:
     """A started ``SupportApp`` (real clock, no pacing); ``sections`` override config."""
     config: dict[str, Any] = {
@@ -40,7 +40,7 @@ async def telegram_app(
         config[name] = {**config.get(name, {}), **values}
     app = SupportApp(
         settings_from_mapping(config),
-        Secrets(telegram_bot_token=tg.token),
+        Secrets(telegram_bot_token=tg.token, telegram_webhook_secret=webhook_secret),
         transport_options={"telegram": {"limits": RateLimits.unlimited()}},
     )
     await app.start()

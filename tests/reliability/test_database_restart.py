@@ -12,21 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.app import SupportApp
-from bot.config import Secrets, settings_from_mapping
 from bot.conversation.model import Address, Customer, CustomerMessage
-from handlers.telegram import RateLimits
 from tests.fakes.telegram_server import TelegramServer, running_server
 from tests.pg_cluster import PgCluster
-from tests.reliability.bot_process import KNOWLEDGE
-from tests.reliability.inprocess import QUESTION, answers
+from tests.reliability.inprocess import QUESTION, answers, telegram_app
 from tests.test_ack_after_store import SECRET, free_port
 from tests.waiting import eventually
 
@@ -43,39 +40,29 @@ def cluster() -> Iterator[PgCluster]:
         started.stop()
 
 
-@asynccontextmanager
-async def bot_on(
+def bot_on(
     cluster: PgCluster, tg: TelegramServer, beside: Path, mode: str
-) -> AsyncIterator[SupportApp]:
+) -> AbstractAsyncContextManager[SupportApp]:
+    """The app on ``cluster``, Telegram polled or pushing to its webhook; ``beside``: the
+    files kept beside the database."""
     port = free_port()
-    telegram: dict[str, Any] = {"api_url": tg.url, "poll_timeout": 1}
+    telegram: dict[str, Any] = {}
     if mode == "webhook":
-        telegram |= {
+        telegram = {
             "mode": "webhook",
             "webhook_url": f"http://127.0.0.1:{port}/telegram",
             "webhook_listen": "127.0.0.1",
             "webhook_port": port,
             "webhook_path": "/telegram",
         }
-    config = {
-        "storage": {"url": cluster.url(), "path": str(beside)},  # path: the files beside it
-        "knowledge": {"path": str(KNOWLEDGE)},
-        "telegram": telegram,
-        "conversation": {"sweep_every": "100ms"},
-        "slack": {"enabled": False},
-        "digest": {"enabled": False},
-        "web": {"enabled": False},
-    }
-    app = SupportApp(
-        settings_from_mapping(config),
-        Secrets(telegram_bot_token=tg.token, telegram_webhook_secret=SECRET),
-        transport_options={"telegram": {"limits": RateLimits.unlimited()}},
+    return telegram_app(
+        tg,
+        beside,
+        webhook_secret=SECRET,
+        storage={"url": cluster.url()},
+        telegram=telegram,
+        conversation={"sweep_every": "100ms"},
     )
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
 
 
 @pytest.mark.parametrize("mode", ["polling", "webhook"])
