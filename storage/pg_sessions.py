@@ -28,7 +28,7 @@ def key_lock_id(key: str, purpose: str = "step") -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def server_reason(exc: psycopg.Error) -> str:
+def server_reason(exc: BaseException) -> str:
     """The server's message, first line (never the connection string)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -38,7 +38,7 @@ def server_reason(exc: psycopg.Error) -> str:
 _GOING_AWAY = frozenset({"57P01", "57P02", "57P03"})
 
 
-def unreachable(exc: BaseException) -> bool:
+def unreachable(exc: BaseException) -> TypeGuard[psycopg.OperationalError]:
     """Did a statement fail for want of a server (restarting, failing over, or the
     connection cut), rather than because of the statement? libpq's own failures (refused,
     closed unexpectedly) have no SQLSTATE."""

@@ -236,12 +236,9 @@ class PgDatabase(PipelinedGroups):
             await db._run(db._setup, conn)
             await db._run(db._migrate)
             conn.prepare_threshold = 0  # as ``_connect(prepared=True)``, once migrated
-        except psycopg.Error as exc:
+        except (psycopg.Error, DatabaseUnavailableError) as exc:
             await db.close()
             raise StorageError(f"cannot use database {where}: {server_reason(exc)}") from None
-        except DatabaseUnavailableError as exc:
-            await db.close()
-            raise StorageError(f"cannot use database {where}: {exc}") from None
         except BaseException:
             await db.close()
             raise
@@ -339,7 +336,7 @@ class PgDatabase(PipelinedGroups):
         if isinstance(exc, psycopg.errors.LockNotAvailable):
             return DatabaseLockedError(f"database {self.path} is locked")
         if unreachable(exc):
-            return unavailable(cast(psycopg.Error, exc))
+            return unavailable(exc)
         return exc
 
     def _piping(self, pipe: psycopg.Pipeline | None) -> None:
